@@ -1,0 +1,37 @@
+"""Shared fixtures: paths to the original tool's files (read-only) and small configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "original"
+
+
+def fixture_path(name: str) -> Path:
+    p = FIXTURES / name
+    if not p.exists():  # pragma: no cover - the shared folder is part of every checkout and CI run
+        pytest.skip(f"original fixture missing: {p}")
+    return p
+
+
+@pytest.fixture
+def original():
+    """Callable returning the path of a file in ../shared/fixtures/original/."""
+    return fixture_path
+
+
+def small_config(**over) -> dict:
+    """A fast config: 24x20 px, 12 frames, EMCCD."""
+    cfg = {
+        "emitters": {"num_emitters": 40, "frames": 12, "margin_px": 2.0, "intensity_mu": 3000.0,
+                     "intensity_sigma": 500.0, "lifetime_avg": 2.0, "z_range_um": 0.5},
+        "tiff": {"roi_width": 24, "roi_height": 20, "crop_offset": [100, 50]},
+        "psf": {"patch_size": 21},
+        "camera": {"model": "emccd"},
+        "zernike": {"synthetic_shape": [300, 300]},
+    }
+    for k, v in over.items():
+        cfg.setdefault(k, {}).update(v)
+    return cfg

@@ -1,0 +1,32 @@
+"""z2t-dask: scalable, reproducible SMLM movie simulation on Dask.
+
+>>> import z2t_dask as z2t
+>>> cfg = z2t.load_config(None)          # built-in default (or a path / dict)
+>>> sample = z2t.simulate(cfg, seed=1)   # lazy frames + ground truth
+
+Public names are imported lazily (PEP 562), so ``import z2t_dask`` stays cheap in every worker.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ConfigError": "config", "LegacyKeyWarning": "config", "SimulationConfig": "config",
+    "default_config": "config", "load_config": "config",
+    "Sample": "pipeline", "simulate": "pipeline", "render_emitters": "pipeline", "load_sample_h5": "pipeline",
+    "read_zmap": "zmap", "SyntheticZmap": "zmap", "ZmapError": "zmap",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'z2t_dask' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

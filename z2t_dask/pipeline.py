@@ -1,0 +1,317 @@
+"""One sample end to end: config → emitters → per-emitter aberrations → lazy frames → files.
+
+>>> import z2t_dask as z2t
+>>> sample = z2t.simulate(None, seed=1)       # built-in default; frames are lazy
+>>> sample.frames                               # doctest: +SKIP
+dask.array<z2t-frames-…, shape=(100, 64, 64), dtype=uint16, chunksize=(32, 64, 64)>
+>>> sample.save("out/sample_001")               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from . import __version__
+from .config import SimulationConfig, config_to_dict, load_config
+from .emitters import EmitterTable, Records, inside_image, make_records, sample_emitters
+from .render import (PURPOSE_EMITTERS, FramePlan, build_camera, build_psf_model, frames_array, stream)
+from .zmap import H5Zmap, SyntheticZmap, Zmap, legacy_to_noll, read_zmap
+
+__all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "make_zmap", "CONVENTIONS"]
+
+log = logging.getLogger("z2t_dask")
+
+CONVENTIONS = {
+    "axes": "frames (T, Y, X); x = column, y = row",
+    "pixel_centre": "pixel (r, c) has its centre at (y=r, x=c) in camera pixels",
+    "xy_unit": "camera pixels of the ROI (add tiff.crop_offset for chip coordinates)",
+    "z_unit": "um; 0 = focal plane; positive = away from the coverslip (deeper into the sample)",
+    "photons": "records/phot: photons collected in that frame; emitters/intensity: photons per full frame on",
+    "zernike": "zernike_coeffs/*: Noll order (index 0 = j 1, piston), RMS-normalised over the unit pupil, radians",
+    "frame_ix": "records/frame_ix = TIFF page index; every frame 0..T-1 is present",
+    "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, frame)); purpose 0 emitters, 1 camera noise",
+}
+
+
+def make_zmap(cfg: SimulationConfig) -> Zmap:
+    """The Zmap of a config: the file at ``zmap_path``, or the synthetic default."""
+    z = cfg.zernike
+    if cfg.zmap_path:
+        return read_zmap(cfg.zmap_path, convention=z.convention, units=z.units,
+                         wavelength_nm=cfg.optical.wavelength_nm, n_modes=cfg.psf.n_modes)
+    return SyntheticZmap(shape=tuple(z.synthetic_shape), rms_rad=z.synthetic_rms_rad, seed=z.synthetic_seed,
+                         n_modes=cfg.psf.n_modes)
+
+
+def _phase_for(cfg: SimulationConfig, zmap: Zmap, xy_roi: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    x0, y0 = cfg.crop_offset_xy
+    phase, mag = zmap.coefficients(xy_roi[:, 0] + x0, xy_roi[:, 1] + y0, method=cfg.zernike.interpolation_method)
+    phase = phase * cfg.zernike.scale
+    if not cfg.optical.ignore_fixed_psf_coeffs:
+        for j, v in cfg.psf.fixed_zernike.items():
+            phase[:, j - 1] += v
+    return phase, mag
+
+
+@dataclass
+class Sample:
+    """One simulated sample: lazy frames plus its ground truth.
+
+    Attributes
+    ----------
+    config : SimulationConfig
+        The fully resolved configuration.
+    seed : int
+        The sample seed (all random streams derive from it).
+    emitters : EmitterTable
+        Per-emitter truth (x, y px; z µm; photons per frame on; on-interval in frames).
+    records : Records
+        Per-(emitter, frame) truth: photons in that frame and whether the emitter is inside.
+    zernike_phase, zernike_mag : ndarray (N, K)
+        Per-emitter coefficients, Noll order, rad RMS (``zernike_mag`` zero when the Zmap has none).
+    frames : dask.array.Array
+        Lazy ``(T, H, W)`` stack, chunked along T.
+    """
+
+    config: SimulationConfig
+    seed: int
+    emitters: EmitterTable
+    records: Records
+    zernike_phase: np.ndarray
+    zernike_mag: np.ndarray
+    frames: Any
+    zmap_info: dict = field(default_factory=dict)
+    extra_attrs: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.frames.shape)
+
+    def attrs(self) -> dict[str, Any]:
+        """Provenance stored with every output."""
+        o = self.config.optical
+        return {
+            "z2t_version": __version__,
+            "zernike_convention": "noll-rad",
+            "seed": int(self.seed),
+            "config": json.dumps(config_to_dict(self.config), sort_keys=True),
+            "conventions": json.dumps(CONVENTIONS, sort_keys=True),
+            "zmap": json.dumps(self.zmap_info, sort_keys=True),
+            "pixel_size_nm": json.dumps([o.pixel_size_nm_x, o.pixel_size_nm_y]),
+            "frames": int(self.frames.shape[0]),
+            "image_shape": json.dumps(list(self.frames.shape[1:])),
+            "dtype": str(self.frames.dtype),
+            **self.extra_attrs,
+        }
+
+    def save(self, path: str | os.PathLike, *, compression: str | None = None, overwrite: bool = False,
+             scheduler: str | None = "threads", prefetch: int = 2, streaming: bool = True) -> Path:
+        """Write ``<path>/<name>.ome.tiff`` and ``<path>/emitters.h5`` atomically.
+
+        The folder is written under a temporary name and renamed when complete, so a crash never
+        leaves a folder that looks finished. Frames stream block by block (bounded memory).
+
+        Parameters
+        ----------
+        path
+            The sample folder, e.g. ``out/sample_001`` (its name names the TIFF).
+        compression
+            ``"zstd"``, ``"zlib"`` or ``"none"``; default ``config.tiff.compression``.
+        overwrite
+            Replace an existing folder.
+        scheduler
+            Dask scheduler for computing blocks (``None`` = the active default, e.g. a Client).
+        streaming
+            False computes the whole stack in memory first (the original ``--no_streaming``).
+        """
+        from .io.atomic import atomic_dir
+
+        final = Path(path)
+        name = final.name
+        comp = compression or self.config.tiff.compression
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(final, overwrite=overwrite) as tmp:
+            tmp = Path(tmp)
+            write_tiff(self, tmp / f"{name}.ome.tiff", compression=comp, scheduler=scheduler, prefetch=prefetch,
+                       streaming=streaming)
+            write_ground_truth(self, tmp)
+        log.info("wrote %s", final)
+        return final
+
+    def compute(self, scheduler: str | None = "threads") -> np.ndarray:
+        """All frames in memory."""
+        return self.frames.compute(scheduler=scheduler)
+
+
+def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> Iterator[np.ndarray]:
+    from .io.stream import iter_frame_blocks
+
+    if not streaming:
+        yield np.asarray(sample.frames.compute(scheduler=scheduler))
+        return
+    gc_every = sample.config.render.gc_frequency
+    for i, block in enumerate(iter_frame_blocks(sample.frames, prefetch=prefetch, scheduler=scheduler)):
+        yield block
+        if gc_every and (i + 1) % gc_every == 0:
+            gc.collect()
+
+
+def write_tiff(sample: Sample, path: Path, *, compression: str = "zstd", scheduler="threads", prefetch: int = 2,
+               streaming: bool = True) -> Path:
+    """Stream a sample's frames into one OME-TIFF series ``(T, Y, X)``."""
+    from .io.tiff import write_ome_tiff
+
+    o = sample.config.optical
+    return write_ome_tiff(path, _iter_blocks(sample, scheduler, prefetch, streaming), shape=sample.frames.shape,
+                          dtype=sample.frames.dtype, pixel_size_nm=(o.pixel_size_nm_x, o.pixel_size_nm_y),
+                          compression=None if compression == "none" else compression,
+                          metadata={"z2t": {"seed": int(sample.seed), "z2t_version": __version__,
+                                            "units": "ADU" if sample.frames.dtype.kind == "u" else "photons"}})
+
+
+def write_ground_truth(sample: Sample, folder: Path) -> Path:
+    """Write ``emitters.h5`` (original layout + provenance) and optionally a CSV."""
+    from .io.emitters_h5 import write_emitters_h5
+
+    e, r = sample.emitters, sample.records
+    frames = None
+    if sample.config.output.frames_in_h5:
+        frames = _iter_blocks(sample, "threads", 2, True)
+    path = Path(folder) / "emitters.h5"
+    write_emitters_h5(
+        path,
+        emitters={"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
+        records={"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
+        zernike_coeffs={"phase": sample.zernike_phase, "mag": sample.zernike_mag},
+        attrs=sample.attrs(), frames=frames if frames is None else (sample.frames.shape, frames))
+    if sample.config.output.write_csv:
+        from .io.csv import write_records_csv
+        write_records_csv(Path(folder) / "ground_truth.csv", r.as_dict())
+    return path
+
+
+def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, records: Records,
+                       phase: np.ndarray, mag: np.ndarray | None, zmap_info: dict,
+                       chunk_frames: int | None, extra_attrs: dict | None = None) -> Sample:
+    h, w = cfg.image_shape
+    x0, y0 = cfg.crop_offset_xy
+    camera = build_camera(cfg.camera, noise_params=cfg.tiff.noise_params, roi=(y0, x0, h, w))
+    plan = FramePlan.from_records(
+        seed=seed, frames=cfg.emitters.frames, image_shape=(h, w), frame_ix=records.frame_ix, ids=records.id,
+        phot=records.phot, xyz=table.xyz, phase=phase, mag=mag, psf=build_psf_model(cfg), camera=camera,
+        background=cfg.background.photons, psf_batch=cfg.psf.batch_size)
+    frames = frames_array(plan, chunk_frames or cfg.render.chunk_frames)
+    k = cfg.psf.n_modes
+    mag_out = np.zeros((len(table), k)) if mag is None else mag
+    return Sample(config=cfg, seed=int(seed), emitters=table, records=records, zernike_phase=phase,
+                  zernike_mag=mag_out, frames=frames, zmap_info=zmap_info, extra_attrs=extra_attrs or {})
+
+
+def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None,
+             seed: int | None = None, *, zmap: str | os.PathLike | Zmap | None = None,
+             chunk_frames: int | None = None) -> Sample:
+    """Simulate one sample lazily.
+
+    Emitters, records and per-emitter aberrations are drawn now (milliseconds); frames are a lazy
+    dask array (nothing rendered until computed or saved).
+
+    Parameters
+    ----------
+    config
+        Path, dict, :class:`SimulationConfig` or ``None`` (built-in default).
+    seed
+        Sample seed (non-negative int). Default: ``emitters.seed`` of the config, else 0.
+    zmap
+        Overrides ``zmap_path``: a Zmap file or a :class:`~z2t_dask.zmap.Zmap` object.
+    chunk_frames
+        Frames per dask chunk (default ``render.chunk_frames``).
+    """
+    cfg = config if isinstance(config, SimulationConfig) else load_config(config)
+    if isinstance(zmap, (str, os.PathLike)):
+        cfg.zmap_path = str(zmap)
+        zmap = None
+    if seed is None:
+        seed = cfg.emitters.seed if cfg.emitters.seed is not None else 0
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    zm = zmap if isinstance(zmap, Zmap) else make_zmap(cfg)
+    rng = stream(seed, PURPOSE_EMITTERS)
+    table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy)
+    records = make_records(table, intervals, cfg.emitters.frames, cfg.image_shape)
+    phase, mag = _phase_for(cfg, zm, table.xyz[:, :2])
+    return _sample_from_truth(cfg, int(seed), table, records, phase, mag, zm.describe(), chunk_frames)
+
+
+def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
+                   chunk_frames: int | None = None) -> Sample:
+    """A :class:`Sample` rendering the emitters and records of an existing ``emitters.h5``.
+
+    Files written by the original tool carry legacy 21-index coefficients (read through the
+    ``legacy21`` convention); files written by z2t declare Noll/rad. Without ``zernike_coeffs``
+    the coefficients come from the config's Zmap. Positions are ROI pixels; ``frames`` is
+    ``emitters.frames`` of the config or, if larger, ``max(records/frame_ix) + 1``.
+    """
+    from .io.emitters_h5 import read_emitters_h5
+
+    cfg = config if isinstance(config, SimulationConfig) else load_config(config)
+    f = read_emitters_h5(h5_path)
+    em, rec = f.emitters, f.records
+    xyz = np.asarray(em["xyz"], np.float64)
+    n = xyz.shape[0]
+    ids = np.asarray(em.get("id", np.arange(n)), np.int64)
+    if not np.array_equal(ids, np.arange(n)):
+        raise ValueError(f"{h5_path}: emitters/id must be 0..N-1 in order")
+    frame_ix = np.asarray(rec["frame_ix"], np.int64)
+    frames = max(int(cfg.emitters.frames), int(frame_ix.max()) + 1 if frame_ix.size else 0)
+    if frames != cfg.emitters.frames:
+        cfg.emitters.frames = frames
+    rec_xyz = np.asarray(rec["xyz"], np.float64)
+    rec_ids = np.asarray(rec["id"], np.int64)
+    if rec_ids.size and (rec_ids.min() < 0 or rec_ids.max() >= n):
+        raise ValueError(f"{h5_path}: records/id out of range 0..{n - 1}")
+    inside = inside_image(rec_xyz[:, :2], cfg.image_shape)
+    records = Records(xyz=rec_xyz, phot=np.asarray(rec["phot"], np.float64), frame_ix=frame_ix, id=rec_ids,
+                      inside=inside)
+    table = EmitterTable(xyz=xyz, intensity=np.asarray(em.get("intensity", np.zeros(n)), np.float64),
+                         t0=np.asarray(em.get("t0", np.zeros(n)), np.float64),
+                         on_time=np.asarray(em.get("on_time", np.zeros(n)), np.float64), id=ids)
+    zc = f.zernike_coeffs
+    k = cfg.psf.n_modes
+    declared = str(f.attrs.get("zernike_convention", "")) if f.attrs else ""
+    if zc and "phase" in zc and zc["phase"].shape[0] == n:
+        ph = np.asarray(zc["phase"], np.float64)
+        mg = np.asarray(zc.get("mag", np.zeros_like(ph)), np.float64)
+        if "z2t_version" in f.attrs or declared == "noll-rad":
+            phase = np.zeros((n, k))
+            phase[:, :min(k, ph.shape[1])] = ph[:, :k]
+            mag = np.zeros((n, k))
+            mag[:, :min(k, mg.shape[1])] = mg[:, :k]
+            info = {"kind": "emitters.h5", "source_convention": "noll", "path": str(h5_path)}
+        else:
+            phase = legacy_to_noll(ph, k)
+            mag = legacy_to_noll(mg, k, warn=False)
+            mag[:, 0] = 0.0
+            info = {"kind": "emitters.h5", "source_convention": "legacy21", "path": str(h5_path)}
+        phase = phase * cfg.zernike.scale
+        mag = mag if np.any(np.abs(mag) > 1e-9) else None
+    elif zc and "phase" in zc:
+        raise ValueError(f"{h5_path}: zernike_coeffs/phase has {zc['phase'].shape[0]} rows for {n} emitters "
+                         "(the original's crop bug, D13); drop zernike_coeffs to recompute them from the Zmap")
+    else:
+        zm = make_zmap(cfg)
+        phase, mag = _phase_for(cfg, zm, xyz[:, :2])
+        info = zm.describe()
+    return _sample_from_truth(cfg, seed, table, records, phase, mag, info, chunk_frames,
+                              extra_attrs={"rendered_from": str(h5_path)})
+
+
+def render_emitters(h5_path: str | os.PathLike, config=None, *, seed: int = 0, chunk_frames: int | None = None):
+    """Lazy frames ``(T, H, W)`` of an existing ``emitters.h5`` (e.g. one the original wrote)."""
+    return load_sample_h5(h5_path, config, seed=seed, chunk_frames=chunk_frames).frames

@@ -1,0 +1,326 @@
+"""Zmaps: field-dependent Zernike coefficient maps and their per-emitter interpolation.
+
+A Zmap gives, for every camera-chip position, the Zernike phase (and optionally magnitude)
+coefficients of the pupil. Every Zmap here returns coefficients in **one** convention: Noll
+order (index 0 ↔ j = 1, piston), radians RMS over the unit pupil. Conversions from the source's
+convention happen on reading and are explicit:
+
+``legacy21``
+    The original tool's 21-index ordering (see :data:`z2t_dask.optics.zernike.LEGACY_21_NM`).
+    Its index ``l`` maps to ``(n, m)`` through a home-made rule that yields 8 parity-invalid
+    (identically zero) modes; those are dropped with a warning and the 13 valid modes are moved
+    to their Noll positions. Values are used as radians (the original applied them as phase in
+    radians). The original's basis was normalised over a square, so legacy coefficients only
+    approximately keep their meaning on the correct pupil basis.
+``noll`` / ``osa``
+    Standard orders; units ``rad``, ``waves`` (× 2π) or ``nm`` (× 2π/λ) as declared.
+
+Coordinates: a map pixel ``[mode, r, c]`` is the value at chip position ``(y=r, x=c)``.
+Emitter ROI positions are turned into chip positions by adding the ROI's crop offset.
+Files are read lazily: only the window around the requested positions is read from HDF5.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
+
+__all__ = ["ZmapError", "Zmap", "H5Zmap", "SyntheticZmap", "read_zmap", "legacy_to_noll"]
+
+_SPLINE_MARGIN = 12  # px of map read around the emitters: B-spline prefilter influence < 1e-6
+
+
+class ZmapError(ValueError):
+    """A Zmap file is missing, malformed or inconsistent (message names the file and dataset)."""
+
+
+def legacy_to_noll(coeffs: np.ndarray, n_modes: int = 21, *, warn: bool = True) -> np.ndarray:
+    """Reorder legacy 21-index coefficients (…, 21) into Noll order (…, n_modes).
+
+    The 8 parity-invalid legacy modes (whose basis image is identically zero) are dropped; a
+    warning lists them when ``warn`` and any of them is non-negligible.
+    """
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    if coeffs.shape[-1] != len(LEGACY_21_NM):
+        raise ZmapError(f"legacy21 coefficients need {len(LEGACY_21_NM)} modes, got {coeffs.shape[-1]}")
+    out = np.zeros(coeffs.shape[:-1] + (n_modes,))
+    dropped = []
+    for l, (n, m) in enumerate(LEGACY_21_NM):
+        if (n - abs(m)) % 2:
+            dropped.append(l)
+            continue
+        j = nm_to_noll(n, m)
+        if j <= n_modes:
+            out[..., j - 1] = coeffs[..., l]
+    if warn and dropped:
+        mag = np.nanmax(np.abs(coeffs[..., dropped])) if coeffs.size else 0.0
+        if mag > 1e-6:
+            warnings.warn(f"legacy21 Zmap: dropped invalid modes {dropped} (parity-invalid (n, m), identically "
+                          f"zero basis), largest |coefficient| {mag:.3g}", stacklevel=3)
+    return out
+
+
+def _to_noll(coeffs: np.ndarray, convention: str, n_modes: int) -> np.ndarray:
+    if convention == "legacy21":
+        return legacy_to_noll(coeffs, n_modes)
+    k = coeffs.shape[-1]
+    out = np.zeros(coeffs.shape[:-1] + (n_modes,))
+    for i in range(k):
+        j = i + 1 if convention == "noll" else osa_to_noll(i)
+        if j <= n_modes:
+            out[..., j - 1] = coeffs[..., i]
+    return out
+
+
+def _unit_factor(units: str, wavelength_nm: float) -> float:
+    return {"rad": 1.0, "waves": 2 * math.pi, "nm": 2 * math.pi / wavelength_nm}[units]
+
+
+class Zmap:
+    """Interface: coefficients at chip positions, Noll order, radians RMS."""
+
+    n_modes: int = 21
+    shape: tuple[int, int]
+    convention: str = "noll"
+    units: str = "rad"
+
+    def coefficients(self, x: np.ndarray, y: np.ndarray, *, method: str = "cubic") -> tuple[np.ndarray, np.ndarray | None]:
+        """Phase ``(N, n_modes)`` rad and magnitude ``(N, n_modes)`` (or ``None``) at chip ``(x, y)`` px."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Provenance: source, convention, units, shape."""
+        return {"kind": type(self).__name__, "shape": list(self.shape), "order": "noll",
+                "normalisation": "rms", "unit": "rad", "source_convention": self.convention,
+                "source_units": self.units}
+
+
+def _interp_window(maps_ds, x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
+    """Read only the window of a (K, H, W) dataset around the points and interpolate each mode."""
+    from scipy.ndimage import map_coordinates
+
+    k, h, w = maps_ds.shape
+    xc = np.clip(x, 0, w - 1)
+    yc = np.clip(y, 0, h - 1)
+    if xc.size == 0:
+        return np.zeros((0, k))
+    m = _SPLINE_MARGIN if order > 1 else 2
+    x0 = max(int(np.floor(xc.min())) - m, 0)
+    x1 = min(int(np.ceil(xc.max())) + m + 1, w)
+    y0 = max(int(np.floor(yc.min())) - m, 0)
+    y1 = min(int(np.ceil(yc.max())) + m + 1, h)
+    win = np.asarray(maps_ds[:, y0:y1, x0:x1], dtype=np.float64)
+    out = np.empty((xc.size, k))
+    coords = np.stack([yc - y0, xc - x0])
+    for j in range(k):
+        plane = win[j]
+        if not np.all(np.isfinite(plane)):
+            finite = np.isfinite(plane)
+            plane = np.where(finite, plane, np.nanmean(plane) if finite.any() else 0.0)
+        out[:, j] = map_coordinates(plane, coords, order=order, mode="nearest")
+    return out
+
+
+@dataclass
+class H5Zmap(Zmap):
+    """A Zmap file of the original layout (``result.h5`` / ``patches.h5``), read lazily.
+
+    Datasets: ``z_maps/phase`` (K, H, W) phase maps; ``coords`` (N, 2) bead centres **(y, x)**;
+    ``zernike/coeff_mag`` (N, K) scattered magnitude coefficients (optional),
+    ``zernike/coeff_phase`` and ``zernike/mean_ncc`` (NaN rows = rejected beads, ignored).
+    Root attributes ``convention`` / ``units`` (if present) declare the coefficient convention.
+    """
+
+    path: str
+    convention: str = "auto"
+    units: str = "auto"
+    wavelength_nm: float = 660.0
+    n_modes: int = 21
+    shape: tuple[int, int] = field(default=(0, 0))
+    n_source_modes: int = 0
+
+    def __post_init__(self) -> None:
+        import h5py
+
+        p = Path(self.path)
+        if not p.is_file():
+            raise ZmapError(f"Zmap file not found: {p} (set zmap_path, or leave it null for the synthetic Zmap)")
+        try:
+            f = h5py.File(p, "r")
+        except OSError as exc:
+            raise ZmapError(f"cannot open Zmap {p} as HDF5: {exc}") from None
+        with f:
+            if "z_maps/phase" not in f:
+                raise ZmapError(f"Zmap {p}: missing dataset 'z_maps/phase' (expected (modes, H, W) phase maps)")
+            ds = f["z_maps/phase"]
+            if ds.ndim != 3:
+                raise ZmapError(f"Zmap {p}: 'z_maps/phase' must be 3-D (modes, H, W), got shape {ds.shape}")
+            k, h, w = ds.shape
+            self.shape = (int(h), int(w))
+            self.n_source_modes = int(k)
+            conv = self.convention
+            if conv == "auto":
+                attr = f.attrs.get("convention", f["z_maps/phase"].attrs.get("convention"))
+                conv = attr.decode() if isinstance(attr, bytes) else attr
+                if conv is None:
+                    conv = "legacy21" if k == 21 else "noll"
+            if conv not in ("legacy21", "noll", "osa"):
+                raise ZmapError(f"Zmap {p}: unknown convention {conv!r} (expected legacy21, noll or osa)")
+            if conv == "legacy21" and k != 21:
+                raise ZmapError(f"Zmap {p}: legacy21 convention needs 21 modes, 'z_maps/phase' has {k}")
+            self.convention = conv
+            units = self.units
+            if units == "auto":
+                attr = f.attrs.get("units", f["z_maps/phase"].attrs.get("units"))
+                units = (attr.decode() if isinstance(attr, bytes) else attr) or "rad"
+            if units not in ("rad", "waves", "nm"):
+                raise ZmapError(f"Zmap {p}: unknown units {units!r} (expected rad, waves or nm)")
+            self.units = units
+            if "coords" in f and f["coords"].shape[-1] != 2:
+                raise ZmapError(f"Zmap {p}: 'coords' must be (N, 2) (y, x), got {f['coords'].shape}")
+
+    def beads(self) -> dict[str, np.ndarray]:
+        """Bead table with rejected (NaN) beads removed: ``y``, ``x``, ``mean_ncc``, ``coeff_phase``, ``coeff_mag``."""
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            if "coords" not in f:
+                return {}
+            coords = np.asarray(f["coords"][()], dtype=np.float64)
+            out = {"y": coords[:, 0], "x": coords[:, 1]}
+            for name in ("mean_ncc", "coeff_phase", "coeff_mag"):
+                key = f"zernike/{name}"
+                if key in f:
+                    out[name] = np.asarray(f[key][()], dtype=np.float64)
+        good = np.ones(coords.shape[0], bool)
+        for name in ("mean_ncc", "coeff_phase", "coeff_mag"):
+            if name in out:
+                v = out[name]
+                good &= np.all(np.isfinite(v.reshape(v.shape[0], -1)), axis=1)
+        return {k: v[good] for k, v in out.items()}
+
+    def coefficients(self, x, y, *, method: str = "cubic"):
+        import h5py
+
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        order = {"cubic": 3, "linear": 1, "nearest": 0}[method]
+        with h5py.File(self.path, "r") as f:
+            raw = _interp_window(f["z_maps/phase"], x, y, order)
+        phase = _to_noll(raw, self.convention, self.n_modes) * _unit_factor(self.units, self.wavelength_nm)
+        mag = self._magnitude(x, y)
+        return phase, mag
+
+    def _magnitude(self, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Scattered bead magnitudes interpolated at (x, y) with the correct axes; NaN beads ignored."""
+        b = self.beads()
+        if "coeff_mag" not in b or b["coeff_mag"].shape[0] == 0 or x.size == 0:
+            return None
+        pts = np.stack([b["x"], b["y"]], axis=1)
+        vals = b["coeff_mag"]
+        q = np.stack([x, y], axis=1)
+        if pts.shape[0] >= 4:
+            from scipy.interpolate import griddata
+            out = griddata(pts, vals, q, method="cubic")
+            miss = ~np.all(np.isfinite(out), axis=1)
+            if miss.any():
+                out[miss] = griddata(pts, vals, q[miss], method="nearest")
+        else:
+            d = ((q[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+            out = vals[np.argmin(d, axis=1)]
+        mag = _to_noll(out, self.convention, self.n_modes) if self.convention != "legacy21" else \
+            legacy_to_noll(out, self.n_modes, warn=False)
+        mag[:, 0] = 0.0  # piston of the amplitude is a uniform scale, removed by normalisation
+        if not np.any(np.abs(mag) > 1e-9):
+            return None
+        return mag
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update({"path": str(self.path), "source_modes": self.n_source_modes})
+        return d
+
+
+@dataclass
+class SyntheticZmap(Zmap):
+    """Smooth, realistic field-dependent aberrations for users without a calibration.
+
+    Each mode j >= 5 (astigmatism, coma, trefoil, spherical, ...) varies as a random quadratic
+    polynomial over the normalised chip coordinates; low orders dominate (amplitude ∝ 1/n), and
+    the whole set is scaled so the RMS pupil phase at the chip centre is about ``rms_rad``.
+    Piston, tip, tilt and defocus are zero (they would only shift emitters).
+    """
+
+    shape: tuple[int, int] = (1200, 1200)
+    rms_rad: float = 0.35
+    seed: int = 0
+    n_modes: int = 21
+    convention: str = "noll"
+    units: str = "rad"
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(0x5A,)))
+        k = self.n_modes
+        amp = np.zeros(k)
+        for j in range(5, k + 1):
+            from .optics.zernike import noll_to_nm
+            n, _ = noll_to_nm(j)
+            amp[j - 1] = 1.0 / n
+        # polynomial coefficients for 1, u, v, u², uv, v² per mode
+        poly = rng.normal(0.0, 1.0, (k, 6)) * amp[:, None] * np.array([1.0, 0.6, 0.6, 0.3, 0.3, 0.3])
+        spherical = 11 - 1
+        if k > spherical:
+            poly[spherical, 0] = abs(poly[spherical, 0]) + 0.5 * amp[spherical]  # a typical positive offset
+        centre = poly[:, 0]
+        norm = math.sqrt(float((centre ** 2).sum())) or 1.0
+        self._poly = poly * (self.rms_rad / norm)
+
+    def coefficients(self, x, y, *, method: str = "cubic"):
+        h, w = self.shape
+        u = (np.asarray(x, np.float64) - (w - 1) / 2) / max(w / 2, 1)
+        v = (np.asarray(y, np.float64) - (h - 1) / 2) / max(h / 2, 1)
+        basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)
+        return basis @ self._poly.T, None
+
+    def maps(self, y0: int = 0, x0: int = 0, height: int | None = None, width: int | None = None,
+             step: int = 1) -> np.ndarray:
+        """Coefficient maps ``(n_modes, rows, cols)`` of a window (for previews or export)."""
+        h = height or self.shape[0]
+        w = width or self.shape[1]
+        yy, xx = np.mgrid[y0:y0 + h:step, x0:x0 + w:step]
+        ph, _ = self.coefficients(xx.ravel(), yy.ravel())
+        return ph.T.reshape(self.n_modes, *yy.shape)
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update({"rms_rad": self.rms_rad, "seed": self.seed})
+        return d
+
+
+def read_zmap(path: str | Path, *, convention: Literal["auto", "legacy21", "noll", "osa"] = "auto",
+              units: Literal["auto", "rad", "waves", "nm"] = "auto", wavelength_nm: float = 660.0,
+              n_modes: int = 21) -> H5Zmap:
+    """Open a Zmap file (``result.h5`` / ``patches.h5``) lazily.
+
+    Parameters
+    ----------
+    path
+        HDF5 file with ``z_maps/phase`` (modes, H, W) and optionally ``coords`` (y, x),
+        ``zernike/coeff_mag|coeff_phase|mean_ncc``.
+    convention
+        Mode order of the file; ``auto`` = the file's ``convention`` attribute, else ``legacy21``
+        for 21-mode maps (the original tool) and ``noll`` otherwise.
+    units
+        Coefficient unit of the file (``auto`` = ``units`` attribute, else rad).
+    wavelength_nm
+        Needed to convert ``nm`` of wavefront into radians.
+    n_modes
+        Number of Noll modes returned.
+    """
+    return H5Zmap(str(path), convention=convention, units=units, wavelength_nm=wavelength_nm, n_modes=n_modes)
