@@ -190,7 +190,10 @@ def write_ground_truth(sample: Sample, folder: Path) -> Path:
         emitters={"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
         records={"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
         zernike_coeffs={"phase": sample.zernike_phase, "mag": sample.zernike_mag},
-        attrs=sample.attrs(), frames=frames if frames is None else (sample.frames.shape, frames))
+        attrs=sample.attrs(), frames=frames if frames is None else (sample.frames.shape, frames),
+        units={"records/inside": "bool (emitter centre inside the image: -0.5 <= x < W-0.5, -0.5 <= y < H-0.5)",
+               "zernike_coeffs/phase": "rad (RMS-normalised Zernike phase, Noll order, index 0 = j 1)",
+               "zernike_coeffs/mag": "1 (pupil amplitude Zernike coefficients, Noll order; 0 = none)"})
     if sample.config.output.write_csv:
         from .io.csv import write_records_csv
         write_records_csv(Path(folder) / "ground_truth.csv", r.as_dict())

@@ -1,0 +1,487 @@
+"""The original tool's ``emitters.h5`` layout: writer (atomic, with units and provenance) and reader.
+
+Layout (names and dtypes exactly as the original's consumers expect)::
+
+    emitters/xyz        float32 (N, 3)   x, y camera px; z µm
+    emitters/intensity  float32 (N,)     photons per frame while on
+    emitters/t0         float32 (N,)     on-time start, frames
+    emitters/on_time    float32 (N,)     on duration, frames
+    emitters/id         int64   (N,)     0..N-1
+    records/xyz         float32 (M, 3)   position of the emitter in that frame
+    records/phot        float32 (M,)     photons in that frame
+    records/frame_ix    int64   (M,)     frame index (= TIFF page index)
+    records/id          int64   (M,)     emitter id (row into emitters/* and zernike_coeffs/*)
+    records/<extra>     any     (M,)     optional columns, e.g. ``inside`` bool
+    zernike_coeffs/phase, zernike_coeffs/mag   float32 (N, K)   optional
+    frames              (T, Y, X)        optional, one HDF5 chunk per frame (v2/v3 loaders)
+
+Additions over the original (ignored by its readers): root attributes (config, seed,
+version, conventions; dicts and lists as JSON strings) and a ``units`` attribute on
+every dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path
+from .jsonutil import json_default
+from .stream import iter_frame_blocks
+
+__all__ = [
+    "DEFAULT_UNITS",
+    "EMITTER_DTYPES",
+    "RECORD_DTYPES",
+    "XYZ_UNITS",
+    "EmittersFile",
+    "read_emitters_h5",
+    "write_emitters_h5",
+]
+
+#: Units string of every ``xyz`` dataset (coordinate convention included).
+XYZ_UNITS = "x,y: camera px (pixel (r,c) centred at y=r,x=c); z: um"
+
+#: Required ``emitters/*`` datasets and their dtypes (in the original's order).
+EMITTER_DTYPES: dict[str, np.dtype] = {
+    "xyz": np.dtype(np.float32),
+    "intensity": np.dtype(np.float32),
+    "t0": np.dtype(np.float32),
+    "on_time": np.dtype(np.float32),
+    "id": np.dtype(np.int64),
+}
+
+#: Required ``records/*`` datasets and their dtypes.
+RECORD_DTYPES: dict[str, np.dtype] = {
+    "xyz": np.dtype(np.float32),
+    "phot": np.dtype(np.float32),
+    "frame_ix": np.dtype(np.int64),
+    "id": np.dtype(np.int64),
+}
+
+#: Default ``units`` attribute per dataset path (override or extend with ``units=``).
+DEFAULT_UNITS: dict[str, str] = {
+    "emitters/xyz": XYZ_UNITS,
+    "emitters/intensity": "photons/frame (detected photons per full frame while on)",
+    "emitters/t0": "frames (start of the on-interval)",
+    "emitters/on_time": "frames (duration of the on-interval)",
+    "emitters/id": "1 (emitter index 0..N-1)",
+    "records/xyz": XYZ_UNITS,
+    "records/phot": "photons (detected in this frame)",
+    "records/frame_ix": "frame index (0-based, equals the TIFF page index)",
+    "records/id": "1 (emitter id: row into emitters/* and zernike_coeffs/*)",
+    "records/inside": "bool (emitter inside the simulated field of view)",
+    "zernike_coeffs/phase": "1 (phase Zernike coefficients per emitter, original mode order)",
+    "zernike_coeffs/mag": "1 (magnitude Zernike coefficients per emitter, original mode order)",
+}
+
+_FRAMES_COMPRESSION: dict[str | None, tuple[str | None, int | None]] = {
+    None: (None, None),
+    "none": (None, None),
+    "gzip": ("gzip", 1),
+    "lzf": ("lzf", None),
+}
+
+
+@dataclass
+class EmittersFile:
+    """Contents of an ``emitters.h5`` file.
+
+    Attributes
+    ----------
+    emitters : dict of str -> numpy.ndarray
+        ``xyz``, ``intensity``, ``t0``, ``on_time``, ``id`` and any extra columns.
+    records : dict of str -> numpy.ndarray
+        ``xyz``, ``phot``, ``frame_ix``, ``id`` and any extra columns (e.g. ``inside``).
+    zernike_coeffs : dict of str -> numpy.ndarray
+        ``phase`` and ``mag`` (N, K); empty if the group is absent.
+    attrs : dict
+        Root attributes; JSON strings (objects/arrays) decoded.
+    units : dict of str -> str
+        ``units`` attribute per dataset path (empty for the original's files).
+    frames_shape : tuple of int or None
+        Shape of the optional ``frames`` dataset (not loaded unless requested).
+    frames : numpy.ndarray or None
+        The ``frames`` dataset when read with ``load_frames=True``.
+    path : pathlib.Path or None
+        File read.
+    """
+
+    emitters: dict[str, np.ndarray]
+    records: dict[str, np.ndarray]
+    zernike_coeffs: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    frames_shape: tuple[int, ...] | None = None
+    frames: np.ndarray | None = None
+    path: Path | None = None
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+
+def _encode_attr(key: str, value: Any) -> Any:
+    """Attribute value for HDF5: dicts/lists/tuples/None -> JSON strings, paths -> str."""
+    if isinstance(value, (dict, list, tuple)) or value is None:
+        try:
+            return json.dumps(value, default=json_default, sort_keys=True)
+        except TypeError as exc:
+            raise ValueError(f"attrs[{key!r}] cannot be stored as JSON: {exc}") from None
+    if isinstance(value, (Path, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, (str, bytes, bool, int, float, np.generic)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    raise ValueError(
+        f"attrs[{key!r}] must be a str, number, bool, numeric array, dict or list, got {type(value).__name__}"
+    )
+
+
+def _decode_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str) and (value[:1] in ("{", "[") or value == "null"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _column(name: str, value: Any, dtype: np.dtype, length: int | None, width: int | None) -> np.ndarray:
+    """Validate and cast one required dataset; ``name`` (its path) appears in errors.
+
+    ``length`` None accepts any number of rows; ``width`` None means a 1-D column.
+    """
+    arr = np.asarray(value)
+    if dtype.kind == "i" and arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integers (stored as {dtype}), got dtype {arr.dtype}")
+    if dtype.kind == "f" and arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers (stored as {dtype}), got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and dtype.kind == "i" and arr.size and int(arr.max()) > np.iinfo(dtype).max:
+        raise ValueError(f"{name} has values too large for {dtype}")
+    expected = (length,) if width is None else (length, width)
+    if arr.ndim != len(expected) or any(e is not None and a != e for a, e in zip(arr.shape, expected)):
+        shown = tuple("M/N" if e is None else e for e in expected)
+        raise ValueError(f"{name} must have shape {shown}, got {arr.shape}")
+    arr = arr.astype(dtype, copy=False)
+    if dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return arr
+
+
+def _table(group: str, data: Mapping[str, Any], spec: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
+    """Validate the required columns of a group (length from ``xyz``) and any extras."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{group} must be a mapping of column name -> array, got {type(data).__name__}")
+    for key in spec:
+        if key not in data:
+            raise ValueError(f"{group}/{key} is missing (required: {', '.join(spec)})")
+    xyz = _column(f"{group}/xyz", data["xyz"], spec["xyz"], None, 3)
+    n = xyz.shape[0]
+    out = {"xyz": xyz}
+    for key, value in data.items():
+        if key == "xyz":
+            continue
+        if not isinstance(key, str) or not key or "/" in key or key == ".":
+            raise ValueError(f"{group} column names must be non-empty strings without '/', got {key!r}")
+        if key in spec:
+            out[key] = _column(f"{group}/{key}", value, spec[key], n, None)
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"{group}/{key} must be numeric or bool, got dtype {arr.dtype}")
+            if arr.ndim < 1 or arr.shape[0] != n:
+                raise ValueError(f"{group}/{key} must have {n} rows (like {group}/xyz), got shape {arr.shape}")
+            out[key] = arr
+    return out
+
+
+def _zernike(data: Mapping[str, Any] | None, n: int) -> dict[str, np.ndarray]:
+    if not data:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"zernike_coeffs must be a mapping with 'phase' and 'mag', got {type(data).__name__}")
+    out = {}
+    for key in ("phase", "mag"):
+        if key not in data:
+            raise ValueError(f"zernike_coeffs/{key} is missing (both 'phase' and 'mag' are required)")
+        arr = np.asarray(data[key])
+        if arr.ndim != 2 or arr.shape[0] != n:
+            raise ValueError(f"zernike_coeffs/{key} must have shape (N={n}, K), got {arr.shape}")
+        out[key] = _column(f"zernike_coeffs/{key}", arr, np.dtype(np.float32), n, arr.shape[1])
+    extra = set(data) - {"phase", "mag"}
+    if extra:
+        raise ValueError(f"zernike_coeffs accepts only 'phase' and 'mag', got extra {sorted(extra)}")
+    if out["phase"].shape != out["mag"].shape:
+        raise ValueError(
+            f"zernike_coeffs/phase {out['phase'].shape} and zernike_coeffs/mag {out['mag'].shape} must have the same shape"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _frames_pair(frames: Any) -> tuple[tuple[int, int, int], Any] | None:
+    """Recognise the ``((T, Y, X), iterable)`` form; return it normalised, else None."""
+    if not (isinstance(frames, tuple) and len(frames) == 2 and isinstance(frames[0], (tuple, list))):
+        return None
+    shape = tuple(int(s) for s in frames[0])
+    if len(shape) != 3 or min(shape) < 0 or 0 in shape[1:]:
+        raise ValueError(f"frames shape must be (T, Y, X), got {frames[0]!r}")
+    return shape, frames[1]  # type: ignore[return-value]
+
+
+def _write_frames(f: Any, frames: Any, compression: str | None) -> int:
+    """Write ``frames`` as dataset ``frames`` (one chunk per frame); return the number of frames.
+
+    ``frames`` is a (T, Y, X) NumPy/dask array, a ``((T, Y, X), iterable)`` pair, or an
+    iterable of (Y, X) frames / (t, Y, X) blocks.
+    """
+    codec, level = _FRAMES_COMPRESSION[compression]
+    opts = {"compression": codec, "compression_opts": level} if codec else {}
+    is_array = isinstance(frames, np.ndarray) or (hasattr(frames, "dask") and hasattr(frames, "chunks"))
+    if is_array:
+        if frames.ndim != 3 or 0 in frames.shape[1:]:
+            raise ValueError(f"frames must have shape (T, Y, X), got {tuple(frames.shape)}")
+        t, y, x = (int(s) for s in frames.shape)
+        dset = f.create_dataset("frames", shape=(t, y, x), dtype=frames.dtype, chunks=(1, y, x) if t else None, **opts)
+        t0 = 0
+        for block in iter_frame_blocks(frames):
+            dset[t0 : t0 + block.shape[0]] = block
+            t0 += block.shape[0]
+        return t
+    pair = _frames_pair(frames)
+    declared, source = pair if pair is not None else (None, frames)
+    dset = None
+    t0 = 0
+    for item in source:
+        block = np.asarray(item)
+        if block.ndim == 2:
+            block = block[np.newaxis]
+        if block.ndim != 3:
+            raise ValueError(f"frames must yield (Y, X) frames or (t, Y, X) blocks, got shape {block.shape}")
+        if dset is None:
+            y, x = block.shape[1:]
+            if declared is not None and (y, x) != declared[1:]:
+                raise ValueError(f"frames block has frame shape {(y, x)}, expected {declared[1:]}")
+            first = declared[0] if declared is not None else 0
+            dset = f.create_dataset(
+                "frames", shape=(first, y, x), maxshape=(first if declared is not None else None, y, x),
+                dtype=block.dtype, chunks=(1, y, x), **opts,
+            )
+        elif block.shape[1:] != dset.shape[1:]:
+            raise ValueError(f"frames block has frame shape {block.shape[1:]}, expected {dset.shape[1:]}")
+        stop = t0 + block.shape[0]
+        if declared is not None:
+            if stop > declared[0]:
+                raise ValueError(f"frames yielded more than the declared {declared[0]} frames")
+        else:
+            dset.resize(stop, axis=0)
+        dset[t0:stop] = block
+        t0 = stop
+    if dset is None:
+        raise ValueError("frames yielded no frames")
+    if declared is not None and t0 != declared[0]:
+        raise ValueError(f"frames yielded {t0} frames but {declared[0]} were declared")
+    return t0
+
+
+def write_emitters_h5(
+    path: str | os.PathLike[str],
+    *,
+    emitters: Mapping[str, Any],
+    records: Mapping[str, Any],
+    zernike_coeffs: Mapping[str, Any] | None,
+    attrs: Mapping[str, Any] | None = None,
+    frames: Any = None,
+    units: Mapping[str, str] | None = None,
+    frames_compression: str | None = None,
+) -> Path:
+    """Write an ``emitters.h5`` in the original layout, plus units and provenance, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file (replaced if it exists; appears only when complete).
+    emitters : mapping
+        ``xyz`` (N, 3) [x, y px; z µm], ``intensity`` (N,) photons/frame, ``t0`` (N,)
+        frames, ``on_time`` (N,) frames, ``id`` (N,) int; extra (N, ...) columns allowed.
+        Cast to float32 / int64.
+    records : mapping
+        ``xyz`` (M, 3), ``phot`` (M,) photons, ``frame_ix`` (M,) int, ``id`` (M,) int
+        (must be in [0, N)); extra (M, ...) columns allowed (e.g. ``inside`` bool).
+    zernike_coeffs : mapping or None
+        ``phase`` and ``mag`` (N, K), cast to float32. None or empty: no group.
+    attrs : mapping, optional
+        Root attributes (config, seed, version, conventions, units...). Dicts, lists,
+        tuples and None are stored as JSON strings. ``z2t_dask_version`` and
+        ``coordinate_convention`` are added when absent.
+    frames : array (T, Y, X), ((T, Y, X), iterable) or iterable of frames/blocks, optional
+        Movie stored as dataset ``frames`` with one HDF5 chunk per frame (the original's
+        v2/v3 training loaders read it). Dask arrays are streamed block by block; with the
+        ``(shape, iterable)`` pair the frame count is checked against ``shape[0]``.
+    units : mapping, optional
+        Extra or overriding ``units`` attributes by dataset path (e.g.
+        ``{"frames": "ADU", "records/inside": "bool"}``), merged over ``DEFAULT_UNITS``.
+    frames_compression : {None, "none", "gzip", "lzf"}
+        HDF5 filter for ``frames`` (gzip at level 1; built into h5py, so every reader can
+        open the file).
+
+    Returns
+    -------
+    pathlib.Path
+        The final path.
+
+    Raises
+    ------
+    ValueError
+        Missing dataset, wrong shape or dtype, ids out of range, negative frame index (or
+        one beyond ``frames``), or unusable attribute values; the message names the
+        dataset or attribute.
+    """
+    import h5py
+
+    em = _table("emitters", emitters, EMITTER_DTYPES)
+    rec = _table("records", records, RECORD_DTYPES)
+    n = em["xyz"].shape[0]
+    zc = _zernike(zernike_coeffs, n)
+    ids = rec["id"]
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise ValueError(f"records/id must be in [0, {n}) (rows of emitters/*), got [{ids.min()}, {ids.max()}]")
+    fix = rec["frame_ix"]
+    if fix.size and fix.min() < 0:
+        raise ValueError(f"records/frame_ix must be >= 0, got minimum {fix.min()}")
+    if frames_compression not in _FRAMES_COMPRESSION:
+        raise ValueError(f"frames_compression must be one of None, 'none', 'gzip', 'lzf', got {frames_compression!r}")
+
+    root = dict(attrs or {})
+    root.setdefault("z2t_dask_version", _package_version())
+    root.setdefault(
+        "coordinate_convention",
+        "x = column, y = row, pixel (r, c) centred at (y=r, x=c), camera px; z in um",
+    )
+    encoded = {str(k): _encode_attr(str(k), v) for k, v in root.items()}
+
+    written = [f"emitters/{k}" for k in em] + [f"records/{k}" for k in rec] + [f"zernike_coeffs/{k}" for k in zc]
+    if frames is not None:
+        written.append("frames")
+    all_units = {**DEFAULT_UNITS, **dict(units or {})}
+    unknown = set(units or {}) - set(written)
+    if unknown:
+        raise ValueError(f"units given for datasets that are not written: {sorted(unknown)}")
+
+    final = Path(path)
+    with atomic_path(final) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, value in encoded.items():
+                f.attrs[key] = value
+            for group, table in (("emitters", em), ("records", rec), ("zernike_coeffs", zc)):
+                if not table:
+                    continue
+                g = f.create_group(group)
+                for key, arr in table.items():
+                    g.create_dataset(key, data=arr)
+            if frames is not None:
+                t = _write_frames(f, frames, frames_compression)
+                if fix.size and fix.max() >= t:
+                    raise ValueError(f"records/frame_ix must be < {t} (frames written), got maximum {fix.max()}")
+            for name in written:
+                if name in all_units:
+                    f[name].attrs["units"] = str(all_units[name])
+    return final
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("z2t-dask")
+    except Exception:  # not installed (e.g. running from a source tree)
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- reader
+
+
+def read_emitters_h5(path: str | os.PathLike[str], *, load_frames: bool = False) -> EmittersFile:
+    """Read an ``emitters.h5`` (this package's or the original tool's).
+
+    Parameters
+    ----------
+    path : path-like
+        File to read.
+    load_frames : bool
+        Also load the optional ``frames`` dataset into memory.
+
+    Returns
+    -------
+    EmittersFile
+        All datasets of ``emitters``, ``records`` and ``zernike_coeffs`` (empty if
+        absent), root attributes (JSON decoded) and per-dataset units.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If a required ``emitters/*`` or ``records/*`` dataset is missing (the message names
+        the file and the dataset).
+    """
+    import h5py
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"emitters file {file} does not exist")
+    units: dict[str, str] = {}
+
+    def read_group(f: Any, group: str, required: Iterable[str]) -> dict[str, np.ndarray]:
+        for key in required:
+            if f"{group}/{key}" not in f:
+                raise ValueError(f"{file}: missing dataset '{group}/{key}' (required by the emitters.h5 layout)")
+        if group not in f:
+            return {}
+        out = {}
+        for key, obj in f[group].items():
+            if isinstance(obj, h5py.Dataset):
+                out[key] = obj[()]
+                if "units" in obj.attrs:
+                    units[f"{group}/{key}"] = str(_decode_attr(obj.attrs["units"]))
+        return out
+
+    with h5py.File(file, "r") as f:
+        emitters = read_group(f, "emitters", EMITTER_DTYPES)
+        records = read_group(f, "records", RECORD_DTYPES)
+        zernike = read_group(f, "zernike_coeffs", ())
+        attrs = {key: _decode_attr(value) for key, value in f.attrs.items()}
+        frames_shape = frames = None
+        if "frames" in f and isinstance(f["frames"], h5py.Dataset):
+            frames_shape = tuple(f["frames"].shape)
+            if "units" in f["frames"].attrs:
+                units["frames"] = str(_decode_attr(f["frames"].attrs["units"]))
+            if load_frames:
+                frames = f["frames"][()]
+    return EmittersFile(
+        emitters=emitters,
+        records=records,
+        zernike_coeffs=zernike,
+        attrs=attrs,
+        units=units,
+        frames_shape=frames_shape,
+        frames=frames,
+        path=file,
+    )
