@@ -120,3 +120,25 @@ def test_camera_change_does_not_move_the_ground_truth(cfg):
     a = z2t.simulate(cfg, seed=4)
     b = z2t.simulate(z2t.load_config(small_config(camera={"model": "ideal"})), seed=4)
     assert np.array_equal(a.records.xyz, b.records.xyz) and np.array_equal(a.records.phot, b.records.phot)
+
+
+def test_scmos_maps_from_npy_are_cropped_to_the_roi(tmp_path):
+    # chip-sized maps; the ROI at crop_offset [x=5, y=3] must see the matching window
+    H, W = 40, 50
+    offset = np.full((H, W), 100.0, np.float32)
+    offset[3:3 + 8, 5:5 + 10] = 300.0           # exactly the ROI window
+    np.save(tmp_path / "offset.npy", offset)
+    np.save(tmp_path / "variance.npy", np.full((H, W), 1e-6, np.float32))
+    np.save(tmp_path / "gain.npy", np.full((H, W), 2.0, np.float32))
+    c = z2t.load_config({"emitters": {"num_emitters": 0, "frames": 2},
+                         "tiff": {"roi_width": 10, "roi_height": 8, "crop_offset": [5, 3]},
+                         "camera": {"model": "scmos", "qe": 1.0, "scmos_offset": str(tmp_path / "offset.npy"),
+                                    "scmos_variance": str(tmp_path / "variance.npy"),
+                                    "scmos_gain": str(tmp_path / "gain.npy")},
+                         "background": {"photons": 0.0}})
+    f = z2t.simulate(c, seed=0).frames.compute()
+    assert f.shape == (2, 8, 10) and np.all(f == 300)
+    c2 = z2t.load_config({**z2t.config.config_to_dict(c), "camera": {
+        **z2t.config.config_to_dict(c)["camera"], "scmos_offset": str(tmp_path / "missing.npy")}})
+    with pytest.raises(FileNotFoundError, match="scmos_offset"):
+        z2t.simulate(c2, seed=0)

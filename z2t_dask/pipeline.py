@@ -78,6 +78,8 @@ class Sample:
         Per-emitter coefficients, Noll order, rad RMS (``zernike_mag`` zero when the Zmap has none).
     frames : dask.array.Array
         Lazy ``(T, H, W)`` stack, chunked along T.
+    plan : FramePlan
+        What the frame blocks render from (records by frame, per-emitter PSF inputs, camera).
     """
 
     config: SimulationConfig
@@ -89,6 +91,16 @@ class Sample:
     frames: Any
     zmap_info: dict = field(default_factory=dict)
     extra_attrs: dict = field(default_factory=dict)
+    plan: Any = field(default=None, repr=False)
+
+    @property
+    def psf_info(self) -> dict[str, Any]:
+        """The PSF model's description (mode, sampling and, for approximate modes, their error)."""
+        psf = getattr(self.plan, "psf", None)
+        if psf is None:
+            return {}
+        describe = getattr(psf, "describe", None)
+        return describe() if callable(describe) else {"model": repr(psf)}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -104,6 +116,7 @@ class Sample:
             "config": json.dumps(config_to_dict(self.config), sort_keys=True),
             "conventions": json.dumps(CONVENTIONS, sort_keys=True),
             "zmap": json.dumps(self.zmap_info, sort_keys=True),
+            "psf": json.dumps(self.psf_info, sort_keys=True, default=str),
             "pixel_size_nm": json.dumps([o.pixel_size_nm_x, o.pixel_size_nm_y]),
             "frames": int(self.frames.shape[0]),
             "image_shape": json.dumps(list(self.frames.shape[1:])),
@@ -213,8 +226,10 @@ def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, re
     frames = frames_array(plan, chunk_frames or cfg.render.chunk_frames)
     k = cfg.psf.n_modes
     mag_out = np.zeros((len(table), k)) if mag is None else mag
-    return Sample(config=cfg, seed=int(seed), emitters=table, records=records, zernike_phase=phase,
-                  zernike_mag=mag_out, frames=frames, zmap_info=zmap_info, extra_attrs=extra_attrs or {})
+    sample = Sample(config=cfg, seed=int(seed), emitters=table, records=records, zernike_phase=phase,
+                    zernike_mag=mag_out, frames=frames, zmap_info=zmap_info, extra_attrs=extra_attrs or {},
+                    plan=plan)
+    return sample
 
 
 def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None,
