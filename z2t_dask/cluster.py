@@ -52,7 +52,7 @@ def load_slurm_spec(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
 
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, SLURM_KEYS, 1, cutoff=0.5)
+            close = difflib.get_close_matches(k, SLURM_KEYS, 1, cutoff=0.45)
             hints.append(f"{k} (did you mean {close[0]}?)" if close else k)
         raise ClusterError(f"unknown SLURM setting(s): {', '.join(hints)}; known: {', '.join(SLURM_KEYS)}")
     return spec
