@@ -2,6 +2,7 @@
 
 ``z2t simulate``  one sample from a config (no config: the built-in default, no user data needed)
 ``z2t render``    render an existing ``emitters.h5`` (e.g. one the original tool wrote) to OME-TIFF
+``z2t batch``     many samples / parameter grids on a Dask cluster (local, scheduler address, SLURM)
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or input (message names the key
 or file).
@@ -49,7 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing")
     r.add_argument("--seed", type=int, default=0, help="seed of the camera-noise streams (default 0)")
     r.add_argument("--compression", choices=["zstd", "zlib", "none"], default=None)
+    b = sub.add_parser("batch", help="run a batch (samples x parameter grid) on a Dask cluster; resumable")
+    b.add_argument("--config", required=True, help="batch config (base_config + sample_configs and/or "
+                   "variables / variable_configs)")
+    b.add_argument("--max-workers", type=int, default=None, help="LocalCluster workers (default: config, else cores)")
+    b.add_argument("--retries", type=int, default=None, help="retries per job on exceptions (default 2)")
+    b.add_argument("--retry-failed", action="store_true", help="redo jobs that failed in an earlier run")
+    b.add_argument("--no-resume", action="store_true", help="ignore the manifest: redo every job")
+    b.add_argument("--clean", action="store_true", help="with --no-resume: delete the job folders first")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--slurm", help="YAML with SLURM settings (queue, cores, memory, walltime, jobs, ...)")
+    b.add_argument("--dashboard", action="store_true", help="start the Dask dashboard and print its link")
+    b.add_argument("--strategy", choices=["auto", "serial", "spread"], default=None,
+                   help="one task per job (serial) or each job's graph over the cluster (spread)")
+    b.add_argument("--zmap", help="Zmap file overriding base_config.zmap_path")
+    b.add_argument("--output-dir", help="overrides base_output_dir")
+    b.add_argument("--seed", type=int, default=None, help="batch seed (job seeds are spawned from it)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    result = run_batch(args.config, client=args.scheduler, max_workers=args.max_workers, retries=args.retries,
+                       resume=not args.no_resume, retry_failed=args.retry_failed, clean=args.clean,
+                       strategy=args.strategy, progress=not args.no_progress, dashboard=args.dashboard,
+                       slurm=args.slurm, output_dir=args.output_dir, zmap=args.zmap, seed=args.seed)
+    print(result.summary())
+    return result.exit_code
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -93,18 +123,23 @@ def _render(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``z2t`` console script; returns the exit code."""
+    from .cluster import ClusterError
     from .config import ConfigError
     from .zmap import ZmapError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:   # library loggers may log INFO to their own files
+        handler.setLevel(level)
     try:
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "render":
             return _render(args)
-    except (ConfigError, ZmapError, FileNotFoundError, FileExistsError) as exc:
+        if args.command == "batch":
+            return _batch(args)
+    except (ConfigError, ZmapError, ClusterError, FileNotFoundError, FileExistsError) as exc:
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
