@@ -37,7 +37,7 @@ import time
 import traceback as tb
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -518,6 +518,37 @@ def _progress_line(done: int, failed: int, total: int, t0: float) -> str:
     return f"\r[{bar}] {done + failed}/{total} ({done} ok, {failed} failed) {time.time() - t0:6.1f} s"
 
 
+class _ProgressBar:
+    """A job progress bar: an ipywidgets bar in a Jupyter kernel, a text bar on stderr otherwise."""
+
+    def __init__(self, total: int):
+        self.total, self.t0, self.widget = total, time.time(), None
+        try:
+            from distributed.utils import is_kernel
+
+            if is_kernel():
+                import ipywidgets
+                from IPython.display import display
+
+                self.widget = ipywidgets.IntProgress(min=0, max=total, description="z2t batch")
+                self.label = ipywidgets.Label(f"0/{total}")
+                display(ipywidgets.HBox([self.widget, self.label]))
+        except Exception:   # no IPython / ipywidgets: text bar
+            self.widget = None
+
+    def update(self, done: int, failed: int) -> None:
+        if self.widget is not None:
+            self.widget.value = done + failed
+            self.widget.bar_style = "danger" if failed else ""
+            self.label.value = f"{done + failed}/{self.total} ({failed} failed) {time.time() - self.t0:.1f} s"
+        else:
+            print(_progress_line(done, failed, self.total, self.t0), end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.widget is None:
+            print(file=sys.stderr)
+
+
 def _clean_stale_temps(out: Path) -> int:
     n = 0
     for p in list(out.rglob(".*.tmp-*")):
@@ -568,8 +599,6 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
     job_fn
         The task function (default :func:`run_job`); must be importable by the workers.
     """
-    from distributed import as_completed
-
     from .cluster import resolve_client
 
     spec = config if isinstance(config, BatchSpec) else load_batch_config(config, zmap=zmap, output_dir=output_dir,
@@ -655,9 +684,8 @@ def _execute(c: Any, to_run: list[Job], manifest: _Manifest, out: Path, fn: Call
                        retries=retries, pure=False)
         futures[fut] = job
     manifest.write()
-    t0 = time.time()
     n_done = n_failed = 0
-    show_bar = progress is True
+    bar = _ProgressBar(len(futures)) if progress is True else None
     try:
         for fut in as_completed(list(futures), loop=c.loop):
             job = futures[fut]
@@ -686,8 +714,8 @@ def _execute(c: Any, to_run: list[Job], manifest: _Manifest, out: Path, fn: Call
                 log.error("failed %s: %s", job.name, msg)
             fut.release()
             manifest.write()
-            if show_bar:
-                print(_progress_line(n_done, n_failed, len(futures), t0), end="", file=sys.stderr, flush=True)
+            if bar is not None:
+                bar.update(n_done, n_failed)
             elif callable(progress):
                 progress({"name": job.name, **entry})
     except KeyboardInterrupt:
@@ -698,5 +726,5 @@ def _execute(c: Any, to_run: list[Job], manifest: _Manifest, out: Path, fn: Call
         manifest.write()
         raise
     finally:
-        if show_bar:
-            print(file=sys.stderr)
+        if bar is not None:
+            bar.close()
