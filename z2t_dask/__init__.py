@@ -17,6 +17,7 @@ _EXPORTS = {
     "default_config": "config", "load_config": "config",
     "Sample": "pipeline", "simulate": "pipeline", "render_emitters": "pipeline", "load_sample_h5": "pipeline",
     "read_zmap": "zmap", "SyntheticZmap": "zmap", "ZmapError": "zmap",
+    "run_batch": "batch", "load_batch_config": "batch", "expand_jobs": "batch", "BatchConfigError": "batch",
 }
 
 __all__ = ["__version__", *_EXPORTS]
