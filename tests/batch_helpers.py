@@ -17,3 +17,10 @@ def flaky_run_job(job, out_root, **kw):
 
 def always_failing_job(job, out_root, **kw):
     raise ValueError(f"deterministic failure of {job['name']}")
+
+
+def worker_killing_job(job, out_root, **kw):
+    """Kill the worker process running it (as an out-of-memory kill would)."""
+    import os
+
+    os._exit(1)

@@ -223,6 +223,22 @@ def test_worker_killed_mid_batch_completes(tmp_path):
     assert not list((tmp_path / "k").rglob(".*.tmp-*"))
 
 
+def test_job_that_kills_workers_is_reported(tmp_path):
+    import dask
+
+    sys.path.insert(0, str(HERE))
+    from batch_helpers import worker_killing_job
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as c:
+            cfg = {"base_output_dir": str(tmp_path), "base_config": tiny_base(),
+                   "sample_configs": {"num_samples": 1, "frames_per_sample": 2}}
+            res = run_batch(cfg, c, progress=False, job_fn=worker_killing_job)
+    assert res.exit_code == 1
+    assert "kills workers (memory?)" in res.jobs["sample_001"]["error"]
+
+
 def test_interrupted_driver_resumes_without_redoing(tmp_path):
     cfgp = tmp_path / "b.json"
     out = tmp_path / "r"
