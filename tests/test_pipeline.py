@@ -140,3 +140,14 @@ def test_console_script_runs(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "sample_000" / "emitters.h5").exists()
+
+
+def test_original_emitters_render_consistent_with_the_original_tiff(original):
+    # the same records through our physics (noise-free) vs the original's noisy float TIFF:
+    # per-frame collected photons must agree (background 100 photons/px in the original)
+    cfg = z2t.load_config(original("batch_config_100samples_40.json"),
+                          overrides={"camera": {"model": "none"}, "background": {"photons": 0.0}})
+    ours = z2t.render_emitters(original("emitters_40.h5"), cfg).compute().sum(axis=(1, 2))
+    theirs = tifffile.imread(original("simulation_40.ome.tiff")).astype(np.float64).sum(axis=(1, 2)) - 100 * 40 * 40
+    assert np.corrcoef(ours, theirs)[0, 1] > 0.98
+    assert theirs.mean() / ours.mean() == pytest.approx(1.0, abs=0.03)
