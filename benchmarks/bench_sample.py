@@ -5,7 +5,9 @@ Settings of ``batch_config_100samples_40.json`` with the Zmap replaced by the or
 Times ``z2t.simulate`` + ``sample.save`` (OME-TIFF + emitters.h5) end to end, in-process,
 after one warm-up run (imports, grids), and reports the best of ``--repeat`` runs.
 
-Run: ``python -m benchmarks.bench_sample [--repeat 3]``
+Run: ``python -m benchmarks.bench_sample [--repeat 3] [--mode exact|fast]`` (``psf.mode``; the fast
+library is built in the warm-up run, as it is once per process for a batch of such samples).
+The full suite with the naive reference is ``python -m benchmarks``.
 The original: ~20 s per sample on this kind of machine (16.9 s render + 2 s binning, measured).
 """
 from __future__ import annotations
@@ -36,9 +38,11 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--mode", choices=("exact", "fast"), default="exact", help="psf.mode")
     args = ap.parse_args(argv)
     cfg = z2t.load_config(FIXTURES / "batch_config_100samples_40.json",
-                          overrides={"zmap_path": str(FIXTURES / "result_phase_retrieval.h5")})
+                          overrides={"zmap_path": str(FIXTURES / "result_phase_retrieval.h5"),
+                                     "psf": {"mode": args.mode}})
     tmp = Path(tempfile.mkdtemp(prefix="z2t-bench-"))
     try:
         run_once(cfg, tmp / "warm", 0)
@@ -47,7 +51,7 @@ def main(argv=None) -> None:
             for i in range(args.repeat):
                 runs.append(run_once(cfg, tmp / f"r{i}", i + 1))
         best = min(runs, key=lambda r: r["total_s"])
-        print(f"W1 40x40 x {best['frames']} frames, {best['records']} records "
+        print(f"W1 ({args.mode} PSFs) 40x40 x {best['frames']} frames, {best['records']} records "
               f"({best['records'] / best['frames']:.1f} PSFs/frame) on {machine()}")
         print(f"  best of {args.repeat}: total {best['total_s']:.2f} s (plan {best['plan_s']:.2f} s, render+write "
               f"{best['render_write_s']:.2f} s); all: {', '.join(format(r['total_s'], '.2f') for r in runs)} s")

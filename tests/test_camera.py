@@ -185,3 +185,55 @@ def test_same_seed_same_bytes_different_seed_different_bytes(cam):
     assert a.dtype == cam.dtype
     assert a.tobytes() == b.tobytes()
     assert a.tobytes() != c.tobytes()
+
+
+# --------------------------------------------------------------------------- fast Poisson draw
+
+
+@pytest.mark.parametrize("lam", [0.002, 0.7, 3.5, 90.0, 2.5e4])
+def test_alias_poisson_floor_matches_the_poisson_pmf(lam):
+    """The background (floor) draw is an exact Poisson sampler: chi-square against the pmf."""
+    from scipy import stats
+
+    from z2t_dask.camera import _poisson_floor
+
+    n = 400_000
+    draws = _poisson_floor(rng(20), lam, (n,))
+    assert draws.dtype == np.float32 and np.all(draws == np.round(draws))
+    k = draws.astype(np.int64)
+    lo, hi = int(stats.poisson.ppf(1e-4, lam)), int(stats.poisson.ppf(1 - 1e-4, lam))
+    edges = np.unique(np.linspace(lo, hi + 1, 40).astype(np.int64))
+    observed = np.histogram(k, bins=np.concatenate([[-1], edges, [np.iinfo(np.int64).max]]))[0]
+    cdf = stats.poisson.cdf(np.concatenate([[-1], edges - 1, [np.iinfo(np.int32).max]]), lam)
+    expected = np.diff(cdf) * n
+    keep = expected > 5
+    chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-4, chi2
+
+
+def test_split_poisson_on_a_non_uniform_frame():
+    """Floor + excess draw: per-region mean and variance equal the expectation (Poisson)."""
+    photons = flat(40.0, (600, 600))
+    photons[:200] += 0.3  # just above the floor
+    photons[200:400] += 25.0
+    photons[400:, :300] = 0.0  # the floor becomes 0: dark pixels stay 0
+    out = Ideal()(photons, rng(21)).astype(np.float64)
+    assert np.all(out[400:, :300] == 0)
+    for sl, lam in ((np.s_[:200], 40.3), (np.s_[200:400], 65.0), (np.s_[400:, 300:], 40.0)):
+        assert out[sl].mean() == pytest.approx(lam, rel=4e-3)
+        assert out[sl].var() == pytest.approx(lam, rel=3e-2)
+
+
+def test_huge_expectations_fall_back_to_numpy():
+    out = Ideal()(flat(2e7, (50, 50)), rng(22))
+    assert out.mean() == pytest.approx(2e7, rel=1e-4) and np.all(out == np.round(out))
+
+
+def test_non_finite_photons_raise():
+    photons = flat(5.0, (4, 4))
+    photons[1, 1] = np.nan
+    with pytest.raises(ValueError, match="photons"):
+        EMCCD()(photons, rng())
+    photons[1, 1] = np.inf
+    with pytest.raises(ValueError, match="photons"):
+        SCMOS()(photons, rng())

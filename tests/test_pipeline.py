@@ -151,3 +151,47 @@ def test_original_emitters_render_consistent_with_the_original_tiff(original):
     theirs = tifffile.imread(original("simulation_40.ome.tiff")).astype(np.float64).sum(axis=(1, 2)) - 100 * 40 * 40
     assert np.corrcoef(ours, theirs)[0, 1] > 0.98
     assert theirs.mean() / ours.mean() == pytest.approx(1.0, abs=0.03)
+
+
+def test_cli_formats_simulate_and_render(tmp_path, capsys, original):
+    import h5py
+    import zarr
+
+    rc = main(["simulate", "--output-dir", str(tmp_path), "--seed", "2", "--frames", "6", "--format", "ome-zarr",
+               "--tile-size", "32"])
+    assert rc == 0
+    folder = tmp_path / "sample_002"
+    assert sorted(p.name for p in folder.iterdir()) == ["emitters.h5", "sample_002.ome.zarr"]
+    arr = zarr.open_array(store=str(folder / "sample_002.ome.zarr" / "0"), mode="r")
+    assert arr.shape == (6, 64, 64) and arr.chunks[1:] == (32, 32)
+    assert "sample_002.ome.zarr" in capsys.readouterr().out
+    # a compression the format lacks is a bad input naming the option
+    rc = main(["simulate", "--output-dir", str(tmp_path), "--seed", "3", "--frames", "4", "--format", "hdf5",
+               "--compression", "zstd"])
+    assert rc == 2 and "--compression" in capsys.readouterr().err and not (tmp_path / "sample_003").exists()
+    # the config key names the format of batch and simulate outputs
+    cfgp = tmp_path / "c.json"
+    cfgp.write_text(json.dumps({"tiff": {"roi_size": 40}, "emitters": {"frames": 200}, "output": {"format": "hdf5"}}))
+    assert main(["simulate", "--config", str(cfgp), "--output-dir", str(tmp_path), "--name", "h", "--frames", "5"]) == 0
+    with h5py.File(tmp_path / "h" / "h.h5") as f:
+        assert f["frames"].shape == (5, 40, 40)
+    # render: the format follows the output suffix unless --format is given
+    for name, fmt in (("r.h5", None), ("r.ome.zarr", None), ("r2.h5", "ome-tiff")):
+        args = ["render", "--h5", str(original("emitters_40.h5")), "--output", str(tmp_path / name), "--config",
+                str(cfgp)] + (["--format", fmt] if fmt else [])
+        assert main(args) == 0, name
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert f["frames"].shape == (200, 40, 40)
+    assert zarr.open_array(store=str(tmp_path / "r.ome.zarr" / "0"), mode="r").shape == (200, 40, 40)
+    assert tifffile.imread(tmp_path / "r2.h5").shape == (200, 40, 40)
+
+
+def test_output_format_keys_are_validated():
+    with pytest.raises(z2t.ConfigError, match=r"output.format: expected one of"):
+        z2t.load_config({"output": {"format": "png"}})
+    with pytest.raises(z2t.ConfigError, match=r"output.zarr_format"):
+        z2t.load_config({"output": {"zarr_format": 4}})
+    with pytest.raises(z2t.ConfigError, match=r"output.hdf5_compression"):
+        z2t.load_config({"output": {"hdf5_compression": "zstd"}})
+    with pytest.raises(ValueError, match="format: unknown format 'png'"):
+        z2t.simulate(small_config(), seed=0).save("never", format="png")

@@ -400,3 +400,85 @@ def test_invalid_compute_inputs_raise() -> None:
         model.compute(np.full((1, 5), np.nan), [0.0])
     with pytest.raises(ValueError, match="z_um"):
         model.compute(np.zeros((1, 5)), [np.inf])
+
+
+# ----------------------------------------------------------------------------- fast evaluation
+@pytest.mark.parametrize("n_modes", [1, 4, 21, 36])
+def test_zernike_monomials_equal_the_basis(n_modes: int) -> None:
+    """The bivariate-polynomial form used for the pupil phase is the Zernike basis itself."""
+    from z2t_dask.optics.pupil_poly import zernike_monomials
+    from z2t_dask.optics.zernike import zernike_basis
+
+    rng = np.random.default_rng(7)
+    r = np.sqrt(rng.random(500))
+    t = rng.uniform(0, 2 * np.pi, 500)
+    u, v = r * np.cos(t), r * np.sin(t)
+    mono = zernike_monomials(n_modes)
+    d = mono.shape[1] - 1
+    ev = sum(mono[:, a, b][:, None] * u**a * v**b for a in range(d + 1) for b in range(d + 1))
+    np.testing.assert_allclose(ev, zernike_basis(n_modes, r, t), atol=1e-12)
+
+
+def test_pixel_otf_is_the_patch_spectrum() -> None:
+    """irfft2(pixel_otf) sampled at pixel centres, times the normaliser, is compute()."""
+    model = make(n_modes=11)
+    phase, z, _, _, mag = random_inputs(3, 11, seed=8)
+    otf, norm = model.pixel_otf(phase, z, mag)
+    img = np.fft.irfft2(otf, s=otf.shape[1:2] * 2)
+    sel = ((np.arange(33) - 16) % model.intensity_window) * model.sampling
+    got = img[:, sel][:, :, sel] * norm[:, None, None]
+    ref = model.compute(phase, z, mag=mag)
+    assert np.abs(got - ref).max() < 1e-6 * ref.max()
+
+
+def test_concurrent_threads_give_the_same_bytes() -> None:
+    """Work buffers are per thread: dask's threads may share one model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = make()
+    phase, z, dx, dy, _ = random_inputs(40, 21, seed=9)
+    ref = model.compute(phase, z, dx, dy)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda s: model.compute(phase[s], z[s], dx[s], dy[s]),
+                             [slice(0, 40), slice(0, 13), slice(13, 40), slice(0, 40)]))
+    assert np.array_equal(outs[0], ref) and np.array_equal(outs[3], ref)
+    assert np.array_equal(np.concatenate(outs[1:3]), ref)
+
+
+def test_describe_is_json_and_names_the_sampling() -> None:
+    import json
+
+    info = make().describe()
+    assert info["mode"] == "exact" and info["window"] == 128 and info["intensity_window"] == 64
+    assert json.loads(json.dumps(info)) == info
+
+
+def test_same_bytes_for_any_blas_thread_count() -> None:
+    """The per-emitter polynomial products do not depend on BLAS threading (dask workers often
+    run with OPENBLAS_NUM_THREADS=1, the main process with more)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, numpy as np\n"
+        "from z2t_dask.optics.psf import PupilPSF\n"
+        "rng = np.random.default_rng(3)\n"
+        "n = 40\n"
+        "m = PupilPSF(wavelength_nm=660.0, na=1.4, pixel_size_nm_x=101.11, pixel_size_nm_y=98.83)\n"
+        "out = m.compute(rng.normal(0, 0.3, (n, 21)), rng.uniform(-1, 1, n), rng.uniform(-.5, .5, n),\n"
+        "                rng.uniform(-.5, .5, n), rng.normal(0, 0.1, (n, 21)))\n"
+        "print(hashlib.sha1(out.tobytes()).hexdigest())\n"
+    )
+    digests = set()
+    for threads in ("1", "2", "4"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.add(res.stdout.strip())
+    rng = np.random.default_rng(3)
+    n = 40
+    here = make().compute(rng.normal(0, 0.3, (n, 21)), rng.uniform(-1, 1, n), rng.uniform(-0.5, 0.5, n),
+                          rng.uniform(-0.5, 0.5, n), rng.normal(0, 0.1, (n, 21)))
+    digests.add(hashlib.sha1(here.tobytes()).hexdigest())
+    assert len(digests) == 1, digests

@@ -18,6 +18,7 @@ _EXPORTS = {
     "Sample": "pipeline", "simulate": "pipeline", "render_emitters": "pipeline", "load_sample_h5": "pipeline",
     "read_zmap": "zmap", "SyntheticZmap": "zmap", "ZmapError": "zmap",
     "run_batch": "batch", "load_batch_config": "batch", "expand_jobs": "batch", "BatchConfigError": "batch",
+    "open_sample": "results", "open_stack": "results", "summarize": "summary",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -18,6 +18,15 @@ Physics follows the usual generative chains (Hirsch et al. 2013 for EMCCD, Huang
 2013 for sCMOS): one Poisson draw of photo-electrons, the EM register as an exact
 Gamma(n, G) draw that is exactly zero for n = 0, Gaussian read noise, then quantisation
 and clipping to the ADC range. The pure-array code has no dask, file or config imports.
+
+Speed (NumPy path).  The photo-electron draw splits the expectation into the frame's floor
+``lam0 = min(lam)`` and the rest: ``Poisson(lam) = Poisson(lam0) + Poisson(lam - lam0)``
+(independent Poisson variables add; exact).  The floor part -- the background, every pixel --
+comes from an alias table of the Poisson(lam0) pmf over ``lam0 +- 12 sd`` (tails < 1e-30
+dropped): one uniform, two gathers and a select per pixel, ~5x faster than
+:meth:`numpy.random.Generator.poisson`.  Only pixels above the floor (the emitters' patches)
+draw ``Poisson(lam - lam0)`` with NumPy.  Gamma and normal draws are NumPy's (float32, in
+place); the rest is a few in-place float32 passes.  Deterministic per generator state.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import math
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -128,6 +139,96 @@ def _poisson(gen: Any, lam: Any) -> Any:
         raise ValueError(
             f"photons must be finite and >= 0 (expected photons per pixel); Poisson draw failed: {exc}"
         ) from None
+
+
+#: Largest floor expectation served by an alias table (its size grows as 24 sqrt(lam)).
+_ALIAS_MAX_LAM = 1e7
+
+
+@lru_cache(maxsize=64)
+def _poisson_alias(lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alias table (Vose) of the Poisson(``lam``) pmf over ``[lam - 12 sd - 12, lam + 12 sd + 24]``.
+
+    Returns
+    -------
+    (prob, value, alias_value)
+        Acceptance probability (float64) of each column, its value and its alias's value
+        (float32 counts), length ``K + 1``: the extra column, reachable only if ``u * K``
+        rounds up to ``K``, always returns column ``K - 1``'s value.
+    """
+    from scipy.special import gammaln
+
+    sd = math.sqrt(lam)
+    lo = max(0, int(math.floor(lam - 12.0 * sd - 12.0)))
+    hi = int(math.ceil(lam + 12.0 * sd + 24.0))
+    k = np.arange(lo, hi + 1, dtype=np.float64)
+    p = np.exp(k * math.log(lam) - lam - gammaln(k + 1.0))
+    p /= p.sum()
+    n = p.size
+    scaled = (p * n).tolist()
+    prob = [1.0] * n + [0.0]
+    alias = list(range(n)) + [n - 1]
+    small = [i for i in range(n) if scaled[i] < 1.0]
+    large = [i for i in range(n) if scaled[i] >= 1.0]
+    while small and large:
+        s_i, l_i = small.pop(), large.pop()
+        prob[s_i], alias[s_i] = scaled[s_i], l_i
+        scaled[l_i] -= 1.0 - scaled[s_i]
+        (small if scaled[l_i] < 1.0 else large).append(l_i)
+    value = np.append(k, k[-1]).astype(np.float32)
+    return np.array(prob), value, value[np.array(alias)]
+
+
+def _poisson_floor(gen: np.random.Generator, lam: float, shape: tuple[int, ...]) -> np.ndarray:
+    """``shape`` i.i.d. Poisson(``lam``) counts (float32) from the alias table (one uniform each)."""
+    if lam == 0.0:
+        return np.zeros(shape, np.float32)
+    prob, value, alias_value = _poisson_alias(lam)
+    n = prob.size - 1
+    u = gen.random(shape)
+    u *= n
+    i = u.astype(np.intp)
+    u -= i  # the fraction is the coin of the column
+    return np.where(u < prob[i], value[i], alias_value[i])
+
+
+def _photo_electrons(gen: np.random.Generator, ph: np.ndarray, qe: float, offset: float = 0.0) -> np.ndarray:
+    """``Poisson(qe * ph + offset)`` per pixel (float32 counts, NumPy), split at the frame's floor.
+
+    Raises
+    ------
+    ValueError
+        If ``ph`` holds negative or non-finite values.
+    """
+    lo, hi = float(ph.min()), float(ph.max())
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0.0):
+        raise ValueError(
+            f"photons must be finite and >= 0 (expected photons per pixel); got values in [{lo}, {hi}]"
+        )
+    lam0 = lo * qe + offset
+    if lam0 > _ALIAS_MAX_LAM:
+        lam = np.multiply(ph, qe, dtype=np.float64)
+        lam += offset
+        return _poisson(gen, lam).astype(np.float32)
+    n = _poisson_floor(gen, lam0, ph.shape)
+    above = np.flatnonzero(ph != ph.dtype.type(lo))
+    if above.size:
+        extra = ph.ravel()[above].astype(np.float64)
+        extra -= lo
+        extra *= qe
+        flat = n.reshape(-1)
+        flat[above] += gen.poisson(extra).astype(np.float32)
+    return n
+
+
+def _counts(gen: Any, ph: Any, qe: float, offset: float, xp: ModuleType) -> Any:
+    """Photo-electron counts ``Poisson(qe * ph + offset)`` as float32 (any backend)."""
+    if xp is np:
+        return _photo_electrons(gen, ph, qe, offset)
+    lam = xp.multiply(ph, qe, dtype=xp.float64)  # Poisson works in float64 anyway
+    if offset:
+        lam += offset
+    return _poisson(gen, lam).astype(xp.float32)
 
 
 def _quantize(values: Any, max_value: int, dtype: np.dtype, xp: ModuleType) -> Any:
@@ -244,11 +345,7 @@ class EMCCD:
         """
         ph = _as_photons(photons, xp)
         gen = _generator(rng, xp)
-        lam = xp.multiply(ph, self.qe, dtype=xp.float64)  # Poisson works in float64 anyway
-        if self.spurious_charge:
-            lam += self.spurious_charge
-        electrons = _poisson(gen, lam).astype(xp.float32)
-        del lam
+        electrons = _counts(gen, ph, self.qe, self.spurious_charge, xp)
         if self.em_gain > 1.0:
             # Gamma(0) is exactly 0 in NumPy; other backends are masked explicitly.
             if xp is np:
@@ -443,9 +540,7 @@ class SCMOS:
         def on(value: float | np.ndarray) -> Any:
             return xp.asarray(value) if isinstance(value, np.ndarray) else np.float32(value)
 
-        lam = xp.multiply(ph, self.qe, dtype=xp.float64)
-        adu = _poisson(gen, lam).astype(xp.float32)
-        del lam
+        adu = _counts(gen, ph, self.qe, 0.0, xp)
         adu *= on(self.gain)
         if not (np.ndim(self._sigma) == 0 and self._sigma == 0.0):
             noise = gen.standard_normal(adu.shape, dtype=xp.float32)
@@ -491,7 +586,7 @@ class Ideal:
             _check_rng(rng)
             return ph.astype(xp.float32, copy=True)
         gen = _generator(rng, xp)
-        return _poisson(gen, ph).astype(xp.float32)
+        return _counts(gen, ph, 1.0, 0.0, xp)
 
 
 # --------------------------------------------------------------------------- original

@@ -1,8 +1,10 @@
 """The ``z2t`` command line.
 
 ``z2t simulate``  one sample from a config (no config: the built-in default, no user data needed)
-``z2t render``    render an existing ``emitters.h5`` (e.g. one the original tool wrote) to OME-TIFF
+``z2t render``    render an existing ``emitters.h5`` (e.g. one the original tool wrote) to OME-TIFF, OME-Zarr or HDF5
 ``z2t batch``     many samples / parameter grids on a Dask cluster (local, scheduler address, SLURM)
+``z2t preview``   PNG of frames with ground-truth markers, or of a Zmap's coefficient maps and PSFs
+``z2t inspect``   summary (or ``--json``) of a sample folder, batch folder, Zmap, emitters.h5 or stack
 
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or input (message names the key
 or file).
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("simulate", help="simulate one sample folder (<output-dir>/<name>/<name>.ome.tiff + emitters.h5)")
+    s = sub.add_parser("simulate", help="simulate one sample folder (<output-dir>/<name>/<name>.ome.tiff|.ome.zarr|.h5 "
+                       "+ emitters.h5)")
     s.add_argument("--config", help="JSON/YAML config (pipeline config, batch config's base_config, or original "
                    "default_config.json / camera_parameters.json); default: built-in")
     s.add_argument("--camera", help="original camera_parameters.json applied over the config")
@@ -39,17 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="sample seed (default: emitters.seed, else 0)")
     s.add_argument("--frames", type=int, default=None, help="override emitters.frames")
     s.add_argument("--chunk-size", type=int, default=None, help="frames per dask chunk")
-    s.add_argument("--compression", choices=["zstd", "zlib", "none"], default=None)
+    s.add_argument("--compression", choices=["zstd", "zlib", "lzf", "none"], default=None,
+                   help="stack compression (hdf5: none, zlib or lzf); default from the config")
+    s.add_argument("--format", choices=["ome-tiff", "ome-zarr", "hdf5"], default=None,
+                   help="stack format (default: output.format, else ome-tiff); ome-zarr reruns resume")
+    s.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
+    s.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing "
+                   "(refused beyond render.memory_budget_mb / the available memory)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing sample folder")
 
-    r = sub.add_parser("render", help="render an existing emitters.h5 into an OME-TIFF (streaming by default)")
+    r = sub.add_parser("render", help="render an existing emitters.h5 into an OME-TIFF, OME-Zarr or HDF5 stack "
+                       "(streaming by default)")
     r.add_argument("--h5", required=True, help="emitters.h5 with emitters/*, records/* (and zernike_coeffs/*)")
-    r.add_argument("--output", required=True, help="output .ome.tiff path")
+    r.add_argument("--output", required=True, help="output path: .ome.tiff, .ome.zarr or .h5")
     r.add_argument("--config", help="config for optics, geometry and camera (default: built-in)")
     r.add_argument("--chunk-size", type=int, default=None, help="frames per chunk (the original's --chunk_size)")
-    r.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing")
+    r.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing "
+                   "(refused beyond render.memory_budget_mb / the available memory)")
     r.add_argument("--seed", type=int, default=0, help="seed of the camera-noise streams (default 0)")
-    r.add_argument("--compression", choices=["zstd", "zlib", "none"], default=None)
+    r.add_argument("--compression", choices=["zstd", "zlib", "lzf", "none"], default=None)
+    r.add_argument("--format", choices=["ome-tiff", "ome-zarr", "hdf5"], default=None,
+                   help="stack format (default: from the --output suffix)")
+    r.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
     b = sub.add_parser("batch", help="run a batch (samples x parameter grid) on a Dask cluster; resumable")
     b.add_argument("--config", required=True, help="batch config (base_config + sample_configs and/or "
                    "variables / variable_configs)")
@@ -68,7 +82,56 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output-dir", help="overrides base_output_dir")
     b.add_argument("--seed", type=int, default=None, help="batch seed (job seeds are spawned from it)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_view_parsers(sub)
     return p
+
+
+def _add_view_parsers(sub: argparse._SubParsersAction) -> None:
+    """``z2t preview`` and ``z2t inspect`` (issue 6: looking at outputs)."""
+    v = sub.add_parser("preview", help="PNG preview: frames with ground-truth markers and a photon histogram, or a "
+                       "Zmap's coefficient maps and PSFs (needs matplotlib: pip install \"z2t-dask[plot]\")")
+    v.add_argument("path", help="sample folder, batch folder (its first finished job), Zmap .h5, emitters.h5, frame "
+                   "stack, config file, or 'default' (the built-in config's Zmap and PSFs)")
+    v.add_argument("-o", "--output", default=None, help="PNG to write (default: <name>_preview.png here)")
+    v.add_argument("--frames", type=int, default=6, help="frames in the montage (default 6)")
+    v.add_argument("--config", default=None, help="config whose optics make the PSFs of a Zmap preview "
+                   "(default: built-in)")
+    i = sub.add_parser("inspect", help="summarise a sample folder, batch folder (every job's state), Zmap, "
+                       "emitters.h5 or frame stack")
+    i.add_argument("path", help="sample folder, batch folder, Zmap .h5, emitters.h5 or frame stack")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from .preview import PreviewError, preview
+
+    if not Path(args.path).exists() and args.path != "default":
+        print(f"z2t preview: no such file or folder: {args.path}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        out = preview(args.path, args.output, n_frames=args.frames, config=args.config)
+    except PreviewError as exc:
+        print(f"z2t preview: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from .summary import InspectError, format_summary, summarize
+
+    if not Path(args.path).exists():
+        print(f"z2t inspect: no such file or folder: {args.path}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        info = summarize(args.path)
+    except InspectError as exc:
+        print(f"z2t inspect: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(info, indent=1, sort_keys=True, default=str) if args.json else format_summary(info))
+    return EXIT_OK
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -89,33 +152,49 @@ def _simulate(args: argparse.Namespace) -> int:
     overrides = {"emitters": {"frames": args.frames}} if args.frames is not None else None
     cfg = load_config(args.config, camera=args.camera, overrides=overrides)
     t = time.perf_counter()
-    sample = simulate(cfg, seed=args.seed, zmap=args.zmap, chunk_frames=args.chunk_size)
+    from .io.formats import check_compression, stack_filename
+
+    sample = simulate(cfg, seed=args.seed, zmap=args.zmap, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     name = args.name or f"sample_{sample.seed:03d}"
     out = Path(args.output_dir) / name
     if out.exists() and not args.overwrite:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT
-    sample.save(out, compression=args.compression, overwrite=args.overwrite)
+    fmt = args.format or cfg.output.format
+    try:
+        check_compression(fmt, args.compression, key="--compression")
+        sample.save(out, format=fmt, compression=args.compression, overwrite=args.overwrite,
+                    streaming=not args.no_streaming)
+    except ValueError as exc:  # a --compression the format lacks, or MemoryBudgetError (--no-streaming too large)
+        print(f"z2t simulate: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     dt = time.perf_counter() - t
     T, H, W = sample.frames.shape
-    print(f"wrote {out}/{name}.ome.tiff ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
+    print(f"wrote {out}/{stack_filename(name, fmt)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
           f"({len(sample.emitters)} emitters, {len(sample.records)} records) in {dt:.2f} s")
     return EXIT_OK
 
 
 def _render(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .pipeline import load_sample_h5, write_tiff
+    from .io.formats import check_compression, format_from_path
+    from .pipeline import load_sample_h5, write_stack
 
     cfg = load_config(args.config)
     if not Path(args.h5).is_file():
         print(f"z2t render: --h5 file not found: {args.h5}", file=sys.stderr)
         return EXIT_BAD_INPUT
     t = time.perf_counter()
-    sample = load_sample_h5(args.h5, cfg, seed=args.seed, chunk_frames=args.chunk_size)
+    sample = load_sample_h5(args.h5, cfg, seed=args.seed, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_tiff(sample, out, compression=args.compression or cfg.tiff.compression, streaming=not args.no_streaming)
+    fmt = args.format or format_from_path(out)
+    try:
+        check_compression(fmt, args.compression, key="--compression")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_stack(sample, out, format=fmt, compression=args.compression, streaming=not args.no_streaming)
+    except ValueError as exc:  # a --compression the format lacks, or MemoryBudgetError (--no-streaming too large)
+        print(f"z2t render: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     T, H, W = sample.frames.shape
     print(f"wrote {out} ({T} frames {H}x{W} {sample.frames.dtype}) in {time.perf_counter() - t:.2f} s")
     return EXIT_OK
@@ -139,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.command == "batch":
             return _batch(args)
+        if args.command == "preview":
+            return _preview(args)
+        if args.command == "inspect":
+            return _inspect(args)
     except (ConfigError, ZmapError, ClusterError, FileNotFoundError, FileExistsError) as exc:
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -95,12 +95,17 @@ class OpticalConfig:
 class PSFConfig:
     """Pupil PSF numerics."""
 
-    mode: Literal["exact"] = field(default="exact", metadata=_meta("PSF model: exact scalar pupil PSF per emitter", ""))
+    mode: Literal["exact", "fast"] = field(default="exact", metadata=_meta("PSF model: 'exact' = scalar pupil PSF per emitter; 'fast' = interpolated library of exact PSFs over field, z and sub-pixel offset (its measured error is stored in the output metadata)", ""))
     patch_size: int = field(default=33, metadata=_meta("side of the rendered PSF patch (odd); light beyond it is lost", "camera px", ge=3))
     oversampling: int | None = field(default=None, metadata=_meta("fine-grid oversampling; null = Nyquist-safe automatic", "", ge=1))
     n_modes: int = field(default=21, metadata=_meta("number of Noll Zernike modes (j = 1..n_modes)", "", ge=1, le=66))
     fixed_zernike: dict = field(default_factory=dict, metadata=_meta("Noll index -> extra phase added to every emitter (applied when optical.ignore_fixed_psf_coeffs is false)", "rad RMS"))
     batch_size: int = field(default=256, metadata=_meta("emitters per FFT batch (memory bound)", "", ge=1))
+    fast_dz_um: float = field(default=0.025, metadata=_meta("fast mode: largest z spacing of the library planes (linear interpolation)", "um", gt=0))
+    fast_subpixel: int = field(default=8, metadata=_meta("fast mode: sub-pixel offsets per pixel in the library (even)", "", ge=2))
+    fast_span_rad: float = field(default=0.05, metadata=_meta("fast mode: largest RMS aberration change across a field cell of the library", "rad", gt=0))
+    fast_tol_rad: float = field(default=0.002, metadata=_meta("fast mode: emitters whose aberrations are farther (RMS wavefront) from the library's field interpolation use the exact model", "rad", ge=0))
+    fast_max_mib: float = field(default=256.0, metadata=_meta("fast mode: memory cap of the library tables per process (coarser field cells beyond it)", "MiB", gt=0))
 
 
 @dataclass
@@ -164,7 +169,8 @@ class TiffConfig:
     use_direct_rendering: bool = field(default=True, metadata=_meta("original key: only true (the high-res path was wrong, D8)", ""))
     add_noise: bool = field(default=True, metadata=_meta("false = expected photons without camera (camera.model 'none')", ""))
     noise_params: NoiseParams | None = field(default=None, metadata=_meta("original float noise model; given alone it selects camera.model 'original'", ""))
-    compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta("TIFF compression (no LZW on noisy data)", ""))
+    compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta("TIFF compression: zstd level 3, zlib (deflate) level 1 or none; no LZW, no predictor (both enlarge noisy data)", ""))
+    bigtiff: bool | None = field(default=None, metadata=_meta("BigTIFF (64-bit offsets); null = automatic when the raw stack exceeds ~1.9 GiB", ""))
     description: str = field(default="", metadata=_meta("free text", ""))
 
 
@@ -200,7 +206,10 @@ class BackgroundConfig:
 class RenderConfig:
     """Lazy-graph layout."""
 
-    chunk_frames: int = field(default=32, metadata=_meta("frames per dask chunk (memory_optimization.chunk_size)", "frames", ge=1))
+    chunk_frames: int | None = field(default=None, metadata=_meta("frames per dask chunk (memory_optimization.chunk_size); null = automatic from chunk_mb (at most 32)", "frames", ge=1))
+    tile_size: int | None = field(default=None, metadata=_meta("side of the square y/x tiles of a chunk; null = whole frames unless one frame exceeds chunk_mb (then multiples of 256 px)", "px", ge=1))
+    chunk_mb: float = field(default=16.0, metadata=_meta("target size of one output chunk (frames x tile x dtype) for the automatic chunking; working memory is ~4x this per thread", "MiB", gt=0))
+    memory_budget_mb: float | None = field(default=None, metadata=_meta("memory allowed for non-streaming writes (--no-streaming needs ~2x the stack); null = the available memory", "MiB", gt=0))
     gc_frequency: int = field(default=0, metadata=_meta("run gc.collect() every N written chunks (0 = never; original enable_gc/gc_frequency)", "chunks", ge=0))
 
 
@@ -213,6 +222,10 @@ class OutputConfig:
     generate_plots: bool = field(default=False, metadata=_meta("original plotting key: only false is accepted", ""))
     write_csv: bool = field(default=False, metadata=_meta("also write ground_truth.csv", ""))
     frames_in_h5: bool = field(default=False, metadata=_meta("also store the frames as emitters.h5 'frames' (original v2/v3 loaders)", ""))
+    format: Literal["ome-tiff", "ome-zarr", "hdf5"] = field(default="ome-tiff", metadata=_meta("frame-stack format of a sample folder: <name>.ome.tiff, <name>.ome.zarr or <name>.h5", ""))
+    zarr_format: Literal[2, 3] = field(default=3, metadata=_meta("OME-Zarr: 3 = zarr v3 + NGFF 0.5 (core codecs), 2 = zarr v2 + NGFF 0.4 (numcodecs)", ""))
+    zarr_compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta("OME-Zarr chunk compression: zstd level 3, zlib (gzip) level 1 or none", ""))
+    hdf5_compression: Literal["none", "zlib", "lzf"] = field(default="none", metadata=_meta("HDF5 stack compression: none (fastest), zlib (gzip level 1) or lzf; all built into h5py so every reader opens it", ""))
 
 
 @dataclass
@@ -698,6 +711,8 @@ def _finalise(cfg: SimulationConfig, problems: list, explicit_optics: set[str]) 
     p = cfg.psf
     if p.patch_size % 2 == 0:
         problems.append(("psf.patch_size", f"must be odd, got {p.patch_size}"))
+    if p.fast_subpixel % 2:
+        problems.append(("psf.fast_subpixel", f"must be even, got {p.fast_subpixel}"))
     fixed: dict[int, float] = {}
     for k, v in p.fixed_zernike.items():
         try:

@@ -22,9 +22,10 @@ from . import __version__
 from .config import SimulationConfig, config_to_dict, load_config
 from .emitters import EmitterTable, Records, inside_image, make_records, sample_emitters
 from .render import (PURPOSE_EMITTERS, FramePlan, build_camera, build_psf_model, frames_array, stream)
-from .zmap import H5Zmap, SyntheticZmap, Zmap, legacy_to_noll, read_zmap
+from .zmap import SyntheticZmap, Zmap, legacy_to_noll, read_zmap
 
-__all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "make_zmap", "CONVENTIONS"]
+__all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "make_zmap", "write_stack", "write_tiff",
+           "write_zarr", "write_hdf5", "write_ground_truth", "stack_fingerprint", "CONVENTIONS"]
 
 log = logging.getLogger("z2t_dask")
 
@@ -36,7 +37,8 @@ CONVENTIONS = {
     "photons": "records/phot: photons collected in that frame; emitters/intensity: photons per full frame on",
     "zernike": "zernike_coeffs/*: Noll order (index 0 = j 1, piston), RMS-normalised over the unit pupil, radians",
     "frame_ix": "records/frame_ix = TIFF page index; every frame 0..T-1 is present",
-    "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, frame)); purpose 0 emitters, 1 camera noise",
+    "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, ...)): emitters (0,); camera noise "
+                      "(1, frame, block_row, block_col) on a fixed 256x256 px grid",
 }
 
 
@@ -124,37 +126,57 @@ class Sample:
             **self.extra_attrs,
         }
 
-    def save(self, path: str | os.PathLike, *, compression: str | None = None, overwrite: bool = False,
-             scheduler: str | None = "threads", prefetch: int = 2, streaming: bool = True) -> Path:
-        """Write ``<path>/<name>.ome.tiff`` and ``<path>/emitters.h5`` atomically.
+    def save(self, path: str | os.PathLike, *, format: str | None = None, compression: str | None = None,
+             overwrite: bool = False, scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True) -> Path:
+        """Write the sample folder ``<path>/<name>.<stack>`` + ``<path>/emitters.h5``, atomically.
 
         The folder is written under a temporary name and renamed when complete, so a crash never
         leaves a folder that looks finished. Frames stream block by block (bounded memory).
+        OME-Zarr folders are resumable: the temporary name is fixed (``.<name>.partial``) and a
+        rerun of the same sample (same config, seed and chunking) after an interruption stores
+        only the blocks that are missing.
 
         Parameters
         ----------
         path
-            The sample folder, e.g. ``out/sample_001`` (its name names the TIFF).
+            The sample folder, e.g. ``out/sample_001`` (its name names the stack).
+        format
+            ``"ome-tiff"`` (``<name>.ome.tiff``), ``"ome-zarr"`` (``<name>.ome.zarr``) or
+            ``"hdf5"`` (``<name>.h5``, dataset ``frames``); default ``config.output.format``.
         compression
-            ``"zstd"``, ``"zlib"`` or ``"none"``; default ``config.tiff.compression``.
+            Stack compression; default ``tiff.compression`` / ``output.zarr_compression`` /
+            ``output.hdf5_compression``.
         overwrite
             Replace an existing folder.
         scheduler
-            Dask scheduler for computing blocks (``None`` = the active default, e.g. a Client).
+            Dask scheduler for computing blocks: ``"auto"`` (the active distributed Client if
+            any, else threads), ``"threads"``, ``"sync"``, ``None`` or ``client.get``.
+        prefetch
+            Blocks computed ahead of the ordered writers (TIFF, HDF5).
         streaming
-            False computes the whole stack in memory first (the original ``--no_streaming``).
+            False computes the whole stack in memory first (the original ``--no_streaming``);
+            refused with :class:`~z2t_dask.io.stream.MemoryBudgetError` when about twice the
+            stack exceeds ``render.memory_budget_mb`` (default: the available memory).
         """
-        from .io.atomic import atomic_dir
+        from .io.atomic import atomic_dir, resumable_dir
+        from .io.formats import check_compression, normalise_format, stack_filename
 
+        fmt = normalise_format(format or self.config.output.format, "format")
+        check_compression(fmt, compression)
+        if not streaming:
+            from .io.stream import require_memory
+
+            require_memory(self.frames, **_memory_budget(self))   # refuse before creating anything
         final = Path(path)
-        name = final.name
-        comp = compression or self.config.tiff.compression
         final.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(final, overwrite=overwrite) as tmp:
-            tmp = Path(tmp)
-            write_tiff(self, tmp / f"{name}.ome.tiff", compression=comp, scheduler=scheduler, prefetch=prefetch,
-                       streaming=streaming)
-            write_ground_truth(self, tmp)
+        if fmt == "ome-zarr":
+            folder = resumable_dir(final, fingerprint=stack_fingerprint(self, fmt, compression), overwrite=overwrite)
+        else:
+            folder = atomic_dir(final, overwrite=overwrite)
+        with folder as tmp:
+            stack = write_stack(self, Path(tmp) / stack_filename(final.name, fmt), format=fmt,
+                                compression=compression, scheduler=scheduler, prefetch=prefetch, streaming=streaming)
+            write_ground_truth(self, Path(tmp), stack=(stack, fmt))
         log.info("wrote %s", final)
         return final
 
@@ -162,51 +184,159 @@ class Sample:
         """All frames in memory."""
         return self.frames.compute(scheduler=scheduler)
 
+    def preview(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """PNG: frames with ground-truth markers, photon histogram (see :func:`z2t_dask.preview.preview_sample`)."""
+        from .preview import preview_sample
+
+        return preview_sample(self, path, **kwargs)
+
+
+def stack_fingerprint(sample: Sample, fmt: str, compression: str | None = None) -> str:
+    """Identity of a sample's stack on disk: config, seed, version, shape, chunks, dtype, format, codec."""
+    import hashlib
+
+    doc = {"config": config_to_dict(sample.config), "seed": int(sample.seed), "version": __version__,
+           "shape": list(sample.frames.shape), "chunks": [list(c) for c in sample.frames.chunks],
+           "dtype": str(sample.frames.dtype), "format": fmt, "compression": compression,
+           "truth": [len(sample.emitters), len(sample.records)]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _memory_budget(sample: Sample) -> dict[str, Any]:
+    """Arguments of the memory-budget check of a non-streaming write (``render.memory_budget_mb``)."""
+    budget = sample.config.render.memory_budget_mb
+    t, h, w = sample.frames.shape
+    return {"budget_bytes": None if budget is None else budget * 2**20,
+            "what": f"the {t}x{h}x{w} {sample.frames.dtype} stack"}
+
+
+def _in_memory(sample: Sample, scheduler: Any) -> np.ndarray:
+    """The whole stack, computed at once, if it fits ``render.memory_budget_mb`` (else MemoryBudgetError)."""
+    from .io.stream import compute_in_memory
+
+    return compute_in_memory(sample.frames, scheduler=scheduler, **_memory_budget(sample))
+
 
 def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> Iterator[np.ndarray]:
-    from .io.stream import iter_frame_blocks
+    """Blocks of whole frames in order: streamed (bounded memory) or, eagerly, the whole stack."""
+    from .io.stream import iter_frame_blocks, resolve_scheduler
 
+    scheduler = resolve_scheduler(scheduler)
     if not streaming:
-        yield np.asarray(sample.frames.compute(scheduler=scheduler))
-        return
-    gc_every = sample.config.render.gc_frequency
-    for i, block in enumerate(iter_frame_blocks(sample.frames, prefetch=prefetch, scheduler=scheduler)):
+        return iter([_in_memory(sample, scheduler)])
+    return _gc_every(iter_frame_blocks(sample.frames, prefetch=prefetch, scheduler=scheduler),
+                     sample.config.render.gc_frequency)
+
+
+def _gc_every(blocks: Iterator[np.ndarray], every: int) -> Iterator[np.ndarray]:
+    for i, block in enumerate(blocks):
         yield block
-        if gc_every and (i + 1) % gc_every == 0:
+        if every and (i + 1) % every == 0:
             gc.collect()
 
 
-def write_tiff(sample: Sample, path: Path, *, compression: str = "zstd", scheduler="threads", prefetch: int = 2,
-               streaming: bool = True) -> Path:
-    """Stream a sample's frames into one OME-TIFF series ``(T, Y, X)``."""
+def _units(sample: Sample) -> str:
+    return "ADU" if sample.frames.dtype.kind == "u" else "photons"
+
+
+def _pixel_size(sample: Sample) -> tuple[float, float]:
+    o = sample.config.optical
+    return o.pixel_size_nm_x, o.pixel_size_nm_y
+
+
+def write_stack(sample: Sample, path: str | os.PathLike, *, format: str = "ome-tiff", compression: str | None = None,
+                scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True) -> Path:
+    """Write a sample's frames as one stack file/folder of the given format (see :meth:`Sample.save`)."""
+    from .io.formats import check_compression, normalise_format
+
+    fmt = normalise_format(format, "format")
+    check_compression(fmt, compression)
+    writer = {"ome-tiff": write_tiff, "ome-zarr": write_zarr, "hdf5": write_hdf5}[fmt]
+    return writer(sample, Path(path), compression=compression, scheduler=scheduler, prefetch=prefetch,
+                  streaming=streaming)
+
+
+def write_tiff(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
+               prefetch: int = 2, streaming: bool = True) -> Path:
+    """Stream a sample's frames into one OME-TIFF series ``(T, Y, X)`` (ordered; through the client if any)."""
     from .io.tiff import write_ome_tiff
 
-    o = sample.config.optical
-    return write_ome_tiff(path, _iter_blocks(sample, scheduler, prefetch, streaming), shape=sample.frames.shape,
-                          dtype=sample.frames.dtype, pixel_size_nm=(o.pixel_size_nm_x, o.pixel_size_nm_y),
-                          compression=None if compression == "none" else compression,
+    comp = compression or sample.config.tiff.compression
+    blocks = _iter_blocks(sample, scheduler, prefetch, streaming)
+    return write_ome_tiff(path, blocks, shape=sample.frames.shape, dtype=sample.frames.dtype,
+                          pixel_size_nm=_pixel_size(sample), compression=None if comp == "none" else comp,
+                          bigtiff=sample.config.tiff.bigtiff,
                           metadata={"z2t": {"seed": int(sample.seed), "z2t_version": __version__,
-                                            "units": "ADU" if sample.frames.dtype.kind == "u" else "photons"}})
+                                            "units": _units(sample)}})
 
 
-def write_ground_truth(sample: Sample, folder: Path) -> Path:
-    """Write ``emitters.h5`` (original layout + provenance) and optionally a CSV."""
+def write_zarr(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
+               prefetch: int = 2, streaming: bool = True) -> Path:
+    """Write a sample's frames as an OME-Zarr image, blocks stored in parallel (by the workers with a Client).
+
+    Resumable: an interrupted write of the same sample continues where it stopped. ``prefetch``
+    is unused (blocks are stored in any order).
+    """
+    import dask.array as da
+
+    from .io.stream import resolve_scheduler
+    from .io.zarr import write_ome_zarr
+
+    out = sample.config.output
+    comp = compression or out.zarr_compression
+    scheduler = resolve_scheduler(scheduler)
+    frames = sample.frames
+    if not streaming:
+        frames = da.from_array(_in_memory(sample, scheduler), chunks=frames.chunks)
+    report = write_ome_zarr(path, frames, pixel_size_nm=_pixel_size(sample), zarr_format=out.zarr_format,
+                            compression=comp, attrs={**sample.attrs(), "units": _units(sample)},
+                            fingerprint=stack_fingerprint(sample, "ome-zarr", comp), scheduler=scheduler,
+                            overwrite=True)
+    log.info("%s: %d blocks written, %d already there", report.path, report.blocks_written, report.blocks_skipped)
+    return report.path
+
+
+def write_hdf5(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
+               prefetch: int = 2, streaming: bool = True) -> Path:
+    """Stream a sample's frames into ``<name>.h5`` (dataset ``frames``, HDF5 chunks of one frame or tile)."""
+    from .io.hdf5 import write_hdf5_stack
+
+    frames = sample.frames
+    tiled = len(frames.chunks[1]) > 1 or len(frames.chunks[2]) > 1
+    return write_hdf5_stack(path, _iter_blocks(sample, scheduler, prefetch, streaming), shape=frames.shape,
+                            dtype=frames.dtype, pixel_size_nm=_pixel_size(sample),
+                            compression=compression or sample.config.output.hdf5_compression,
+                            tile=frames.chunksize[1:] if tiled else None, attrs=sample.attrs(), units=_units(sample))
+
+
+def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] | None = None) -> Path:
+    """Write ``emitters.h5`` (original layout + provenance) and optionally a CSV.
+
+    With ``output.frames_in_h5`` the frames are stored in it too (dataset ``frames``, read by
+    the original's v2/v3 loaders): copied block by block from ``stack = (path, format)`` when
+    given (no second rendering), else rendered.
+    """
     from .io.emitters_h5 import write_emitters_h5
+    from .io.formats import iter_stack_blocks
 
     e, r = sample.emitters, sample.records
     frames = None
     if sample.config.output.frames_in_h5:
-        frames = _iter_blocks(sample, "threads", 2, True)
+        block = max(1, int(sample.frames.chunksize[0]))
+        source = (iter_stack_blocks(stack[0], stack[1], block) if stack is not None
+                  else _iter_blocks(sample, "auto", 2, True))
+        frames = (sample.frames.shape, source)
     path = Path(folder) / "emitters.h5"
     write_emitters_h5(
         path,
         emitters={"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
         records={"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
         zernike_coeffs={"phase": sample.zernike_phase, "mag": sample.zernike_mag},
-        attrs=sample.attrs(), frames=frames if frames is None else (sample.frames.shape, frames),
+        attrs=sample.attrs(), frames=frames,
         units={"records/inside": "bool (emitter centre inside the image: -0.5 <= x < W-0.5, -0.5 <= y < H-0.5)",
                "zernike_coeffs/phase": "rad (RMS-normalised Zernike phase, Noll order, index 0 = j 1)",
-               "zernike_coeffs/mag": "1 (pupil amplitude Zernike coefficients, Noll order; 0 = none)"})
+               "zernike_coeffs/mag": "1 (pupil amplitude Zernike coefficients, Noll order; 0 = none)",
+               **({"frames": _units(sample)} if frames is not None else {})})
     if sample.config.output.write_csv:
         from .io.csv import write_records_csv
         write_records_csv(Path(folder) / "ground_truth.csv", r.as_dict())
@@ -215,7 +345,8 @@ def write_ground_truth(sample: Sample, folder: Path) -> Path:
 
 def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, records: Records,
                        phase: np.ndarray, mag: np.ndarray | None, zmap_info: dict,
-                       chunk_frames: int | None, extra_attrs: dict | None = None) -> Sample:
+                       chunk_frames: int | None, extra_attrs: dict | None = None,
+                       tile_size: int | None = None) -> Sample:
     h, w = cfg.image_shape
     x0, y0 = cfg.crop_offset_xy
     camera = build_camera(cfg.camera, noise_params=cfg.tiff.noise_params, roi=(y0, x0, h, w))
@@ -223,9 +354,11 @@ def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, re
         seed=seed, frames=cfg.emitters.frames, image_shape=(h, w), frame_ix=records.frame_ix, ids=records.id,
         phot=records.phot, xyz=table.xyz, phase=phase, mag=mag, psf=build_psf_model(cfg), camera=camera,
         background=cfg.background.photons, psf_batch=cfg.psf.batch_size)
-    frames = frames_array(plan, chunk_frames or cfg.render.chunk_frames)
+    frames = frames_array(plan, chunk_frames or cfg.render.chunk_frames, tile_size=tile_size or cfg.render.tile_size,
+                          chunk_mb=cfg.render.chunk_mb)
     k = cfg.psf.n_modes
-    mag_out = np.zeros((len(table), k)) if mag is None else mag
+    # no amplitude terms: a read-only zero view (no memory for 10^5 emitters x K modes)
+    mag_out = np.broadcast_to(np.zeros((1, k)), (len(table), k)) if mag is None else mag
     sample = Sample(config=cfg, seed=int(seed), emitters=table, records=records, zernike_phase=phase,
                     zernike_mag=mag_out, frames=frames, zmap_info=zmap_info, extra_attrs=extra_attrs or {},
                     plan=plan)
@@ -234,7 +367,7 @@ def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, re
 
 def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None,
              seed: int | None = None, *, zmap: str | os.PathLike | Zmap | None = None,
-             chunk_frames: int | None = None) -> Sample:
+             chunk_frames: int | None = None, tile_size: int | None = None) -> Sample:
     """Simulate one sample lazily.
 
     Emitters, records and per-emitter aberrations are drawn now (milliseconds); frames are a lazy
@@ -249,7 +382,10 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     zmap
         Overrides ``zmap_path``: a Zmap file or a :class:`~z2t_dask.zmap.Zmap` object.
     chunk_frames
-        Frames per dask chunk (default ``render.chunk_frames``).
+        Frames per dask chunk (default ``render.chunk_frames``, else automatic from ``render.chunk_mb``).
+    tile_size
+        Side of the y/x tiles in px (default ``render.tile_size``, else whole frames unless a
+        frame exceeds ``render.chunk_mb``). The bytes do not depend on the chunking.
     """
     cfg = config if isinstance(config, SimulationConfig) else load_config(config)
     if isinstance(zmap, (str, os.PathLike)):
@@ -264,11 +400,12 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy)
     records = make_records(table, intervals, cfg.emitters.frames, cfg.image_shape)
     phase, mag = _phase_for(cfg, zm, table.xyz[:, :2])
-    return _sample_from_truth(cfg, int(seed), table, records, phase, mag, zm.describe(), chunk_frames)
+    return _sample_from_truth(cfg, int(seed), table, records, phase, mag, zm.describe(), chunk_frames,
+                              tile_size=tile_size)
 
 
 def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
-                   chunk_frames: int | None = None) -> Sample:
+                   chunk_frames: int | None = None, tile_size: int | None = None) -> Sample:
     """A :class:`Sample` rendering the emitters and records of an existing ``emitters.h5``.
 
     Files written by the original tool carry legacy 21-index coefficients (read through the
@@ -327,7 +464,7 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
         phase, mag = _phase_for(cfg, zm, xyz[:, :2])
         info = zm.describe()
     return _sample_from_truth(cfg, seed, table, records, phase, mag, info, chunk_frames,
-                              extra_attrs={"rendered_from": str(h5_path)})
+                              extra_attrs={"rendered_from": str(h5_path)}, tile_size=tile_size)
 
 
 def render_emitters(h5_path: str | os.PathLike, config=None, *, seed: int = 0, chunk_frames: int | None = None):

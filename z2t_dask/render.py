@@ -1,18 +1,23 @@
 """The lazy ``(T, Y, X)`` dask array of one sample and its deterministic random streams.
 
-This is the only module that builds a per-sample task graph. Frames are chunked along T with
-:func:`dask.array.map_blocks`; each block
+This is the only module that builds a per-sample task graph. Frames are chunked along T and,
+for large images, along Y and X (tiles) with :func:`dask.array.map_blocks`; each block
 
-1. selects the ground-truth records of its frames,
-2. computes the PSF of each emitter on in those frames (one PSF per emitter per block; the PSF
-   code guarantees an emitter's PSF is bit-identical whatever batch it is computed in),
-3. adds ``phot × PSF`` of every record into its frame (records of a frame are always added in
-   the same order, so the sum does not depend on the chunking),
-4. adds the background and applies the camera with the frame's own random stream
-   ``SeedSequence(seed, spawn_key=(PURPOSE_NOISE, frame))``.
+1. selects the ground-truth records of its frames whose PSF patch reaches the block (an emitter
+   near a tile border lights every tile its ``patch_size`` patch overlaps: the block renders
+   with a margin of ``patch_size // 2`` px),
+2. computes the PSF of each of those emitters once (the PSF code guarantees an emitter's PSF is
+   bit-identical whatever batch it is computed in),
+3. adds ``phot × PSF`` of every record into its frame, records of a frame always in the same
+   order (float64 sums), so a pixel's value does not depend on the chunking,
+4. adds the background and applies the camera on a **fixed noise grid** of
+   ``NOISE_BLOCK × NOISE_BLOCK`` px blocks: block ``(by, bx)`` of frame ``t`` draws from
+   ``SeedSequence(seed, spawn_key=(PURPOSE_NOISE, t, by, bx))``. A chunk renders the expected
+   photons of every noise block it overlaps, records them, and keeps its own part.
 
-Hence the same seed gives the same bytes for any chunk size and any scheduler, and every frame
-``0..T-1`` exists whether or not an emitter is on in it.
+Hence the same seed gives the same bytes for any frame chunking, any tiling and any scheduler,
+and every frame ``0..T-1`` exists whether or not an emitter is on in it. Tiles that are
+multiples of ``NOISE_BLOCK`` (the automatic choice) never redraw a neighbour's noise.
 """
 from __future__ import annotations
 
@@ -25,17 +30,39 @@ import numpy as np
 from . import camera as cam
 from .config import CameraConfig, SimulationConfig
 from .optics.psf import PupilPSF
+from .optics.psf_library import PSFLibrary, cached_library
 
-__all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "stream", "FramePlan", "build_camera", "build_psf_model",
-           "render_block", "frames_array"]
+__all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "NOISE_BLOCK", "DEFAULT_CHUNK_MB", "MAX_AUTO_CHUNK_FRAMES",
+           "stream", "noise_stream", "FramePlan", "build_camera", "build_psf_model", "expected_signal",
+           "render_block", "choose_chunks", "frames_array"]
 
 PURPOSE_EMITTERS = 0
 PURPOSE_NOISE = 1
+
+#: Side (px) of the fixed camera-noise grid. Part of the random-stream definition: changing it
+#: changes every noisy frame, so it is not a setting.
+NOISE_BLOCK = 256
+#: Default target size of one output chunk (MiB) for the automatic chunking.
+DEFAULT_CHUNK_MB = 16.0
+#: Upper bound of the automatic frames per chunk (keeps small-frame samples parallel).
+MAX_AUTO_CHUNK_FRAMES = 32
+
+#: A rectangle of the image ``(y0, y1, x0, x1)``: rows ``[y0, y1)``, columns ``[x0, x1)`` (px).
+Region = tuple[int, int, int, int]
 
 
 def stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
     """The random stream of ``(seed, purpose, *keys)``: independent, O(1) to create, never global."""
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(purpose), *map(int, keys))))
+
+
+def noise_stream(seed: int, t: int, block_row: int, block_col: int) -> np.random.Generator:
+    """Camera-noise stream of noise block ``(block_row, block_col)`` of frame ``t``.
+
+    The block covers rows ``[block_row·NOISE_BLOCK, (block_row+1)·NOISE_BLOCK)`` and the
+    matching columns of the image (clipped at the image edge), whatever the dask chunking.
+    """
+    return stream(seed, PURPOSE_NOISE, t, block_row, block_col)
 
 
 def _load_map(value: Any, name: str) -> Any:
@@ -68,12 +95,58 @@ def build_camera(c: CameraConfig, *, noise_params=None, roi: tuple[int, int, int
     raise ValueError(f"camera.model: unknown model {c.model!r}")
 
 
-def build_psf_model(cfg: SimulationConfig) -> PupilPSF:
-    """The pupil PSF model of a config."""
+def build_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
+    """The PSF model of a config: the exact pupil model, or (``psf.mode = "fast"``) a library of it.
+
+    The fast library covers the emitter sampling area (ROI + margin) and ``[-z_range, z_range]``
+    of the config's own Zmap (``zmap_path`` or the synthetic default, with ``zernike.scale`` and
+    the fixed coefficients), is built once per process for the same optics, Zmap and options,
+    and carries its measured error in ``describe()``.  Emitters whose aberrations do not come
+    from that Zmap (e.g. a Zmap object passed to ``simulate``) get exact PSFs.
+    """
     o, p = cfg.optical, cfg.psf
-    return PupilPSF(wavelength_nm=o.wavelength_nm, na=o.NA, n_medium=o.n_medium, n_immersion=o.n_immersion,
-                    pixel_size_nm_x=o.pixel_size_nm_x, pixel_size_nm_y=o.pixel_size_nm_y,
-                    patch_size=p.patch_size, oversampling=p.oversampling, n_modes=p.n_modes)
+    exact = PupilPSF(wavelength_nm=o.wavelength_nm, na=o.NA, n_medium=o.n_medium, n_immersion=o.n_immersion,
+                     pixel_size_nm_x=o.pixel_size_nm_x, pixel_size_nm_y=o.pixel_size_nm_y,
+                     patch_size=p.patch_size, oversampling=p.oversampling, n_modes=p.n_modes)
+    if p.mode == "exact":
+        return exact
+    import json
+    import os
+
+    from .zmap import SyntheticZmap, read_zmap
+
+    z, e = cfg.zernike, cfg.emitters
+    (w, h), m, (x0, y0) = cfg.area_xy, float(e.margin_px), cfg.crop_offset_xy
+    extent = (-m, w + m, -m, h + m)
+    pad = 1e-4  # um: float32 rounding of the emitters' z
+    z_range = (-float(e.z_range_um) - pad, float(e.z_range_um) + pad)
+    fixed = {} if o.ignore_fixed_psf_coeffs else dict(p.fixed_zernike)
+    st = os.stat(cfg.zmap_path) if cfg.zmap_path and os.path.exists(cfg.zmap_path) else None
+    stamp = None if st is None else [st.st_size, st.st_mtime_ns]  # a rewritten Zmap is another library
+    key = json.dumps([exact.__getstate__(), cfg.zmap_path, stamp, z.convention, z.units, z.interpolation_method,
+                      z.scale, z.synthetic_rms_rad, z.synthetic_seed, list(z.synthetic_shape), sorted(fixed.items()),
+                      [x0, y0], extent, z_range, p.fast_dz_um, p.fast_subpixel, p.fast_span_rad, p.fast_tol_rad,
+                      p.fast_max_mib], default=str)
+
+    def build() -> PSFLibrary:
+        zmap = (read_zmap(cfg.zmap_path, convention=z.convention, units=z.units, wavelength_nm=o.wavelength_nm,
+                          n_modes=p.n_modes) if cfg.zmap_path else
+                SyntheticZmap(shape=tuple(z.synthetic_shape), rms_rad=z.synthetic_rms_rad, seed=z.synthetic_seed,
+                              n_modes=p.n_modes))
+
+        def field(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            phase, mag = zmap.coefficients(np.asarray(x) + x0, np.asarray(y) + y0, method=z.interpolation_method)
+            phase = phase * z.scale
+            for j, v in fixed.items():
+                phase[:, j - 1] += v
+            return phase, mag
+
+        step = 2 * exact.sampling  # sub-pixel offsets: even and a multiple of the fine sampling
+        return PSFLibrary.from_field(exact, field, extent, z_range, dz_um=p.fast_dz_um,
+                                     subpixel=-(-p.fast_subpixel // step) * step, span_rad=p.fast_span_rad,
+                                     tol_rad=p.fast_tol_rad, max_mib=p.fast_max_mib)
+
+    return cached_library(key, build)
 
 
 @dataclass
@@ -119,73 +192,236 @@ class FramePlan:
         return np.dtype(getattr(self.camera, "dtype", np.float32))
 
 
-def expected_signal(plan: FramePlan, t0: int, t1: int) -> np.ndarray:
-    """Expected signal photons ``(t1 - t0, H, W)`` float32 of frames ``[t0, t1)`` (no background)."""
-    h, w = plan.image_shape
-    out = np.zeros((t1 - t0, h, w), np.float32)
-    lo, hi = np.searchsorted(plan.rec_frame, [t0, t1])
-    if hi <= lo:
-        return out
-    ids = plan.rec_id[lo:hi]
-    uniq, inv = np.unique(ids, return_inverse=True)
-    xy = plan.em_xyz[uniq, :2]
-    centre = np.floor(xy + 0.5)
-    d = xy - centre
+@dataclass
+class _SignalPrep:
+    """PSF patches and placements of the records that reach one region, for frames ``[t0, t1)``."""
+
+    region: Region
+    psfs: np.ndarray             # (U, ps, ps) float32, one per emitter
+    inv: np.ndarray              # (R,) row of psfs of each kept record
+    cx: np.ndarray               # (R,) int64 centre column (image px)
+    cy: np.ndarray               # (R,) int64 centre row
+    phot: np.ndarray             # (R,) float64 photons
+    bounds: np.ndarray           # (t1 - t0 + 1,) record offsets per frame
+
+
+def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _SignalPrep:
+    """Select the records of frames ``[t0, t1)`` whose PSF patch overlaps ``region``; compute their PSFs."""
+    y0, y1, x0, x1 = region
     ps = plan.psf.patch_size
     c = ps // 2
+    lo, hi = np.searchsorted(plan.rec_frame, [t0, t1])
+    ids = plan.rec_id[lo:hi]
+    centre = np.floor(plan.em_xyz[ids, :2] + 0.5).astype(np.int64)
+    cx, cy = centre[:, 0], centre[:, 1]
+    keep = np.nonzero((cx + c >= x0) & (cx - c < x1) & (cy + c >= y0) & (cy - c < y1))[0]
+    uniq, inv = np.unique(ids[keep], return_inverse=True)
+    xy = plan.em_xyz[uniq, :2]
+    d = xy - np.floor(xy + 0.5)
     psfs = np.empty((uniq.size, ps, ps), np.float32)
     for b0 in range(0, uniq.size, plan.psf_batch):
         sl = slice(b0, b0 + plan.psf_batch)
         psfs[sl] = plan.psf.compute(plan.em_phase[uniq[sl]], plan.em_xyz[uniq[sl], 2], d[sl, 0], d[sl, 1],
                                     None if plan.em_mag is None else plan.em_mag[uniq[sl]])
-    offs = np.arange(ps) - c
-    frames_sel = plan.rec_frame[lo:hi]
-    phot = plan.rec_phot[lo:hi]
-    cx = centre[inv, 0].astype(np.int64)
-    cy = centre[inv, 1].astype(np.int64)
-    bounds = np.searchsorted(frames_sel, np.arange(t0, t1 + 1))
-    for f in range(t1 - t0):
-        a, b = bounds[f], bounds[f + 1]
-        if b <= a:
-            continue
-        rows = cy[a:b, None] + offs[None, :]                     # (R, ps)
-        cols = cx[a:b, None] + offs[None, :]
-        rv = (rows >= 0) & (rows < h)
-        cv = (cols >= 0) & (cols < w)
-        valid = rv[:, :, None] & cv[:, None, :]                  # (R, ps, ps)
-        flat = rows[:, :, None] * w + cols[:, None, :]
-        weights = psfs[inv[a:b]].astype(np.float64) * phot[a:b, None, None]
-        out[f] = np.bincount(flat[valid], weights=weights[valid], minlength=h * w).reshape(h, w)
+    frames_sel = plan.rec_frame[lo:hi][keep]
+    return _SignalPrep(region=region, psfs=psfs, inv=inv.reshape(-1), cx=cx[keep], cy=cy[keep],
+                       phot=plan.rec_phot[lo:hi][keep], bounds=np.searchsorted(frames_sel, np.arange(t0, t1 + 1)))
+
+
+def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray) -> np.ndarray:
+    """Write the expected signal photons of the ``f``-th frame of ``prep`` into ``out`` (region-sized float32).
+
+    Contributions to a pixel are summed in float64 in record order, which does not depend on the
+    region: a tile equals the same rectangle of the whole frame bit for bit.
+    """
+    y0, y1, x0, x1 = prep.region
+    h, w = y1 - y0, x1 - x0
+    a, b = prep.bounds[f], prep.bounds[f + 1]
+    if b <= a:
+        out[...] = 0.0
+        return out
+    offs = np.arange(prep.psfs.shape[-1]) - prep.psfs.shape[-1] // 2
+    rows = prep.cy[a:b, None] + offs[None, :] - y0               # (R, ps), region coordinates
+    cols = prep.cx[a:b, None] + offs[None, :] - x0
+    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    flat = rows[:, :, None] * w + cols[:, None, :]
+    weights = prep.psfs[prep.inv[a:b]].astype(np.float64) * prep.phot[a:b, None, None]
+    out[...] = np.bincount(flat[valid], weights=weights[valid], minlength=h * w).reshape(h, w)
     return out
+
+
+def expected_signal(plan: FramePlan, t0: int, t1: int, region: Region | None = None) -> np.ndarray:
+    """Expected signal photons ``(t1 - t0, y1 - y0, x1 - x0)`` float32 of frames ``[t0, t1)`` (no background).
+
+    Parameters
+    ----------
+    plan : FramePlan
+        The sample's plan.
+    t0, t1 : int
+        Frame range (half-open).
+    region : (y0, y1, x0, x1), optional
+        Image rectangle in px (half-open); default the whole image. Emitters outside it whose
+        PSF patch reaches into it contribute (photons per pixel, bit-identical to the same
+        rectangle of the whole frame).
+    """
+    h, w = plan.image_shape
+    region = (0, h, 0, w) if region is None else tuple(int(v) for v in region)
+    prep = _prepare_signal(plan, t0, t1, region)
+    out = np.empty((t1 - t0, region[1] - region[0], region[3] - region[2]), np.float32)
+    for f in range(t1 - t0):
+        _frame_signal(prep, f, out[f])
+    return out
+
+
+@dataclass
+class _NoiseBlock:
+    """One block of the fixed noise grid that a chunk overlaps."""
+
+    row: int
+    col: int
+    src: tuple[slice, slice]     # the whole block, in the coordinates of the rendered (aligned) region
+    keep: tuple[slice, slice]    # the part inside the chunk, in block coordinates
+    dst: tuple[slice, slice]     # the same part, in chunk coordinates
+    camera: Any                  # camera model (sCMOS maps cropped to the block)
+
+
+def _aligned(region: Region, image_shape: tuple[int, int]) -> Region:
+    """The smallest union of noise blocks covering ``region``."""
+    y0, y1, x0, x1 = region
+    h, w = image_shape
+    nb = NOISE_BLOCK
+    return (y0 // nb) * nb, min(h, -(-y1 // nb) * nb), (x0 // nb) * nb, min(w, -(-x1 // nb) * nb)
+
+
+def _block_camera(camera: Any, y0: int, x0: int, height: int, width: int) -> Any:
+    """The camera of one noise block: per-pixel maps (sCMOS) cut to the block, else ``camera``."""
+    if getattr(camera, "map_shape", None) is not None:
+        return camera.crop(y0, x0, height, width)
+    return camera
+
+
+def _noise_blocks(plan: FramePlan, chunk: Region, aligned: Region) -> list[_NoiseBlock]:
+    y0, y1, x0, x1 = chunk
+    ay0, ay1, ax0, ax1 = aligned
+    nb = NOISE_BLOCK
+    blocks = []
+    for row in range(ay0 // nb, -(-ay1 // nb)):
+        by0, by1 = row * nb, min(ay1, (row + 1) * nb)
+        for col in range(ax0 // nb, -(-ax1 // nb)):
+            bx0, bx1 = col * nb, min(ax1, (col + 1) * nb)
+            ky0, ky1, kx0, kx1 = max(by0, y0), min(by1, y1), max(bx0, x0), min(bx1, x1)
+            blocks.append(_NoiseBlock(
+                row=row, col=col,
+                src=(slice(by0 - ay0, by1 - ay0), slice(bx0 - ax0, bx1 - ax0)),
+                keep=(slice(ky0 - by0, ky1 - by0), slice(kx0 - bx0, kx1 - bx0)),
+                dst=(slice(ky0 - y0, ky1 - y0), slice(kx0 - x0, kx1 - x0)),
+                camera=_block_camera(plan.camera, by0, bx0, by1 - by0, bx1 - bx0)))
+    return blocks
 
 
 def render_block(block_info: dict | None = None, *, plan: FramePlan) -> np.ndarray:
-    """Render the frames of one dask block (task function; importable, not in ``__main__``)."""
-    loc = block_info[None]["array-location"]
-    t0, t1 = loc[0]
-    signal = expected_signal(plan, t0, t1)
-    out = np.empty(signal.shape, plan.dtype)
+    """Render the frames (and tile) of one dask block (task function; importable, not in ``__main__``).
+
+    The block's expected photons are rendered over the noise blocks it overlaps, one frame at a
+    time (working memory: one float32 frame region plus the camera's temporaries), recorded
+    with each noise block's own stream, and cropped to the block.
+    """
+    (t0, t1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    aligned = _aligned((y0, y1, x0, x1), plan.image_shape)
+    prep = _prepare_signal(plan, t0, t1, aligned)
+    blocks = _noise_blocks(plan, (y0, y1, x0, x1), aligned)
+    out = np.empty((t1 - t0, y1 - y0, x1 - x0), plan.dtype)
+    photons = np.empty((aligned[1] - aligned[0], aligned[3] - aligned[2]), np.float32)
+    background = np.float32(plan.background)
     for i, t in enumerate(range(t0, t1)):
-        photons = signal[i]
-        photons += np.float32(plan.background)
-        out[i] = plan.camera(photons, stream(plan.seed, PURPOSE_NOISE, t))
+        _frame_signal(prep, i, photons)
+        photons += background
+        for nb in blocks:
+            recorded = nb.camera(np.ascontiguousarray(photons[nb.src]), noise_stream(plan.seed, t, nb.row, nb.col))
+            out[i][nb.dst] = recorded[nb.keep]
     return out
 
 
-def frames_array(plan: FramePlan, chunk_frames: int = 32):
-    """The lazy ``(T, H, W)`` stack of a plan, chunked by ``chunk_frames`` frames."""
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def choose_chunks(image_shape: tuple[int, int], frames: int, itemsize: int, *, chunk_mb: float = DEFAULT_CHUNK_MB,
+                  chunk_frames: int | None = None, tile_size: int | None = None) -> tuple[int, int, int]:
+    """Chunk shape ``(frames, rows, cols)`` of a stack from a memory target.
+
+    Parameters
+    ----------
+    image_shape : (int, int)
+        ``(height, width)`` of a frame in px.
+    frames : int
+        Number of frames T.
+    itemsize : int
+        Bytes per output pixel (2 for uint16 ADU, 4 for float32 photons).
+    chunk_mb : float
+        Target size of one output chunk in MiB (``render.chunk_mb``). The working memory of
+        rendering one chunk is roughly 2-4 times this (float32 photons, camera temporaries).
+    chunk_frames : int, optional
+        Frames per chunk (``render.chunk_frames``); default
+        ``clip(chunk_mb / tile bytes, 1, MAX_AUTO_CHUNK_FRAMES)``.
+    tile_size : int, optional
+        Side of the y/x tiles in px (``render.tile_size``); default whole frames, unless one
+        frame exceeds ``chunk_mb``: then the largest multiple of ``NOISE_BLOCK`` whose square
+        tile fits (at least ``NOISE_BLOCK``).
+
+    Returns
+    -------
+    (int, int, int)
+        Frames, rows and columns of a chunk (edge chunks are smaller).
+    """
+    h, w = (_positive_int("image_shape", v) for v in image_shape)
+    frames = _positive_int("frames", frames)
+    itemsize = _positive_int("itemsize", itemsize)
+    if isinstance(chunk_mb, bool) or not isinstance(chunk_mb, (int, float, np.number)) or not chunk_mb > 0:
+        raise ValueError(f"render.chunk_mb must be a number > 0 (MiB), got {chunk_mb!r}")
+    budget = float(chunk_mb) * 2**20
+    if tile_size is None:
+        if h * w * itemsize <= budget:
+            ty, tx = h, w
+        else:
+            side = max(NOISE_BLOCK, int(np.sqrt(budget / itemsize)) // NOISE_BLOCK * NOISE_BLOCK)
+            ty, tx = min(side, h), min(side, w)
+    else:
+        side = _positive_int("render.tile_size", tile_size)
+        ty, tx = min(side, h), min(side, w)
+    if chunk_frames is None:
+        ct = int(np.clip(budget // (ty * tx * itemsize), 1, MAX_AUTO_CHUNK_FRAMES))
+    else:
+        ct = _positive_int("render.chunk_frames", chunk_frames)
+    return min(ct, frames), ty, tx
+
+
+def frames_array(plan: FramePlan, chunk_frames: int | None = None, *, tile_size: int | None = None,
+                 chunk_mb: float = DEFAULT_CHUNK_MB):
+    """The lazy ``(T, H, W)`` stack of a plan.
+
+    Parameters
+    ----------
+    plan : FramePlan
+        What the blocks render.
+    chunk_frames, tile_size, chunk_mb
+        Chunking, see :func:`choose_chunks` (automatic by default). The bytes do not depend on it.
+    """
     import dask.array as da
 
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     h, w = plan.image_shape
-    chunks = da.core.normalize_chunks((int(chunk_frames), h, w), (plan.frames, h, w))
+    ct, ty, tx = choose_chunks((h, w), plan.frames, plan.dtype.itemsize, chunk_mb=chunk_mb,
+                               chunk_frames=chunk_frames, tile_size=tile_size)
+    chunks = da.core.normalize_chunks((ct, ty, tx), (plan.frames, h, w))
     return da.map_blocks(render_block, dtype=plan.dtype, chunks=chunks, meta=np.empty((0, 0, 0), plan.dtype),
-                         plan=plan, name=f"z2t-frames-{_plan_token(plan)}")
+                         plan=plan, name=f"z2t-frames-{_plan_token(plan, chunks)}")
 
 
-def _plan_token(plan: FramePlan) -> str:
+def _plan_token(plan: FramePlan, chunks: Any = None) -> str:
     from dask.base import tokenize
 
     return tokenize(plan.seed, plan.frames, plan.image_shape, plan.rec_frame, plan.rec_id, plan.rec_phot,
-                    plan.em_xyz, plan.em_phase, plan.em_mag, repr(plan.psf), repr(plan.camera), plan.background)
+                    plan.em_xyz, plan.em_phase, plan.em_mag, repr(plan.psf), repr(plan.camera), plan.background,
+                    NOISE_BLOCK, chunks)

@@ -15,7 +15,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "temp_sibling"]
+__all__ = ["PARTIAL_STAMP", "atomic_dir", "atomic_path", "partial_sibling", "resumable_dir", "temp_sibling"]
+
+#: File inside a resumable partial folder holding the fingerprint of what it is being filled with.
+PARTIAL_STAMP = ".z2t-partial"
 
 
 def temp_sibling(final_path: str | os.PathLike[str], tag: str = "tmp") -> Path:
@@ -146,6 +149,22 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def _new_output(final_dir: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Check an output folder can be created (parent exists; absent unless ``overwrite``)."""
+    final = Path(final_dir)
+    if not final.parent.is_dir():
+        raise FileNotFoundError(f"cannot create {final}: folder {final.parent} does not exist")
+    if not overwrite and (final.exists() or final.is_symlink()):
+        raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
+    return final
+
+
+def _still_new(final: Path, overwrite: bool) -> None:
+    """Before the rename: an output that appeared meanwhile is not replaced unless ``overwrite``."""
+    if not overwrite and (final.exists() or final.is_symlink()):
+        raise FileExistsError(f"{final} appeared while it was being written (overwrite=False)")
+
+
 @contextlib.contextmanager
 def atomic_dir(final_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a new, empty temporary folder; on success rename it to ``final_dir``.
@@ -169,20 +188,71 @@ def atomic_dir(final_dir: str | os.PathLike[str], *, overwrite: bool = False) ->
     FileExistsError
         If ``final_dir`` exists and ``overwrite`` is False.
     """
-    final = Path(final_dir)
-    if not final.parent.is_dir():
-        raise FileNotFoundError(f"cannot create {final}: folder {final.parent} does not exist")
-    if not overwrite and (final.exists() or final.is_symlink()):
-        raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
+    final = _new_output(final_dir, overwrite)
     tmp = temp_sibling(final)
     tmp.mkdir()
     try:
         yield tmp
-        if not overwrite and (final.exists() or final.is_symlink()):
-            raise FileExistsError(f"{final} appeared while it was being written (overwrite=False)")
+        _still_new(final, overwrite)
         _fsync_path(tmp)
         _install(tmp, final)
         _fsync_dir(final.parent)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def partial_sibling(final_path: str | os.PathLike[str]) -> Path:
+    """The fixed hidden name ``<dir>/.<name>.partial`` of a resumable output in progress."""
+    final = Path(final_path)
+    return final.parent / f".{final.name}.partial"
+
+
+@contextlib.contextmanager
+def resumable_dir(final_dir: str | os.PathLike[str], *, fingerprint: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a partial folder that survives interruptions; on success rename it to ``final_dir``.
+
+    Unlike :func:`atomic_dir`, the temporary name is fixed (``.<name>.partial``) and it is
+    *kept* when the body raises or the process dies, so a rerun with the same fingerprint
+    continues filling it (the body decides what is already done). A partial folder stamped
+    with another fingerprint (a different config, seed or layout) is deleted and started
+    afresh.
+
+    Parameters
+    ----------
+    final_dir : path-like
+        Output folder. Its parent must exist.
+    fingerprint : str
+        Identity of the content (e.g. a hash of the config, seed and layout).
+    overwrite : bool
+        Replace an existing ``final_dir``; if False it raises FileExistsError.
+
+    Yields
+    ------
+    pathlib.Path
+        The partial folder (created if needed; may hold earlier progress).
+
+    Notes
+    -----
+    On normal exit the stamp file is removed, the folder fsync'ed and renamed (replacing an
+    existing output when ``overwrite``), so a finished-looking folder is always complete.
+    Two processes must not fill the same partial folder at the same time.
+    """
+    final = _new_output(final_dir, overwrite)
+    work = partial_sibling(final)
+    stamp = work / PARTIAL_STAMP
+    if work.exists() or work.is_symlink():
+        same = work.is_dir() and not work.is_symlink() and stamp.is_file() and stamp.read_text() == fingerprint
+        if not same:
+            _remove(work)
+    if not work.exists():
+        tmp = temp_sibling(work)
+        tmp.mkdir()
+        (tmp / PARTIAL_STAMP).write_text(fingerprint)
+        os.replace(tmp, work)
+    yield work
+    _still_new(final, overwrite)
+    stamp.unlink()
+    _fsync_path(work)
+    _install(work, final)
+    _fsync_dir(final.parent)

@@ -22,7 +22,6 @@ every dataset.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path
-from .jsonutil import json_default
-from .stream import iter_frame_blocks
+from .hdf5 import FRAME_COMPRESSIONS, decode_attr, encode_attr, write_frames_dataset
 
 __all__ = [
     "DEFAULT_UNITS",
@@ -81,14 +79,6 @@ DEFAULT_UNITS: dict[str, str] = {
     "zernike_coeffs/mag": "1 (magnitude Zernike coefficients per emitter, original mode order)",
 }
 
-_FRAMES_COMPRESSION: dict[str | None, tuple[str | None, int | None]] = {
-    None: (None, None),
-    "none": (None, None),
-    "gzip": ("gzip", 1),
-    "lzf": ("lzf", None),
-}
-
-
 @dataclass
 class EmittersFile:
     """Contents of an ``emitters.h5`` file.
@@ -126,36 +116,6 @@ class EmittersFile:
 # --------------------------------------------------------------------------- encoding
 
 
-
-def _encode_attr(key: str, value: Any) -> Any:
-    """Attribute value for HDF5: dicts/lists/tuples/None -> JSON strings, paths -> str."""
-    if isinstance(value, (dict, list, tuple)) or value is None:
-        try:
-            return json.dumps(value, default=json_default, sort_keys=True)
-        except TypeError as exc:
-            raise ValueError(f"attrs[{key!r}] cannot be stored as JSON: {exc}") from None
-    if isinstance(value, (Path, os.PathLike)):
-        return os.fspath(value)
-    if isinstance(value, (str, bytes, bool, int, float, np.generic)):
-        return value
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        return value
-    raise ValueError(
-        f"attrs[{key!r}] must be a str, number, bool, numeric array, dict or list, got {type(value).__name__}"
-    )
-
-
-def _decode_attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, str) and (value[:1] in ("{", "[") or value == "null"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # --------------------------------------------------------------------------- validation
@@ -236,71 +196,6 @@ def _zernike(data: Mapping[str, Any] | None, n: int) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- writer
 
 
-def _frames_pair(frames: Any) -> tuple[tuple[int, int, int], Any] | None:
-    """Recognise the ``((T, Y, X), iterable)`` form; return it normalised, else None."""
-    if not (isinstance(frames, tuple) and len(frames) == 2 and isinstance(frames[0], (tuple, list))):
-        return None
-    shape = tuple(int(s) for s in frames[0])
-    if len(shape) != 3 or min(shape) < 0 or 0 in shape[1:]:
-        raise ValueError(f"frames shape must be (T, Y, X), got {frames[0]!r}")
-    return shape, frames[1]  # type: ignore[return-value]
-
-
-def _write_frames(f: Any, frames: Any, compression: str | None) -> int:
-    """Write ``frames`` as dataset ``frames`` (one chunk per frame); return the number of frames.
-
-    ``frames`` is a (T, Y, X) NumPy/dask array, a ``((T, Y, X), iterable)`` pair, or an
-    iterable of (Y, X) frames / (t, Y, X) blocks.
-    """
-    codec, level = _FRAMES_COMPRESSION[compression]
-    opts = {"compression": codec, "compression_opts": level} if codec else {}
-    is_array = isinstance(frames, np.ndarray) or (hasattr(frames, "dask") and hasattr(frames, "chunks"))
-    if is_array:
-        if frames.ndim != 3 or 0 in frames.shape[1:]:
-            raise ValueError(f"frames must have shape (T, Y, X), got {tuple(frames.shape)}")
-        t, y, x = (int(s) for s in frames.shape)
-        dset = f.create_dataset("frames", shape=(t, y, x), dtype=frames.dtype, chunks=(1, y, x) if t else None, **opts)
-        t0 = 0
-        for block in iter_frame_blocks(frames):
-            dset[t0 : t0 + block.shape[0]] = block
-            t0 += block.shape[0]
-        return t
-    pair = _frames_pair(frames)
-    declared, source = pair if pair is not None else (None, frames)
-    dset = None
-    t0 = 0
-    for item in source:
-        block = np.asarray(item)
-        if block.ndim == 2:
-            block = block[np.newaxis]
-        if block.ndim != 3:
-            raise ValueError(f"frames must yield (Y, X) frames or (t, Y, X) blocks, got shape {block.shape}")
-        if dset is None:
-            y, x = block.shape[1:]
-            if declared is not None and (y, x) != declared[1:]:
-                raise ValueError(f"frames block has frame shape {(y, x)}, expected {declared[1:]}")
-            first = declared[0] if declared is not None else 0
-            dset = f.create_dataset(
-                "frames", shape=(first, y, x), maxshape=(first if declared is not None else None, y, x),
-                dtype=block.dtype, chunks=(1, y, x), **opts,
-            )
-        elif block.shape[1:] != dset.shape[1:]:
-            raise ValueError(f"frames block has frame shape {block.shape[1:]}, expected {dset.shape[1:]}")
-        stop = t0 + block.shape[0]
-        if declared is not None:
-            if stop > declared[0]:
-                raise ValueError(f"frames yielded more than the declared {declared[0]} frames")
-        else:
-            dset.resize(stop, axis=0)
-        dset[t0:stop] = block
-        t0 = stop
-    if dset is None:
-        raise ValueError("frames yielded no frames")
-    if declared is not None and t0 != declared[0]:
-        raise ValueError(f"frames yielded {t0} frames but {declared[0]} were declared")
-    return t0
-
-
 def write_emitters_h5(
     path: str | os.PathLike[str],
     *,
@@ -366,7 +261,7 @@ def write_emitters_h5(
     fix = rec["frame_ix"]
     if fix.size and fix.min() < 0:
         raise ValueError(f"records/frame_ix must be >= 0, got minimum {fix.min()}")
-    if frames_compression not in _FRAMES_COMPRESSION:
+    if frames_compression not in FRAME_COMPRESSIONS:
         raise ValueError(f"frames_compression must be one of None, 'none', 'gzip', 'lzf', got {frames_compression!r}")
 
     root = dict(attrs or {})
@@ -375,7 +270,7 @@ def write_emitters_h5(
         "coordinate_convention",
         "x = column, y = row, pixel (r, c) centred at (y=r, x=c), camera px; z in um",
     )
-    encoded = {str(k): _encode_attr(str(k), v) for k, v in root.items()}
+    encoded = {str(k): encode_attr(str(k), v) for k, v in root.items()}
 
     written = [f"emitters/{k}" for k in em] + [f"records/{k}" for k in rec] + [f"zernike_coeffs/{k}" for k in zc]
     if frames is not None:
@@ -397,7 +292,7 @@ def write_emitters_h5(
                 for key, arr in table.items():
                     g.create_dataset(key, data=arr)
             if frames is not None:
-                t = _write_frames(f, frames, frames_compression)
+                t = write_frames_dataset(f, frames, compression=frames_compression)
                 if fix.size and fix.max() >= t:
                     raise ValueError(f"records/frame_ix must be < {t} (frames written), got maximum {fix.max()}")
             for name in written:
@@ -460,19 +355,19 @@ def read_emitters_h5(path: str | os.PathLike[str], *, load_frames: bool = False)
             if isinstance(obj, h5py.Dataset):
                 out[key] = obj[()]
                 if "units" in obj.attrs:
-                    units[f"{group}/{key}"] = str(_decode_attr(obj.attrs["units"]))
+                    units[f"{group}/{key}"] = str(decode_attr(obj.attrs["units"]))
         return out
 
     with h5py.File(file, "r") as f:
         emitters = read_group(f, "emitters", EMITTER_DTYPES)
         records = read_group(f, "records", RECORD_DTYPES)
         zernike = read_group(f, "zernike_coeffs", ())
-        attrs = {key: _decode_attr(value) for key, value in f.attrs.items()}
+        attrs = {key: decode_attr(value) for key, value in f.attrs.items()}
         frames_shape = frames = None
         if "frames" in f and isinstance(f["frames"], h5py.Dataset):
             frames_shape = tuple(f["frames"].shape)
             if "units" in f["frames"].attrs:
-                units["frames"] = str(_decode_attr(f["frames"].attrs["units"]))
+                units["frames"] = str(decode_attr(f["frames"].attrs["units"]))
             if load_frames:
                 frames = f["frames"][()]
     return EmittersFile(

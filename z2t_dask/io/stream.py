@@ -16,11 +16,105 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["block_bounds", "iter_frame_blocks", "iter_frames"]
+__all__ = ["MemoryBudgetError", "available_memory_bytes", "block_bounds", "compute_in_memory",
+           "iter_frame_blocks", "iter_frames", "require_memory", "resolve_scheduler"]
+
+
+class MemoryBudgetError(ValueError):
+    """A non-streaming write was refused: the whole stack would not fit the memory budget."""
 
 
 def _is_dask(array: Any) -> bool:
     return hasattr(array, "dask") and hasattr(array, "chunks") and hasattr(array, "compute")
+
+
+def resolve_scheduler(scheduler: Any = "auto") -> Any:
+    """The scheduler to compute blocks with.
+
+    Parameters
+    ----------
+    scheduler : str, callable or None
+        ``"auto"``: the active ``distributed`` Client if one is the default scheduler (a
+        sample's graph then runs on the cluster's workers), else ``"threads"``. Anything else
+        (``"threads"``, ``"sync"``, ``None`` = dask's default, ``client.get``) is returned as is.
+    """
+    if not (isinstance(scheduler, str) and scheduler == "auto"):
+        return scheduler
+    import dask
+
+    active = dask.config.get("scheduler", None)
+    if active in ("dask.distributed", "distributed"):
+        return None
+    return "threads"
+
+
+def available_memory_bytes() -> int:
+    """Memory available to new allocations now (psutil, else ``/proc/meminfo`` MemAvailable), bytes."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil is a test dependency
+        pass
+    try:  # pragma: no cover
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover
+        pass
+    import os  # pragma: no cover
+
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))  # pragma: no cover
+
+
+def require_memory(array: Any, *, budget_bytes: float | None = None, what: str = "the stack") -> int:
+    """Check that a whole stack can be held in memory; return the bytes it needs.
+
+    Parameters
+    ----------
+    array : array-like with ``shape`` and ``dtype``
+        The stack (nothing is computed).
+    budget_bytes : float, optional
+        Memory allowed (bytes); default :func:`available_memory_bytes`.
+    what : str
+        Name of the stack in the error message.
+
+    Raises
+    ------
+    MemoryBudgetError
+        If about twice the stack's size (the result plus the blocks it is assembled from)
+        exceeds the budget. The message says how much memory it would need.
+    """
+    nbytes = int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+    need = 2 * nbytes
+    budget = available_memory_bytes() if budget_bytes is None else float(budget_bytes)
+    source = "render.memory_budget_mb" if budget_bytes is not None else "the available memory"
+    if need > budget:
+        raise MemoryBudgetError(
+            f"not streaming would hold {what} in memory: it needs about {need / 2**20:,.0f} MiB "
+            f"(2 x {nbytes / 2**20:,.0f} MiB for shape {tuple(array.shape)} {np.dtype(array.dtype)}) but "
+            f"{source} is {budget / 2**20:,.0f} MiB; use streaming (the default; drop --no-streaming)")
+    return need
+
+
+def compute_in_memory(array: Any, *, budget_bytes: float | None = None, scheduler: Any = "threads",
+                      what: str = "the stack") -> np.ndarray:
+    """Compute a whole (dask) stack into memory after :func:`require_memory` accepted it.
+
+    Parameters
+    ----------
+    array : dask.array.Array or numpy.ndarray
+        The stack.
+    budget_bytes, what
+        As in :func:`require_memory` (MemoryBudgetError when it does not fit).
+    scheduler
+        As in :func:`iter_frame_blocks`.
+    """
+    require_memory(array, budget_bytes=budget_bytes, what=what)
+    if not _is_dask(array):
+        return np.asarray(array)
+    return np.asarray(array.compute(scheduler=scheduler))
 
 
 def block_bounds(array: Any) -> list[tuple[int, int]]:

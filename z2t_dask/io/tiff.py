@@ -31,6 +31,7 @@ __all__ = [
     "BIGTIFF_THRESHOLD",
     "COMPRESSIONS",
     "PROVENANCE_NAMESPACE",
+    "iter_ome_tiff_blocks",
     "read_ome_tiff",
     "read_ome_tiff_metadata",
     "write_ome_tiff",
@@ -315,3 +316,16 @@ def read_ome_tiff_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
                 if _local(child.tag) == "Value" and child.text:
                     info["provenance"] = json.loads(child.text)
     return info
+
+
+def iter_ome_tiff_blocks(path: str | os.PathLike[str], block_frames: int = 16) -> Iterator[np.ndarray]:
+    """Yield the frames of a TIFF's first series in order, ``block_frames`` at a time (bounded memory)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        n = int(series.shape[0]) if len(series.shape) == 3 else 1
+        step = max(1, int(block_frames))
+        for t0 in range(0, n, step):
+            block = tif.asarray(key=range(t0, min(n, t0 + step)), series=0)
+            yield block.reshape(-1, *series.shape[-2:])

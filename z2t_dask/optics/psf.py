@@ -64,17 +64,38 @@ every z (median 1 %, worst 4.8 % of the defocused PSF's own, ~20x lower, peak); 
 error <= 1.6 % of the photons.  In focus against the analytic pixel-integrated Airy pattern:
 0.25 % of peak.  ``window_px=192`` roughly halves these errors at ~2.3x the cost.
 
+Computation
+-----------
+Per batch of emitters (numpy path, in cache-sized blocks of ~2 MiB of amplitude PSF):
+
+1. the Zernike phase (and amplitude) polynomial plus the sub-pixel ramps, as per-row polynomials
+   in ``u = kx / k_cut`` (:mod:`z2t_dask.optics.pupil_poly`), evaluated on the pupil's bounding
+   rectangle of FFT bins by one small matrix product per emitter, plus the exact defocus;
+2. ``cos`` / ``sin`` into complex64, masked to the pupil while copied into the first rows of the
+   ``N x N`` y-FFT input (the rectangle sits at the window's corner: a circular shift of the
+   pupil only multiplies the amplitude PSF by a unimodular phase);
+3. inverse FFT along x on those rows (in place), inverse FFT along y (scipy.fft, ortho);
+4. ``|h|^2`` folded to ``n_int`` in place; ``rfft2``, times the pixel transfer function and a
+   shift that puts the patch at the origin, inverse transforms of the patch rows and columns.
+
+Only steps 2-4's transforms and ``exp(i phi)`` are essential work: ``benchmarks/ceiling.py``
+times exactly those on preallocated buffers (the hardware ceiling ``python -m benchmarks``
+compares the model with).
+
 Determinism
 -----------
-The PSF of an emitter is bit-identical whatever other emitters share the call: Zernike sums
-are accumulated mode by mode in a fixed order with element-wise operations (no BLAS), per-emitter
-reductions run along contiguous rows, and FFTs transform each emitter independently.  This is
-tested (``tests/test_psf.py``).
+The PSF of an emitter is bit-identical whatever other emitters share the call: the polynomial
+products are one BLAS call per emitter with fixed shapes (NumPy's stacked ``matmul``; never a
+product whose shape depends on the batch), every other operation is element-wise per emitter,
+per-emitter reductions run along contiguous rows, and FFTs transform each emitter's lines
+independently.  This is tested (``tests/test_psf.py``), across batch sizes, threads and BLAS
+thread counts.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from types import SimpleNamespace
@@ -83,6 +104,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from .pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
 from .zernike import zernike_basis
 
 __all__ = ["PupilPSF"]
@@ -91,6 +113,10 @@ __all__ = ["PupilPSF"]
 _MIN_WINDOW_NM = 12_000.0
 #: Minimum physical side (nm) of the window the intensity is folded onto.
 _MIN_INTENSITY_WINDOW_NM = 6_000.0
+#: Per-thread reusable work buffers of :meth:`PupilPSF._run_blocks` (dask runs blocks in threads).
+_THREAD_WORK = threading.local()
+#: Target size (bytes) of the amplitude PSFs of one numpy work block (kept in cache).
+_BLOCK_BYTES = 1 << 21
 
 
 def _smooth_23(n: int) -> int:
@@ -158,9 +184,10 @@ class PupilPSF:
 
     Notes
     -----
-    Pupil grids (coordinates, mask, Zernike basis restricted to the pupil, k_z, pixel transfer
-    function) are built once per instance and cached (also per array module); they are not
-    pickled.  Instances are immutable, hashable and cheap to send to workers.
+    Pupil grids (pupil rectangle, mask, Zernike-to-monomial matrices, coordinate powers, k_z,
+    pixel transfer function) are built once per instance and cached (also per array module);
+    work buffers are reused per thread.  Neither is pickled: instances are immutable, hashable
+    and cheap to send to workers.  :meth:`describe` gives the provenance stored with outputs.
     """
 
     wavelength_nm: float
@@ -275,61 +302,74 @@ class PupilPSF:
     # ------------------------------------------------------------------ cached grids (numpy)
     @cached_property
     def _grids(self) -> SimpleNamespace:
-        """Pupil-plane and spectral grids (float64 geometry, stored float32; numpy)."""
+        """Pupil-plane and spectral grids (float64 geometry, stored float32; numpy).
+
+        The pupil is sampled on its bounding rectangle of FFT bins ("rect"), centred: rows
+        ``j = -ry..ry`` (``ky = j / (N d_y)``), columns ``i = -rx..rx`` (``kx = i / (N d_x)``).
+        The rectangle sits at the origin corner of the FFT window, i.e. the pupil is circularly
+        shifted by ``(ry, rx)`` bins; that multiplies the amplitude PSF by a unimodular phase
+        factor and leaves the intensity unchanged.
+        """
         s = self.sampling
         n_fft = self.fft_size
         n_int = self.intensity_window * s
         lam = float(self.wavelength_nm)
         d_x = float(self.pixel_size_nm_x) / s
         d_y = float(self.pixel_size_nm_y) / s
-        kx = np.fft.fftfreq(n_fft, d=d_x)  # cycles/nm, FFT order
-        ky = np.fft.fftfreq(n_fft, d=d_y)
         k_cut = float(self.na) / lam
+        rx = int(math.floor(k_cut * n_fft * d_x)) + 1
+        ry = int(math.floor(k_cut * n_fft * d_y)) + 1
+        kx = np.arange(-rx, rx + 1) * (1.0 / (n_fft * d_x))  # cycles/nm (np.fft.fftfreq values)
+        ky = np.arange(-ry, ry + 1) * (1.0 / (n_fft * d_y))
         ky2, kx2 = np.meshgrid(ky, kx, indexing="ij")  # axis 0 = y (rows), axis 1 = x (cols)
         kr = np.hypot(kx2, ky2)
         inside = kr <= k_cut
-        iy, ix = np.nonzero(inside)  # row-major order, deterministic
-        kxp = kx2[iy, ix]
-        kyp = ky2[iy, ix]
-        krp = kr[iy, ix]
-        rho = krp / k_cut
-        theta = np.arctan2(kyp, kxp)
-        basis = zernike_basis(self.n_modes, rho, theta, order="noll").astype(np.float32)
+        keep_r = np.flatnonzero(inside.any(axis=1))
+        keep_c = np.flatnonzero(inside.any(axis=0))
+        sl = (slice(keep_r[0], keep_r[-1] + 1), slice(keep_c[0], keep_c[-1] + 1))
+        kx, ky, kr, inside = kx[sl[1]], ky[sl[0]], kr[sl], inside[sl]
+        if max(inside.shape) > n_fft:  # pragma: no cover - Nyquist sampling guarantees this
+            raise RuntimeError("pupil larger than the FFT window")
         kn = float(self.n_medium) / lam
-        arg = kn * kn - krp * krp
+        arg = kn * kn - kr * kr
         kz_re = np.sqrt(np.clip(arg, 0.0, None))
         kz_im = np.sqrt(np.clip(-arg, 0.0, None))
-        # Pupil rows (ky bins) in FFT order are {0..r_lo-1} U {N-r_hi..N-1}: two slices.
-        rows = np.unique(iy)
-        r_lo = int(np.count_nonzero(rows < n_fft // 2))
-        r_hi = int(rows.size - r_lo)
-        expected = np.concatenate([np.arange(r_lo), np.arange(n_fft - r_hi, n_fft)])
-        if not np.array_equal(rows, expected):  # pragma: no cover - geometry guarantees this
-            raise RuntimeError("pupil rows are not two contiguous FFT-order blocks")
-        row_local = np.searchsorted(rows, iy)
+        mono = zernike_monomials(self.n_modes)
+        if mono.shape[1] < 2:  # keep room for the (linear) sub-pixel ramps
+            mono = np.pad(mono, ((0, 0), (0, 1), (0, 1)))
         # Pixel transfer function (exact integration over one camera pixel) on the folded
         # intensity grid, rfft2 layout; f * px = (index / n_int) * s cycles per camera pixel.
         wy = np.sinc(np.fft.fftfreq(n_int) * s)
         wx = np.sinc(np.fft.rfftfreq(n_int) * s)
         c0 = self.patch_size // 2
-        sel = ((np.arange(self.patch_size) - c0) % self.intensity_window) * s
         return SimpleNamespace(
             n_fft=n_fft,
             n_int=n_int,
-            n_points=int(iy.size),
-            n_rows=int(rows.size),
-            r_lo=r_lo,
-            r_hi=r_hi,
-            basis=basis,  # (n_modes, P) float32
-            defocus=(2.0 * np.pi * (kz_re - kn)).astype(np.float32),  # rad per nm of z
-            evanescent=(2.0 * np.pi * kz_im).astype(np.float32),  # 1/nm
-            has_evanescent=bool(np.any(kz_im > 0)),
-            ramp_x=(-2.0 * np.pi * kxp * float(self.pixel_size_nm_x)).astype(np.float32),
-            ramp_y=(-2.0 * np.pi * kyp * float(self.pixel_size_nm_y)).astype(np.float32),
-            flat_sparse=(row_local * n_fft + ix).astype(np.intp),
+            n_points=int(np.count_nonzero(inside)),
+            rect=inside.shape,
+            v_pow=np.stack([(ky / k_cut) ** b for b in range(mono.shape[2])]),  # float64
+            mono=mono,  # (n_modes, D + 1, D + 1) Zernike -> monomials in (u, v)
+            mask=inside.astype(np.float32),
+            # powers of the normalised pupil coordinates u = kx / k_cut (columns), v (rows)
+            u_pow=np.stack([(kx / k_cut) ** a for a in range(mono.shape[1])]).astype(np.float32),
+            defocus=np.where(inside, 2.0 * np.pi * (kz_re - kn), 0.0).astype(np.float32),  # rad/nm
+            evanescent=np.where(inside, 2.0 * np.pi * kz_im, 0.0).astype(np.float32),  # 1/nm
+            has_evanescent=bool(np.any(kz_im[inside] > 0)),
+            ramp_u=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_x),  # rad per px of dx, per u
+            ramp_v=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_y),
             otf_weight=(wy[:, None] * wx[None, :]).astype(np.float32),
-            sel=sel.astype(np.intp),
+            # ... times a circular shift by c0 camera pixels, so that patch pixel r is fine
+            # sample r * s (a strided slice instead of a gather)
+            otf_shifted=(wy[:, None] * wx[None, :] * np.exp(
+                -2j * np.pi * c0 * s * (np.fft.fftfreq(n_int)[:, None] + np.fft.rfftfreq(n_int)[None, :])
+            )).astype(np.complex64),
+            # x-FFT input mask on the float view (re, im interleaved) of the rectangle
+            mask2=np.repeat(inside.astype(np.float32), 2, axis=1),
             scale=float(s * s),
+            scale_s=s,
+            patch=self.patch_size,
+            block=max(1, _BLOCK_BYTES // (n_fft * n_fft * 8)),
+            inside_uv=(kx2[sl][inside] / k_cut, ky2[sl][inside] / k_cut),
         )
 
     def _grids_for(self, xp: Any) -> SimpleNamespace:
@@ -354,8 +394,34 @@ class PupilPSF:
 
     @property
     def pupil_basis(self) -> np.ndarray:
-        """Zernike basis restricted to the pupil samples, shape (n_modes, n_points), float32."""
-        return self._grids.basis
+        """Zernike basis on the pupil samples, shape (n_modes, n_points), float32.
+
+        Samples in row-major order of the centred pupil rectangle (rows = ky, columns = kx).
+        """
+        u, v = self._grids.inside_uv
+        return zernike_basis(self.n_modes, np.hypot(u, v), np.arctan2(v, u)).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance of the model (stored in the output metadata).
+
+        Returns
+        -------
+        dict
+            ``mode = "exact"``, the model parameters and the resolved sampling (window,
+            intensity window, FFT size, oversampling, pupil samples).
+        """
+        g = self._grids
+        return {
+            "mode": "exact",
+            "model": "scalar pupil, exact defocus, pixel-integrated, Fourier sub-pixel shift",
+            **self.__getstate__(),
+            "sampling": self.sampling,
+            "window": self.window,
+            "intensity_window": self.intensity_window,
+            "fft_size": self.fft_size,
+            "pupil_samples": g.n_points,
+            "error": "none besides the periodic-window residual (see z2t_dask.optics.psf)",
+        }
 
     # ------------------------------------------------------------------ main entry point
     def compute(
@@ -395,9 +461,9 @@ class PupilPSF:
         workers : int or None, keyword-only
             Threads for :mod:`scipy.fft` (numpy path).
         batch_size : int, keyword-only
-            Emitters per FFT batch (bounds memory: about ``batch_size * 5 * fft_size^2 * 8``
-            bytes, ~40 MB at the defaults).  The result does not depend on it, nor on which
-            other emitters are in the call (bit for bit; tested for numpy).
+            Emitters per batch (bounds memory).  The numpy path further works on cache-sized
+            blocks (about 2 MiB of amplitude PSF each).  The result does not depend on it, nor
+            on which other emitters are in the call (bit for bit; tested for numpy).
 
         Returns
         -------
@@ -406,7 +472,72 @@ class PupilPSF:
             ``(r, c)`` of the patch (pixel centres at ``(y=r, x=c)``).  An emitter whose pupil
             amplitude is zero everywhere gets an all-zero patch.
         """
-        g = self._grids_for(xp)
+        phase, z_um, dx, dy, mag = self.check_inputs(phase, z_um, dx, dy, mag, xp=xp)
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        p = self.patch_size
+        out = xp.empty((phase.shape[0], p, p), dtype=xp.float32)
+
+        def patches(g: SimpleNamespace, work: SimpleNamespace, sub: list, dest: Any) -> Any:
+            inten, energy = self._intensity(g, work, xp, workers, *sub)
+            return self._to_patches(g, xp, workers, inten, energy, None if dest is None else dest[0])
+
+        self._run_blocks(xp, batch_size, (phase, z_um, dx, dy, mag), out, patches)
+        return out
+
+    def pixel_otf(self, phase: Any, z_um: Any, mag: Any = None, *, workers: int | None = None,
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Spectrum of the pixel-integrated intensity of emitters centred on pixel ``c0``.
+
+        Same model as :meth:`compute` (numpy only), stopped before the last inverse
+        transform; used to build interpolation tables on sub-pixel grids.
+
+        Parameters
+        ----------
+        phase, z_um, mag
+            As in :meth:`compute` (``dx = dy = 0``).
+        workers, batch_size
+            As in :meth:`compute`.
+
+        Returns
+        -------
+        otf : ndarray, shape (N, n_int, n_int // 2 + 1), complex64
+            ``rfft2`` of the intensity folded onto the ``n_int = intensity_window * sampling``
+            fine periodic grid (origin = the emitter), times the pixel transfer function.
+        norm : ndarray, shape (N,), float64
+            Factor turning ``irfft2(otf)`` (numpy "backward" normalisation, sampled at camera
+            pixel centres) into photons per camera pixel of a unit-integral PSF (0 = no light).
+        """
+        phase, z_um, dx, dy, mag = self.check_inputs(phase, z_um, None, None, mag, xp=np)
+        n_int = self._grids.n_int
+        otf = np.empty((phase.shape[0], n_int, n_int // 2 + 1), np.complex64)
+        norm = np.empty(phase.shape[0], np.float64)
+
+        def spectra(g: SimpleNamespace, work: SimpleNamespace, sub: list, dest: Any) -> Any:
+            inten, energy = self._intensity(g, work, np, workers, *sub)
+            spec = _rfft2(np, inten, workers=workers)
+            spec *= g.otf_weight[None, :, :]
+            norm = _normaliser(np, g, energy)
+            return spec, np.full(spec.shape[0], norm) if energy is None else norm
+
+        self._run_blocks(np, batch_size, (phase, z_um, dx, dy, mag), (otf, norm), spectra)
+        return otf, norm
+
+    def check_inputs(
+        self, phase: Any, z_um: Any, dx: Any = None, dy: Any = None, mag: Any = None, *, xp: Any = np
+    ) -> tuple[Any, Any, Any, Any, Any]:
+        """Validate and convert :meth:`compute` inputs to float32 ``xp`` arrays.
+
+        Returns
+        -------
+        phase (N, K), z_um (N,), dx (N,), dy (N,), mag (N, K2) or None
+            ``mag`` with fewer than 2 columns (piston only) becomes None.
+
+        Raises
+        ------
+        ValueError
+            On a wrong shape, too many modes or non-finite values (message names the input).
+        """
         phase = xp.asarray(phase, dtype=xp.float32)
         if phase.ndim != 2:
             raise ValueError(f"phase must have shape (N, K), got shape {tuple(phase.shape)}")
@@ -424,39 +555,76 @@ class PupilPSF:
                 )
             if not bool(xp.all(xp.isfinite(mag))):
                 raise ValueError("mag contains non-finite values")
+            if mag.shape[1] < 2:
+                mag = None
         if not bool(xp.all(xp.isfinite(phase))):
             raise ValueError("phase contains non-finite values")
-        if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        return phase, z_um, dx, dy, mag
 
-        p = self.patch_size
-        out = xp.empty((n_em, p, p), dtype=xp.float32)
+    def _work(self, g: SimpleNamespace, xp: Any, bmax: int) -> SimpleNamespace:
+        """Work buffers for blocks of up to ``bmax`` emitters, kept per thread and reused.
+
+        The zero-padded y-FFT input keeps its invariant between calls: only ``ybuf[:, :n_r]``
+        is ever written.
+        """
+        cache = _THREAD_WORK.__dict__.setdefault("buffers", {})
+        key = (id(g), getattr(xp, "__name__", repr(xp)))
+        work = cache.get(key)
+        if work is None or work.phi.shape[0] < bmax or work.grids is not g:
+            n_r, n_c = g.rect
+            work = SimpleNamespace(
+                grids=g,
+                phi=xp.empty((bmax, n_r, n_c), dtype=xp.float32),
+                tmp=xp.empty((bmax, n_r, n_c), dtype=xp.float32),
+                vals=xp.empty((bmax, n_r, n_c), dtype=xp.complex64),
+                ybuf=xp.zeros((bmax, g.n_fft, g.n_fft), dtype=xp.complex64),
+                inten=xp.empty((bmax, g.n_int, g.n_int), dtype=xp.float32),
+            )
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = work
+        return work
+
+    def _run_blocks(self, xp: Any, batch_size: int, inputs: tuple, out: Any, fn: Any) -> None:
+        """Run ``fn(grids, work, [rows, arows, z], dest)`` over cache-sized blocks into ``out``.
+
+        ``out`` is an array or a tuple of arrays, filled along axis 0 with what ``fn`` returns;
+        on the numpy path ``dest`` holds the blocks' slices of ``out`` and ``fn`` may write them
+        itself (then it returns None).
+        """
+        g = self._grids_for(xp)
+        phase, z_um, dx, dy, mag = inputs
+        n_em = phase.shape[0]
         if n_em == 0:
-            return out
+            return
+        outs = out if isinstance(out, tuple) else (out,)
         # Non-numpy back ends (cuFFT) may pick FFT algorithms by batch count: there every batch
         # is zero-padded to ``batch_size`` so an emitter's bytes never depend on its neighbours.
-        pad_batches = xp is not np
-        bmax = batch_size if pad_batches else min(batch_size, n_em)
-        # Work buffers reused across batches; only pupil positions / pupil rows are ever
-        # written into them, the rest stays zero (FFTs never run in place on them).
-        work = SimpleNamespace(
-            pup=xp.zeros((bmax, g.n_rows * g.n_fft), dtype=xp.complex64),
-            full=xp.zeros((bmax, g.n_fft, g.n_fft), dtype=xp.complex64),
-        )
+        # The numpy path is element-wise per emitter and transforms each line independently.
+        numpy_path = xp is np
+        block = min(batch_size, g.block) if numpy_path else batch_size
+        bmax = min(block, n_em) if numpy_path else block
+        work = self._work(g, xp, bmax)
         for start in range(0, n_em, batch_size):
             stop = min(start + batch_size, n_em)
-            n_b = stop - start
-            args = [
-                phase[start:stop],
-                z_um[start:stop],
-                dx[start:stop],
-                dy[start:stop],
+            rows, arows = self._row_polys(
+                g, xp, phase[start:stop], dx[start:stop], dy[start:stop],
                 None if mag is None else mag[start:stop],
-            ]
-            if pad_batches and n_b < bmax:
-                args = [None if a is None else _pad_rows(xp, a, bmax) for a in args]
-            out[start:stop] = self._batch(g, work, xp, workers, *args)[:n_b]
-        return out
+            )  # fmt: skip
+            z_b = z_um[start:stop]
+            for b0 in range(0, stop - start, block):
+                b1 = min(b0 + block, stop - start)
+                sub = [rows[b0:b1], None if arows is None else arows[b0:b1], z_b[b0:b1]]
+                n_b = b1 - b0
+                if not numpy_path and n_b < bmax:
+                    sub = [None if a is None else _pad_rows(xp, a, bmax) for a in sub]
+                dest = tuple(o[start + b0 : start + b1] for o in outs) if numpy_path else None
+                res = fn(g, work, sub, dest)
+                if res is None:
+                    continue
+                res = res if isinstance(res, tuple) else (res,)
+                for o, r in zip(outs, res):
+                    o[start + b0 : start + b1] = r[:n_b]
 
     @staticmethod
     def _vec(xp: Any, v: Any, n: int, name: str) -> Any:
@@ -470,119 +638,150 @@ class PupilPSF:
         return a
 
     # ------------------------------------------------------------------ one batch
-    def _batch(
+    @staticmethod
+    def _row_polys(
+        g: SimpleNamespace, xp: Any, phase: Any, dx: Any, dy: Any, mag: Any
+    ) -> tuple[Any, Any]:
+        """Per-row polynomial coefficients in ``u`` of the pupil phase (and amplitude).
+
+        The phase polynomial is the Zernike sum plus the sub-pixel ramps
+        ``-2 pi (kx dx px_x + ky dy px_y)`` (float64, element-wise per emitter); rows are
+        returned as float32, shape (B, D + 1, R).
+        """
+        poly = combine_modes(xp, phase, g.mono)
+        poly[:, 1, 0] += g.ramp_u * dx.astype(xp.float64)
+        poly[:, 0, 1] += g.ramp_v * dy.astype(xp.float64)
+        rows = _transposed32(xp, row_coefficients(xp, poly, g.v_pow))
+        arows = None
+        if mag is not None:
+            apoly = combine_modes(xp, mag, g.mono)
+            apoly[:, 0, 0] += 1.0
+            arows = _transposed32(xp, row_coefficients(xp, apoly, g.v_pow))
+        return rows, arows
+
+    def _intensity(
         self,
         g: SimpleNamespace,
         work: SimpleNamespace,
         xp: Any,
         workers: int | None,
-        phase: Any,
+        rows: Any,
+        arows: Any,
         z_um: Any,
-        dx: Any,
-        dy: Any,
-        mag: Any,
-    ) -> Any:
-        b = phase.shape[0]
+    ) -> tuple[Any, Any]:
+        """Folded intensity ``(b, n_int, n_int)`` float32 and pupil energy ``(b,)`` float64."""
+        b = rows.shape[0]
         n_fft = g.n_fft
-        # --- pupil phase on the pupil samples, accumulated mode by mode (order-stable).
+        n_r, n_c = g.rect
+        # --- pupil phase on the pupil rectangle: Horner in u (2 D passes) + exact defocus.
+        phi = eval_rows(xp, rows, g.u_pow, work.phi[:b])
         z_nm = z_um * xp.float32(1000.0)
-        phi = z_nm[:, None] * g.defocus[None, :]
-        phi += dx[:, None] * g.ramp_x[None, :]
-        phi += dy[:, None] * g.ramp_y[None, :]
-        for k in range(1, phase.shape[1]):  # skip piston (k = 0)
-            phi += phase[:, k : k + 1] * g.basis[k][None, :]
-        # --- pupil amplitude.
+        tmp = work.tmp[:b]
+        xp.multiply(g.defocus[None], z_nm[:, None, None], out=tmp)
+        phi += tmp
+        # --- pupil amplitude (zero outside the pupil) and energy (Parseval normaliser).
         amp = None
-        if mag is not None and mag.shape[1] > 1:
-            amp = xp.ones_like(phi)
-            for k in range(1, mag.shape[1]):
-                amp += mag[:, k : k + 1] * g.basis[k][None, :]
-            amp = xp.maximum(amp, xp.float32(0.0))
+        if arows is not None:
+            amp = eval_rows(xp, arows, g.u_pow, tmp)
+            xp.maximum(amp, xp.float32(0.0), out=amp)
+            amp *= g.mask[None]
         if g.has_evanescent:
-            decay = xp.exp(-xp.abs(z_nm)[:, None] * g.evanescent[None, :])
+            decay = xp.exp(-xp.abs(z_nm)[:, None, None] * g.evanescent[None]) * g.mask[None]
             amp = decay if amp is None else amp * decay
-        # --- pupil energy (Parseval normaliser), one contiguous row per emitter.
-        if amp is None:
-            energy = xp.full((b,), float(g.n_points), dtype=xp.float64)
+        # --- exp(i phi) * amp on the rectangle (contiguous, zero outside the pupil), then
+        # into the zero-padded x-FFT input.
+        vals = work.vals[:b]
+        xp.cos(phi, out=vals.real)
+        xp.sin(phi, out=vals.imag)
+        # The x-FFT runs in place on the first n_r rows of the y-FFT input (rows n_r.. are
+        # never written, so they stay zero); its input columns n_c.. are zeroed each block.
+        ybuf = work.ybuf[:b]
+        rows_in = ybuf[:, :n_r, :]
+        if amp is None:  # zero outside the pupil while copying into the FFT input
+            xp.multiply(vals.view(xp.float32), g.mask2[None], out=rows_in.view(xp.float32)[:, :, : 2 * n_c])
+            energy = None  # uniform pupil: the energy is the number of pupil samples
         else:
-            energy = xp.sum((amp * amp).astype(xp.float64), axis=1)
-        # --- scatter exp(i phi) * amp into the row-sparse pupil buffer (rows holding pupil
-        # samples only).  Positions outside the pupil are never written: they stay zero.
-        pup = work.pup[:b]
-        vals = _cis(xp, phi)
-        del phi
-        if amp is not None:
             vals *= amp
-        pup[:, g.flat_sparse] = vals
-        del vals
-        # --- amplitude PSF: inverse FFT along x on the pupil rows, then along y on all rows
-        # (the zero rows of ``work.full`` are never written).
-        stage = _ifft(xp, pup.reshape(b, g.n_rows, n_fft), axis=2, workers=workers)
-        full = work.full[:b]
-        full[:, : g.r_lo, :] = stage[:, : g.r_lo, :]
-        if g.r_hi:
-            full[:, n_fft - g.r_hi :, :] = stage[:, g.r_lo :, :]
-        del stage
-        h = _ifft(xp, full, axis=1, workers=workers)
-        # --- intensity |h|^2 (its window sum is the pupil energy: ortho FFTs), folded onto the
-        # n_int-periodic grid: exact periodisation, i.e. keeps every f-th OTF sample.  The
-        # blocks are added in a fixed order.
-        inten = _abs2(xp, h)
-        del h
+            a64 = amp.reshape(b, -1).astype(xp.float64)
+            energy = xp.sum(a64 * a64, axis=1)
+            rows_in[:, :, :n_c] = vals
+        rows_in[:, :, n_c:] = 0
+        # --- amplitude PSF: inverse FFT along x on the pupil rows, then along y.
+        res = _ifft(xp, rows_in, axis=2, workers=workers, overwrite=True)  # in place (scipy)
+        if not (xp is np and np.may_share_memory(res, rows_in)):
+            rows_in[...] = res
+        h = _ifft(xp, ybuf, axis=1, workers=workers)
+        # --- intensity |h|^2 folded onto the n_int-periodic grid (exact periodisation: keeps
+        # every f-th OTF sample).  Squares in place on the (re, im) view, adds the blocks (rows,
+        # then columns, then re + im) in a fixed order.
+        hv = h.view(xp.float32)  # (b, N, 2N): re, im interleaved
+        xp.square(hv, out=hv)
         m = g.n_int
         f = n_fft // m
-        if f > 1:
-            folded = inten[:, :m, :m].copy()
-            for i in range(f):
-                for j in range(f):
-                    if i or j:
-                        folded += inten[:, i * m : (i + 1) * m, j * m : (j + 1) * m]
-            inten = folded
+        top = hv[:, :m]
+        for i in range(1, f):
+            xp.add(top, hv[:, i * m : (i + 1) * m], out=top)
+        left = top[:, :, : 2 * m]
+        for j in range(1, f):
+            xp.add(left, top[:, :, 2 * j * m : 2 * (j + 1) * m], out=left)
+        inten = work.inten[:b]
+        xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
+        return inten, energy
+
+    @staticmethod
+    def _to_patches(g: SimpleNamespace, xp: Any, workers: int | None, inten: Any, energy: Any,
+                    dest: Any = None) -> Any:
+        """Pixel-integrated patches ``(b, p, p)`` float32 from the folded intensity.
+
+        Written into ``dest`` (returns None) when given, else returned.
+        """
+        m = g.n_int
         # --- OTF x pixel transfer function, back to camera pixel centres only.
         otf = _rfft2(xp, inten, workers=workers)
-        del inten
-        otf *= g.otf_weight[None, :, :]
-        col = _ifft(xp, otf, axis=1, workers=workers, ortho=False)
+        otf *= g.otf_shifted[None, :, :]
+        col = _ifft(xp, otf, axis=1, workers=workers, ortho=False, overwrite=True)
         del otf
-        col = col[:, g.sel, :]
-        img = _irfft(xp, col, m, workers=workers)
-        img = img[:, :, g.sel]
+        s, p = g.scale_s, g.patch
+        img = _irfft(xp, col[:, 0 : p * s : s, :], m, workers=workers)
+        img = img[:, :, 0 : p * s : s]
         # --- normalise: photons per camera pixel for a unit-integral PSF.
-        safe = xp.where(energy > 0, energy, 1.0)
-        fac = (g.scale / safe).astype(xp.float32)
-        fac = xp.where(energy > 0, fac, xp.float32(0.0))
-        return (img * fac[:, None, None]).astype(xp.float32, copy=False)
+        fac = _normaliser(xp, g, energy)
+        fac = xp.float32(fac) if energy is None else fac.astype(xp.float32)[:, None, None]
+        if dest is None:
+            img *= fac
+            return img
+        xp.multiply(img, fac, out=dest)
+        return None
 
 
 # ---------------------------------------------------------------------- helpers
+def _transposed32(xp: Any, rows: Any) -> Any:
+    """Row coefficients ``(B, D + 1, R)`` as contiguous float32 ``(B, R, D + 1)``."""
+    return xp.ascontiguousarray(rows.transpose(0, 2, 1), dtype=xp.float32)
+
+
+def _normaliser(xp: Any, g: SimpleNamespace, energy: Any) -> Any:
+    """``scale / energy`` (float64), 0 where the pupil carries no light; a scalar for
+    ``energy = None`` (uniform pupil: the energy is the number of pupil samples)."""
+    if energy is None:
+        return g.scale / g.n_points
+    safe = xp.where(energy > 0, energy, 1.0)
+    return xp.where(energy > 0, g.scale / safe, 0.0)
+
+
 def _pad_rows(xp: Any, a: Any, n: int) -> Any:
     """Zero-pad the first axis of ``a`` to length ``n``."""
     pad = xp.zeros((n - a.shape[0],) + tuple(a.shape[1:]), dtype=a.dtype)
     return xp.concatenate([a, pad], axis=0)
 
 
-def _cis(xp: Any, phi: Any) -> Any:
-    """``exp(i phi)`` as complex64 from float32 ``phi`` (element-wise)."""
-    out = xp.empty(phi.shape, dtype=xp.complex64)
-    out.real[...] = xp.cos(phi)
-    out.imag[...] = xp.sin(phi)
-    return out
-
-
-def _abs2(xp: Any, h: Any) -> Any:
-    """``|h|^2`` as float32 (element-wise ``re*re + im*im``)."""
-    re = h.real
-    im = h.imag
-    out = re * re
-    out += im * im
-    return out
-
-
-def _ifft(xp: Any, a: Any, axis: int, workers: int | None, ortho: bool = True) -> Any:
-    # Never in place: the work buffers must keep their zeros.
+def _ifft(
+    xp: Any, a: Any, axis: int, workers: int | None, ortho: bool = True, overwrite: bool = False
+) -> Any:
+    """Inverse FFT along ``axis``; ``a`` is kept (zero-padded work buffer) unless ``overwrite``."""
     norm = "ortho" if ortho else "backward"
     if xp is np:
-        return sfft.ifft(a, axis=axis, norm=norm, workers=workers, overwrite_x=False)
+        return sfft.ifft(a, axis=axis, norm=norm, workers=workers, overwrite_x=overwrite)
     return xp.fft.ifft(a, axis=axis, norm=norm)
 
 
@@ -594,5 +793,5 @@ def _rfft2(xp: Any, a: Any, workers: int | None) -> Any:
 
 def _irfft(xp: Any, a: Any, n: int, workers: int | None) -> Any:
     if xp is np:
-        return sfft.irfft(a, n=n, axis=2, workers=workers)
+        return sfft.irfft(a, n=n, axis=2, workers=workers, overwrite_x=True)
     return xp.fft.irfft(a, n=n, axis=2)

@@ -1,0 +1,148 @@
+"""W2 / W3: full-chip samples (1200x1200 px, EMCCD, ~40 emitters per frame) streamed to disk.
+
+W2  200 frames -> OME-TIFF (zstd). Targets on 2 cores: >= 20 frames/s (the original: 5.5 frames/s),
+    peak RSS <= 400 MB.
+W3  1,000 and 10,000 frames -> OME-Zarr (v3, zstd). Target: the two peak RSS equal within 15 % and
+    <= 1 GB (memory does not grow with the number of frames).
+
+Each measurement runs in a fresh process (``run`` sub-command) so that peak RSS (psutil sampling of
+the process and its children every 20 ms, :class:`benchmarks.common.PeakRSS`) is that of one write;
+it times ``simulate`` (emitters, records, aberrations) + ``save`` (render, camera, compress, write
+stack + emitters.h5) end to end and prints frames/s, MB/s of raw frames and peak RSS.
+
+Run::
+
+    python -m benchmarks.bench_fullchip w2                     # 200 frames -> OME-TIFF
+    python -m benchmarks.bench_fullchip w3                     # 1,000 and 10,000 frames -> OME-Zarr
+    python -m benchmarks.bench_fullchip w3 --frames 1000 2000  # shorter check
+    python -m benchmarks.bench_fullchip run --frames 200 --format ome-zarr   # one measurement
+    python -m benchmarks.bench_fullchip profile --frames 20    # where the time goes (cProfile, 1 thread)
+
+Outputs go to a temporary folder under ``--tmp`` (default: the system's) and are deleted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import ROOT, PeakRSS, machine
+
+#: Emitters per movie giving ~40 records per frame with the 'single' model (lifetime 2.5 frames),
+#: measured: 2600 emitters over 200 frames -> 41.5 records per frame; scales with T + 6 lifetimes.
+EMITTERS_PER_FRAME_SPAN = 2600 / (200 + 15)
+
+
+def fullchip_config(frames: int, fmt: str) -> dict:
+    """The W2/W3 config: 1200x1200 EMCCD, ~40 emitters per frame, synthetic Zmap."""
+    return {
+        "tiff": {"roi_size": 1200, "crop_offset": [0, 0], "compression": "zstd"},
+        "emitters": {"frames": frames, "num_emitters": int(round(EMITTERS_PER_FRAME_SPAN * (frames + 15))),
+                     "lifetime_avg": 2.5, "model": "single"},
+        "camera": {"model": "emccd"},
+        "output": {"format": fmt, "zarr_compression": "zstd"},
+    }
+
+
+def run_one(frames: int, fmt: str, tmp: Path, scheduler: str) -> dict:
+    """Simulate and save one full-chip sample; return timings, sizes and peak RSS."""
+    import z2t_dask as z2t
+
+    cfg = z2t.load_config(fullchip_config(frames, fmt))
+    out = tmp / f"w_{fmt}_{frames}"
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        sample = z2t.simulate(cfg, seed=1)
+        t1 = time.perf_counter()
+        sample.save(out, scheduler=scheduler)
+        t2 = time.perf_counter()
+    raw = sample.frames.nbytes
+    disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    shutil.rmtree(out, ignore_errors=True)
+    return {"frames": frames, "format": fmt, "chunks": [c[0] for c in sample.frames.chunks],
+            "records_per_frame": len(sample.records) / frames, "plan_s": t1 - t0, "save_s": t2 - t1,
+            "total_s": t2 - t0, "fps": frames / (t2 - t0), "mb_s": raw / 1e6 / (t2 - t0),
+            "raw_mb": raw / 1e6, "disk_mb": disk / 1e6, "peak_rss_mib": mem.peak_mib, "machine": machine()}
+
+
+def _report(r: dict) -> str:
+    return (f"{r['frames']} frames 1200x1200 -> {r['format']} (chunks {r['chunks']}, "
+            f"{r['records_per_frame']:.1f} emitters/frame): {r['total_s']:.1f} s "
+            f"(plan {r['plan_s']:.1f} s) = {r['fps']:.1f} frames/s, {r['mb_s']:.0f} MB/s raw "
+            f"({r['raw_mb']:.0f} MB raw, {r['disk_mb']:.0f} MB on disk); peak RSS {r['peak_rss_mib']:.0f} MiB")
+
+
+def _subprocess(frames: int, fmt: str, tmp: str, scheduler: str) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench_fullchip", "run", "--frames", str(frames), "--format", fmt,
+           "--tmp", tmp, "--scheduler", scheduler, "--json"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def profile(frames: int) -> None:
+    """cProfile of rendering ``frames`` full-chip frames in this thread (no writer)."""
+    import cProfile
+    import pstats
+
+    import z2t_dask as z2t
+
+    sample = z2t.simulate(z2t.load_config(fullchip_config(frames, "ome-tiff")), seed=1)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    sample.frames.compute(scheduler="sync")
+    prof.disable()
+    print(f"render {frames} frames single-threaded: {time.perf_counter() - t0:.2f} s")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workload", choices=["w2", "w3", "run", "profile"])
+    ap.add_argument("--frames", type=int, nargs="+", default=None)
+    ap.add_argument("--format", default=None, choices=["ome-tiff", "ome-zarr", "hdf5"])
+    ap.add_argument("--tmp", default=None, help="folder for the outputs (default: system temp)")
+    ap.add_argument("--scheduler", default="threads")
+    ap.add_argument("--json", action="store_true", help="run: print the result as JSON")
+    args = ap.parse_args(argv)
+    if args.workload == "profile":
+        profile((args.frames or [20])[0])
+        return
+    tmp_root = Path(tempfile.mkdtemp(prefix="z2t-fullchip-", dir=args.tmp))
+    try:
+        if args.workload == "run":
+            r = run_one((args.frames or [200])[0], args.format or "ome-tiff", tmp_root, args.scheduler)
+            print(json.dumps(r) if args.json else _report(r))
+            return
+        fmt = args.format or ("ome-tiff" if args.workload == "w2" else "ome-zarr")
+        counts = args.frames or ([200] if args.workload == "w2" else [1000, 10000])
+        print(f"{args.workload.upper()} on {machine()}")
+        results = []
+        for n in counts:
+            r = _subprocess(n, fmt, str(tmp_root), args.scheduler)
+            results.append(r)
+            print("  " + _report(r), flush=True)
+        if args.workload == "w2":
+            r = results[0]
+            print(f"  targets: >= 20 frames/s -> {'met' if r['fps'] >= 20 else 'MISSED'}; peak RSS <= 400 MB -> "
+                  f"{'met' if r['peak_rss_mib'] * 2**20 / 1e6 <= 400 else 'MISSED'}; vs the original 5.5 frames/s: "
+                  f"{r['fps'] / 5.5:.1f}x")
+        elif len(results) >= 2:
+            lo, hi = results[0]["peak_rss_mib"], results[-1]["peak_rss_mib"]
+            growth = hi / lo - 1
+            print(f"  peak RSS {lo:.0f} MiB at {results[0]['frames']} frames vs {hi:.0f} MiB at "
+                  f"{results[-1]['frames']} frames: {growth:+.1%} (target within 15 % and <= 1 GB: "
+                  f"{'met' if abs(growth) <= 0.15 and max(lo, hi) * 2**20 <= 1e9 else 'MISSED'})")
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

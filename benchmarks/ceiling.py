@@ -1,0 +1,91 @@
+"""Hardware ceiling of the exact PSF stage: the pure batched exp + FFT work, nothing else.
+
+For a :class:`~z2t_dask.optics.psf.PupilPSF` the ceiling is the time of exactly the
+transcendental and FFT work its ``compute`` cannot avoid, at the same sizes and batch, on
+preallocated buffers (no data movement, no phase evaluation, no folding, no normalisation):
+
+* ``exp(i phi)`` as complex64 (``cos`` and ``sin`` into the real and imaginary parts, the
+  fastest numpy form; ``numpy.exp`` of a complex array is ~7x slower) on the pupil samples;
+* the inverse FFT along x of the pupil rows (``rows x N``), the inverse FFT along y of the
+  full ``N x N`` window, the real FFT of the folded ``M x M`` intensity, the inverse FFT along
+  y of its half spectrum and the inverse real FFT along x of the patch rows.
+
+Timed for several cache block sizes; the ceiling is the fastest.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import scipy.fft as sfft
+
+__all__ = ["ceiling_per_psf", "ceiling_block", "best_time"]
+
+
+def best_time(fn, repeat: int = 5, number: int = 1) -> float:
+    """Minimum over ``repeat`` runs of the wall time (s) of ``number`` calls of ``fn``."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def ceiling_block(model: Any, b: int, workers: int | None) -> tuple[Any, int]:
+    """``(run, b)``: ``run()`` does the ceiling work of ``b`` emitters of ``model`` once."""
+    g = model._grids
+    n, m, p = g.n_fft, g.n_int, model.patch_size
+    rng = np.random.default_rng(0)
+    phi = rng.uniform(-np.pi, np.pi, (b, g.n_points)).astype(np.float32)
+    vals = np.empty((b, g.n_points), np.complex64)
+    xbuf = np.zeros((b, g.rect[0], n), np.complex64)
+    ybuf = np.zeros((b, n, n), np.complex64)
+    inten = rng.random((b, m, m)).astype(np.float32)
+    half = np.zeros((b, m, m // 2 + 1), np.complex64)
+    rows = np.zeros((b, p, m // 2 + 1), np.complex64)
+
+    def run() -> None:
+        np.cos(phi, out=vals.real)
+        np.sin(phi, out=vals.imag)
+        sfft.ifft(xbuf, axis=2, norm="ortho", workers=workers)
+        sfft.ifft(ybuf, axis=1, norm="ortho", workers=workers)
+        sfft.rfft2(inten, axes=(1, 2), workers=workers)
+        sfft.ifft(half, axis=1, workers=workers)
+        sfft.irfft(rows, n=m, axis=2, workers=workers)
+
+    return run, b
+
+
+def ceiling_per_psf(model: Any, n_psf: int = 256, *, workers: int | None = 1, repeat: int = 5,
+                    blocks: tuple[int, ...] = (4, 8, 16, 32, 64, 256)) -> dict[str, float]:
+    """Ceiling time per PSF (s) of ``model`` for ``n_psf`` emitters.
+
+    Parameters
+    ----------
+    model : PupilPSF
+        The exact model (its grids give the sizes).
+    n_psf : int
+        Emitters in the batch.
+    workers : int or None
+        ``scipy.fft`` threads (same as the model's run).
+    repeat : int
+        Repeats; the minimum is kept.
+    blocks : tuple of int
+        Block sizes tried (emitters transformed per call); the fastest is the ceiling.
+
+    Returns
+    -------
+    dict
+        ``per_psf_s`` (the ceiling), ``block`` (its block size) and ``by_block`` (all).
+    """
+    by_block = {}
+    for b in blocks:
+        b = min(b, n_psf)
+        run, bs = ceiling_block(model, b, workers)
+        n_calls = -(-n_psf // bs)
+        by_block[b] = best_time(run, repeat=repeat, number=n_calls) / (n_calls * bs)
+    best = min(by_block, key=by_block.get)
+    return {"per_psf_s": by_block[best], "block": best, "by_block": by_block}

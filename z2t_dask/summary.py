@@ -1,0 +1,528 @@
+"""``z2t inspect``: what is in a sample folder, a batch output folder, a Zmap or an ``emitters.h5``.
+
+:func:`summarize` returns a JSON-able dict; :func:`format_summary` turns it into the human text.
+
+=================  ===========================================================================
+kind               recognised by
+=================  ===========================================================================
+``batch``          a folder with ``manifest.json`` (every job with its state) or the original
+                   ``batch_status.json``
+``sample``         a folder with ``emitters.h5`` and/or a frame stack
+``zmap``           an HDF5 file with ``z_maps/phase``
+``emitters``       an HDF5 file with ``emitters/*`` and ``records/*``
+``stack``          a ``.ome.tiff`` / ``.ome.zarr`` / ``.h5`` frame stack
+=================  ===========================================================================
+
+Units: positions in camera px, z in µm, photons per frame, pixel values in ADU (camera models)
+or photons (``none`` / ``original``), sizes in bytes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["InspectError", "detect_kind", "summarize", "format_summary", "truth_stats", "estimate_snr",
+           "pixel_stats", "disk_usage"]
+
+#: Frames read (evenly spaced) for the pixel statistics of a stack.
+PIXEL_FRAMES = 8
+
+
+class InspectError(ValueError):
+    """A path is not something ``z2t inspect`` / ``z2t preview`` understands (the message says why)."""
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def disk_usage(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of every file under a folder (e.g. an ``.ome.zarr``)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def _h5_groups(path: Path) -> set[str]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            names: set[str] = set()
+            f.visit(names.add)
+            return names
+    except OSError as exc:
+        raise InspectError(f"{path}: cannot open as HDF5: {exc}") from None
+
+
+def detect_kind(path: str | os.PathLike) -> str:
+    """``"batch"``, ``"sample"``, ``"zmap"``, ``"emitters"`` or ``"stack"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    InspectError
+        If it is none of these.
+    """
+    from .results import find_stack, stack_format
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such file or folder: {p}")
+    if p.is_dir() and not p.name.lower().endswith(".zarr"):
+        if (p / "manifest.json").is_file() or (p / "batch_status.json").is_file():
+            return "batch"
+        if (p / "emitters.h5").is_file() or find_stack(p) is not None:
+            return "sample"
+        raise InspectError(f"{p}: not a sample folder (no emitters.h5 or frame stack) nor a batch folder "
+                           "(no manifest.json)")
+    if p.name.lower().endswith((".h5", ".hdf5")):
+        names = _h5_groups(p)
+        if "z_maps/phase" in names:
+            return "zmap"
+        if "records/frame_ix" in names and "emitters/xyz" in names:
+            return "emitters"
+        if "frames" in names:
+            return "stack"
+        raise InspectError(f"{p}: HDF5 file with neither z_maps/phase (Zmap), emitters/ + records/ "
+                           "(emitters.h5) nor frames (stack)")
+    try:
+        stack_format(p)
+    except ValueError as exc:
+        raise InspectError(str(exc)) from None
+    return "stack"
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+def _stats(v: np.ndarray, digits: int = 2) -> dict[str, float] | None:
+    v = np.asarray(v, np.float64)
+    if v.size == 0:
+        return None
+    q = np.percentile(v, [5, 50, 95])
+    r = lambda x: round(float(x), digits)  # noqa: E731
+    return {"min": r(v.min()), "p5": r(q[0]), "median": r(q[1]), "mean": r(v.mean()), "p95": r(q[2]),
+            "max": r(v.max())}
+
+
+def truth_stats(records: Mapping[str, np.ndarray], frames: int | None = None) -> dict[str, Any]:
+    """Ground-truth statistics of ``records/*``.
+
+    Parameters
+    ----------
+    records
+        ``frame_ix`` (M,), ``phot`` (M,) photons, ``xyz`` (M, 3) (x, y px; z µm), optional
+        ``inside`` (M,) bool.
+    frames
+        Frames in the movie (default ``max(frame_ix) + 1``), so empty frames count.
+
+    Returns
+    -------
+    dict
+        ``records``, ``records_inside``, ``records_edge`` (emitters outside the image lighting
+        its edge), ``emitters_per_frame`` and ``photons_per_record`` statistics, ``empty_frames``,
+        ``z_um`` range.
+    """
+    fix = np.asarray(records["frame_ix"], np.int64)
+    n_frames = int(frames) if frames is not None else (int(fix.max()) + 1 if fix.size else 0)
+    inside = np.asarray(records.get("inside", np.ones(fix.size, bool)), bool)
+    per_frame = np.bincount(fix[inside], minlength=n_frames) if n_frames else np.zeros(0, int)
+    phot = np.asarray(records["phot"], np.float64)
+    z = np.asarray(records["xyz"], np.float64)[:, 2] if fix.size else np.zeros(0)
+    return {
+        "records": int(fix.size),
+        "records_inside": int(inside.sum()),
+        "records_edge": int((~inside).sum()),
+        "emitters_per_frame": _stats(per_frame, 2),
+        "empty_frames": int((per_frame == 0).sum()),
+        "photons_per_record": _stats(phot[inside], 1),
+        "z_um": None if z.size == 0 else [round(float(z.min()), 3), round(float(z.max()), 3)],
+    }
+
+
+def estimate_snr(config: Mapping[str, Any], photons: float) -> dict[str, Any]:
+    """Estimated single-emitter SNR of an in-focus emitter with ``photons`` detected photons.
+
+    ``SNR = q N / sqrt(F² q (N + A b) + A s²)``: ``q`` quantum efficiency, ``N`` photons,
+    ``b`` background photons/px, ``A = 4π σ²`` the noise-equivalent area of a Gaussian PSF
+    with ``σ = 0.21 λ / NA`` (px), ``F² = 2`` for an EMCCD with gain > 1 (else 1), ``s`` the
+    read noise referred to the input (e⁻ / EM gain for EMCCD; sCMOS sqrt(variance)/gain).
+    An order-of-magnitude figure (defocus and aberrations enlarge ``A``), for comparing samples.
+
+    Parameters
+    ----------
+    config
+        A resolved config as a dict (``config_to_dict``).
+    photons
+        Signal photons per frame (e.g. the median ``records/phot``).
+    """
+    cam = config.get("camera", {})
+    opt = config.get("optical", {})
+    model = cam.get("model", "emccd")
+    b = float(config.get("background", {}).get("photons", 0.0))
+    px = math.sqrt(float(opt.get("pixel_size_nm_x", 100.0)) * float(opt.get("pixel_size_nm_y", 100.0)))
+    sigma_px = 0.21 * float(opt.get("wavelength_nm", 660.0)) / float(opt.get("NA", 1.4)) / px
+    area = 4 * math.pi * sigma_px ** 2
+    q, f2, s2 = 1.0, 1.0, 0.0
+    if model == "emccd":
+        q = float(cam.get("qe", 1.0))
+        gain = float(cam.get("em_gain", 1.0))
+        f2 = 2.0 if gain > 1 else 1.0
+        s2 = (float(cam.get("read_noise_e", 0.0)) / gain) ** 2
+    elif model == "scmos":
+        q = float(cam.get("qe", 1.0))
+        var, gain = cam.get("scmos_variance"), cam.get("scmos_gain")
+        if isinstance(var, (int, float)) and isinstance(gain, (int, float)) and gain > 0:
+            s2 = float(var) / float(gain) ** 2
+    elif model == "original":
+        s2 = float((config.get("tiff", {}).get("noise_params") or {}).get("readout_noise", 0.0)) ** 2
+    elif model == "none" or (model == "ideal" and not cam.get("poisson", True)):
+        return {"snr": None, "note": "noise-free frames (camera.model none / ideal without Poisson)"}
+    n = float(photons)
+    denom = math.sqrt(f2 * q * (n + area * b) + area * s2)
+    return {"snr": round(q * n / denom, 2) if denom > 0 else None, "photons": round(n, 1),
+            "background_photons_per_px": b, "psf_area_px": round(area, 2), "excess_noise_factor_sq": f2,
+            "qe": q, "read_noise_input_e": round(math.sqrt(s2), 3),
+            "formula": "q N / sqrt(F^2 q (N + A b) + A s^2), A = 4 pi (0.21 lambda/NA)^2 in px^2"}
+
+
+def pixel_stats(frames: Any, n: int = PIXEL_FRAMES) -> dict[str, Any]:
+    """Pixel statistics of up to ``n`` evenly spaced frames of a (lazy) ``(T, Y, X)`` stack."""
+    t = int(frames.shape[0])
+    idx = np.unique(np.linspace(0, t - 1, min(n, t)).round().astype(int))
+    block = np.asarray(frames[idx].compute() if hasattr(frames, "compute") else frames[idx], np.float64)
+    st = _stats(block, 2) or {}
+    st.update({"std": round(float(block.std()), 2), "frames_read": [int(i) for i in idx]})
+    return st
+
+
+# --------------------------------------------------------------------------------------------
+# per kind
+# --------------------------------------------------------------------------------------------
+
+def _stack_info(path: Path) -> dict[str, Any]:
+    from .results import open_stack, stack_format
+
+    frames = open_stack(path)
+    info: dict[str, Any] = {"path": str(path), "format": stack_format(path), "shape": [int(v) for v in frames.shape],
+                            "dtype": str(frames.dtype), "chunks": [int(c[0]) for c in frames.chunks],
+                            "bytes": disk_usage(path),
+                            "raw_bytes": int(np.prod(frames.shape)) * frames.dtype.itemsize}
+    info["compression_ratio"] = round(info["raw_bytes"] / info["bytes"], 2) if info["bytes"] else None
+    info["pixels"] = pixel_stats(frames)
+    return info
+
+
+def _attrs_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = attrs.get("config")
+    return {"seed": attrs.get("seed"), "z2t_version": attrs.get("z2t_version", attrs.get("z2t_dask_version")),
+            "config": cfg if isinstance(cfg, dict) else None,
+            "zmap": attrs.get("zmap") if isinstance(attrs.get("zmap"), dict) else None}
+
+
+def _files(folder: Path) -> list[dict[str, Any]]:
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        out.append({"name": p.name + ("/" if p.is_dir() else ""), "bytes": disk_usage(p)})
+    return out
+
+
+def _summarize_sample(p: Path) -> dict[str, Any]:
+    from .results import open_sample
+
+    s = open_sample(p)
+    info: dict[str, Any] = {"kind": "sample", "path": str(p)}
+    frames = None
+    if s.stack is not None:
+        info["stack"] = _stack_info(s.stack)
+        frames = info["stack"]["shape"][0]
+        info["frames"], info["height"], info["width"] = info["stack"]["shape"]
+        info["dtype"] = info["stack"]["dtype"]
+    if s.truth is not None:
+        info.update(_attrs_info(s.truth.attrs))
+        if frames is None and info.get("config"):
+            frames = info["config"]["emitters"]["frames"]
+        recs = s.records
+        info["truth"] = truth_stats(recs, frames)
+        info["truth"]["emitters"] = int(len(s.truth.emitters["xyz"]))
+    _add_snr(info)
+    info["files"] = _files(p)
+    info["bytes"] = sum(f["bytes"] for f in info["files"])
+    marker = p / "z2t_job.json"
+    if marker.is_file():
+        try:
+            job = json.loads(marker.read_text())
+            info["job"] = {k: job.get(k) for k in ("key", "name", "seconds", "attempt", "host")}
+        except ValueError:
+            info["job"] = {"error": "unreadable z2t_job.json"}
+    info["package_version"] = _package_version()
+    return info
+
+
+def _add_snr(info: dict[str, Any]) -> None:
+    cfg = info.get("config")
+    phot = (info.get("truth") or {}).get("photons_per_record") or {}
+    if cfg and phot.get("median"):
+        info["snr"] = estimate_snr(cfg, phot["median"])
+        info["background_photons_per_px"] = cfg.get("background", {}).get("photons")
+
+
+def _summarize_emitters(p: Path) -> dict[str, Any]:
+    from .io.emitters_h5 import read_emitters_h5
+    from .results import inside_mask
+
+    truth = read_emitters_h5(p)
+    info: dict[str, Any] = {"kind": "emitters", "path": str(p), "bytes": disk_usage(p)}
+    info.update(_attrs_info(truth.attrs))
+    cfg = info.get("config")
+    frames = int(cfg["emitters"]["frames"]) if cfg else None
+    rec = dict(truth.records)
+    if "inside" not in rec and cfg:
+        t = cfg["tiff"]
+        rec["inside"] = inside_mask(rec["xyz"][:, :2], (int(t["roi_height"]), int(t["roi_width"])))
+    info["truth"] = truth_stats(rec, frames)
+    info["truth"]["emitters"] = int(len(truth.emitters["xyz"]))
+    zc = truth.zernike_coeffs
+    info["truth"]["zernike_coeffs"] = list(zc["phase"].shape) if zc and "phase" in zc else None
+    info["frames_dataset"] = list(truth.frames_shape) if truth.frames_shape else None
+    info["units"] = truth.units or None
+    if not truth.attrs:
+        info["note"] = "no provenance attributes (written by the original tool?)"
+    _add_snr(info)
+    info["package_version"] = _package_version()
+    return info
+
+
+def _summarize_zmap(p: Path, grid: int = 24) -> dict[str, Any]:
+    from .zmap import read_zmap
+
+    zm = read_zmap(p)
+    h, w = zm.shape
+    info: dict[str, Any] = {"kind": "zmap", "path": str(p), "bytes": disk_usage(p), "shape": [h, w],
+                            "source_modes": zm.n_source_modes, "convention": zm.convention, "units": zm.units,
+                            "returned": "Noll order, rad RMS, %d modes" % zm.n_modes}
+    beads = zm.beads()
+    import h5py
+
+    with h5py.File(p, "r") as f:
+        total = int(f["coords"].shape[0]) if "coords" in f else 0
+    info["beads"] = {"total": total, "valid": int(len(beads.get("x", []))),
+                     "rejected": total - int(len(beads.get("x", [])))}
+    if "mean_ncc" in beads:
+        info["beads"]["mean_ncc"] = _stats(beads["mean_ncc"], 3)
+    ys = np.linspace(0, h - 1, min(grid, h))
+    xs = np.linspace(0, w - 1, min(grid, w))
+    import warnings
+
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # legacy21 dropped-mode warnings: reported below
+        for y in ys:
+            ph, _ = zm.coefficients(xs, np.full_like(xs, y), method="linear")
+            rows.append(ph)
+    ph = np.concatenate(rows)
+    rms = np.sqrt((ph[:, 1:] ** 2).sum(axis=1))       # piston excluded
+    info["phase_rms_rad"] = _stats(rms, 3)
+    peak = np.abs(ph).max(axis=0)
+    info["modes_max_abs_rad"] = {f"Z{j + 1}": round(float(v), 4) for j, v in enumerate(peak) if v > 1e-9}
+    info["package_version"] = _package_version()
+    return info
+
+
+def _summarize_stack(p: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": "stack", "path": str(p)}
+    info["stack"] = _stack_info(p)
+    info["frames"], info["height"], info["width"] = info["stack"]["shape"]
+    info["dtype"] = info["stack"]["dtype"]
+    info["bytes"] = info["stack"]["bytes"]
+    if info["stack"]["format"] == "ome-tiff":
+        from .io.tiff import read_ome_tiff_metadata
+
+        meta = read_ome_tiff_metadata(p)
+        info["pixel_size_nm"] = list(meta["pixel_size_nm"]) if meta.get("pixel_size_nm") else None
+        info["tiff_series"] = meta.get("n_series")
+        info["provenance"] = meta.get("provenance") or None
+        if (meta.get("n_series") or 1) > 1:
+            info["note"] = (f"{meta['n_series']} TIFF series: only the first is read (the original streaming "
+                            "writer's defect D14)")
+    info["package_version"] = _package_version()
+    return info
+
+
+def _summarize_batch(p: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {"kind": "batch", "path": str(p)}
+    mpath = p / "manifest.json"
+    jobs: dict[str, dict] = {}
+    if mpath.is_file():
+        try:
+            m = json.loads(mpath.read_text())
+        except ValueError as exc:
+            raise InspectError(f"{mpath}: unreadable manifest: {exc}") from None
+        info["batch"] = m.get("batch", {})
+        info["runs"] = len(m.get("runs", []))
+        for name, j in sorted(m.get("jobs", {}).items(), key=lambda kv: (kv[1].get("index", 0), kv[0])):
+            err = (j.get("error") or "").strip().splitlines()
+            folder = p / name
+            jobs[name] = {"state": j.get("state"), "attempts": j.get("attempts"), "seconds": j.get("seconds"),
+                          "seed": j.get("seed"), "key": j.get("key"), "params": j.get("params"),
+                          "frames": j.get("frames"), "records": j.get("records"),
+                          "error": err[-1] if err else None, "folder_exists": folder.is_dir(),
+                          "bytes": disk_usage(folder) if folder.is_dir() else 0}
+    else:   # the original tool's batch_status.json
+        st = json.loads((p / "batch_status.json").read_text())
+        info["note"] = "no manifest.json: the original tool's batch_status.json"
+        for name in sorted(set(st.get("completed_jobs", []))):
+            jobs[name] = {"state": "done", "folder_exists": (p / name).is_dir()}
+        for f in st.get("failed_jobs", []):
+            jobs.setdefault(f.get("job_id"), {"state": "failed", "error": f.get("error"),
+                                              "folder_exists": (p / str(f.get("job_id"))).is_dir()})
+    counts: dict[str, int] = {}
+    for j in jobs.values():
+        counts[j["state"]] = counts.get(j["state"], 0) + 1
+    info.update({"jobs_total": len(jobs), "states": counts, "jobs": jobs, "bytes": disk_usage(p),
+                 "package_version": _package_version()})
+    return info
+
+
+def summarize(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able summary of a sample folder, batch folder, Zmap, ``emitters.h5`` or frame stack.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the path does not exist.
+    InspectError
+        If it is none of the known kinds (see :func:`detect_kind`).
+    """
+    p = Path(path)
+    kind = detect_kind(p)
+    fn = {"batch": _summarize_batch, "sample": _summarize_sample, "zmap": _summarize_zmap,
+          "emitters": _summarize_emitters, "stack": _summarize_stack}[kind]
+    return fn(p)
+
+
+# --------------------------------------------------------------------------------------------
+# human text
+# --------------------------------------------------------------------------------------------
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _st(d: Mapping[str, float] | None, unit: str = "") -> str:
+    if not d:
+        return "-"
+    u = f" {unit}" if unit else ""
+    return f"median {d['median']:g}{u} (p5 {d['p5']:g}, p95 {d['p95']:g}, min {d['min']:g}, max {d['max']:g})"
+
+
+def _config_lines(cfg: Mapping[str, Any]) -> list[str]:
+    e, t, c = cfg.get("emitters", {}), cfg.get("tiff", {}), cfg.get("camera", {})
+    zmap = cfg.get("zmap_path") or "synthetic"
+    return [f"  config: {e.get('num_emitters')} emitters, model {e.get('model')}, intensity "
+            f"{e.get('intensity_mu')}±{e.get('intensity_sigma')} photons, z ±{e.get('z_range_um')} um, "
+            f"margin {e.get('margin_px')} px",
+            f"          ROI {t.get('roi_width')}x{t.get('roi_height')} px at {t.get('crop_offset')}, camera "
+            f"{c.get('model')}, background {cfg.get('background', {}).get('photons')} photons/px, Zmap {zmap}"]
+
+
+def _sample_lines(info: Mapping[str, Any]) -> list[str]:
+    out = []
+    st = info.get("stack")
+    if st:
+        t, h, w = st["shape"]
+        out.append(f"  stack: {Path(st['path']).name} ({st['format']}), {t} frames of {h}x{w} px, {st['dtype']}, "
+                   f"{_size(st['bytes'])} on disk (raw {_size(st['raw_bytes'])}, x{st['compression_ratio']})")
+        px = st["pixels"]
+        out.append(f"  pixels (frames {px['frames_read'][0]}..{px['frames_read'][-1]}, {len(px['frames_read'])} read): "
+                   f"{_st(px)}, std {px['std']:g}")
+    tr = info.get("truth")
+    if tr:
+        out.append(f"  truth: {tr.get('emitters')} emitters, {tr['records']} records ({tr['records_inside']} inside, "
+                   f"{tr['records_edge']} outside lighting the edge), {tr['empty_frames']} empty frames")
+        out.append(f"  emitters per frame: {_st(tr['emitters_per_frame'])}")
+        out.append(f"  photons per record: {_st(tr['photons_per_record'])}")
+        if tr.get("z_um"):
+            out.append(f"  z: {tr['z_um'][0]} .. {tr['z_um'][1]} um")
+    if info.get("background_photons_per_px") is not None:
+        out.append(f"  background: {info['background_photons_per_px']} photons/px/frame")
+    snr = info.get("snr")
+    if snr:
+        out.append(f"  estimated SNR (in focus, median emitter): {snr['snr']}" if snr.get("snr") is not None
+                   else f"  estimated SNR: - ({snr.get('note')})")
+    if info.get("config"):
+        out.extend(_config_lines(info["config"]))
+    if info.get("z2t_version") is not None:
+        out.append(f"  seed: {info.get('seed')}, written by z2t-dask {info.get('z2t_version')} "
+                   f"(installed: {info.get('package_version')})")
+    return out
+
+
+def format_summary(info: Mapping[str, Any]) -> str:
+    """The human-readable text of a :func:`summarize` result."""
+    kind = info["kind"]
+    lines = [f"{kind} {info['path']}"]
+    if kind == "batch":
+        b = info.get("batch") or {}
+        if b.get("description"):
+            lines.append(f"  description: {b['description']}")
+        if b:
+            lines.append(f"  seed: {b.get('seed')}, retries: {b.get('retries')}, runs: {info.get('runs')}, "
+                         f"source: {b.get('source')}")
+        states = ", ".join(f"{n} {s}" for s, n in sorted(info["states"].items()))
+        lines.append(f"  {info['jobs_total']} jobs: {states or 'none'}; {_size(info['bytes'])} on disk")
+        width = max([len(n) for n in info["jobs"]] + [3])
+        lines.append(f"  {'job':<{width}}  {'state':<12} {'tries':>5} {'seconds':>8} {'size':>9}  error")
+        for name, j in info["jobs"].items():
+            sec = f"{j['seconds']:.2f}" if isinstance(j.get("seconds"), (int, float)) else "-"
+            lines.append(f"  {name:<{width}}  {str(j.get('state')):<12} {str(j.get('attempts') or '-'):>5} {sec:>8} "
+                         f"{_size(j.get('bytes')) if j.get('folder_exists') else 'missing':>9}  {j.get('error') or ''}")
+    elif kind == "sample":
+        lines += _sample_lines(info)
+        lines.append("  files: " + ", ".join(f"{f['name']} ({_size(f['bytes'])})" for f in info["files"]))
+        if info.get("job"):
+            lines.append(f"  batch job: key {info['job'].get('key')}, {info['job'].get('seconds')} s")
+    elif kind == "emitters":
+        lines.append(f"  {_size(info['bytes'])}" + (f"; frames dataset {info['frames_dataset']}"
+                                                    if info.get("frames_dataset") else ""))
+        if info.get("note"):
+            lines.append(f"  note: {info['note']}")
+        lines += _sample_lines(info)
+        if info["truth"].get("zernike_coeffs"):
+            lines.append(f"  zernike_coeffs: {info['truth']['zernike_coeffs']} (emitters x modes)")
+    elif kind == "zmap":
+        h, w = info["shape"]
+        lines.append(f"  {_size(info['bytes'])}; maps {info['source_modes']} modes x {h}x{w} px, convention "
+                     f"{info['convention']}, units {info['units']} (returned as {info['returned']})")
+        b = info["beads"]
+        lines.append(f"  beads: {b['total']} ({b['valid']} valid, {b['rejected']} rejected)"
+                     + (f", mean NCC {_st(b.get('mean_ncc'))}" if b.get("mean_ncc") else ""))
+        lines.append(f"  RMS phase over the field: {_st(info['phase_rms_rad'], 'rad')}")
+        lines.append("  largest |coefficient| per Noll mode (rad): "
+                     + ", ".join(f"{k} {v:g}" for k, v in info["modes_max_abs_rad"].items()))
+    else:
+        lines += _sample_lines(info)
+        if info.get("pixel_size_nm"):
+            lines.append(f"  pixel size: {info['pixel_size_nm'][0]:g} x {info['pixel_size_nm'][1]:g} nm")
+        if info.get("note"):
+            lines.append(f"  note: {info['note']}")
+    return "\n".join(lines)
