@@ -12,6 +12,7 @@ or file).
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 import time
@@ -228,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"z2t {args.command}: interrupted; no output was left half-written", file=sys.stderr)
         return 130
+    except BrokenPipeError:            # e.g. `z2t inspect … | head`: the reader left, not an error
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:  # pragma: no cover
+            pass
+        return EXIT_OK
     return EXIT_FAILED  # pragma: no cover
 
 
