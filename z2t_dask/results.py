@@ -33,14 +33,9 @@ def stack_format(path: str | os.PathLike) -> str:
     ValueError
         For a suffix that names no stack format.
     """
-    name = Path(path).name.lower().rstrip("/")
-    if name.endswith(_ZARR):
-        return "ome-zarr"
-    if name.endswith((".h5", ".hdf5")):
-        return "hdf5"
-    if name.endswith(_TIFF):
-        return "ome-tiff"
-    raise ValueError(f"{path}: not a frame stack (expected .ome.tiff, .ome.zarr or .h5)")
+    from .io.formats import format_from_path
+
+    return format_from_path(path, default=None)
 
 
 def _has_frames(h5: Path) -> bool:

@@ -58,8 +58,11 @@ def stack_filename(name: str, fmt: str) -> str:
     return f"{name}{SUFFIXES[normalise_format(fmt)]}"
 
 
-def format_from_path(path: str | os.PathLike[str], default: str = "ome-tiff") -> str:
-    """The format a path's suffix names (``.zarr`` -> ome-zarr, ``.h5``/``.hdf5`` -> hdf5, ``.tif(f)`` -> ome-tiff)."""
+def format_from_path(path: str | os.PathLike[str], default: str | None = "ome-tiff") -> str:
+    """The format a path's suffix names (``.zarr`` -> ome-zarr, ``.h5``/``.hdf5`` -> hdf5, ``.tif(f)`` -> ome-tiff).
+
+    Another suffix gives ``default``; with ``default=None`` it raises ``ValueError``.
+    """
     name = Path(path).name.lower().rstrip("/")
     if name.endswith(".zarr"):
         return "ome-zarr"
@@ -67,6 +70,8 @@ def format_from_path(path: str | os.PathLike[str], default: str = "ome-tiff") ->
         return "hdf5"
     if name.endswith((".tif", ".tiff")):
         return "ome-tiff"
+    if default is None:
+        raise ValueError(f"{path}: not a frame stack (expected .ome.tiff, .ome.zarr or .h5)")
     return normalise_format(default)
 
 
