@@ -13,7 +13,7 @@ from z2t_dask.io.stream import iter_frame_blocks
 from z2t_dask.pipeline import _sample_from_truth
 from z2t_dask.render import NOISE_BLOCK, choose_chunks, frames_array
 
-H, W, T = 300, 280, 5
+H, W, T = 600, 560, 5
 
 
 def corner_sample(camera: dict, tile: int = 128, background: float = 50.0, n_random: int = 60,
@@ -43,7 +43,7 @@ def digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-@pytest.mark.parametrize(("camera", "tilings"), [({"model": "emccd"}, ((128, 1), (256, 2), (100, 3), (37, 4))),
+@pytest.mark.parametrize(("camera", "tilings"), [({"model": "emccd"}, ((128, 1), (512, 2), (100, 3), (75, 4))),
                                                 ({"model": "original"}, ((100, 2),))])
 def test_tiled_stack_is_byte_identical_to_whole_frames(camera, tilings):
     s = corner_sample(camera)
@@ -113,8 +113,8 @@ def test_chunks_chosen_from_the_memory_target():
            "render": {"tile_size": 128, "chunk_frames": 3}}
     s = z2t.simulate(cfg, seed=0)
     assert s.frames.chunks == ((3, 3, 1), (128, 72), (128, 128, 44))
-    s = z2t.simulate({**cfg, "render": {"chunk_mb": 0.05}}, seed=0)
-    assert s.frames.chunksize[1:] == (200, 256) and s.frames.chunksize[0] == 1
+    s = z2t.simulate({**cfg, "tiff": {"roi_width": 700, "roi_height": 200}, "render": {"chunk_mb": 0.05}}, seed=0)
+    assert s.frames.chunksize[1:] == (200, NOISE_BLOCK) and s.frames.chunksize[0] == 1
     with pytest.raises(z2t.ConfigError, match="render.chunk_mb"):
         z2t.load_config({"render": {"chunk_mb": 0}})
 

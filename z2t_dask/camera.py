@@ -19,14 +19,19 @@ Physics follows the usual generative chains (Hirsch et al. 2013 for EMCCD, Huang
 Gamma(n, G) draw that is exactly zero for n = 0, Gaussian read noise, then quantisation
 and clipping to the ADC range. The pure-array code has no dask, file or config imports.
 
-Speed (NumPy path).  The photo-electron draw splits the expectation into the frame's floor
-``lam0 = min(lam)`` and the rest: ``Poisson(lam) = Poisson(lam0) + Poisson(lam - lam0)``
-(independent Poisson variables add; exact).  The floor part -- the background, every pixel --
-comes from an alias table of the Poisson(lam0) pmf over ``lam0 +- 12 sd`` (tails < 1e-30
-dropped): one uniform, two gathers and a select per pixel, ~5x faster than
-:meth:`numpy.random.Generator.poisson`.  Only pixels above the floor (the emitters' patches)
-draw ``Poisson(lam - lam0)`` with NumPy.  Gamma and normal draws are NumPy's (float32, in
-place); the rest is a few in-place float32 passes.  Deterministic per generator state.
+Speed (NumPy path).  Most pixels of a frame sit at its floor ``min(photons)`` (the uniform
+background) and share one output distribution: when at least half of them do, and the chain
+has read noise (EMCCD; sCMOS with scalar parameters), those pixels are drawn in one step from
+the exact pmf of the whole chain at that expectation (:mod:`z2t_dask.camera_pmf`, a 16-bit
+lookup per pixel, ~10x faster than the explicit draws), and only the pixels above the floor
+(the emitters' patches) go through the explicit chain below.  In the explicit chain the
+photo-electron draw splits the expectation at its own floor ``lam0``:
+``Poisson(lam) = Poisson(lam0) + Poisson(lam - lam0)`` (independent Poisson variables add;
+exact), the floor part from the lookup sampler of the Poisson(lam0) pmf over ``lam0 +- 12 sd``
+(tails < 1e-30 dropped), the rest with :meth:`numpy.random.Generator.poisson`.  Gamma and
+normal draws are NumPy's (float32, in place).  Both routes draw from the same distribution;
+which one a frame takes depends only on its expectations, so the bytes are a deterministic
+function of the input and the generator state.
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
-from functools import lru_cache
-
 import numpy as np
+
+from .camera_pmf import emccd_sampler, linear_sampler, poisson_sampler
 
 __all__ = [
     "CAMERA_MODELS",
@@ -141,55 +146,48 @@ def _poisson(gen: Any, lam: Any) -> Any:
         ) from None
 
 
-#: Largest floor expectation served by an alias table (its size grows as 24 sqrt(lam)).
+#: Largest floor expectation served by a lookup table (its size grows as 24 sqrt(lam)).
 _ALIAS_MAX_LAM = 1e7
-
-
-@lru_cache(maxsize=64)
-def _poisson_alias(lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Alias table (Vose) of the Poisson(``lam``) pmf over ``[lam - 12 sd - 12, lam + 12 sd + 24]``.
-
-    Returns
-    -------
-    (prob, value, alias_value)
-        Acceptance probability (float64) of each column, its value and its alias's value
-        (float32 counts), length ``K + 1``: the extra column, reachable only if ``u * K``
-        rounds up to ``K``, always returns column ``K - 1``'s value.
-    """
-    from scipy.special import gammaln
-
-    sd = math.sqrt(lam)
-    lo = max(0, int(math.floor(lam - 12.0 * sd - 12.0)))
-    hi = int(math.ceil(lam + 12.0 * sd + 24.0))
-    k = np.arange(lo, hi + 1, dtype=np.float64)
-    p = np.exp(k * math.log(lam) - lam - gammaln(k + 1.0))
-    p /= p.sum()
-    n = p.size
-    scaled = (p * n).tolist()
-    prob = [1.0] * n + [0.0]
-    alias = list(range(n)) + [n - 1]
-    small = [i for i in range(n) if scaled[i] < 1.0]
-    large = [i for i in range(n) if scaled[i] >= 1.0]
-    while small and large:
-        s_i, l_i = small.pop(), large.pop()
-        prob[s_i], alias[s_i] = scaled[s_i], l_i
-        scaled[l_i] -= 1.0 - scaled[s_i]
-        (small if scaled[l_i] < 1.0 else large).append(l_i)
-    value = np.append(k, k[-1]).astype(np.float32)
-    return np.array(prob), value, value[np.array(alias)]
+#: Arrays at least this large draw their Poisson floor from a lookup sampler (building one costs
+#: about as much as 50,000 NumPy Poisson draws).
+_FLOOR_SPLIT_MIN_SIZE = 1 << 17
+#: A frame's floor table is used when at least this fraction of its pixels sit at the floor.
+_FLOOR_FRACTION = 0.5
 
 
 def _poisson_floor(gen: np.random.Generator, lam: float, shape: tuple[int, ...]) -> np.ndarray:
-    """``shape`` i.i.d. Poisson(``lam``) counts (float32) from the alias table (one uniform each)."""
+    """``shape`` i.i.d. Poisson(``lam``) counts (float32) from the exact lookup sampler."""
     if lam == 0.0:
         return np.zeros(shape, np.float32)
-    prob, value, alias_value = _poisson_alias(lam)
-    n = prob.size - 1
-    u = gen.random(shape)
-    u *= n
-    i = u.astype(np.intp)
-    u -= i  # the fraction is the coin of the column
-    return np.where(u < prob[i], value[i], alias_value[i])
+    return poisson_sampler(float(lam)).sample(gen, math.prod(shape)).reshape(shape)
+
+
+def _floor(ph: np.ndarray) -> float:
+    """The frame's smallest expectation (its background), after checking all are finite and >= 0."""
+    lo, hi = float(ph.min()), float(ph.max())
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0.0):
+        raise ValueError(
+            f"photons must be finite and >= 0 (expected photons per pixel); got values in [{lo}, {hi}]"
+        )
+    return lo
+
+
+def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, lo: float, sampler: Any, chain: Any) -> Any:
+    """Record a frame whose floor pixels draw from ``sampler`` (the whole chain at once), the rest via ``chain``.
+
+    Returns None (nothing drawn) when there is no table or fewer than half the pixels sit at the
+    floor ``lo``; the caller then records every pixel with ``chain``.  The choice depends only
+    on ``ph``, so the bytes are a function of the input and the generator state.
+    """
+    if sampler is None:
+        return None
+    above = np.flatnonzero(ph != ph.dtype.type(lo))
+    if above.size > (1.0 - _FLOOR_FRACTION) * ph.size:
+        return None
+    out = sampler.sample(gen, ph.size).reshape(ph.shape)
+    if above.size:
+        out.reshape(-1)[above] = chain(gen, ph.reshape(-1)[above])
+    return out
 
 
 def _photo_electrons(gen: np.random.Generator, ph: np.ndarray, qe: float, offset: float = 0.0) -> np.ndarray:
@@ -200,13 +198,9 @@ def _photo_electrons(gen: np.random.Generator, ph: np.ndarray, qe: float, offset
     ValueError
         If ``ph`` holds negative or non-finite values.
     """
-    lo, hi = float(ph.min()), float(ph.max())
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0.0):
-        raise ValueError(
-            f"photons must be finite and >= 0 (expected photons per pixel); got values in [{lo}, {hi}]"
-        )
+    lo = _floor(ph)
     lam0 = lo * qe + offset
-    if lam0 > _ALIAS_MAX_LAM:
+    if lam0 > _ALIAS_MAX_LAM or ph.size < _FLOOR_SPLIT_MIN_SIZE:
         lam = np.multiply(ph, qe, dtype=np.float64)
         lam += offset
         return _poisson(gen, lam).astype(np.float32)
@@ -345,6 +339,30 @@ class EMCCD:
         """
         ph = _as_photons(photons, xp)
         gen = _generator(rng, xp)
+        if xp is np:
+            lo = _floor(ph)
+            out = _with_floor_table(gen, ph, lo, self.floor_sampler(lo), self._chain)
+            if out is not None:
+                return out
+        return self._chain(gen, ph, xp)
+
+    def floor_sampler(self, photons: float) -> Any:
+        """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.
+
+        A :class:`z2t_dask.camera_pmf.DiscreteSampler` over ADU built (once per process and
+        value) from :func:`~z2t_dask.camera_pmf.emccd_adu_pmf` (or the linear chain without EM
+        gain); None when the chain is not tabulated (no read noise, nothing to draw, or a table
+        too large). Pixels at a frame's floor (the background) draw from it.
+        """
+        lam = float(photons) * self.qe + self.spurious_charge
+        if self.em_gain > 1.0:
+            return emccd_sampler(lam, self.em_gain, self.read_noise_e, self.e_per_adu, self.baseline, self.max_adu,
+                                 self.dtype.name)
+        return linear_sampler(lam, 1.0 / self.e_per_adu, self.read_noise_e / self.e_per_adu, self.baseline,
+                              self.max_adu, self.dtype.name)
+
+    def _chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
+        """The explicit draws, pixel by pixel: Poisson, Gamma, normal, rounding (any shape)."""
         electrons = _counts(gen, ph, self.qe, self.spurious_charge, xp)
         if self.em_gain > 1.0:
             # Gamma(0) is exactly 0 in NumPy; other backends are masked explicitly.
@@ -536,6 +554,26 @@ class SCMOS:
                 "crop the maps to the simulated window with SCMOS.crop(y0, x0, height, width)"
             )
         gen = _generator(rng, xp)
+        if xp is np and shape is None:
+            lo = _floor(ph)
+            out = _with_floor_table(gen, ph, lo, self.floor_sampler(lo), self._chain)
+            if out is not None:
+                return out
+        return self._chain(gen, ph, xp)
+
+    def floor_sampler(self, photons: float) -> Any:
+        """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.
+
+        Only for scalar parameters (per-pixel maps make every pixel's distribution different)
+        and read noise > 0; see :func:`z2t_dask.camera_pmf.linear_adu_pmf`.
+        """
+        if self.map_shape is not None:
+            return None
+        return linear_sampler(float(photons) * self.qe, float(self.gain), float(self._sigma), float(self.offset),
+                              self.max_adu, self.dtype.name)
+
+    def _chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
+        """The explicit draws, pixel by pixel: Poisson, gain, normal, offset, rounding."""
 
         def on(value: float | np.ndarray) -> Any:
             return xp.asarray(value) if isinstance(value, np.ndarray) else np.float32(value)

@@ -169,7 +169,7 @@ class TiffConfig:
     use_direct_rendering: bool = field(default=True, metadata=_meta("original key: only true (the high-res path was wrong, D8)", ""))
     add_noise: bool = field(default=True, metadata=_meta("false = expected photons without camera (camera.model 'none')", ""))
     noise_params: NoiseParams | None = field(default=None, metadata=_meta("original float noise model; given alone it selects camera.model 'original'", ""))
-    compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta("TIFF compression: zstd level 3, zlib (deflate) level 1 or none; no LZW, no predictor (both enlarge noisy data)", ""))
+    compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta("TIFF compression: zstd level 1, zlib (deflate) level 1 or none; no LZW, no predictor (both enlarge noisy data)", ""))
     bigtiff: bool | None = field(default=None, metadata=_meta("BigTIFF (64-bit offsets); null = automatic when the raw stack exceeds ~1.9 GiB", ""))
     description: str = field(default="", metadata=_meta("free text", ""))
 
@@ -207,7 +207,7 @@ class RenderConfig:
     """Lazy-graph layout."""
 
     chunk_frames: int | None = field(default=None, metadata=_meta("frames per dask chunk (memory_optimization.chunk_size); null = automatic from chunk_mb (at most 32)", "frames", ge=1))
-    tile_size: int | None = field(default=None, metadata=_meta("side of the square y/x tiles of a chunk; null = whole frames unless one frame exceeds chunk_mb (then multiples of 256 px)", "px", ge=1))
+    tile_size: int | None = field(default=None, metadata=_meta("side of the square y/x tiles of a chunk; null = whole frames unless one frame exceeds chunk_mb (then multiples of 512 px, the noise grid)", "px", ge=1))
     chunk_mb: float = field(default=16.0, metadata=_meta("target size of one output chunk (frames x tile x dtype) for the automatic chunking; working memory is ~4x this per thread", "MiB", gt=0))
     memory_budget_mb: float | None = field(default=None, metadata=_meta("memory allowed for non-streaming writes (--no-streaming needs ~2x the stack); null = the available memory", "MiB", gt=0))
     gc_frequency: int = field(default=0, metadata=_meta("run gc.collect() every N written chunks (0 = never; original enable_gc/gc_frequency)", "chunks", ge=0))
@@ -224,7 +224,7 @@ class OutputConfig:
     frames_in_h5: bool = field(default=False, metadata=_meta("also store the frames as emitters.h5 'frames' (original v2/v3 loaders)", ""))
     format: Literal["ome-tiff", "ome-zarr", "hdf5"] = field(default="ome-tiff", metadata=_meta("frame-stack format of a sample folder: <name>.ome.tiff, <name>.ome.zarr or <name>.h5", ""))
     zarr_format: Literal[2, 3] = field(default=3, metadata=_meta("OME-Zarr: 3 = zarr v3 + NGFF 0.5 (core codecs), 2 = zarr v2 + NGFF 0.4 (numcodecs)", ""))
-    zarr_compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta("OME-Zarr chunk compression: zstd level 3, zlib (gzip) level 1 or none", ""))
+    zarr_compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta("OME-Zarr chunk compression: zstd level 1, zlib (gzip) level 1 or none", ""))
     hdf5_compression: Literal["none", "zlib", "lzf"] = field(default="none", metadata=_meta("HDF5 stack compression: none (fastest), zlib (gzip level 1) or lzf; all built into h5py so every reader opens it", ""))
 
 

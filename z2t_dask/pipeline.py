@@ -38,7 +38,7 @@ CONVENTIONS = {
     "zernike": "zernike_coeffs/*: Noll order (index 0 = j 1, piston), RMS-normalised over the unit pupil, radians",
     "frame_ix": "records/frame_ix = TIFF page index; every frame 0..T-1 is present",
     "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, ...)): emitters (0,); camera noise "
-                      "(1, frame, block_row, block_col) on a fixed 256x256 px grid",
+                      "(1, frame, block_row, block_col) on a fixed 512x512 px grid",
 }
 
 

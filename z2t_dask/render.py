@@ -40,8 +40,10 @@ PURPOSE_EMITTERS = 0
 PURPOSE_NOISE = 1
 
 #: Side (px) of the fixed camera-noise grid. Part of the random-stream definition: changing it
-#: changes every noisy frame, so it is not a setting.
-NOISE_BLOCK = 256
+#: changes every noisy frame, so it is not a setting. Each block costs a generator and a camera
+#: call (~20 NumPy calls holding the GIL): at 256 px two threads rendered a 1200² frame in 28 ms,
+#: at 512 px in 18.7 ms (measured), while tiles stay reasonably fine-grained.
+NOISE_BLOCK = 512
 #: Default target size of one output chunk (MiB) for the automatic chunking.
 DEFAULT_CHUNK_MB = 16.0
 #: Upper bound of the automatic frames per chunk (keeps small-frame samples parallel).

@@ -39,6 +39,7 @@ import numpy as np
 
 from .atomic import PARTIAL_STAMP, partial_sibling, resumable_dir
 from .jsonutil import json_default
+from .tiff import ZSTD_LEVEL
 
 __all__ = ["NGFF_VERSIONS", "NGFFError", "PROGRESS_DIR", "ZARR_COMPRESSIONS", "ZarrWriteReport",
            "iter_zarr_blocks", "ngff_attributes", "read_ome_zarr", "storage_chunks", "validate_ngff",
@@ -282,10 +283,10 @@ def _compressors(zarr_format: int, compression: str | None) -> Any:
     if zarr_format == 3:
         from zarr.codecs import GzipCodec, ZstdCodec
 
-        return ZstdCodec(level=3) if key == "zstd" else GzipCodec(level=1)
+        return ZstdCodec(level=ZSTD_LEVEL) if key == "zstd" else GzipCodec(level=1)
     import numcodecs
 
-    return numcodecs.Zstd(level=3) if key == "zstd" else numcodecs.Zlib(level=1)
+    return numcodecs.Zstd(level=ZSTD_LEVEL) if key == "zstd" else numcodecs.Zlib(level=1)
 
 
 def _common(sizes: tuple[int, ...]) -> int:
@@ -408,7 +409,7 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
     zarr_format : {3, 2}
         Zarr v3 with NGFF 0.5 (default) or zarr v2 with NGFF 0.4.
     compression : {"zstd", "zlib", "none"}
-        Zstd level 3 (default), zlib/gzip level 1, or uncompressed.
+        Zstd level 1 (default), zlib/gzip level 1, or uncompressed.
     attrs : mapping, optional
         Provenance stored under the group attribute ``"z2t"`` (JSON-serialisable).
     name : str, optional
