@@ -146,6 +146,9 @@ def test_pixels_above_the_floor_take_the_explicit_chain():
     # a frame mostly above its floor is drawn explicitly: same bytes as the explicit chain
     photons[:400] = 400.0
     assert np.array_equal(cam(photons, np.random.default_rng(8)), cam._chain(np.random.default_rng(8), photons))
+    # so is a small frame (no table is worth building for it)
+    small = np.full((100, 100), 30.0, np.float32)
+    assert np.array_equal(cam(small, np.random.default_rng(8)), cam._chain(np.random.default_rng(8), small))
 
 
 def test_scmos_scalar_table_matches_the_linear_pmf():

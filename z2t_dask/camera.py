@@ -151,6 +151,9 @@ _ALIAS_MAX_LAM = 1e7
 #: Arrays at least this large draw their Poisson floor from a lookup sampler (building one costs
 #: about as much as 50,000 NumPy Poisson draws).
 _FLOOR_SPLIT_MIN_SIZE = 1 << 17
+#: Smaller frames (noise blocks) always take the explicit chain: a table costs ~0.1-0.5 s to build
+#: once per process, worth it only when many pixels draw from it.
+_TABLE_MIN_PIXELS = 1 << 14
 #: A frame's floor table is used when at least this fraction of its pixels sit at the floor.
 _FLOOR_FRACTION = 0.5
 
@@ -172,17 +175,22 @@ def _floor(ph: np.ndarray) -> float:
     return lo
 
 
-def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, lo: float, sampler: Any, chain: Any) -> Any:
-    """Record a frame whose floor pixels draw from ``sampler`` (the whole chain at once), the rest via ``chain``.
+def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, lo: float, floor_sampler: Any, chain: Any) -> Any:
+    """Record a frame whose floor pixels draw from a table of the whole chain, the rest via ``chain``.
 
-    Returns None (nothing drawn) when there is no table or fewer than half the pixels sit at the
-    floor ``lo``; the caller then records every pixel with ``chain``.  The choice depends only
-    on ``ph``, so the bytes are a function of the input and the generator state.
+    ``floor_sampler(lo)`` gives the table (built once per value and process, or None). Returns
+    None (nothing drawn) for frames below ``_TABLE_MIN_PIXELS`` pixels, when fewer than half the pixels sit at the floor ``lo`` (then no table
+    is built: frames without a common background do not pay for one) or there is no table; the
+    caller then records every pixel with ``chain``.  The choice depends only on ``ph``, so the
+    bytes are a function of the input and the generator state.
     """
-    if sampler is None:
+    if ph.size < _TABLE_MIN_PIXELS:
         return None
     above = np.flatnonzero(ph != ph.dtype.type(lo))
     if above.size > (1.0 - _FLOOR_FRACTION) * ph.size:
+        return None
+    sampler = floor_sampler(lo)
+    if sampler is None:
         return None
     out = sampler.sample(gen, ph.size).reshape(ph.shape)
     if above.size:
@@ -341,7 +349,7 @@ class EMCCD:
         gen = _generator(rng, xp)
         if xp is np:
             lo = _floor(ph)
-            out = _with_floor_table(gen, ph, lo, self.floor_sampler(lo), self._chain)
+            out = _with_floor_table(gen, ph, lo, self.floor_sampler, self._chain)
             if out is not None:
                 return out
         return self._chain(gen, ph, xp)
@@ -556,7 +564,7 @@ class SCMOS:
         gen = _generator(rng, xp)
         if xp is np and shape is None:
             lo = _floor(ph)
-            out = _with_floor_table(gen, ph, lo, self.floor_sampler(lo), self._chain)
+            out = _with_floor_table(gen, ph, lo, self.floor_sampler, self._chain)
             if out is not None:
                 return out
         return self._chain(gen, ph, xp)

@@ -67,7 +67,9 @@ class Records:
     """Per-(emitter, frame) ground truth (the original ``records/*`` group).
 
     Ordered by emitter id, then frame (the original order). ``inside`` says whether the emitter
-    centre lies inside the image.
+    centre lies inside the image. Simulated records are compact: ``xyz`` (M, 3) and ``phot``
+    (M,) float32 (the values ``emitters.h5`` stores), ``frame_ix`` and ``id`` (M,) int32
+    (stored as int64), ``inside`` bool.
     """
 
     xyz: np.ndarray
@@ -221,6 +223,6 @@ def make_records(table: EmitterTable, intervals: tuple[np.ndarray, np.ndarray, n
     """Per-frame records (ordered by emitter, then frame)."""
     em, k, frac = bin_intervals(*intervals, frames)
     phot = (table.intensity[em] * frac).astype(np.float32)
-    xyz = table.xyz[em]
-    return Records(xyz=xyz, phot=phot.astype(np.float64), frame_ix=k.astype(np.int64), id=em.astype(np.int64),
+    xyz = table.xyz[em].astype(np.float32)  # float32 numbers already: exact
+    return Records(xyz=xyz, phot=phot, frame_ix=k.astype(np.int32), id=em.astype(np.int32),
                    inside=inside_image(xyz[:, :2], image_shape))

@@ -134,7 +134,9 @@ class Sample:
         leaves a folder that looks finished. Frames stream block by block (bounded memory).
         OME-Zarr folders are resumable: the temporary name is fixed (``.<name>.partial``) and a
         rerun of the same sample (same config, seed and chunking) after an interruption stores
-        only the blocks that are missing.
+        only the blocks that are missing. Saving first caps glibc's malloc arenas of this
+        process at ``render.malloc_arena_max`` (default 2; :mod:`z2t_dask.allocator`), which
+        keeps memory flat over long multi-threaded writes.
 
         Parameters
         ----------
@@ -158,9 +160,11 @@ class Sample:
             refused with :class:`~z2t_dask.io.stream.MemoryBudgetError` when about twice the
             stack exceeds ``render.memory_budget_mb`` (default: the available memory).
         """
+        from .allocator import limit_malloc_arenas
         from .io.atomic import atomic_dir, resumable_dir
         from .io.formats import check_compression, normalise_format, stack_filename
 
+        limit_malloc_arenas(self.config.render.malloc_arena_max)
         fmt = normalise_format(format or self.config.output.format, "format")
         check_compression(fmt, compression)
         if not streaming:
@@ -343,12 +347,30 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
     return path
 
 
+def compact_records(records: Records) -> Records:
+    """``records`` with float32 positions and photons and int32 frames and ids (values unchanged:
+    positions and photons are float32 numbers, as stored in ``emitters.h5``)."""
+    n = len(records)
+    for name, arr in (("frame_ix", records.frame_ix), ("id", records.id)):
+        if n and (arr.min() < 0 or arr.max() >= 2**31):
+            raise ValueError(f"records/{name} must lie in [0, 2**31), got [{arr.min()}, {arr.max()}]")
+    return Records(xyz=np.asarray(records.xyz, np.float32), phot=np.asarray(records.phot, np.float32),
+                   frame_ix=np.asarray(records.frame_ix, np.int32), id=np.asarray(records.id, np.int32),
+                   inside=np.asarray(records.inside, bool))
+
+
 def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, records: Records,
                        phase: np.ndarray, mag: np.ndarray | None, zmap_info: dict,
                        chunk_frames: int | None, extra_attrs: dict | None = None,
                        tile_size: int | None = None) -> Sample:
     h, w = cfg.image_shape
     x0, y0 = cfg.crop_offset_xy
+    # Ground truth in the dtypes the file stores (float32 values; int32 indices in memory): the
+    # PSFs are rendered from exactly the stored coefficients, and a long full-chip sample holds
+    # half the memory (W3: memory must not grow with the number of frames).
+    records = compact_records(records)
+    phase = np.ascontiguousarray(phase, np.float32)
+    mag = None if mag is None else np.ascontiguousarray(mag, np.float32)
     camera = build_camera(cfg.camera, noise_params=cfg.tiff.noise_params, roi=(y0, x0, h, w))
     plan = FramePlan.from_records(
         seed=seed, frames=cfg.emitters.frames, image_shape=(h, w), frame_ix=records.frame_ix, ids=records.id,
@@ -358,7 +380,7 @@ def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, re
                           chunk_mb=cfg.render.chunk_mb)
     k = cfg.psf.n_modes
     # no amplitude terms: a read-only zero view (no memory for 10^5 emitters x K modes)
-    mag_out = np.broadcast_to(np.zeros((1, k)), (len(table), k)) if mag is None else mag
+    mag_out = np.broadcast_to(np.zeros((1, k), np.float32), (len(table), k)) if mag is None else mag
     sample = Sample(config=cfg, seed=int(seed), emitters=table, records=records, zernike_phase=phase,
                     zernike_mag=mag_out, frames=frames, zmap_info=zmap_info, extra_attrs=extra_attrs or {},
                     plan=plan)

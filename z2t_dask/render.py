@@ -161,11 +161,11 @@ class FramePlan:
     seed: int
     frames: int
     image_shape: tuple[int, int]
-    rec_frame: np.ndarray        # (M,) int64, sorted
-    rec_id: np.ndarray           # (M,) int64
-    rec_phot: np.ndarray         # (M,) float64 photons in the frame
+    rec_frame: np.ndarray        # (M,) int32, sorted
+    rec_id: np.ndarray           # (M,) int32
+    rec_phot: np.ndarray         # (M,) float32 photons in the frame (the stored ground truth)
     em_xyz: np.ndarray           # (N, 3) x, y px (ROI), z µm
-    em_phase: np.ndarray         # (N, K) rad, Noll
+    em_phase: np.ndarray         # (N, K) rad, Noll (float32: the stored ground truth, not copied)
     em_mag: np.ndarray | None    # (N, K) or None
     psf: PupilPSF
     camera: Any
@@ -177,16 +177,27 @@ class FramePlan:
                      ids: np.ndarray, phot: np.ndarray, xyz: np.ndarray, phase: np.ndarray,
                      mag: np.ndarray | None, psf: PupilPSF, camera: Any, background: float,
                      psf_batch: int = 256) -> "FramePlan":
-        """Sort records by frame (stable, so emitters keep their id order within a frame)."""
-        frame_ix = np.asarray(frame_ix, np.int64)
+        """Sort records by frame (stable, so emitters keep their id order within a frame).
+
+        Compact dtypes (int32 indices, float32 photons and coefficients): the plan of a
+        10,000-frame full chip holds ~10^5 emitters and ~4·10^5 records, and memory must not
+        grow much with the number of frames. Floating inputs keep their dtype (no copies).
+        """
+        frame_ix = np.asarray(frame_ix)
         if frame_ix.size and (frame_ix.min() < 0 or frame_ix.max() >= frames):
             raise ValueError(f"records/frame_ix must lie in [0, {frames}), got [{frame_ix.min()}, {frame_ix.max()}]")
+        if np.asarray(xyz).shape[0] >= 2**31 or frames >= 2**31:
+            raise ValueError("more than 2**31 - 1 emitters or frames are not supported")
         order = np.argsort(frame_ix, kind="stable")
+
+        def real(a: Any) -> np.ndarray:
+            a = np.asarray(a)
+            return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+
         return cls(seed=int(seed), frames=int(frames), image_shape=tuple(int(v) for v in image_shape),
-                   rec_frame=frame_ix[order], rec_id=np.asarray(ids, np.int64)[order],
-                   rec_phot=np.asarray(phot, np.float64)[order], em_xyz=np.asarray(xyz, np.float64),
-                   em_phase=np.asarray(phase, np.float64),
-                   em_mag=None if mag is None else np.asarray(mag, np.float64),
+                   rec_frame=frame_ix[order].astype(np.int32), rec_id=np.asarray(ids)[order].astype(np.int32),
+                   rec_phot=np.asarray(phot)[order].astype(np.float32), em_xyz=real(xyz),
+                   em_phase=real(phase), em_mag=None if mag is None else real(mag),
                    psf=psf, camera=camera, background=float(background), psf_batch=int(psf_batch))
 
     @property

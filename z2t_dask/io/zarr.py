@@ -55,6 +55,9 @@ PROGRESS_DIR = ".z2t-progress"
 FINGERPRINT_ATTR = "z2t_fingerprint"
 #: Storage chunks are at most this large when several frames fit (bytes, raw).
 STORAGE_CHUNK_BYTES = 4 * 2**20
+#: Dask blocks stored per ``da.store`` call: the scheduler's state (graph, finished tasks) is
+#: bounded by this, not by the length of the stack (memory must not grow with T).
+STORE_BATCH_BLOCKS = 256
 
 _SPACE_UNITS = frozenset(
     "angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer inch kilometer "
@@ -465,21 +468,39 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
         if todo:
             sources, targets = _sources(array, todo)
             target = _MarkedTarget(str(work / "0"), str(progress))
-            da.store(sources, [target] * len(sources), regions=targets, lock=False, compute=True,
-                     scheduler=scheduler)
+            for group in _store_batches(sources):
+                da.store([sources[i] for i in group], [target] * len(group), regions=[targets[i] for i in group],
+                         lock=False, compute=True, scheduler=scheduler)
         import shutil
 
         shutil.rmtree(progress)
     return ZarrWriteReport(final, len(regions), len(todo), len(regions) - len(todo))
 
 
-def _sources(array: Any, todo: list[tuple[tuple[int, ...], tuple[slice, ...]]]) -> tuple[list, list]:
-    """Dask sources and regions for the blocks still to store: whole runs of complete frame-chunk
-    rows as one slice, the blocks of partly stored rows one by one."""
+def _store_batches(sources: list, limit: int = STORE_BATCH_BLOCKS) -> Iterator[list[int]]:
+    """Indices of ``sources`` in consecutive groups of at most ``limit`` dask blocks (one source may exceed it)."""
+    group: list[int] = []
+    blocks = 0
+    for i, source in enumerate(sources):
+        n = math.prod(source.numblocks)
+        if group and blocks + n > limit:
+            yield group
+            group, blocks = [], 0
+        group.append(i)
+        blocks += n
+    if group:
+        yield group
+
+
+def _sources(array: Any, todo: list[tuple[tuple[int, ...], tuple[slice, ...]]],
+             limit: int = STORE_BATCH_BLOCKS) -> tuple[list, list]:
+    """Dask sources and regions for the blocks still to store: runs of complete frame-chunk rows
+    (at most ``limit`` blocks each) as one slice, the blocks of partly stored rows one by one."""
     by_row: dict[int, list] = {}
     for idx, reg in todo:
         by_row.setdefault(idx[0], []).append((idx, reg))
     per_row = math.prod(len(c) for c in array.chunks[1:])
+    max_rows = max(1, limit // per_row)
     starts = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(int)
     sources, regions = [], []
     run: list[int] = []
@@ -493,7 +514,7 @@ def _sources(array: Any, todo: list[tuple[tuple[int, ...], tuple[slice, ...]]]) 
 
     for row in sorted(by_row):
         blocks = by_row[row]
-        if len(blocks) == per_row and (not run or run[-1] == row - 1):
+        if len(blocks) == per_row and (not run or (run[-1] == row - 1 and len(run) < max_rows)):
             run.append(row)
             continue
         flush()

@@ -782,7 +782,9 @@ def _ifft(
     norm = "ortho" if ortho else "backward"
     if xp is np:
         return sfft.ifft(a, axis=axis, norm=norm, workers=workers, overwrite_x=overwrite)
-    return xp.fft.ifft(a, axis=axis, norm=norm)
+    # CuPy transforms a non-last axis into an array whose last axis is not contiguous; the
+    # callers take (re, im) float views of the result, which need C order.
+    return xp.ascontiguousarray(xp.fft.ifft(a, axis=axis, norm=norm))
 
 
 def _rfft2(xp: Any, a: Any, workers: int | None) -> Any:
