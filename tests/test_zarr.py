@@ -169,6 +169,32 @@ def test_interrupted_sample_save_resumes_only_missing_blocks(tmp_path):
         z2t.simulate(CFG, seed=3).save(tmp_path / "x", format="ome-zarr")
 
 
+def test_store_runs_in_bounded_batches_with_the_same_bytes(tmp_path, monkeypatch):
+    """Blocks are stored in da.store calls of at most STORE_BATCH_BLOCKS blocks (bounded scheduler state)."""
+    import dask.array as da
+
+    import z2t_dask.io.zarr as zio
+
+    s = z2t.simulate(CFG, seed=4)
+    ref = s.save(tmp_path / "ref", format="ome-zarr")
+    calls = []
+    real_store = da.store
+
+    def counting_store(sources, targets, **kwargs):
+        calls.append(sum(int(np.prod(src.numblocks)) for src in sources))
+        return real_store(sources, targets, **kwargs)
+
+    monkeypatch.setattr(zio, "STORE_BATCH_BLOCKS", 8)
+    monkeypatch.setattr(da, "store", counting_store)
+    out = s.save(tmp_path / "b", format="ome-zarr")
+    assert sum(calls) == BLOCKS and max(calls) <= 8 and len(calls) >= BLOCKS // 8
+    assert files_under(out / "b.ome.zarr" / "0") == files_under(ref / "ref.ome.zarr" / "0")
+    # the grouping itself: consecutive, never above the limit unless one source alone is larger
+    sources = [s.frames[:2], s.frames[2:6], s.frames[6:8], s.frames[8:20]]   # 6, 12, 6 and 36 blocks
+    assert list(zio._store_batches(sources, limit=12)) == [[0], [1], [2], [3]]
+    assert list(zio._store_batches(sources, limit=20)) == [[0, 1], [2], [3]]
+
+
 def test_resumable_dir_keeps_its_progress_but_not_another_contents(tmp_path):
     final = tmp_path / "o"
     seen = []

@@ -198,6 +198,18 @@ def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, lo: float, floor
     return out
 
 
+def _record(model: Any, ph: Any, gen: Any, xp: ModuleType, *, tabulate: bool = True) -> Any:
+    """Record ``ph`` with ``model``: floor pixels from its table when possible, the rest explicitly.
+
+    ``model`` provides ``floor_sampler(photons)`` and ``_chain(gen, ph, xp)``.
+    """
+    if xp is np and tabulate:
+        out = _with_floor_table(gen, ph, _floor(ph), model.floor_sampler, model._chain)
+        if out is not None:
+            return out
+    return model._chain(gen, ph, xp)
+
+
 def _photo_electrons(gen: np.random.Generator, ph: np.ndarray, qe: float, offset: float = 0.0) -> np.ndarray:
     """``Poisson(qe * ph + offset)`` per pixel (float32 counts, NumPy), split at the frame's floor.
 
@@ -346,13 +358,7 @@ class EMCCD:
             Recorded frame in ADU.
         """
         ph = _as_photons(photons, xp)
-        gen = _generator(rng, xp)
-        if xp is np:
-            lo = _floor(ph)
-            out = _with_floor_table(gen, ph, lo, self.floor_sampler, self._chain)
-            if out is not None:
-                return out
-        return self._chain(gen, ph, xp)
+        return _record(self, ph, _generator(rng, xp), xp)
 
     def floor_sampler(self, photons: float) -> Any:
         """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.
@@ -561,13 +567,7 @@ class SCMOS:
                 f"SCMOS maps have shape {shape} but the frame has shape {tuple(ph.shape[-2:])}; "
                 "crop the maps to the simulated window with SCMOS.crop(y0, x0, height, width)"
             )
-        gen = _generator(rng, xp)
-        if xp is np and shape is None:
-            lo = _floor(ph)
-            out = _with_floor_table(gen, ph, lo, self.floor_sampler, self._chain)
-            if out is not None:
-                return out
-        return self._chain(gen, ph, xp)
+        return _record(self, ph, _generator(rng, xp), xp, tabulate=shape is None)
 
     def floor_sampler(self, photons: float) -> Any:
         """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.

@@ -134,9 +134,9 @@ class Sample:
         leaves a folder that looks finished. Frames stream block by block (bounded memory).
         OME-Zarr folders are resumable: the temporary name is fixed (``.<name>.partial``) and a
         rerun of the same sample (same config, seed and chunking) after an interruption stores
-        only the blocks that are missing. Saving first caps glibc's malloc arenas of this
-        process at ``render.malloc_arena_max`` (default 2; :mod:`z2t_dask.allocator`), which
-        keeps memory flat over long multi-threaded writes.
+        only the blocks that are missing. Saving first tunes glibc's malloc for this process
+        (two arenas, fixed mmap and trim thresholds; ``render.tune_malloc``, see
+        :mod:`z2t_dask.allocator`), which keeps memory flat over long multi-threaded writes.
 
         Parameters
         ----------
@@ -160,11 +160,11 @@ class Sample:
             refused with :class:`~z2t_dask.io.stream.MemoryBudgetError` when about twice the
             stack exceeds ``render.memory_budget_mb`` (default: the available memory).
         """
-        from .allocator import limit_malloc_arenas
+        from .allocator import tune_malloc
         from .io.atomic import atomic_dir, resumable_dir
         from .io.formats import check_compression, normalise_format, stack_filename
 
-        limit_malloc_arenas(self.config.render.malloc_arena_max)
+        tune_malloc(self.config.render.tune_malloc)
         fmt = normalise_format(format or self.config.output.format, "format")
         check_compression(fmt, compression)
         if not streaming:
@@ -229,14 +229,27 @@ def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> I
     if not streaming:
         return iter([_in_memory(sample, scheduler)])
     return _gc_every(iter_frame_blocks(sample.frames, prefetch=prefetch, scheduler=scheduler),
-                     sample.config.render.gc_frequency)
+                     sample.config.render.gc_frequency, _release_hook(sample))
 
 
-def _gc_every(blocks: Iterator[np.ndarray], every: int) -> Iterator[np.ndarray]:
+#: Blocks written between two returns of free heap memory to the OS (ordered writers).
+RELEASE_EVERY_BLOCKS = 256
+
+
+def _release_hook(sample: Sample) -> Any:
+    """``release_free_memory`` when ``render.tune_malloc`` is on, else None."""
+    from .allocator import release_free_memory
+
+    return release_free_memory if sample.config.render.tune_malloc else None
+
+
+def _gc_every(blocks: Iterator[np.ndarray], every: int, release: Any = None) -> Iterator[np.ndarray]:
     for i, block in enumerate(blocks):
         yield block
         if every and (i + 1) % every == 0:
             gc.collect()
+        if release is not None and (i + 1) % RELEASE_EVERY_BLOCKS == 0:
+            release()
 
 
 def _units(sample: Sample) -> str:
@@ -295,7 +308,7 @@ def write_zarr(sample: Sample, path: Path, *, compression: str | None = None, sc
     report = write_ome_zarr(path, frames, pixel_size_nm=_pixel_size(sample), zarr_format=out.zarr_format,
                             compression=comp, attrs={**sample.attrs(), "units": _units(sample)},
                             fingerprint=stack_fingerprint(sample, "ome-zarr", comp), scheduler=scheduler,
-                            overwrite=True)
+                            overwrite=True, between_batches=_release_hook(sample))
     log.info("%s: %d blocks written, %d already there", report.path, report.blocks_written, report.blocks_skipped)
     return report.path
 
@@ -422,8 +435,13 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy)
     records = make_records(table, intervals, cfg.emitters.frames, cfg.image_shape)
     phase, mag = _phase_for(cfg, zm, table.xyz[:, :2])
-    return _sample_from_truth(cfg, int(seed), table, records, phase, mag, zm.describe(), chunk_frames,
-                              tile_size=tile_size)
+    sample = _sample_from_truth(cfg, int(seed), table, records, phase, mag, zm.describe(), chunk_frames,
+                                tile_size=tile_size)
+    if cfg.render.tune_malloc:  # the temporaries of a long sample's truth go back to the OS
+        from .allocator import release_free_memory
+
+        release_free_memory()
+    return sample
 
 
 def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,

@@ -155,15 +155,19 @@ def build_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
 class FramePlan:
     """Everything a frame block needs (small; embedded once in the graph).
 
-    Records are sorted by frame (then emitter id). Emitter arrays are indexed by emitter id.
+    The record arrays are the sample's own (record order, not copied); ``order`` lists them by
+    frame (then record order, i.e. emitter id) and ``offsets[t]:offsets[t + 1]`` are frame
+    ``t``'s entries of ``order``. Emitter arrays are indexed by emitter id.
     """
 
     seed: int
     frames: int
     image_shape: tuple[int, int]
-    rec_frame: np.ndarray        # (M,) int32, sorted
-    rec_id: np.ndarray           # (M,) int32
-    rec_phot: np.ndarray         # (M,) float32 photons in the frame (the stored ground truth)
+    frame_ix: np.ndarray         # (M,) int32 frame of each record
+    ids: np.ndarray              # (M,) int32 emitter of each record
+    phot: np.ndarray             # (M,) float32 photons in the frame (the stored ground truth)
+    order: np.ndarray            # (M,) int32 records by frame
+    offsets: np.ndarray          # (T + 1,) int64
     em_xyz: np.ndarray           # (N, 3) x, y px (ROI), z µm
     em_phase: np.ndarray         # (N, K) rad, Noll (float32: the stored ground truth, not copied)
     em_mag: np.ndarray | None    # (N, K) or None
@@ -177,32 +181,50 @@ class FramePlan:
                      ids: np.ndarray, phot: np.ndarray, xyz: np.ndarray, phase: np.ndarray,
                      mag: np.ndarray | None, psf: PupilPSF, camera: Any, background: float,
                      psf_batch: int = 256) -> "FramePlan":
-        """Sort records by frame (stable, so emitters keep their id order within a frame).
+        """Order records by frame (stable, so emitters keep their id order within a frame).
 
-        Compact dtypes (int32 indices, float32 photons and coefficients): the plan of a
-        10,000-frame full chip holds ~10^5 emitters and ~4·10^5 records, and memory must not
-        grow much with the number of frames. Floating inputs keep their dtype (no copies).
+        Compact dtypes (int32 indices, float32 photons and coefficients) and no copies of
+        arrays that already have them: the plan of a 10,000-frame full chip refers to ~10^5
+        emitters and ~4·10^5 records, and memory must not grow much with the number of frames.
         """
         frame_ix = np.asarray(frame_ix)
         if frame_ix.size and (frame_ix.min() < 0 or frame_ix.max() >= frames):
             raise ValueError(f"records/frame_ix must lie in [0, {frames}), got [{frame_ix.min()}, {frame_ix.max()}]")
         if np.asarray(xyz).shape[0] >= 2**31 or frames >= 2**31:
             raise ValueError("more than 2**31 - 1 emitters or frames are not supported")
-        order = np.argsort(frame_ix, kind="stable")
+        frame_ix = frame_ix.astype(np.int32, copy=False)
+        order = np.argsort(frame_ix, kind="stable").astype(np.int32)
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(frame_ix, minlength=frames))]).astype(np.int64)
 
         def real(a: Any) -> np.ndarray:
             a = np.asarray(a)
             return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
 
         return cls(seed=int(seed), frames=int(frames), image_shape=tuple(int(v) for v in image_shape),
-                   rec_frame=frame_ix[order].astype(np.int32), rec_id=np.asarray(ids)[order].astype(np.int32),
-                   rec_phot=np.asarray(phot)[order].astype(np.float32), em_xyz=real(xyz),
+                   frame_ix=frame_ix, ids=np.asarray(ids).astype(np.int32, copy=False),
+                   phot=np.asarray(phot).astype(np.float32, copy=False), order=order, offsets=offsets,
+                   em_xyz=real(xyz),
                    em_phase=real(phase), em_mag=None if mag is None else real(mag),
                    psf=psf, camera=camera, background=float(background), psf_batch=int(psf_batch))
 
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(getattr(self.camera, "dtype", np.float32))
+
+    @property
+    def rec_frame(self) -> np.ndarray:
+        """Frames of the records in frame order (a new array)."""
+        return self.frame_ix[self.order]
+
+    @property
+    def rec_id(self) -> np.ndarray:
+        """Emitter ids of the records in frame order (a new array)."""
+        return self.ids[self.order]
+
+    @property
+    def rec_phot(self) -> np.ndarray:
+        """Photons of the records in frame order (a new array)."""
+        return self.phot[self.order]
 
 
 @dataclass
@@ -223,8 +245,8 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     y0, y1, x0, x1 = region
     ps = plan.psf.patch_size
     c = ps // 2
-    lo, hi = np.searchsorted(plan.rec_frame, [t0, t1])
-    ids = plan.rec_id[lo:hi]
+    sel = plan.order[plan.offsets[t0]:plan.offsets[t1]]
+    ids = plan.ids[sel]
     centre = np.floor(plan.em_xyz[ids, :2] + 0.5).astype(np.int64)
     cx, cy = centre[:, 0], centre[:, 1]
     keep = np.nonzero((cx + c >= x0) & (cx - c < x1) & (cy + c >= y0) & (cy - c < y1))[0]
@@ -236,22 +258,25 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
         sl = slice(b0, b0 + plan.psf_batch)
         psfs[sl] = plan.psf.compute(plan.em_phase[uniq[sl]], plan.em_xyz[uniq[sl], 2], d[sl, 0], d[sl, 1],
                                     None if plan.em_mag is None else plan.em_mag[uniq[sl]])
-    frames_sel = plan.rec_frame[lo:hi][keep]
+    sel = sel[keep]
+    frames_sel = plan.frame_ix[sel]
     return _SignalPrep(region=region, psfs=psfs, inv=inv.reshape(-1), cx=cx[keep], cy=cy[keep],
-                       phot=plan.rec_phot[lo:hi][keep], bounds=np.searchsorted(frames_sel, np.arange(t0, t1 + 1)))
+                       phot=plan.phot[sel], bounds=np.searchsorted(frames_sel, np.arange(t0, t1 + 1)))
 
 
-def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray) -> np.ndarray:
+def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, acc: np.ndarray | None = None) -> np.ndarray:
     """Write the expected signal photons of the ``f``-th frame of ``prep`` into ``out`` (region-sized float32).
 
     Contributions to a pixel are summed in float64 in record order, which does not depend on the
-    region: a tile equals the same rectangle of the whole frame bit for bit.
+    region: a tile equals the same rectangle of the whole frame bit for bit. ``acc`` is a
+    float64 scratch of ``out.size`` zeros, reused across frames (returned to zeros); only the
+    pixels the PSF patches touch are visited, not the whole frame.
     """
     y0, y1, x0, x1 = prep.region
     h, w = y1 - y0, x1 - x0
     a, b = prep.bounds[f], prep.bounds[f + 1]
+    out[...] = 0.0
     if b <= a:
-        out[...] = 0.0
         return out
     offs = np.arange(prep.psfs.shape[-1]) - prep.psfs.shape[-1] // 2
     rows = prep.cy[a:b, None] + offs[None, :] - y0               # (R, ps), region coordinates
@@ -259,7 +284,14 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray) -> np.ndarray:
     valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
     flat = rows[:, :, None] * w + cols[:, None, :]
     weights = prep.psfs[prep.inv[a:b]].astype(np.float64) * prep.phot[a:b, None, None]
-    out[...] = np.bincount(flat[valid], weights=weights[valid], minlength=h * w).reshape(h, w)
+    idx, wts = flat[valid], weights[valid]
+    if acc is None:
+        acc = np.zeros(h * w)
+    np.add.at(acc, idx, wts)  # sequential, in record order (as bincount): the same float64 sums
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    out.reshape(-1)[idx] = acc[idx]
+    acc[idx] = 0.0
     return out
 
 
@@ -281,8 +313,9 @@ def expected_signal(plan: FramePlan, t0: int, t1: int, region: Region | None = N
     region = (0, h, 0, w) if region is None else tuple(int(v) for v in region)
     prep = _prepare_signal(plan, t0, t1, region)
     out = np.empty((t1 - t0, region[1] - region[0], region[3] - region[2]), np.float32)
+    acc = np.zeros(out[0].size)
     for f in range(t1 - t0):
-        _frame_signal(prep, f, out[f])
+        _frame_signal(prep, f, out[f], acc)
     return out
 
 
@@ -345,9 +378,10 @@ def render_block(block_info: dict | None = None, *, plan: FramePlan) -> np.ndarr
     blocks = _noise_blocks(plan, (y0, y1, x0, x1), aligned)
     out = np.empty((t1 - t0, y1 - y0, x1 - x0), plan.dtype)
     photons = np.empty((aligned[1] - aligned[0], aligned[3] - aligned[2]), np.float32)
+    acc = np.zeros(photons.size)
     background = np.float32(plan.background)
     for i, t in enumerate(range(t0, t1)):
-        _frame_signal(prep, i, photons)
+        _frame_signal(prep, i, photons, acc)
         photons += background
         for nb in blocks:
             recorded = nb.camera(np.ascontiguousarray(photons[nb.src]), noise_stream(plan.seed, t, nb.row, nb.col))
@@ -435,6 +469,6 @@ def frames_array(plan: FramePlan, chunk_frames: int | None = None, *, tile_size:
 def _plan_token(plan: FramePlan, chunks: Any = None) -> str:
     from dask.base import tokenize
 
-    return tokenize(plan.seed, plan.frames, plan.image_shape, plan.rec_frame, plan.rec_id, plan.rec_phot,
+    return tokenize(plan.seed, plan.frames, plan.image_shape, plan.frame_ix, plan.ids, plan.phot,
                     plan.em_xyz, plan.em_phase, plan.em_mag, repr(plan.psf), repr(plan.camera), plan.background,
                     NOISE_BLOCK, chunks)

@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -398,7 +398,8 @@ def _create(work: Path, array: Any, *, store_chunks: tuple[int, int, int], zarr_
 def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: tuple[float, float],
                    zarr_format: int = 3, compression: str | None = "zstd", attrs: Mapping[str, Any] | None = None,
                    name: str | None = None, fingerprint: str | None = None, scheduler: Any = "threads",
-                   overwrite: bool = False, resume: bool = True) -> ZarrWriteReport:
+                   overwrite: bool = False, resume: bool = True,
+                   between_batches: Callable[[], Any] | None = None) -> ZarrWriteReport:
     """Write a (T, Y, X) dask array as an OME-Zarr image, in parallel, resumably and atomically.
 
     Parameters
@@ -428,6 +429,9 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
     resume : bool
         Continue an interrupted write with the same fingerprint, and return at once when the
         finished output already has it. False starts afresh.
+    between_batches : callable, optional
+        Called after each ``da.store`` of at most :data:`STORE_BATCH_BLOCKS` blocks (e.g.
+        :func:`z2t_dask.allocator.release_free_memory`).
 
     Returns
     -------
@@ -471,14 +475,18 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
             for group in _store_batches(sources):
                 da.store([sources[i] for i in group], [target] * len(group), regions=[targets[i] for i in group],
                          lock=False, compute=True, scheduler=scheduler)
+                if between_batches is not None:
+                    between_batches()
         import shutil
 
         shutil.rmtree(progress)
     return ZarrWriteReport(final, len(regions), len(todo), len(regions) - len(todo))
 
 
-def _store_batches(sources: list, limit: int = STORE_BATCH_BLOCKS) -> Iterator[list[int]]:
-    """Indices of ``sources`` in consecutive groups of at most ``limit`` dask blocks (one source may exceed it)."""
+def _store_batches(sources: list, limit: int | None = None) -> Iterator[list[int]]:
+    """Indices of ``sources`` in consecutive groups of at most ``limit`` (default
+    :data:`STORE_BATCH_BLOCKS`) dask blocks; a source larger than that forms a group alone."""
+    limit = STORE_BATCH_BLOCKS if limit is None else limit
     group: list[int] = []
     blocks = 0
     for i, source in enumerate(sources):
@@ -493,14 +501,14 @@ def _store_batches(sources: list, limit: int = STORE_BATCH_BLOCKS) -> Iterator[l
 
 
 def _sources(array: Any, todo: list[tuple[tuple[int, ...], tuple[slice, ...]]],
-             limit: int = STORE_BATCH_BLOCKS) -> tuple[list, list]:
+             limit: int | None = None) -> tuple[list, list]:
     """Dask sources and regions for the blocks still to store: runs of complete frame-chunk rows
     (at most ``limit`` blocks each) as one slice, the blocks of partly stored rows one by one."""
     by_row: dict[int, list] = {}
     for idx, reg in todo:
         by_row.setdefault(idx[0], []).append((idx, reg))
     per_row = math.prod(len(c) for c in array.chunks[1:])
-    max_rows = max(1, limit // per_row)
+    max_rows = max(1, (STORE_BATCH_BLOCKS if limit is None else limit) // per_row)
     starts = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(int)
     sources, regions = [], []
     run: list[int] = []
