@@ -9,10 +9,10 @@ frames although nothing is held:
   truth) is freed, glibc serves later allocations up to that size from the heap instead of
   fresh mappings, and frame buffers of several MiB then stay in fragmented heap memory.
 
-Measured on 1200x1200 OME-Zarr writes (``benchmarks/bench_fullchip.py``): 5,000 frames peaked at
-241 MiB with the defaults and 202 MiB (flat from the first tenth of the write) with at most two
-arenas and a fixed 4 MiB mmap threshold. :func:`tune_malloc` sets these (and a 4 MiB trim
-threshold, see :data:`TRIM_THRESHOLD`), the run-time equivalent of ``MALLOC_ARENA_MAX=2
+Measured on 1200x1200 OME-Zarr writes (``benchmarks/bench_fullchip.py``, 2 cores): 5,000 frames
+peaked at 241 MiB with the defaults and 202 MiB (flat from the first tenth of the write) with at
+most two arenas and a fixed 4 MiB mmap threshold. :func:`tune_malloc` sets these (and a 4 MiB trim
+threshold, see :data:`TRIM_THRESHOLD`), the run-time equivalent of ``MALLOC_ARENA_MAX=<cores, at least 2>
 MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=4194304``. It is process-wide, affects later
 allocations only, and does nothing where the C library is not glibc.
 """
@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from functools import lru_cache
 
 __all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "release_free_memory", "tune_malloc"]
 
-#: Largest number of malloc arenas set by :func:`tune_malloc`.
-ARENA_MAX = 2
+#: Largest number of malloc arenas set by :func:`tune_malloc`: one per core, at least two
+#: (glibc's default is eight per core; on many-core cluster nodes fewer would make threads
+#: wait for each other's allocations).
+ARENA_MAX = max(2, os.cpu_count() or 2)
 #: Allocations of at least this many bytes get their own mapping (returned to the OS on free).
 MMAP_THRESHOLD = 4 * 2**20
 #: Free memory at the top of the heap beyond this is returned to the OS. Fixing the mmap

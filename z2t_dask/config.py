@@ -211,7 +211,7 @@ class RenderConfig:
     chunk_mb: float = field(default=16.0, metadata=_meta("target size of one output chunk (frames x tile x dtype) for the automatic chunking; working memory is ~4x this per thread", "MiB", gt=0))
     memory_budget_mb: float | None = field(default=None, metadata=_meta("memory allowed for non-streaming writes (--no-streaming needs ~2x the stack); null = the available memory", "MiB", gt=0))
     gc_frequency: int = field(default=0, metadata=_meta("run gc.collect() every N written chunks (0 = never; original enable_gc/gc_frequency)", "chunks", ge=0))
-    tune_malloc: bool = field(default=True, metadata=_meta("when saving, cap glibc malloc arenas at 2, serve allocations >= 4 MiB by mmap and trim the heap beyond 4 MiB free (MALLOC_ARENA_MAX=2, MALLOC_MMAP_THRESHOLD_=4194304, MALLOC_TRIM_THRESHOLD_=4194304 for this process), and return free heap memory to the OS after simulate and every 256 written blocks: keeps memory flat over long writes; false = leave the allocator alone", ""))
+    tune_malloc: bool = field(default=True, metadata=_meta("when saving, cap glibc malloc arenas at one per core (at least 2), serve allocations >= 4 MiB by mmap and trim the heap beyond 4 MiB free (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_=4194304, MALLOC_TRIM_THRESHOLD_=4194304 for this process), and return free heap memory to the OS after simulate and every 256 written blocks: keeps memory flat over long writes; false = leave the allocator alone", ""))
 
 
 @dataclass
