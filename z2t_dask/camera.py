@@ -179,10 +179,11 @@ def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, lo: float, floor
     """Record a frame whose floor pixels draw from a table of the whole chain, the rest via ``chain``.
 
     ``floor_sampler(lo)`` gives the table (built once per value and process, or None). Returns
-    None (nothing drawn) for frames below ``_TABLE_MIN_PIXELS`` pixels, when fewer than half the pixels sit at the floor ``lo`` (then no table
-    is built: frames without a common background do not pay for one) or there is no table; the
-    caller then records every pixel with ``chain``.  The choice depends only on ``ph``, so the
-    bytes are a function of the input and the generator state.
+    None (nothing drawn) for frames below ``_TABLE_MIN_PIXELS`` pixels, when fewer than half the
+    pixels sit at the floor ``lo`` (then no table is built: frames without a common background
+    do not pay for one) or when there is no table; the caller then records every pixel with
+    ``chain``.  The choice depends only on ``ph``, so the bytes are a function of the input and
+    the generator state.
     """
     if ph.size < _TABLE_MIN_PIXELS:
         return None

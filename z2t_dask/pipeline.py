@@ -135,7 +135,7 @@ class Sample:
         OME-Zarr folders are resumable: the temporary name is fixed (``.<name>.partial``) and a
         rerun of the same sample (same config, seed and chunking) after an interruption stores
         only the blocks that are missing. Saving first tunes glibc's malloc for this process
-        (two arenas, fixed mmap and trim thresholds; ``render.tune_malloc``, see
+        (one arena per core, fixed mmap and trim thresholds; ``render.tune_malloc``, see
         :mod:`z2t_dask.allocator`), which keeps memory flat over long multi-threaded writes.
 
         Parameters

@@ -236,7 +236,7 @@ class _SignalPrep:
     inv: np.ndarray              # (R,) row of psfs of each kept record
     cx: np.ndarray               # (R,) int64 centre column (image px)
     cy: np.ndarray               # (R,) int64 centre row
-    phot: np.ndarray             # (R,) float64 photons
+    phot: np.ndarray             # (R,) float32 photons (summed in float64)
     bounds: np.ndarray           # (t1 - t0 + 1,) record offsets per frame
 
 
