@@ -268,9 +268,10 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, acc: np.ndarray | 
     """Write the expected signal photons of the ``f``-th frame of ``prep`` into ``out`` (region-sized float32).
 
     Contributions to a pixel are summed in float64 in record order, which does not depend on the
-    region: a tile equals the same rectangle of the whole frame bit for bit. ``acc`` is a
-    float64 scratch of ``out.size`` zeros, reused across frames (returned to zeros); only the
-    pixels the PSF patches touch are visited, not the whole frame.
+    region: a tile equals the same rectangle of the whole frame bit for bit. Sparse frames (few
+    patches on a large region) visit only the pixels the patches touch, accumulating into
+    ``acc``, a float64 scratch of ``out.size`` zeros reused across frames (returned to zeros);
+    dense ones use one ``bincount`` over the region. Both add in record order: the same sums.
     """
     y0, y1, x0, x1 = prep.region
     h, w = y1 - y0, x1 - x0
@@ -285,6 +286,9 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, acc: np.ndarray | 
     flat = rows[:, :, None] * w + cols[:, None, :]
     weights = prep.psfs[prep.inv[a:b]].astype(np.float64) * prep.phot[a:b, None, None]
     idx, wts = flat[valid], weights[valid]
+    if 4 * idx.size >= h * w:  # dense (small frames): one pass over the region
+        out[...] = np.bincount(idx, weights=wts, minlength=h * w).reshape(h, w)
+        return out
     if acc is None:
         acc = np.zeros(h * w)
     np.add.at(acc, idx, wts)  # sequential, in record order (as bincount): the same float64 sums
