@@ -68,7 +68,7 @@ def run_one(frames: int, fmt: str, tmp: Path, scheduler: str) -> dict:
     disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     shutil.rmtree(out, ignore_errors=True)
     return {"frames": frames, "format": fmt, "chunks": [c[0] for c in sample.frames.chunks],
-            "records_per_frame": len(sample.records) / frames, "plan_s": t1 - t0, "save_s": t2 - t1,
+            "records_per_frame": sample.truth.n_records / frames, "plan_s": t1 - t0, "save_s": t2 - t1,
             "total_s": t2 - t0, "fps": frames / (t2 - t0), "mb_s": raw / 1e6 / (t2 - t0),
             "raw_mb": raw / 1e6, "disk_mb": disk / 1e6, "peak_rss_mib": mem.peak_mib, "machine": machine()}
 

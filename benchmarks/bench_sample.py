@@ -29,7 +29,7 @@ def run_once(cfg, out: Path, seed: int) -> dict:
     t1 = time.perf_counter()
     sample.save(out / f"sample_{seed:03d}")
     t2 = time.perf_counter()
-    return {"plan_s": t1 - t0, "render_write_s": t2 - t1, "total_s": t2 - t0, "records": len(sample.records),
+    return {"plan_s": t1 - t0, "render_write_s": t2 - t1, "total_s": t2 - t0, "records": sample.truth.n_records,
             "frames": sample.frames.shape[0]}
 
 

@@ -423,7 +423,7 @@ def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strate
         sample.save(folder, overwrite=True, scheduler="sync")
     info = {"key": job.key, "name": job.name, "seed": job.seed, "params": job.params,
             "outputs": _outputs(folder), "seconds": round(time.time() - t0, 3), "attempt": attempt,
-            "frames": int(sample.frames.shape[0]), "records": int(len(sample.records)),
+            "frames": int(sample.frames.shape[0]), "records": int(sample.truth.n_records),
             "finished": time.time(), "host": os.uname().nodename, "pid": os.getpid()}
     with atomic_path(folder / JOB_MARKER) as tmp:
         Path(tmp).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))

@@ -172,7 +172,7 @@ def _simulate(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t
     T, H, W = sample.frames.shape
     print(f"wrote {out}/{stack_filename(name, fmt)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
-          f"({len(sample.emitters)} emitters, {len(sample.records)} records) in {dt:.2f} s")
+          f"({sample.truth.n_emitters} emitters, {sample.truth.n_records} records) in {dt:.2f} s")
     return EXIT_OK
 
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from .config import EmittersConfig
 
-__all__ = ["EmitterTable", "Records", "sample_emitters", "on_intervals", "bin_intervals", "inside_image"]
+__all__ = ["EmitterTable", "Records", "activation_window", "sample_emitters", "on_intervals", "bin_intervals",
+           "inside_image", "make_records"]
 
 
 @dataclass
@@ -109,8 +110,32 @@ def _truncated_normal(rng: np.random.Generator, mu: float, sigma: float, lo: flo
                      f"intensity_min={lo} photons")
 
 
-def sample_emitters(cfg: EmittersConfig, rng: np.random.Generator, *,
-                    area_xy: tuple[float, float]) -> tuple[EmitterTable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def activation_window(cfg: EmittersConfig) -> tuple[float, float]:
+    """Range ``[lo, hi)`` (frames) of the uniform first-on / activation time of an emitter.
+
+    ``single``: ``[-3τ, T - 1 + 3τ)``; ``blinking``: ``[-pad, T - 1 + pad)`` with ``pad`` three
+    mean activation-to-bleach lifetimes (emitters already cycling when the movie starts).
+    """
+    frames = int(cfg.frames)
+    if cfg.model == "single":
+        tau = float(cfg.lifetime_avg)
+        return -3 * tau, frames - 1 + 3 * tau
+    pad = 3.0 * _blinking_rates(cfg)[3]
+    return -pad, frames - 1 + pad
+
+
+def _blinking_rates(cfg: EmittersConfig) -> tuple[float, float, float, float]:
+    """``(mean_on, p_bleach, t_dark, lifetime)`` of the blinking model, frames."""
+    k_dark, k_bleach = 1.0 / cfg.t_on, 1.0 / cfg.t_bleach
+    mean_on = 1.0 / (k_dark + k_bleach)
+    p_bleach = k_bleach / (k_dark + k_bleach)
+    lifetime = (mean_on + cfg.t_dark) / p_bleach - cfg.t_dark   # mean activation-to-bleach time, frames
+    return mean_on, p_bleach, float(cfg.t_dark), lifetime
+
+
+def sample_emitters(cfg: EmittersConfig, rng: np.random.Generator, *, area_xy: tuple[float, float],
+                    n: int | None = None, window: tuple[float, float] | None = None,
+                    ) -> tuple[EmitterTable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Draw emitters and their on-intervals.
 
     Parameters
@@ -122,13 +147,19 @@ def sample_emitters(cfg: EmittersConfig, rng: np.random.Generator, *,
         The sample's emitter stream.
     area_xy
         ``(width, height)`` of the sampling area in px; ``cfg.margin_px`` extends it on every side.
+    n
+        Number of emitters (default ``cfg.num_emitters``).
+    window
+        ``[lo, hi)`` of the first-on / activation times in frames (default
+        :func:`activation_window`: the whole movie); a time segment of a long sample draws its
+        own part of it.
 
     Returns
     -------
     table, (emitter_index, start, end)
         The emitter table and every on-interval in frames.
     """
-    n = int(cfg.num_emitters)
+    n = int(cfg.num_emitters) if n is None else int(n)
     w, h = area_xy
     m = float(cfg.margin_px)
     x = rng.uniform(-m, w + m, n)
@@ -137,7 +168,7 @@ def sample_emitters(cfg: EmittersConfig, rng: np.random.Generator, *,
     intensity = _truncated_normal(rng, cfg.intensity_mu, cfg.intensity_sigma, cfg.intensity_min, n)
     xyz = np.stack([x, y, z], axis=1).astype(np.float32).astype(np.float64)
     intensity = intensity.astype(np.float32).astype(np.float64)
-    idx, start, end = on_intervals(cfg, rng, n)
+    idx, start, end = on_intervals(cfg, rng, n, window=window)
     on_time = np.bincount(idx, weights=end - start, minlength=n)
     first = np.full(n, np.inf)
     np.minimum.at(first, idx, start)
@@ -150,25 +181,26 @@ def sample_emitters(cfg: EmittersConfig, rng: np.random.Generator, *,
     return table, (idx, start, end)
 
 
-def on_intervals(cfg: EmittersConfig, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """On-intervals ``[start, end)`` in frames for ``n`` emitters, sorted by emitter then time."""
+def on_intervals(cfg: EmittersConfig, rng: np.random.Generator, n: int, *,
+                 window: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """On-intervals ``[start, end)`` in frames for ``n`` emitters, sorted by emitter then time.
+
+    First-on (activation) times are uniform in ``window`` (default :func:`activation_window`).
+    """
     frames = int(cfg.frames)
+    lo, hi = activation_window(cfg) if window is None else window
     if cfg.model == "single":
         tau = float(cfg.lifetime_avg)
-        t0 = rng.uniform(-3 * tau, frames - 1 + 3 * tau, n)
+        t0 = rng.uniform(lo, hi, n)
         on = rng.exponential(tau, n)
         # float32 round trip: the intervals written to emitters.h5 are the ones binned
         t0 = t0.astype(np.float32).astype(np.float64)
         on = on.astype(np.float32).astype(np.float64)
         return np.arange(n, dtype=np.int64), t0, t0 + on
-    # blinking: competing exits from ON (dark at 1/t_on, bleach at 1/t_bleach)
-    k_dark, k_bleach = 1.0 / cfg.t_on, 1.0 / cfg.t_bleach
-    mean_on = 1.0 / (k_dark + k_bleach)
-    p_bleach = k_bleach / (k_dark + k_bleach)
-    # steady state: activations start early enough that emitters are cycling when the movie starts
-    lifetime = (mean_on + cfg.t_dark) / p_bleach - cfg.t_dark   # mean activation-to-bleach time, frames
-    pad = 3.0 * lifetime
-    t = rng.uniform(-pad, frames - 1 + pad, n)
+    # blinking: competing exits from ON (dark at 1/t_on, bleach at 1/t_bleach); activations start
+    # early enough (activation_window) that emitters are cycling when the movie starts
+    mean_on, p_bleach, _, _ = _blinking_rates(cfg)
+    t = rng.uniform(lo, hi, n)
     alive = np.arange(n, dtype=np.int64)
     idx_parts, s_parts, e_parts = [], [], []
     while alive.size:

@@ -20,8 +20,9 @@ import numpy as np
 
 from . import __version__
 from .config import SimulationConfig, config_to_dict, load_config
-from .emitters import EmitterTable, Records, inside_image, make_records, sample_emitters
-from .render import (PURPOSE_EMITTERS, FramePlan, build_camera, build_psf_model, frames_array, stream)
+from .emitters import EmitterTable, Records, inside_image
+from .render import FramePlan, build_camera, build_psf_model, frames_array
+from .truth import InMemoryTruth, SegmentedTruth, Truth, TruthPart, compact_records, phase_for
 from .zmap import SyntheticZmap, Zmap, legacy_to_noll, read_zmap
 
 __all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "make_zmap", "write_stack", "write_tiff",
@@ -37,8 +38,9 @@ CONVENTIONS = {
     "photons": "records/phot: photons collected in that frame; emitters/intensity: photons per full frame on",
     "zernike": "zernike_coeffs/*: Noll order (index 0 = j 1, piston), RMS-normalised over the unit pupil, radians",
     "frame_ix": "records/frame_ix = TIFF page index; every frame 0..T-1 is present",
-    "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, ...)): emitters (0,); camera noise "
-                      "(1, frame, block_row, block_col) on a fixed 512x512 px grid",
+    "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, ...)): emitters (0,) (samples of more "
+                      "than 1000 frames: segment sizes (0,), time segment k of 1000 frames of activation "
+                      "time (0, 1, k)); camera noise (1, frame, block_row, block_col) on a fixed 512x512 px grid",
 }
 
 
@@ -52,16 +54,6 @@ def make_zmap(cfg: SimulationConfig) -> Zmap:
                          n_modes=cfg.psf.n_modes)
 
 
-def _phase_for(cfg: SimulationConfig, zmap: Zmap, xy_roi: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    x0, y0 = cfg.crop_offset_xy
-    phase, mag = zmap.coefficients(xy_roi[:, 0] + x0, xy_roi[:, 1] + y0, method=cfg.zernike.interpolation_method)
-    phase = phase * cfg.zernike.scale
-    if not cfg.optical.ignore_fixed_psf_coeffs:
-        for j, v in cfg.psf.fixed_zernike.items():
-            phase[:, j - 1] += v
-    return phase, mag
-
-
 @dataclass
 class Sample:
     """One simulated sample: lazy frames plus its ground truth.
@@ -72,28 +64,48 @@ class Sample:
         The fully resolved configuration.
     seed : int
         The sample seed (all random streams derive from it).
-    emitters : EmitterTable
-        Per-emitter truth (x, y px; z µm; photons per frame on; on-interval in frames).
-    records : Records
-        Per-(emitter, frame) truth: photons in that frame and whether the emitter is inside.
-    zernike_phase, zernike_mag : ndarray (N, K)
-        Per-emitter coefficients, Noll order, rad RMS (``zernike_mag`` zero when the Zmap has none).
+    truth : Truth
+        The ground truth. A long simulated sample draws it per time segment where needed
+        (:mod:`z2t_dask.truth`); writers stream it, so memory does not grow with the frames.
     frames : dask.array.Array
         Lazy ``(T, H, W)`` stack, chunked along T.
     plan : FramePlan
-        What the frame blocks render from (records by frame, per-emitter PSF inputs, camera).
+        What the frame blocks render from (the truth, the PSF model, the camera).
+
+    The whole truth in memory, for notebooks and small samples (a long sample's is drawn
+    once and kept when first asked for): :attr:`emitters` (x, y px; z µm; photons per frame
+    on; on-interval in frames), :attr:`records` (photons per frame, inside flag),
+    :attr:`zernike_phase` and :attr:`zernike_mag` (N, K) (Noll, rad RMS; ``zernike_mag``
+    zero when the Zmap has none).
     """
 
     config: SimulationConfig
     seed: int
-    emitters: EmitterTable
-    records: Records
-    zernike_phase: np.ndarray
-    zernike_mag: np.ndarray
+    truth: Truth
     frames: Any
     zmap_info: dict = field(default_factory=dict)
     extra_attrs: dict = field(default_factory=dict)
     plan: Any = field(default=None, repr=False)
+
+    @property
+    def emitters(self) -> EmitterTable:
+        """Per-emitter truth (the whole sample; see :attr:`truth` to stream it)."""
+        return self.truth.materialize().emitters
+
+    @property
+    def records(self) -> Records:
+        """Per-(emitter, frame) truth, ordered by emitter id then frame."""
+        return self.truth.materialize().records
+
+    @property
+    def zernike_phase(self) -> np.ndarray:
+        """(N, K) float32 Zernike phase per emitter (Noll, rad RMS)."""
+        return self.truth.materialize().phase
+
+    @property
+    def zernike_mag(self) -> np.ndarray:
+        """(N, K) float32 pupil-amplitude coefficients per emitter (a read-only zero view when none)."""
+        return _mag_or_zeros(self.truth.materialize(), self.truth.n_modes)
 
     @property
     def psf_info(self) -> dict[str, Any]:
@@ -202,7 +214,7 @@ def stack_fingerprint(sample: Sample, fmt: str, compression: str | None = None) 
     doc = {"config": config_to_dict(sample.config), "seed": int(sample.seed), "version": __version__,
            "shape": list(sample.frames.shape), "chunks": [list(c) for c in sample.frames.chunks],
            "dtype": str(sample.frames.dtype), "format": fmt, "compression": compression,
-           "truth": [len(sample.emitters), len(sample.records)]}
+           "truth": [sample.truth.n_emitters, sample.truth.n_records]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -326,29 +338,42 @@ def write_hdf5(sample: Sample, path: Path, *, compression: str | None = None, sc
                             tile=frames.chunksize[1:] if tiled else None, attrs=sample.attrs(), units=_units(sample))
 
 
+def _mag_or_zeros(part: TruthPart, n_modes: int) -> np.ndarray:
+    """A part's magnitude coefficients, or a read-only zero view (no memory for 10^5 x K zeros)."""
+    if part.mag is not None:
+        return part.mag
+    return np.broadcast_to(np.zeros((1, n_modes), np.float32), (len(part.emitters), n_modes))
+
+
 def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] | None = None) -> Path:
     """Write ``emitters.h5`` (original layout + provenance) and optionally a CSV.
 
-    With ``output.frames_in_h5`` the frames are stored in it too (dataset ``frames``, read by
-    the original's v2/v3 loaders): copied block by block from ``stack = (path, format)`` when
-    given (no second rendering), else rendered.
+    The truth is written part by part (one time segment at a time for a long sample). With
+    ``output.frames_in_h5`` the frames are stored in it too (dataset ``frames``, read by the
+    original's v2/v3 loaders): copied block by block from ``stack = (path, format)`` when given
+    (no second rendering), else rendered.
     """
-    from .io.emitters_h5 import write_emitters_h5
+    from .io.emitters_h5 import write_emitters_h5_parts
     from .io.formats import iter_stack_blocks
 
-    e, r = sample.emitters, sample.records
+    truth = sample.truth
     frames = None
     if sample.config.output.frames_in_h5:
         block = max(1, int(sample.frames.chunksize[0]))
         source = (iter_stack_blocks(stack[0], stack[1], block) if stack is not None
                   else _iter_blocks(sample, "auto", 2, True))
         frames = (sample.frames.shape, source)
+
+    def parts() -> Iterator[tuple[dict, dict, dict]]:
+        for p in truth.parts():
+            e, r = p.emitters, p.records
+            yield ({"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
+                   {"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
+                   {"phase": p.phase, "mag": _mag_or_zeros(p, truth.n_modes)})
+
     path = Path(folder) / "emitters.h5"
-    write_emitters_h5(
-        path,
-        emitters={"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
-        records={"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
-        zernike_coeffs={"phase": sample.zernike_phase, "mag": sample.zernike_mag},
+    write_emitters_h5_parts(
+        path, parts(), n_emitters=truth.n_emitters, n_records=truth.n_records, n_modes=truth.n_modes,
         attrs=sample.attrs(), frames=frames,
         units={"records/inside": "bool (emitter centre inside the image: -0.5 <= x < W-0.5, -0.5 <= y < H-0.5)",
                "zernike_coeffs/phase": "rad (RMS-normalised Zernike phase, Noll order, index 0 = j 1)",
@@ -356,48 +381,36 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
                **({"frames": _units(sample)} if frames is not None else {})})
     if sample.config.output.write_csv:
         from .io.csv import write_records_csv
-        write_records_csv(Path(folder) / "ground_truth.csv", r.as_dict())
+        write_records_csv(Path(folder) / "ground_truth.csv", (p.records.as_dict() for p in truth.parts()))
     return path
-
-
-def compact_records(records: Records) -> Records:
-    """``records`` with float32 positions and photons and int32 frames and ids (values unchanged:
-    positions and photons are float32 numbers, as stored in ``emitters.h5``)."""
-    n = len(records)
-    for name, arr in (("frame_ix", records.frame_ix), ("id", records.id)):
-        if n and (arr.min() < 0 or arr.max() >= 2**31):
-            raise ValueError(f"records/{name} must lie in [0, 2**31), got [{arr.min()}, {arr.max()}]")
-    return Records(xyz=np.asarray(records.xyz, np.float32), phot=np.asarray(records.phot, np.float32),
-                   frame_ix=np.asarray(records.frame_ix, np.int32), id=np.asarray(records.id, np.int32),
-                   inside=np.asarray(records.inside, bool))
 
 
 def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, records: Records,
                        phase: np.ndarray, mag: np.ndarray | None, zmap_info: dict,
                        chunk_frames: int | None, extra_attrs: dict | None = None,
                        tile_size: int | None = None) -> Sample:
+    """A sample rendering truth given as arrays (held in memory, records of a frame in their order)."""
+    # Ground truth in the dtypes the file stores (float32 values; int32 indices in memory): the
+    # PSFs are rendered from exactly the stored coefficients.
+    part = TruthPart(emitters=table, records=compact_records(records),
+                     phase=np.ascontiguousarray(phase, np.float32),
+                     mag=None if mag is None else np.ascontiguousarray(mag, np.float32))
+    return _sample(cfg, seed, InMemoryTruth(part, cfg.emitters.frames), zmap_info, chunk_frames, extra_attrs,
+                   tile_size)
+
+
+def _sample(cfg: SimulationConfig, seed: int, truth: Truth, zmap_info: dict, chunk_frames: int | None,
+            extra_attrs: dict | None = None, tile_size: int | None = None) -> Sample:
     h, w = cfg.image_shape
     x0, y0 = cfg.crop_offset_xy
-    # Ground truth in the dtypes the file stores (float32 values; int32 indices in memory): the
-    # PSFs are rendered from exactly the stored coefficients, and a long full-chip sample holds
-    # half the memory (W3: memory must not grow with the number of frames).
-    records = compact_records(records)
-    phase = np.ascontiguousarray(phase, np.float32)
-    mag = None if mag is None else np.ascontiguousarray(mag, np.float32)
     camera = build_camera(cfg.camera, noise_params=cfg.tiff.noise_params, roi=(y0, x0, h, w))
-    plan = FramePlan.from_records(
-        seed=seed, frames=cfg.emitters.frames, image_shape=(h, w), frame_ix=records.frame_ix, ids=records.id,
-        phot=records.phot, xyz=table.xyz, phase=phase, mag=mag, psf=build_psf_model(cfg), camera=camera,
-        background=cfg.background.photons, psf_batch=cfg.psf.batch_size)
+    plan = FramePlan(seed=int(seed), frames=cfg.emitters.frames, image_shape=(h, w), truth=truth,
+                     psf=build_psf_model(cfg), camera=camera, background=float(cfg.background.photons),
+                     psf_batch=int(cfg.psf.batch_size))
     frames = frames_array(plan, chunk_frames or cfg.render.chunk_frames, tile_size=tile_size or cfg.render.tile_size,
                           chunk_mb=cfg.render.chunk_mb)
-    k = cfg.psf.n_modes
-    # no amplitude terms: a read-only zero view (no memory for 10^5 emitters x K modes)
-    mag_out = np.broadcast_to(np.zeros((1, k), np.float32), (len(table), k)) if mag is None else mag
-    sample = Sample(config=cfg, seed=int(seed), emitters=table, records=records, zernike_phase=phase,
-                    zernike_mag=mag_out, frames=frames, zmap_info=zmap_info, extra_attrs=extra_attrs or {},
-                    plan=plan)
-    return sample
+    return Sample(config=cfg, seed=int(seed), truth=truth, frames=frames, zmap_info=zmap_info,
+                  extra_attrs=extra_attrs or {}, plan=plan)
 
 
 def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None,
@@ -405,8 +418,10 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
              chunk_frames: int | None = None, tile_size: int | None = None) -> Sample:
     """Simulate one sample lazily.
 
-    Emitters, records and per-emitter aberrations are drawn now (milliseconds); frames are a lazy
-    dask array (nothing rendered until computed or saved).
+    Emitters and records are drawn now (milliseconds; a sample of more than
+    :data:`~z2t_dask.truth.TRUTH_SEGMENT_FRAMES` frames keeps only their per-segment summary
+    and draws each segment again where it is rendered or written); frames are a lazy dask
+    array (nothing rendered until computed or saved).
 
     Parameters
     ----------
@@ -431,12 +446,8 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     zm = zmap if isinstance(zmap, Zmap) else make_zmap(cfg)
-    rng = stream(seed, PURPOSE_EMITTERS)
-    table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy)
-    records = make_records(table, intervals, cfg.emitters.frames, cfg.image_shape)
-    phase, mag = _phase_for(cfg, zm, table.xyz[:, :2])
-    sample = _sample_from_truth(cfg, int(seed), table, records, phase, mag, zm.describe(), chunk_frames,
-                                tile_size=tile_size)
+    truth = SegmentedTruth(cfg, int(seed), zm)
+    sample = _sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size=tile_size)
     if cfg.render.tune_malloc:  # the temporaries of a long sample's truth go back to the OS
         from .allocator import release_free_memory
 
@@ -501,7 +512,7 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
                          "(the original's crop bug, D13); drop zernike_coeffs to recompute them from the Zmap")
     else:
         zm = make_zmap(cfg)
-        phase, mag = _phase_for(cfg, zm, xyz[:, :2])
+        phase, mag = phase_for(cfg, zm, xyz[:, :2])
         info = zm.describe()
     return _sample_from_truth(cfg, seed, table, records, phase, mag, info, chunk_frames,
                               extra_attrs={"rendered_from": str(h5_path)}, tile_size=tile_size)

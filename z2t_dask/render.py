@@ -31,13 +31,11 @@ from . import camera as cam
 from .config import CameraConfig, SimulationConfig
 from .optics.psf import PupilPSF
 from .optics.psf_library import PSFLibrary, cached_library
+from .random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
 
 __all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "NOISE_BLOCK", "DEFAULT_CHUNK_MB", "MAX_AUTO_CHUNK_FRAMES",
            "stream", "noise_stream", "FramePlan", "build_camera", "build_psf_model", "expected_signal",
            "render_block", "choose_chunks", "frames_array"]
-
-PURPOSE_EMITTERS = 0
-PURPOSE_NOISE = 1
 
 #: Side (px) of the fixed camera-noise grid. Part of the random-stream definition: changing it
 #: changes every noisy frame, so it is not a setting. Each block costs a generator and a camera
@@ -51,11 +49,6 @@ MAX_AUTO_CHUNK_FRAMES = 32
 
 #: A rectangle of the image ``(y0, y1, x0, x1)``: rows ``[y0, y1)``, columns ``[x0, x1)`` (px).
 Region = tuple[int, int, int, int]
-
-
-def stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
-    """The random stream of ``(seed, purpose, *keys)``: independent, O(1) to create, never global."""
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(purpose), *map(int, keys))))
 
 
 def noise_stream(seed: int, t: int, block_row: int, block_col: int) -> np.random.Generator:
@@ -153,24 +146,17 @@ def build_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
 
 @dataclass
 class FramePlan:
-    """Everything a frame block needs (small; embedded once in the graph).
+    """Everything a frame block needs (embedded once in the graph).
 
-    The record arrays are the sample's own (record order, not copied); ``order`` lists them by
-    frame (then record order, i.e. emitter id) and ``offsets[t]:offsets[t + 1]`` are frame
-    ``t``'s entries of ``order``. Emitter arrays are indexed by emitter id.
+    The ground truth is the sample's own :class:`~z2t_dask.truth.Truth`: a block asks it for the
+    records of its frames (:meth:`~z2t_dask.truth.Truth.window`, by frame then emitter id), so a
+    long sample's truth is drawn segment by segment where it is needed, never held whole.
     """
 
     seed: int
     frames: int
     image_shape: tuple[int, int]
-    frame_ix: np.ndarray         # (M,) int32 frame of each record
-    ids: np.ndarray              # (M,) int32 emitter of each record
-    phot: np.ndarray             # (M,) float32 photons in the frame (the stored ground truth)
-    order: np.ndarray            # (M,) int32 records by frame
-    offsets: np.ndarray          # (T + 1,) int64
-    em_xyz: np.ndarray           # (N, 3) x, y px (ROI), z µm
-    em_phase: np.ndarray         # (N, K) rad, Noll (float32: the stored ground truth, not copied)
-    em_mag: np.ndarray | None    # (N, K) or None
+    truth: Any                   # z2t_dask.truth.Truth
     psf: PupilPSF
     camera: Any
     background: float            # photons / px / frame
@@ -181,50 +167,74 @@ class FramePlan:
                      ids: np.ndarray, phot: np.ndarray, xyz: np.ndarray, phase: np.ndarray,
                      mag: np.ndarray | None, psf: PupilPSF, camera: Any, background: float,
                      psf_batch: int = 256) -> "FramePlan":
-        """Order records by frame (stable, so emitters keep their id order within a frame).
+        """A plan over records given as arrays (held in memory; records of a frame keep their order).
 
-        Compact dtypes (int32 indices, float32 photons and coefficients) and no copies of
-        arrays that already have them: the plan of a 10,000-frame full chip refers to ~10^5
-        emitters and ~4·10^5 records, and memory must not grow much with the number of frames.
+        ``frame_ix``, ``ids`` and ``phot`` (M,) per record; ``xyz`` (N, 3), ``phase`` and ``mag``
+        (N, K) per emitter, indexed by id.
         """
-        frame_ix = np.asarray(frame_ix)
-        if frame_ix.size and (frame_ix.min() < 0 or frame_ix.max() >= frames):
-            raise ValueError(f"records/frame_ix must lie in [0, {frames}), got [{frame_ix.min()}, {frame_ix.max()}]")
-        if np.asarray(xyz).shape[0] >= 2**31 or frames >= 2**31:
+        from .emitters import EmitterTable, Records
+        from .truth import InMemoryTruth, TruthPart
+
+        xyz = np.asarray(xyz)
+        n = xyz.shape[0]
+        frame_ix, ids = np.asarray(frame_ix), np.asarray(ids)
+        for name, arr, hi in (("records/frame_ix", frame_ix, frames), ("records/id", ids, n)):
+            if arr.size and (arr.min() < 0 or arr.max() >= hi):
+                raise ValueError(f"{name} must lie in [0, {hi}), got [{arr.min()}, {arr.max()}]")
+        if n >= 2**31 or frames >= 2**31:
             raise ValueError("more than 2**31 - 1 emitters or frames are not supported")
-        frame_ix = frame_ix.astype(np.int32, copy=False)
-        order = np.argsort(frame_ix, kind="stable").astype(np.int32)
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(frame_ix, minlength=frames))]).astype(np.int64)
 
         def real(a: Any) -> np.ndarray:
             a = np.asarray(a)
             return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
 
+        zeros = np.zeros(n)
+        part = TruthPart(
+            emitters=EmitterTable(xyz=real(xyz), intensity=zeros, t0=zeros, on_time=zeros, id=np.arange(n)),
+            records=Records(xyz=real(xyz)[ids], phot=np.asarray(phot).astype(np.float32, copy=False),
+                            frame_ix=frame_ix.astype(np.int32, copy=False), id=ids.astype(np.int32, copy=False),
+                            inside=np.ones(ids.shape, bool)),
+            phase=real(phase), mag=None if mag is None else real(mag))
         return cls(seed=int(seed), frames=int(frames), image_shape=tuple(int(v) for v in image_shape),
-                   frame_ix=frame_ix, ids=np.asarray(ids).astype(np.int32, copy=False),
-                   phot=np.asarray(phot).astype(np.float32, copy=False), order=order, offsets=offsets,
-                   em_xyz=real(xyz),
-                   em_phase=real(phase), em_mag=None if mag is None else real(mag),
-                   psf=psf, camera=camera, background=float(background), psf_batch=int(psf_batch))
+                   truth=InMemoryTruth(part, frames), psf=psf, camera=camera, background=float(background),
+                   psf_batch=int(psf_batch))
 
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(getattr(self.camera, "dtype", np.float32))
 
+    def _all(self):
+        return self.truth.window(0, self.frames)
+
     @property
     def rec_frame(self) -> np.ndarray:
-        """Frames of the records in frame order (a new array)."""
-        return self.frame_ix[self.order]
+        """Frames of all records in render order (materialises the window of every frame)."""
+        return self._all().frame_ix
 
     @property
     def rec_id(self) -> np.ndarray:
-        """Emitter ids of the records in frame order (a new array)."""
-        return self.ids[self.order]
+        """Emitter ids of all records in render order."""
+        return self._all().ids
 
     @property
     def rec_phot(self) -> np.ndarray:
-        """Photons of the records in frame order (a new array)."""
-        return self.phot[self.order]
+        """Photons of all records in render order."""
+        return self._all().phot
+
+    @property
+    def em_xyz(self) -> np.ndarray:
+        """Positions of all emitters by id (materialises the truth)."""
+        return self.truth.materialize().emitters.xyz
+
+    @property
+    def em_phase(self) -> np.ndarray:
+        """Zernike phase of all emitters by id (materialises the truth)."""
+        return self.truth.materialize().phase
+
+    @property
+    def em_mag(self) -> np.ndarray | None:
+        """Zernike magnitude of all emitters by id, or None (materialises the truth)."""
+        return self.truth.materialize().mag
 
 
 @dataclass
@@ -245,33 +255,32 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     y0, y1, x0, x1 = region
     ps = plan.psf.patch_size
     c = ps // 2
-    sel = plan.order[plan.offsets[t0]:plan.offsets[t1]]
-    ids = plan.ids[sel]
-    centre = np.floor(plan.em_xyz[ids, :2] + 0.5).astype(np.int64)
+    win = plan.truth.window(t0, t1)
+    em_xyz = win.em_xyz
+    centre = np.floor(em_xyz[win.em, :2] + 0.5).astype(np.int64)
     cx, cy = centre[:, 0], centre[:, 1]
     keep = np.nonzero((cx + c >= x0) & (cx - c < x1) & (cy + c >= y0) & (cy - c < y1))[0]
-    uniq, inv = np.unique(ids[keep], return_inverse=True)
-    xy = plan.em_xyz[uniq, :2]
+    uniq, inv = np.unique(win.em[keep], return_inverse=True)
+    xy = em_xyz[uniq, :2]
     d = xy - np.floor(xy + 0.5)
     psfs = np.empty((uniq.size, ps, ps), np.float32)
     for b0 in range(0, uniq.size, plan.psf_batch):
         sl = slice(b0, b0 + plan.psf_batch)
-        psfs[sl] = plan.psf.compute(plan.em_phase[uniq[sl]], plan.em_xyz[uniq[sl], 2], d[sl, 0], d[sl, 1],
-                                    None if plan.em_mag is None else plan.em_mag[uniq[sl]])
-    sel = sel[keep]
-    frames_sel = plan.frame_ix[sel]
+        psfs[sl] = plan.psf.compute(win.em_phase[uniq[sl]], em_xyz[uniq[sl], 2], d[sl, 0], d[sl, 1],
+                                    None if win.em_mag is None else win.em_mag[uniq[sl]])
     return _SignalPrep(region=region, psfs=psfs, inv=inv.reshape(-1), cx=cx[keep], cy=cy[keep],
-                       phot=plan.phot[sel], bounds=np.searchsorted(frames_sel, np.arange(t0, t1 + 1)))
+                       phot=win.phot[keep], bounds=np.searchsorted(win.frame_ix[keep], np.arange(t0, t1 + 1)))
 
 
-def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, acc: np.ndarray | None = None) -> np.ndarray:
+def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray) -> np.ndarray:
     """Write the expected signal photons of the ``f``-th frame of ``prep`` into ``out`` (region-sized float32).
 
     Contributions to a pixel are summed in float64 in record order, which does not depend on the
     region: a tile equals the same rectangle of the whole frame bit for bit. Sparse frames (few
-    patches on a large region) visit only the pixels the patches touch, accumulating into
-    ``acc``, a float64 scratch of ``out.size`` zeros reused across frames (returned to zeros);
-    dense ones use one ``bincount`` over the region. Both add in record order: the same sums.
+    patches on a large region) sum over the touched pixels only (their sorted indices, one
+    ``bincount`` over those); dense ones use one ``bincount`` over the region. ``bincount`` adds
+    each bin's contributions sequentially in input (record) order: the same float64 sums either
+    way, and no region-sized float64 scratch.
     """
     y0, y1, x0, x1 = prep.region
     h, w = y1 - y0, x1 - x0
@@ -289,13 +298,11 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, acc: np.ndarray | 
     if 4 * idx.size >= h * w:  # dense (small frames): one pass over the region
         out[...] = np.bincount(idx, weights=wts, minlength=h * w).reshape(h, w)
         return out
-    if acc is None:
-        acc = np.zeros(h * w)
-    np.add.at(acc, idx, wts)  # sequential, in record order (as bincount): the same float64 sums
+    touched, inv = np.unique(idx, return_inverse=True)
+    sums = np.bincount(inv.reshape(-1), weights=wts, minlength=touched.size)
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
-    out.reshape(-1)[idx] = acc[idx]
-    acc[idx] = 0.0
+    out.reshape(-1)[touched] = sums
     return out
 
 
@@ -317,9 +324,8 @@ def expected_signal(plan: FramePlan, t0: int, t1: int, region: Region | None = N
     region = (0, h, 0, w) if region is None else tuple(int(v) for v in region)
     prep = _prepare_signal(plan, t0, t1, region)
     out = np.empty((t1 - t0, region[1] - region[0], region[3] - region[2]), np.float32)
-    acc = np.zeros(out[0].size)
     for f in range(t1 - t0):
-        _frame_signal(prep, f, out[f], acc)
+        _frame_signal(prep, f, out[f])
     return out
 
 
@@ -382,10 +388,9 @@ def render_block(block_info: dict | None = None, *, plan: FramePlan) -> np.ndarr
     blocks = _noise_blocks(plan, (y0, y1, x0, x1), aligned)
     out = np.empty((t1 - t0, y1 - y0, x1 - x0), plan.dtype)
     photons = np.empty((aligned[1] - aligned[0], aligned[3] - aligned[2]), np.float32)
-    acc = np.zeros(photons.size)
     background = np.float32(plan.background)
     for i, t in enumerate(range(t0, t1)):
-        _frame_signal(prep, i, photons, acc)
+        _frame_signal(prep, i, photons)
         photons += background
         for nb in blocks:
             recorded = nb.camera(np.ascontiguousarray(photons[nb.src]), noise_stream(plan.seed, t, nb.row, nb.col))
@@ -473,6 +478,5 @@ def frames_array(plan: FramePlan, chunk_frames: int | None = None, *, tile_size:
 def _plan_token(plan: FramePlan, chunks: Any = None) -> str:
     from dask.base import tokenize
 
-    return tokenize(plan.seed, plan.frames, plan.image_shape, plan.frame_ix, plan.ids, plan.phot,
-                    plan.em_xyz, plan.em_phase, plan.em_mag, repr(plan.psf), repr(plan.camera), plan.background,
-                    NOISE_BLOCK, chunks)
+    return tokenize(plan.seed, plan.frames, plan.image_shape, plan.truth.token(), repr(plan.psf),
+                    repr(plan.camera), plan.background, NOISE_BLOCK, chunks)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,19 @@ def _text(values: np.ndarray) -> np.ndarray:
     return values.astype(str)
 
 
-def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any]) -> Path:
+def write_records_csv(path: str | os.PathLike[str],
+                      records: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> Path:
     """Write the per-frame ground truth as CSV with a header, atomically.
 
     Parameters
     ----------
     path : path-like
         Output file (replaced if it exists).
-    records : mapping
+    records : mapping, or iterable of mappings
         As in ``emitters.h5``: ``frame_ix`` (M,) int, ``id`` (M,) int, ``xyz`` (M, 3)
         [x, y camera px (pixel (r, c) centred at y=r, x=c); z µm], ``phot`` (M,) photons in
-        that frame, optional ``inside`` (M,) bool.
+        that frame, optional ``inside`` (M,) bool. An iterable of such mappings (e.g. the
+        time segments of a long sample) is written part after part, one in memory at a time.
 
     Returns
     -------
@@ -45,6 +47,25 @@ def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any]) 
     Floats are written as the shortest text that reads back to the same float32 value;
     ``inside`` as 1/0, or empty when ``records`` has no ``inside`` column.
     """
+    parts = [records] if isinstance(records, Mapping) else records
+    order = ("frame_ix", "id", "x", "y", "z", "phot", "inside")
+    final = Path(path)
+    with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(",".join(RECORDS_CSV_COLUMNS) + "\n")
+        for part in parts:
+            columns = _columns(part)
+            m = columns["frame_ix"].shape[0]
+            step = 65536
+            for start in range(0, m, step):
+                rows = zip(*(columns[k][start : start + step].tolist() for k in order))
+                fh.write("".join(",".join(row) + "\n" for row in rows))
+    return final
+
+
+def _columns(records: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The text columns of one mapping of records (validated; errors name the column)."""
+    if not isinstance(records, Mapping):
+        raise ValueError(f"records must be a mapping of column name -> array, got {type(records).__name__}")
     for key in ("frame_ix", "id", "xyz", "phot"):
         if key not in records:
             raise ValueError(f"records/{key} is missing (required: frame_ix, id, xyz, phot)")
@@ -74,13 +95,4 @@ def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any]) 
         columns["inside"] = np.where(inside.astype(bool), "1", "0")
     else:
         columns["inside"] = np.full(m, "", dtype="<U1")
-
-    order = ("frame_ix", "id", "x", "y", "z", "phot", "inside")
-    final = Path(path)
-    with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(",".join(RECORDS_CSV_COLUMNS) + "\n")
-        step = 65536
-        for start in range(0, m, step):
-            rows = zip(*(columns[k][start : start + step].tolist() for k in order))
-            fh.write("".join(",".join(row) + "\n" for row in rows))
-    return final
+    return columns

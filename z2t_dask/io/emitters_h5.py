@@ -41,6 +41,7 @@ __all__ = [
     "EmittersFile",
     "read_emitters_h5",
     "write_emitters_h5",
+    "write_emitters_h5_parts",
 ]
 
 #: Units string of every ``xyz`` dataset (coordinate convention included).
@@ -249,21 +250,64 @@ def write_emitters_h5(
         one beyond ``frames``), or unusable attribute values; the message names the
         dataset or attribute.
     """
-    import h5py
-
     em = _table("emitters", emitters, EMITTER_DTYPES)
     rec = _table("records", records, RECORD_DTYPES)
     n = em["xyz"].shape[0]
     zc = _zernike(zernike_coeffs, n)
-    ids = rec["id"]
-    if ids.size and (ids.min() < 0 or ids.max() >= n):
-        raise ValueError(f"records/id must be in [0, {n}) (rows of emitters/*), got [{ids.min()}, {ids.max()}]")
-    fix = rec["frame_ix"]
-    if fix.size and fix.min() < 0:
-        raise ValueError(f"records/frame_ix must be >= 0, got minimum {fix.min()}")
+    return write_emitters_h5_parts(path, [(em, rec, zc)], n_emitters=n, n_records=rec["xyz"].shape[0],
+                                   attrs=attrs, frames=frames, units=units, frames_compression=frames_compression)
+
+
+def write_emitters_h5_parts(
+    path: str | os.PathLike[str],
+    parts: Iterable[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any] | None]],
+    *,
+    n_emitters: int,
+    n_records: int,
+    n_modes: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    frames: Any = None,
+    units: Mapping[str, str] | None = None,
+    frames_compression: str | None = None,
+) -> Path:
+    """Write an ``emitters.h5`` from consecutive parts of the truth, one part in memory at a time.
+
+    The layout, validation and atomicity of :func:`write_emitters_h5`; a long sample's truth
+    is streamed (e.g. one time segment per part) into datasets created at their final size.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file (replaced if it exists; appears only when complete).
+    parts : iterable of (emitters, records, zernike_coeffs)
+        Mappings as in :func:`write_emitters_h5`, of consecutive emitters and their records, in
+        the order they are to be stored. ``records/id`` are the file's emitter ids (in
+        ``[0, n_emitters)``). Every part has the same columns (``zernike_coeffs`` in all or none).
+    n_emitters, n_records : int
+        Total rows of ``emitters/*`` and ``records/*`` (checked against the parts).
+    n_modes : int, optional
+        Columns K of ``zernike_coeffs/*`` (checked; default that of the first part).
+    attrs, frames, units, frames_compression
+        As in :func:`write_emitters_h5`.
+
+    Returns
+    -------
+    pathlib.Path
+        The final path.
+
+    Raises
+    ------
+    ValueError
+        As :func:`write_emitters_h5`; also when the parts hold other totals than announced or
+        their columns differ. The message names the dataset.
+    """
+    import h5py
+
+    n_total, m_total = int(n_emitters), int(n_records)
+    if n_total < 0 or m_total < 0:
+        raise ValueError(f"n_emitters and n_records must be >= 0, got {n_emitters}, {n_records}")
     if frames_compression not in FRAME_COMPRESSIONS:
         raise ValueError(f"frames_compression must be one of None, 'none', 'gzip', 'lzf', got {frames_compression!r}")
-
     root = dict(attrs or {})
     root.setdefault("z2t_dask_version", _package_version())
     root.setdefault(
@@ -271,30 +315,73 @@ def write_emitters_h5(
         "x = column, y = row, pixel (r, c) centred at (y=r, x=c), camera px; z in um",
     )
     encoded = {str(k): encode_attr(str(k), v) for k, v in root.items()}
-
-    written = [f"emitters/{k}" for k in em] + [f"records/{k}" for k in rec] + [f"zernike_coeffs/{k}" for k in zc]
-    if frames is not None:
-        written.append("frames")
     all_units = {**DEFAULT_UNITS, **dict(units or {})}
-    unknown = set(units or {}) - set(written)
-    if unknown:
-        raise ValueError(f"units given for datasets that are not written: {sorted(unknown)}")
 
     final = Path(path)
     with atomic_path(final) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in encoded.items():
                 f.attrs[key] = value
-            for group, table in (("emitters", em), ("records", rec), ("zernike_coeffs", zc)):
-                if not table:
-                    continue
-                g = f.create_group(group)
-                for key, arr in table.items():
-                    g.create_dataset(key, data=arr)
+            written: list[str] = []
+            n_done = m_done = 0
+            max_frame = -1
+            for i, (emitters, records, zernike) in enumerate(parts):
+                em = _table("emitters", emitters, EMITTER_DTYPES)
+                rec = _table("records", records, RECORD_DTYPES)
+                n, m = em["xyz"].shape[0], rec["xyz"].shape[0]
+                zc = _zernike(zernike, n)
+                if n_done + n > n_total or m_done + m > m_total:
+                    raise ValueError(f"the parts hold more than n_emitters={n_total} emitters or "
+                                     f"n_records={m_total} records")
+                ids = rec["id"]
+                if ids.size and (ids.min() < 0 or ids.max() >= n_total):
+                    raise ValueError(f"records/id must be in [0, {n_total}) (rows of emitters/*), "
+                                     f"got [{ids.min()}, {ids.max()}]")
+                fix = rec["frame_ix"]
+                if fix.size:
+                    if fix.min() < 0:
+                        raise ValueError(f"records/frame_ix must be >= 0, got minimum {fix.min()}")
+                    max_frame = max(max_frame, int(fix.max()))
+                tables = {"emitters": (em, n_total, n_done), "records": (rec, m_total, m_done),
+                          "zernike_coeffs": (zc, n_total, n_done)}
+                if i == 0:
+                    if n_modes is not None and zc and zc["phase"].shape[1] != n_modes:
+                        raise ValueError(f"zernike_coeffs/phase must have {n_modes} columns, got {zc['phase'].shape[1]}")
+                    for group, (table, rows, _) in tables.items():
+                        if table:
+                            g = f.create_group(group)
+                            for key, arr in table.items():
+                                g.create_dataset(key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype)
+                                written.append(f"{group}/{key}")
+                    unknown = set(units or {}) - set(written) - {"frames"}
+                    if unknown:
+                        raise ValueError(f"units given for datasets that are not written: {sorted(unknown)}")
+                for group, (table, _, done) in tables.items():
+                    expected = {name.split("/", 1)[1] for name in written if name.startswith(group + "/")}
+                    if set(table) != expected:
+                        raise ValueError(f"part {i}: {group} columns {sorted(table)} differ from the first "
+                                         f"part's {sorted(expected)}")
+                    for key, arr in table.items():
+                        ds = f[f"{group}/{key}"]
+                        if arr.shape[1:] != ds.shape[1:]:
+                            raise ValueError(f"part {i}: {group}/{key} has shape {arr.shape}, the dataset "
+                                             f"{ds.shape}")
+                        if arr.shape[0]:
+                            ds[done:done + arr.shape[0]] = arr
+                n_done += n
+                m_done += m
+            if not written:
+                raise ValueError("no parts given (at least one, possibly empty, is needed)")
+            if (n_done, m_done) != (n_total, m_total):
+                raise ValueError(f"the parts hold {n_done} emitters and {m_done} records, "
+                                 f"expected n_emitters={n_total} and n_records={m_total}")
             if frames is not None:
                 t = write_frames_dataset(f, frames, compression=frames_compression)
-                if fix.size and fix.max() >= t:
-                    raise ValueError(f"records/frame_ix must be < {t} (frames written), got maximum {fix.max()}")
+                written.append("frames")
+                if max_frame >= t:
+                    raise ValueError(f"records/frame_ix must be < {t} (frames written), got maximum {max_frame}")
+            elif "frames" in (units or {}):
+                raise ValueError("units given for datasets that are not written: ['frames']")
             for name in written:
                 if name in all_units:
                     f[name].attrs["units"] = str(all_units[name])

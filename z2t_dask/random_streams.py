@@ -1,0 +1,23 @@
+"""The deterministic random streams of a sample (no global random state, ever).
+
+Every draw of a sample comes from ``numpy.random.SeedSequence(seed, spawn_key=(purpose, ...))``:
+the stream of ``(seed, purpose, *keys)`` is independent of every other key and O(1) to create,
+so frame ``t``'s noise or time segment ``k``'s emitters are the same whatever the chunking, the
+worker count or the scheduler.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "stream"]
+
+#: Spawn-key purpose of the emitter (ground-truth) streams: ``(0,)`` for the segment counts and
+#: one-segment samples, ``(0, 1, k)`` for time segment ``k`` (see :mod:`z2t_dask.truth`).
+PURPOSE_EMITTERS = 0
+#: Spawn-key purpose of the camera-noise streams ``(1, frame, block_row, block_col)``.
+PURPOSE_NOISE = 1
+
+
+def stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
+    """The random stream of ``(seed, purpose, *keys)``: independent, O(1) to create, never global."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(purpose), *map(int, keys))))

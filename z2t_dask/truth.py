@@ -1,0 +1,459 @@
+"""The ground truth of one sample: drawn in time segments, regenerated on demand, streamed.
+
+A long full-chip sample (10,000 frames at ~40 emitters per frame) has ~10^5 emitters, ~4·10^5
+records and ~10^5 × 21 Zernike coefficients. Holding them all made the memory of a write grow
+with the number of frames. Here the truth of a long sample is a pure function of
+``(config, seed, Zmap, segment)`` that is drawn one *time segment* at a time:
+
+* the emitters are split by their first-on (activation) time into segments of
+  :data:`TRUTH_SEGMENT_FRAMES` frames (the first and last segments also take the activation
+  padding before frame 0 and after frame T - 1, see :func:`~z2t_dask.emitters.activation_window`);
+* the number of emitters of each segment is one multinomial draw over the segments with
+  probabilities proportional to their activation windows (stream ``(PURPOSE_EMITTERS,)``), and
+  segment ``k`` draws its emitters from its own stream ``(PURPOSE_EMITTERS, 1, k)`` with
+  activation times uniform in its window. A multinomial split of i.i.d. uniform draws, each part
+  uniform on its sub-window, is the same distribution as one draw over the whole movie;
+* emitter ids run on from segment to segment, so the concatenated truth is ordered by id (then
+  frame) like a single draw;
+* a sample of at most :data:`TRUTH_SEGMENT_FRAMES` frames is one segment drawn from
+  ``(PURPOSE_EMITTERS,)`` exactly as before segments existed (the same bytes).
+
+Frame blocks ask for the records of their frames (:meth:`Truth.window`): only the segments whose
+records reach those frames are generated, and a few are kept in a small per-process cache.
+Writers stream the truth segment by segment (:meth:`Truth.parts`). Memory is then bounded by a
+few segments, whatever the number of frames.
+
+A sample rendered from an existing ``emitters.h5`` holds its truth in memory
+(:class:`InMemoryTruth`).
+"""
+from __future__ import annotations
+
+import mmap
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from .config import SimulationConfig
+from .emitters import EmitterTable, Records, activation_window, make_records, sample_emitters
+from .random_streams import PURPOSE_EMITTERS, stream
+from .zmap import Zmap
+
+__all__ = ["TRUTH_SEGMENT_FRAMES", "SEGMENT_CACHE", "TruthPart", "RecordWindow", "Truth", "InMemoryTruth",
+           "SegmentedTruth", "phase_for", "compact_records"]
+
+#: Frames of activation time per segment. Part of the random-stream definition (changing it
+#: changes the emitters of samples longer than it), so it is not a setting.
+TRUTH_SEGMENT_FRAMES = 1000
+#: Segments kept per process (a frame block needs one or two; the writers walk them in order).
+SEGMENT_CACHE = 3
+
+
+def phase_for(cfg: SimulationConfig, zmap: Zmap, xy_roi: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-emitter Zernike coefficients (Noll, rad RMS) at ROI positions ``xy_roi`` (N, 2) px.
+
+    The Zmap's phase at the chip position (ROI + ``tiff.crop_offset``) times ``zernike.scale``,
+    plus ``psf.fixed_zernike`` unless ``optical.ignore_fixed_psf_coeffs``; the magnitude
+    coefficients or None. Each row depends only on its own position.
+    """
+    x0, y0 = cfg.crop_offset_xy
+    phase, mag = zmap.coefficients(xy_roi[:, 0] + x0, xy_roi[:, 1] + y0, method=cfg.zernike.interpolation_method)
+    phase = phase * cfg.zernike.scale
+    if not cfg.optical.ignore_fixed_psf_coeffs:
+        for j, v in cfg.psf.fixed_zernike.items():
+            phase[:, j - 1] += v
+    return phase, mag
+
+
+def compact_records(records: Records) -> Records:
+    """``records`` with float32 positions and photons and int32 frames and ids (values unchanged:
+    positions and photons are float32 numbers, as stored in ``emitters.h5``)."""
+    n = len(records)
+    for name, arr in (("frame_ix", records.frame_ix), ("id", records.id)):
+        if n and (arr.min() < 0 or arr.max() >= 2**31):
+            raise ValueError(f"records/{name} must lie in [0, 2**31), got [{arr.min()}, {arr.max()}]")
+    return Records(xyz=np.asarray(records.xyz, np.float32), phot=np.asarray(records.phot, np.float32),
+                   frame_ix=np.asarray(records.frame_ix, np.int32), id=np.asarray(records.id, np.int32),
+                   inside=np.asarray(records.inside, bool))
+
+
+@dataclass
+class RecordWindow:
+    """The records of frames ``[t0, t1)`` in render order, with the emitters they refer to.
+
+    Records are ordered by frame, then by their order in the truth (emitter id for simulated
+    samples): the order a pixel's contributions are summed in, whatever the chunking.
+    """
+
+    frame_ix: np.ndarray         # (R,) int32, non-decreasing
+    ids: np.ndarray              # (R,) emitter id of each record
+    em: np.ndarray               # (R,) row of em_* of each record
+    phot: np.ndarray             # (R,) float32 photons in the frame
+    em_xyz: np.ndarray           # (U, 3) x, y px (ROI), z µm
+    em_phase: np.ndarray         # (U, K) rad, Noll
+    em_mag: np.ndarray | None    # (U, K) or None
+
+
+@dataclass
+class TruthPart:
+    """The truth of a run of consecutive emitters (one time segment, or a whole sample).
+
+    Attributes
+    ----------
+    emitters : EmitterTable
+        Per-emitter truth; ``id`` are the sample's ids (``id0 .. id0 + n - 1``).
+    records : Records
+        Per-(emitter, frame) truth, compact dtypes, ``id`` the sample's ids.
+    phase, mag : ndarray (n, K) float32, mag or None
+        Per-emitter Zernike coefficients (Noll, rad RMS).
+    id0 : int
+        Id of the first emitter.
+    """
+
+    emitters: EmitterTable
+    records: Records
+    phase: np.ndarray
+    mag: np.ndarray | None
+    id0: int = 0
+    _index: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def frame_index(self, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, offsets)``: records by frame (stable) and frame ``t``'s slice ``offsets[t]:offsets[t+1]``."""
+        if self._index is None:
+            fix = self.records.frame_ix
+            order = np.argsort(fix, kind="stable").astype(np.int32)
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(fix, minlength=frames))]).astype(np.int64)
+            self._index = (order, offsets)
+        return self._index
+
+    def window(self, t0: int, t1: int, frames: int) -> RecordWindow:
+        """Records of frames ``[t0, t1)``; ``em`` indexes this part's own emitter arrays (no copies)."""
+        order, offsets = self.frame_index(frames)
+        sel = order[offsets[t0]:offsets[t1]]
+        ids = self.records.id[sel]
+        em = ids - np.int32(self.id0) if self.id0 else ids
+        return RecordWindow(frame_ix=self.records.frame_ix[sel], ids=ids, em=em, phot=self.records.phot[sel],
+                            em_xyz=self.emitters.xyz, em_phase=self.phase, em_mag=self.mag)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays of this part."""
+        arrays = [*vars(self.emitters).values(), *vars(self.records).values(), self.phase, self.mag]
+        if self._index is not None:
+            arrays += list(self._index)
+        return int(sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
+
+
+def _private_copy(part: TruthPart, frames: int) -> TruthPart:
+    """``part`` (with its frame index) copied into one anonymous memory mapping of its own.
+
+    Segments are drawn inside render tasks, between the tasks' large temporaries; left in the
+    malloc heap, each long-lived segment sits among freed blocks and keeps the heap from
+    shrinking, so the resident memory of a long write rose by ~20 MiB per new segment until the
+    cache was full (measured: W3 at 10,000 frames). In a mapping of its own, a segment is
+    returned to the OS whole when it leaves the cache.
+    """
+    order, offsets = part.frame_index(frames)
+    arrays = {"e": vars(part.emitters), "r": vars(part.records),
+              "x": {"phase": part.phase, "mag": part.mag, "order": order, "offsets": offsets}}
+    flat = [(g, k, a) for g, cols in arrays.items() for k, a in cols.items() if isinstance(a, np.ndarray)]
+    sizes = [-(-a.nbytes // 64) * 64 for _, _, a in flat]
+    buf = np.frombuffer(mmap.mmap(-1, max(1, sum(sizes))), np.uint8)
+    copies: dict[str, dict[str, Any]] = {g: dict(cols) for g, cols in arrays.items()}
+    off = 0
+    for (g, k, a), size in zip(flat, sizes):
+        view = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        copies[g][k] = view
+        off += size
+    x = copies["x"]
+    return TruthPart(emitters=EmitterTable(**copies["e"]), records=Records(**copies["r"]), phase=x["phase"],
+                     mag=x["mag"], id0=part.id0, _index=(x["order"], x["offsets"]))
+
+
+def _compact_window(win: RecordWindow) -> RecordWindow:
+    """``win`` with only the emitters its records refer to (rows in id order)."""
+    uniq, inv = np.unique(win.em, return_inverse=True)
+    return RecordWindow(frame_ix=win.frame_ix, ids=win.ids, em=inv.reshape(-1), phot=win.phot, em_xyz=win.em_xyz[uniq],
+                        em_phase=win.em_phase[uniq], em_mag=None if win.em_mag is None else win.em_mag[uniq])
+
+
+def _join_windows(wins: list[RecordWindow]) -> RecordWindow:
+    """One window of the windows of consecutive parts: by frame, then part (id) order."""
+    wins = [_compact_window(w) for w in wins]
+    base = np.cumsum([0] + [w.em_xyz.shape[0] for w in wins])
+    frame_ix = np.concatenate([w.frame_ix for w in wins])
+    ids = np.concatenate([w.ids for w in wins])
+    em = np.concatenate([w.em + b for w, b in zip(wins, base)])
+    phot = np.concatenate([w.phot for w in wins])
+    order = np.argsort(frame_ix, kind="stable")
+    k = wins[0].em_phase.shape[1]
+    mag = None
+    if any(w.em_mag is not None for w in wins):
+        mag = np.concatenate([np.zeros((w.em_xyz.shape[0], k), np.float32) if w.em_mag is None else w.em_mag
+                              for w in wins])
+    return RecordWindow(frame_ix=frame_ix[order], ids=ids[order], em=em[order], phot=phot[order],
+                        em_xyz=np.concatenate([w.em_xyz for w in wins]),
+                        em_phase=np.concatenate([w.em_phase for w in wins]), em_mag=mag)
+
+
+def _concat_parts(parts: list[TruthPart], n_modes: int) -> TruthPart:
+    """One part holding all of ``parts`` (consecutive ids) in order."""
+    if len(parts) == 1:
+        return parts[0]
+    e = [p.emitters for p in parts]
+    r = [p.records for p in parts]
+    table = EmitterTable(**{k: np.concatenate([getattr(t, k) for t in e]) for k in vars(e[0])})
+    records = Records(**{k: np.concatenate([getattr(t, k) for t in r]) for k in vars(r[0])})
+    mag = None
+    if any(p.mag is not None for p in parts):
+        mag = np.concatenate([np.zeros((len(p.emitters), n_modes), np.float32) if p.mag is None else p.mag
+                              for p in parts])
+    return TruthPart(emitters=table, records=records, phase=np.concatenate([p.phase for p in parts]), mag=mag,
+                     id0=parts[0].id0)
+
+
+class Truth:
+    """The ground truth of a sample, as parts of consecutive emitters.
+
+    Attributes
+    ----------
+    frames : int
+        Frames T of the sample.
+    n_emitters, n_records : int
+        Totals over all parts.
+    n_modes : int
+        Zernike modes K per emitter.
+    """
+
+    frames: int
+    n_emitters: int
+    n_records: int
+    n_modes: int
+
+    def parts(self) -> Iterator[TruthPart]:
+        """The parts in id order (generated one at a time where the truth is segmented)."""
+        raise NotImplementedError
+
+    def window(self, t0: int, t1: int) -> RecordWindow:
+        """Records of frames ``[t0, t1)`` in render order (by frame, then emitter id)."""
+        raise NotImplementedError
+
+    def materialize(self) -> TruthPart:
+        """The whole truth in memory (kept: later calls return the same part)."""
+        raise NotImplementedError
+
+    def token(self) -> str:
+        """A deterministic identifier of the truth (for dask keys)."""
+        raise NotImplementedError
+
+
+class InMemoryTruth(Truth):
+    """A truth given as arrays (e.g. an existing ``emitters.h5``): one part, records in any order."""
+
+    def __init__(self, part: TruthPart, frames: int):
+        fix = part.records.frame_ix
+        if fix.size and (fix.min() < 0 or fix.max() >= frames):
+            raise ValueError(f"records/frame_ix must lie in [0, {frames}), got [{fix.min()}, {fix.max()}]")
+        if len(part.emitters) >= 2**31 or frames >= 2**31:
+            raise ValueError("more than 2**31 - 1 emitters or frames are not supported")
+        self.part = part
+        self.frames = int(frames)
+        self.n_emitters = len(part.emitters)
+        self.n_records = len(part.records)
+        self.n_modes = int(part.phase.shape[1])
+
+    def parts(self) -> Iterator[TruthPart]:
+        yield self.part
+
+    def window(self, t0: int, t1: int) -> RecordWindow:
+        return self.part.window(t0, t1, self.frames)
+
+    def materialize(self) -> TruthPart:
+        return self.part
+
+    def token(self) -> str:
+        from dask.base import tokenize
+
+        p = self.part
+        return tokenize(self.frames, *vars(p.emitters).values(), *vars(p.records).values(), p.phase, p.mag)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Summary of one time segment (what is known without holding it)."""
+
+    index: int
+    window: tuple[float, float]  # activation times [lo, hi), frames
+    n_emitters: int
+    id0: int
+    n_records: int
+    first_frame: int             # frames of its records: [first_frame, last_frame]; empty: T, -1
+    last_frame: int
+
+
+class SegmentedTruth(Truth):
+    """The truth of a simulated sample, drawn per time segment and regenerated on demand.
+
+    Parameters
+    ----------
+    cfg : SimulationConfig
+        The resolved config (emitters, image, Zmap scaling and fixed coefficients).
+    seed : int
+        The sample seed.
+    zmap : Zmap
+        Where the per-emitter coefficients come from.
+    segment_frames : int
+        Frames of activation time per segment (default :data:`TRUTH_SEGMENT_FRAMES`; part of
+        the random-stream definition).
+    cache_segments : int
+        Segments kept in memory per process (LRU).
+
+    Notes
+    -----
+    Construction draws every segment once (without its aberrations) to learn its size and the
+    frames its records reach, keeping nothing but that summary (a one-segment truth is kept).
+    The object pickles without its cache, so each worker regenerates what it needs.
+    """
+
+    def __init__(self, cfg: SimulationConfig, seed: int, zmap: Zmap, *, segment_frames: int = TRUTH_SEGMENT_FRAMES,
+                 cache_segments: int = SEGMENT_CACHE):
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.zmap = zmap
+        self.segment_frames = int(segment_frames)
+        self.cache_segments = max(1, int(cache_segments))
+        self.frames = int(cfg.emitters.frames)
+        self.n_modes = int(cfg.psf.n_modes)
+        self._init_cache()
+        self._pinned: TruthPart | None = None
+        self._full: TruthPart | None = None
+        windows = self._windows()
+        self.n_segments = len(windows)
+        if len(windows) == 1:
+            counts = [int(cfg.emitters.num_emitters)]
+        else:  # the segment sizes: one multinomial draw over the activation windows
+            lengths = np.array([hi - lo for lo, hi in windows])
+            counts = stream(self.seed, PURPOSE_EMITTERS).multinomial(int(cfg.emitters.num_emitters),
+                                                                     lengths / lengths.sum()).tolist()
+        segments, id0 = [], 0
+        for k, (win, n) in enumerate(zip(windows, counts)):
+            seg = _Segment(index=k, window=win, n_emitters=int(n), id0=id0, n_records=0, first_frame=self.frames,
+                           last_frame=-1)
+            table, records = self._draw(seg)
+            fix = records.frame_ix
+            segments.append(_Segment(index=k, window=win, n_emitters=int(n), id0=id0, n_records=len(records),
+                                     first_frame=int(fix.min()) if fix.size else self.frames,
+                                     last_frame=int(fix.max()) if fix.size else -1))
+            if len(windows) == 1:
+                self._pinned = self._with_phase(table, records, id0)
+            id0 += int(n)
+        self.segments: tuple[_Segment, ...] = tuple(segments)
+        self.n_emitters = id0
+        self.n_records = sum(s.n_records for s in segments)
+
+    # -- segments ---------------------------------------------------------------------------
+
+    def _windows(self) -> list[tuple[float, float]]:
+        """Activation windows of the segments: edges at multiples of ``segment_frames``."""
+        lo, hi = activation_window(self.cfg.emitters)
+        k = max(1, -(-self.frames // self.segment_frames))
+        edges = [lo] + [float(i * self.segment_frames) for i in range(1, k)] + [hi]
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a] or [(lo, hi)]
+
+    def _draw(self, seg: _Segment) -> tuple[EmitterTable, Records]:
+        """The emitters and records of one segment (ids from ``seg.id0``), without aberrations."""
+        cfg = self.cfg
+        if self.n_segments == 1:
+            rng = stream(self.seed, PURPOSE_EMITTERS)
+            table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy)
+        else:
+            rng = stream(self.seed, PURPOSE_EMITTERS, 1, seg.index)
+            table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy, n=seg.n_emitters,
+                                               window=seg.window)
+        records = compact_records(make_records(table, intervals, self.frames, cfg.image_shape))
+        if seg.id0:
+            table.id = table.id + seg.id0
+            records.id = records.id + np.int32(seg.id0)
+        return table, records
+
+    def _with_phase(self, table: EmitterTable, records: Records, id0: int) -> TruthPart:
+        phase, mag = phase_for(self.cfg, self.zmap, table.xyz[:, :2])
+        return TruthPart(emitters=table, records=records, phase=np.ascontiguousarray(phase, np.float32),
+                         mag=None if mag is None else np.ascontiguousarray(mag, np.float32), id0=id0)
+
+    def segment(self, k: int) -> TruthPart:
+        """The truth of segment ``k`` (from the cache, or drawn again: the same values)."""
+        if self._pinned is not None:
+            return self._pinned
+        with self._lock:
+            part = self._cache.get(k)
+            if part is not None:
+                self._cache.move_to_end(k)
+                return part
+            seg = self.segments[k]
+            part = _private_copy(self._with_phase(*self._draw(seg), seg.id0), self.frames)
+            self._cache[k] = part
+            while len(self._cache) > self.cache_segments:
+                self._cache.popitem(last=False)
+            return part
+
+    def cached_bytes(self) -> int:
+        """Bytes held by the cached segments (0 for a pinned one-segment truth)."""
+        with self._lock:
+            return sum(p.nbytes for p in self._cache.values())
+
+    # -- Truth ------------------------------------------------------------------------------
+
+    def parts(self) -> Iterator[TruthPart]:
+        if self._full is not None:
+            yield self._full
+            return
+        for s in self.segments:
+            yield self.segment(s.index)
+
+    def window(self, t0: int, t1: int) -> RecordWindow:
+        if self._pinned is not None:
+            return self._pinned.window(t0, t1, self.frames)
+        hit = [s for s in self.segments if s.first_frame < t1 and s.last_frame >= t0]
+        if not hit:
+            k = self.n_modes
+            return RecordWindow(frame_ix=np.zeros(0, np.int32), ids=np.zeros(0, np.int32), em=np.zeros(0, np.int32), phot=np.zeros(0, np.float32),
+                                em_xyz=np.zeros((0, 3)), em_phase=np.zeros((0, k), np.float32), em_mag=None)
+        wins = [self.segment(s.index).window(t0, t1, self.frames) for s in hit]
+        return wins[0] if len(wins) == 1 else _join_windows(wins)
+
+    def materialize(self) -> TruthPart:
+        if self._pinned is not None:
+            return self._pinned
+        if self._full is None:
+            parts = [self._with_phase(*self._draw(s), s.id0) for s in self.segments]
+            self._full = _concat_parts(parts, self.n_modes)
+        return self._full
+
+    def token(self) -> str:
+        from dask.base import tokenize
+
+        from .config import config_to_dict
+
+        return tokenize(config_to_dict(self.cfg), self.seed, self.zmap.describe(), self.segment_frames,
+                        [vars(s) for s in self.segments])
+
+    # -- pickling (no cache, no lock) -------------------------------------------------------
+
+    def _init_cache(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[int, TruthPart] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for key in ("_lock", "_cache", "_full"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._full = None
+        self._init_cache()
