@@ -17,6 +17,8 @@ Run::
     python -m benchmarks.bench_fullchip w3 --frames 1000 2000  # shorter check
     python -m benchmarks.bench_fullchip run --frames 200 --format ome-zarr   # one measurement
     python -m benchmarks.bench_fullchip profile --frames 20    # where the time goes (cProfile, 1 thread)
+    python -m benchmarks.bench_fullchip timeline --frames 10000 --seconds 100 --format ome-zarr
+                                                               # RSS max / median per 5-s window
 
 Outputs go to a temporary folder under ``--tmp`` (default: the system's) and are deleted.
 Environment variables reach the measured processes, e.g. ``MALLOC_ARENA_MAX=2`` (fewer glibc
@@ -104,20 +106,65 @@ def profile(frames: int) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
+def _save_for_timeline(frames: int, fmt: str, out: str) -> None:
+    import z2t_dask as z2t
+
+    z2t.simulate(z2t.load_config(fullchip_config(frames, fmt)), seed=1).save(out)
+
+
+def timeline(frames: int, fmt: str, tmp: Path, seconds: float, window: float = 5.0) -> None:
+    """RSS of a fresh process simulating and saving, every 20 ms; max and median per window.
+
+    The write is stopped after ``seconds`` (the process is killed, its output deleted), so the
+    first part of a long write can be compared with a short one.
+    """
+    import multiprocessing
+
+    import numpy as np
+    import psutil
+
+    print(f"timeline: {frames} frames 1200x1200 -> {fmt}, first {seconds:.0f} s, on {machine()}")
+    child = multiprocessing.get_context("spawn").Process(target=_save_for_timeline,
+                                                          args=(frames, fmt, str(tmp / "timeline")))
+    child.start()
+    proc, t0, samples = psutil.Process(child.pid), time.perf_counter(), []
+    try:
+        while child.is_alive() and time.perf_counter() - t0 < seconds:
+            try:
+                samples.append((time.perf_counter() - t0, proc.memory_info().rss / 2**20))
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.join()
+    a = np.array(samples)
+    for k in range(int(a[-1, 0] // window) + 1):
+        m = (a[:, 0] >= k * window) & (a[:, 0] < (k + 1) * window)
+        if m.any():
+            print(f"  {k * window:5.0f}-{(k + 1) * window:5.0f} s: RSS max {a[m, 1].max():.0f} MiB, "
+                  f"median {np.median(a[m, 1]):.0f} MiB")
+    print(f"  peak {a[:, 1].max():.0f} MiB at {a[a[:, 1].argmax(), 0]:.1f} s", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workload", choices=["w2", "w3", "run", "profile"])
+    ap.add_argument("workload", choices=["w2", "w3", "run", "profile", "timeline"])
     ap.add_argument("--frames", type=int, nargs="+", default=None)
     ap.add_argument("--format", default=None, choices=["ome-tiff", "ome-zarr", "hdf5"])
     ap.add_argument("--tmp", default=None, help="folder for the outputs (default: system temp)")
     ap.add_argument("--scheduler", default="threads")
     ap.add_argument("--json", action="store_true", help="run: print the result as JSON")
+    ap.add_argument("--seconds", type=float, default=100.0, help="timeline: how long to sample")
     args = ap.parse_args(argv)
     if args.workload == "profile":
         profile((args.frames or [20])[0])
         return
     tmp_root = Path(tempfile.mkdtemp(prefix="z2t-fullchip-", dir=args.tmp))
     try:
+        if args.workload == "timeline":
+            timeline((args.frames or [10000])[0], args.format or "ome-zarr", tmp_root, args.seconds)
+            return
         if args.workload == "run":
             r = run_one((args.frames or [200])[0], args.format or "ome-tiff", tmp_root, args.scheduler)
             print(json.dumps(r) if args.json else _report(r))

@@ -158,3 +158,28 @@ def test_write_parts_checks_totals_and_columns_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"records/id must be in \[0, 5\)"):
         write_emitters_h5_parts(bad, [_part(3, 2), _part(2, 4, id0=5)], n_emitters=5, n_records=6)
     assert not bad.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["e.h5"]
+
+
+def test_segmented_sample_renders_the_same_in_other_processes():
+    """Workers get the truth without its cache and draw the segments again: the same bytes."""
+    s = z2t.simulate(long_config(frames=TRUTH_SEGMENT_FRAMES + 300, num_emitters=600), seed=8, chunk_frames=100)
+    assert s.truth.n_segments == 2
+    threads = s.frames.compute(scheduler="threads")
+    procs = s.frames.compute(scheduler="processes", num_workers=2)
+    np.testing.assert_array_equal(procs, threads)
+
+
+def test_frames_no_segment_reaches_are_background_only():
+    s = z2t.simulate({**long_config(num_emitters=3), "camera": {"model": "none"}}, seed=4, chunk_frames=50)
+    truth = s.truth
+    reached = np.zeros(T_LONG, bool)
+    for seg in truth.segments:
+        reached[max(seg.first_frame, 0):seg.last_frame + 1] = True
+    empty = np.flatnonzero(~reached)
+    assert empty.size > 1000                                     # 3 emitters: most frames are reached by none
+    w = truth.window(int(empty[0]), int(empty[0]) + 1)
+    assert w.frame_ix.size == 0 and w.em_phase.shape == (0, truth.n_modes)
+    frames = s.compute()
+    np.testing.assert_array_equal(frames[empty], np.float32(5.0))   # background photons, no noise
+    lit = np.unique(s.records.frame_ix)
+    assert np.all(frames[lit].max(axis=(1, 2)) > 5.0)

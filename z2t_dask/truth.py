@@ -420,7 +420,8 @@ class SegmentedTruth(Truth):
         hit = [s for s in self.segments if s.first_frame < t1 and s.last_frame >= t0]
         if not hit:
             k = self.n_modes
-            return RecordWindow(frame_ix=np.zeros(0, np.int32), ids=np.zeros(0, np.int32), em=np.zeros(0, np.int32), phot=np.zeros(0, np.float32),
+            none = np.zeros(0, np.int32)
+            return RecordWindow(frame_ix=none, ids=none, em=none, phot=np.zeros(0, np.float32),
                                 em_xyz=np.zeros((0, 3)), em_phase=np.zeros((0, k), np.float32), em_mag=None)
         wins = [self.segment(s.index).window(t0, t1, self.frames) for s in hit]
         return wins[0] if len(wins) == 1 else _join_windows(wins)
