@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .config import CameraConfig, SimulationConfig
 from .optics.psf import PupilPSF
 from .optics.psf_library import PSFLibrary, cached_library
 from .random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
+
+if TYPE_CHECKING:
+    from .truth import RecordWindow, Truth
 
 __all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "NOISE_BLOCK", "DEFAULT_CHUNK_MB", "MAX_AUTO_CHUNK_FRAMES",
            "stream", "noise_stream", "FramePlan", "build_camera", "build_psf_model", "expected_signal",
@@ -156,54 +159,17 @@ class FramePlan:
     seed: int
     frames: int
     image_shape: tuple[int, int]
-    truth: Any                   # z2t_dask.truth.Truth
+    truth: "Truth"
     psf: PupilPSF
     camera: Any
     background: float            # photons / px / frame
     psf_batch: int = 256
 
-    @classmethod
-    def from_records(cls, *, seed: int, frames: int, image_shape: tuple[int, int], frame_ix: np.ndarray,
-                     ids: np.ndarray, phot: np.ndarray, xyz: np.ndarray, phase: np.ndarray,
-                     mag: np.ndarray | None, psf: PupilPSF, camera: Any, background: float,
-                     psf_batch: int = 256) -> "FramePlan":
-        """A plan over records given as arrays (held in memory; records of a frame keep their order).
-
-        ``frame_ix``, ``ids`` and ``phot`` (M,) per record; ``xyz`` (N, 3), ``phase`` and ``mag``
-        (N, K) per emitter, indexed by id.
-        """
-        from .emitters import EmitterTable, Records
-        from .truth import InMemoryTruth, TruthPart
-
-        xyz = np.asarray(xyz)
-        n = xyz.shape[0]
-        frame_ix, ids = np.asarray(frame_ix), np.asarray(ids)
-        for name, arr, hi in (("records/frame_ix", frame_ix, frames), ("records/id", ids, n)):
-            if arr.size and (arr.min() < 0 or arr.max() >= hi):
-                raise ValueError(f"{name} must lie in [0, {hi}), got [{arr.min()}, {arr.max()}]")
-        if n >= 2**31 or frames >= 2**31:
-            raise ValueError("more than 2**31 - 1 emitters or frames are not supported")
-
-        def real(a: Any) -> np.ndarray:
-            a = np.asarray(a)
-            return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
-
-        zeros = np.zeros(n)
-        part = TruthPart(
-            emitters=EmitterTable(xyz=real(xyz), intensity=zeros, t0=zeros, on_time=zeros, id=np.arange(n)),
-            records=Records(xyz=real(xyz)[ids], phot=np.asarray(phot).astype(np.float32, copy=False),
-                            frame_ix=frame_ix.astype(np.int32, copy=False), id=ids.astype(np.int32, copy=False),
-                            inside=np.ones(ids.shape, bool)),
-            phase=real(phase), mag=None if mag is None else real(mag))
-        return cls(seed=int(seed), frames=int(frames), image_shape=tuple(int(v) for v in image_shape),
-                   truth=InMemoryTruth(part, frames), psf=psf, camera=camera, background=float(background),
-                   psf_batch=int(psf_batch))
-
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(getattr(self.camera, "dtype", np.float32))
 
-    def _all(self):
+    def _all(self) -> "RecordWindow":
         return self.truth.window(0, self.frames)
 
     @property

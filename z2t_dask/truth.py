@@ -340,9 +340,7 @@ class SegmentedTruth(Truth):
                                                                      lengths / lengths.sum()).tolist()
         segments, id0 = [], 0
         for k, (win, n) in enumerate(zip(windows, counts)):
-            seg = _Segment(index=k, window=win, n_emitters=int(n), id0=id0, n_records=0, first_frame=self.frames,
-                           last_frame=-1)
-            table, records = self._draw(seg)
+            table, records = self._draw(k, win, int(n), id0)
             fix = records.frame_ix
             segments.append(_Segment(index=k, window=win, n_emitters=int(n), id0=id0, n_records=len(records),
                                      first_frame=int(fix.min()) if fix.size else self.frames,
@@ -363,21 +361,24 @@ class SegmentedTruth(Truth):
         edges = [lo] + [float(i * self.segment_frames) for i in range(1, k)] + [hi]
         return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a] or [(lo, hi)]
 
-    def _draw(self, seg: _Segment) -> tuple[EmitterTable, Records]:
-        """The emitters and records of one segment (ids from ``seg.id0``), without aberrations."""
+    def _draw(self, index: int, window: tuple[float, float], n: int, id0: int) -> tuple[EmitterTable, Records]:
+        """The ``n`` emitters of segment ``index`` (ids from ``id0``) and their records, without aberrations."""
         cfg = self.cfg
         if self.n_segments == 1:
             rng = stream(self.seed, PURPOSE_EMITTERS)
             table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy)
         else:
-            rng = stream(self.seed, PURPOSE_EMITTERS, 1, seg.index)
-            table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy, n=seg.n_emitters,
-                                               window=seg.window)
+            rng = stream(self.seed, PURPOSE_EMITTERS, 1, index)
+            table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy, n=n, window=window)
         records = compact_records(make_records(table, intervals, self.frames, cfg.image_shape))
-        if seg.id0:
-            table.id = table.id + seg.id0
-            records.id = records.id + np.int32(seg.id0)
+        if id0:
+            table.id = table.id + id0
+            records.id = records.id + np.int32(id0)
         return table, records
+
+    def _draw_segment(self, seg: _Segment) -> TruthPart:
+        """Segment ``seg`` with its aberrations."""
+        return self._with_phase(*self._draw(seg.index, seg.window, seg.n_emitters, seg.id0), seg.id0)
 
     def _with_phase(self, table: EmitterTable, records: Records, id0: int) -> TruthPart:
         phase, mag = phase_for(self.cfg, self.zmap, table.xyz[:, :2])
@@ -394,7 +395,7 @@ class SegmentedTruth(Truth):
                 self._cache.move_to_end(k)
                 return part
             seg = self.segments[k]
-            part = _private_copy(self._with_phase(*self._draw(seg), seg.id0), self.frames)
+            part = _private_copy(self._draw_segment(seg), self.frames)
             self._cache[k] = part
             while len(self._cache) > self.cache_segments:
                 self._cache.popitem(last=False)
@@ -430,7 +431,7 @@ class SegmentedTruth(Truth):
         if self._pinned is not None:
             return self._pinned
         if self._full is None:
-            parts = [self._with_phase(*self._draw(s), s.id0) for s in self.segments]
+            parts = [self._draw_segment(s) for s in self.segments]
             self._full = _concat_parts(parts, self.n_modes)
         return self._full
 
