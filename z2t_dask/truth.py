@@ -180,6 +180,14 @@ def _compact_window(win: RecordWindow) -> RecordWindow:
                         em_phase=win.em_phase[uniq], em_mag=None if win.em_mag is None else win.em_mag[uniq])
 
 
+def _concat_mags(mags: list[tuple[np.ndarray | None, int]], n_modes: int) -> np.ndarray | None:
+    """Magnitude coefficients of consecutive parts ``(mag or None, rows)``: None if all are None,
+    else one array with zeros for the parts without."""
+    if all(m is None for m, _ in mags):
+        return None
+    return np.concatenate([np.zeros((n, n_modes), np.float32) if m is None else m for m, n in mags])
+
+
 def _join_windows(wins: list[RecordWindow]) -> RecordWindow:
     """One window of the windows of consecutive parts: by frame, then part (id) order."""
     wins = [_compact_window(w) for w in wins]
@@ -189,11 +197,7 @@ def _join_windows(wins: list[RecordWindow]) -> RecordWindow:
     em = np.concatenate([w.em + b for w, b in zip(wins, base)])
     phot = np.concatenate([w.phot for w in wins])
     order = np.argsort(frame_ix, kind="stable")
-    k = wins[0].em_phase.shape[1]
-    mag = None
-    if any(w.em_mag is not None for w in wins):
-        mag = np.concatenate([np.zeros((w.em_xyz.shape[0], k), np.float32) if w.em_mag is None else w.em_mag
-                              for w in wins])
+    mag = _concat_mags([(w.em_mag, w.em_xyz.shape[0]) for w in wins], wins[0].em_phase.shape[1])
     return RecordWindow(frame_ix=frame_ix[order], ids=ids[order], em=em[order], phot=phot[order],
                         em_xyz=np.concatenate([w.em_xyz for w in wins]),
                         em_phase=np.concatenate([w.em_phase for w in wins]), em_mag=mag)
@@ -207,10 +211,7 @@ def _concat_parts(parts: list[TruthPart], n_modes: int) -> TruthPart:
     r = [p.records for p in parts]
     table = EmitterTable(**{k: np.concatenate([getattr(t, k) for t in e]) for k in vars(e[0])})
     records = Records(**{k: np.concatenate([getattr(t, k) for t in r]) for k in vars(r[0])})
-    mag = None
-    if any(p.mag is not None for p in parts):
-        mag = np.concatenate([np.zeros((len(p.emitters), n_modes), np.float32) if p.mag is None else p.mag
-                              for p in parts])
+    mag = _concat_mags([(p.mag, len(p.emitters)) for p in parts], n_modes)
     return TruthPart(emitters=table, records=records, phase=np.concatenate([p.phase for p in parts]), mag=mag,
                      id0=parts[0].id0)
 

@@ -250,20 +250,16 @@ def write_emitters_h5(
         one beyond ``frames``), or unusable attribute values; the message names the
         dataset or attribute.
     """
-    em = _table("emitters", emitters, EMITTER_DTYPES)
-    rec = _table("records", records, RECORD_DTYPES)
-    n = em["xyz"].shape[0]
-    zc = _zernike(zernike_coeffs, n)
-    return write_emitters_h5_parts(path, [(em, rec, zc)], n_emitters=n, n_records=rec["xyz"].shape[0],
-                                   attrs=attrs, frames=frames, units=units, frames_compression=frames_compression)
+    return write_emitters_h5_parts(path, [(emitters, records, zernike_coeffs)], attrs=attrs, frames=frames,
+                                   units=units, frames_compression=frames_compression)
 
 
 def write_emitters_h5_parts(
     path: str | os.PathLike[str],
     parts: Iterable[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any] | None]],
     *,
-    n_emitters: int,
-    n_records: int,
+    n_emitters: int | None = None,
+    n_records: int | None = None,
     n_modes: int | None = None,
     attrs: Mapping[str, Any] | None = None,
     frames: Any = None,
@@ -283,27 +279,24 @@ def write_emitters_h5_parts(
         Mappings as in :func:`write_emitters_h5`, of consecutive emitters and their records, in
         the order they are to be stored. ``records/id`` are the file's emitter ids (in
         ``[0, n_emitters)``). Every part has the same columns (``zernike_coeffs`` in all or none).
-    n_emitters, n_records : int
-        Total rows of ``emitters/*`` and ``records/*`` (checked against the parts).
+    n_emitters, n_records : int, optional
+        Total rows of ``emitters/*`` and ``records/*`` (checked against the parts); needed for
+        more than one part, default those of a single part.
     n_modes : int, optional
         Columns K of ``zernike_coeffs/*`` (checked; default that of the first part).
     attrs, frames, units, frames_compression
         As in :func:`write_emitters_h5`.
 
-    Returns
-    -------
-    pathlib.Path
-        The final path.
-
-    Raises
-    ------
-    ValueError
-        As :func:`write_emitters_h5`; also when the parts hold other totals than announced or
-        their columns differ. The message names the dataset.
+    Returns the final path. Raises ValueError as :func:`write_emitters_h5` does, and when the
+    parts hold other totals than announced or their columns differ (the message names the
+    dataset); no file is left behind.
     """
     import h5py
 
-    n_total, m_total = int(n_emitters), int(n_records)
+    if (n_emitters is None) != (n_records is None):
+        raise ValueError("give both n_emitters and n_records, or neither (a single part)")
+    single = n_emitters is None
+    n_total, m_total = (0, 0) if single else (int(n_emitters), int(n_records))
     if n_total < 0 or m_total < 0:
         raise ValueError(f"n_emitters and n_records must be >= 0, got {n_emitters}, {n_records}")
     if frames_compression not in FRAME_COMPRESSIONS:
@@ -330,6 +323,10 @@ def write_emitters_h5_parts(
                 rec = _table("records", records, RECORD_DTYPES)
                 n, m = em["xyz"].shape[0], rec["xyz"].shape[0]
                 zc = _zernike(zernike, n)
+                if single:
+                    if i:
+                        raise ValueError("n_emitters and n_records are required for more than one part")
+                    n_total, m_total = n, m
                 if n_done + n > n_total or m_done + m > m_total:
                     raise ValueError(f"the parts hold more than n_emitters={n_total} emitters or "
                                      f"n_records={m_total} records")
