@@ -1,6 +1,6 @@
 """Hardware ceiling of the exact PSF stage: the pure batched exp + FFT work, nothing else.
 
-For a :class:`~z2t_dask.optics.psf.PupilPSF` the ceiling is the time of exactly the
+For a :class:`~z2t_dask.physics.optics.psf.PupilPSF` the ceiling is the time of exactly the
 transcendental and FFT work its ``compute`` cannot avoid, at the same sizes and batch, on
 preallocated buffers (no data movement, no phase evaluation, no folding, no normalisation):
 

@@ -36,7 +36,7 @@ def _timed(fn, sync, repeat: int = 3) -> float:
 
 def check_psf(cp, report: dict) -> None:
     from z2t_dask.config import load_config
-    from z2t_dask.render import build_psf_model
+    from z2t_dask.engine.render import build_psf_model
 
     psf = build_psf_model(load_config(None))
     rng = np.random.default_rng(0)
@@ -63,8 +63,8 @@ def check_psf(cp, report: dict) -> None:
 
 
 def check_cameras(cp, report: dict) -> None:
-    from z2t_dask.camera import EMCCD, SCMOS, Ideal
-    from z2t_dask.camera_pmf import emccd_adu_pmf, linear_adu_pmf
+    from z2t_dask.physics.camera import EMCCD, SCMOS, Ideal
+    from z2t_dask.physics.camera.pmf import emccd_adu_pmf, linear_adu_pmf
 
     sync = cp.cuda.Device().synchronize
     flat = np.full((1200, 1200), 50.0, np.float32)

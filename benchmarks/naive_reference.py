@@ -1,6 +1,6 @@
 """Naive reference implementation: z2t's exact physics, structured like the original tool.
 
-Same model as :class:`z2t_dask.optics.psf.PupilPSF` (scalar pupil, exact non-paraxial defocus,
+Same model as :class:`z2t_dask.physics.optics.psf.PupilPSF` (scalar pupil, exact non-paraxial defocus,
 Fourier sub-pixel shift, pixel integration, Parseval normalisation, same FFT window and
 folding, so the same numbers to ~1e-6), but written the straightforward way the original was:
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from z2t_dask.optics.zernike import noll_to_nm, zernike_nm
+from z2t_dask.physics.optics.zernike import noll_to_nm, zernike_nm
 
 __all__ = ["NaiveOptics", "naive_psf", "naive_frames", "naive_emccd"]
 

@@ -153,7 +153,7 @@ def w2(repeat: int) -> list[Row]:
 def _field_inputs(n: int, seed: int = 0):
     """Emitters of the default config's field: synthetic Zmap phases, z in +-0.6 um, |d| <= 0.5."""
     import z2t_dask as z2t
-    from z2t_dask.pipeline import make_zmap
+    from z2t_dask.sample import make_zmap
 
     cfg = z2t.load_config(None)
     zm = make_zmap(cfg)
@@ -170,8 +170,8 @@ def _field_inputs(n: int, seed: int = 0):
 
 def psf(repeat: int, n: int = 512) -> list[Row]:
     """PSF stage alone: ceiling, exact and fast, one thread, for 128 (default), 64 and 32 px windows."""
-    from z2t_dask.optics.psf import PupilPSF
-    from z2t_dask.optics.psf_library import PSFLibrary
+    from z2t_dask.physics.optics.psf import PupilPSF
+    from z2t_dask.physics.optics.psf_library import PSFLibrary
 
     ph, z, dx, dy, field = _field_inputs(n)
     const = ph[:1]
@@ -223,8 +223,8 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
 def camera(repeat: int) -> list[Row]:
     """Camera chain alone on a realistic 1200 x 1200 frame (background + ~40 emitters), one thread."""
     import z2t_dask as z2t
-    from z2t_dask.camera import EMCCD, SCMOS, Ideal
-    from z2t_dask.render import expected_signal
+    from z2t_dask.physics.camera import EMCCD, SCMOS, Ideal
+    from z2t_dask.engine.render import expected_signal
 
     cfg = w2_config("exact")
     sample = z2t.simulate(cfg, seed=1)

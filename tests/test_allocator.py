@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from z2t_dask.allocator import _libc, tune_malloc
+from z2t_dask.engine.allocator import _libc, tune_malloc
 
 
 def test_disabled_tuning_does_nothing():
@@ -15,7 +15,7 @@ def test_disabled_tuning_does_nothing():
 
 @pytest.mark.skipif(_libc() is None, reason="not glibc")
 def test_tuning_applies_on_glibc_in_a_fresh_process():
-    code = "from z2t_dask.allocator import tune_malloc; print(tune_malloc())"
+    code = "from z2t_dask.engine.allocator import tune_malloc; print(tune_malloc())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
 

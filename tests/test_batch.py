@@ -17,7 +17,7 @@ import tifffile
 from distributed import Client, LocalCluster
 
 from z2t_dask.batch import (JOB_MARKER, MANIFEST, BatchConfigError, expand_jobs, load_batch_config, run_batch)
-from z2t_dask.cli import main
+from z2t_dask.tools.cli import main
 
 HERE = Path(__file__).resolve().parent
 
@@ -329,7 +329,7 @@ def test_loopback_scheduler_and_workers_same_bytes_as_localcluster(client, tmp_p
 
 def test_slurm_job_script_without_sbatch(tmp_path):
     pytest.importorskip("dask_jobqueue")
-    from z2t_dask.cluster import ClusterError, load_slurm_spec, resolve_client, slurm_cluster
+    from z2t_dask.batch.cluster import ClusterError, load_slurm_spec, resolve_client, slurm_cluster
 
     spec = tmp_path / "slurm.yaml"
     spec.write_text("queue: gpu\naccount: lab123\ncores: 8\nprocesses: 2\nmemory: 32GiB\nwalltime: '02:00:00'\n"

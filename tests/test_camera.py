@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from z2t_dask.camera import EMCCD, SCMOS, Ideal, OriginalFloat
+from z2t_dask.physics.camera import EMCCD, SCMOS, Ideal, OriginalFloat
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -195,7 +195,7 @@ def test_alias_poisson_floor_matches_the_poisson_pmf(lam):
     """The background (floor) draw is an exact Poisson sampler: chi-square against the pmf."""
     from scipy import stats
 
-    from z2t_dask.camera import _poisson_floor
+    from z2t_dask.physics.camera.models import _poisson_floor
 
     n = 400_000
     draws = _poisson_floor(rng(20), lam, (n,))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from z2t_dask.camera import EMCCD, SCMOS
-from z2t_dask.camera_pmf import (DiscreteSampler, emccd_adu_pmf, emccd_sampler, linear_adu_pmf, linear_sampler,
+from z2t_dask.physics.camera import EMCCD, SCMOS
+from z2t_dask.physics.camera.pmf import (DiscreteSampler, emccd_adu_pmf, emccd_sampler, linear_adu_pmf, linear_sampler,
                                  poisson_pmf)
 
 

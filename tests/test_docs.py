@@ -6,14 +6,14 @@ import typing
 from pathlib import Path
 
 from z2t_dask.config import SimulationConfig
-from z2t_dask.docs import cli_reference_markdown, config_reference_markdown, render_readme
+from z2t_dask.tools.docs import cli_reference_markdown, config_reference_markdown, render_readme
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_generated_sections_are_current():
     text = README.read_text("utf-8")
-    assert render_readme(text) == text, "README is stale: run `python -m z2t_dask.docs README.md`"
+    assert render_readme(text) == text, "README is stale: run `python -m z2t_dask.tools.docs README.md`"
 
 
 def _leaf_keys(cls, prefix=""):

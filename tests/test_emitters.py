@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from z2t_dask.config import load_config
-from z2t_dask.emitters import bin_intervals, inside_image, make_records, sample_emitters
+from z2t_dask.physics.emitters import bin_intervals, inside_image, make_records, sample_emitters
 
 
 def draw(cfg_dict, seed=0):

@@ -8,8 +8,8 @@ from distributed import Client, LocalCluster
 
 import z2t_dask as z2t
 from conftest import small_config
-from z2t_dask.cli import main
-from z2t_dask.summary import InspectError, detect_kind, estimate_snr, format_summary, summarize
+from z2t_dask.tools.cli import main
+from z2t_dask.tools.summary import InspectError, detect_kind, estimate_snr, format_summary, summarize
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import tifffile
 from z2t_dask.io.atomic import atomic_dir, atomic_path
 from z2t_dask.io.csv import RECORDS_CSV_COLUMNS, write_records_csv
 from z2t_dask.io.emitters_h5 import XYZ_UNITS, read_emitters_h5, write_emitters_h5
-from z2t_dask.io.stream import iter_frame_blocks, iter_frames
+from z2t_dask.engine.streaming import iter_frame_blocks, iter_frames
 from z2t_dask.io.tiff import read_ome_tiff, read_ome_tiff_metadata, write_ome_tiff
 
 FIXTURES = Path("/work/shared/fixtures/original")

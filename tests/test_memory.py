@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import z2t_dask as z2t
-from z2t_dask.cli import main
-from z2t_dask.io.stream import MemoryBudgetError, compute_in_memory
+from z2t_dask.tools.cli import main
+from z2t_dask.engine.streaming import MemoryBudgetError, compute_in_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import tifffile
 from conftest import small_config
 
 import z2t_dask as z2t
-from z2t_dask.cli import main
+from z2t_dask.tools.cli import main
 
 ORIGINAL_DATASETS = {
     "emitters/xyz": np.float32, "emitters/intensity": np.float32, "emitters/t0": np.float32,

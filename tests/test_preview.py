@@ -8,8 +8,8 @@ import pytest
 
 import z2t_dask as z2t
 from conftest import small_config
-from z2t_dask.cli import main
-from z2t_dask.preview import PreviewError, default_output, frame_markers, pick_frames, preview
+from z2t_dask.tools.cli import main
+from z2t_dask.tools.preview import PreviewError, default_output, frame_markers, pick_frames, preview
 
 pytest.importorskip("matplotlib")
 

@@ -1,4 +1,4 @@
-"""Tests for z2t_dask.optics.psf.PupilPSF against independent physical facts."""
+"""Tests for z2t_dask.physics.optics.psf.PupilPSF against independent physical facts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import j0, j1
 
-from z2t_dask.optics.psf import PupilPSF
+from z2t_dask.physics.optics.psf import PupilPSF
 
 LAM = 660.0
 NA = 1.4
@@ -406,8 +406,8 @@ def test_invalid_compute_inputs_raise() -> None:
 @pytest.mark.parametrize("n_modes", [1, 4, 21, 36])
 def test_zernike_monomials_equal_the_basis(n_modes: int) -> None:
     """The bivariate-polynomial form used for the pupil phase is the Zernike basis itself."""
-    from z2t_dask.optics.pupil_poly import zernike_monomials
-    from z2t_dask.optics.zernike import zernike_basis
+    from z2t_dask.physics.optics.pupil_poly import zernike_monomials
+    from z2t_dask.physics.optics.zernike import zernike_basis
 
     rng = np.random.default_rng(7)
     r = np.sqrt(rng.random(500))
@@ -463,7 +463,7 @@ def test_same_bytes_for_any_blas_thread_count() -> None:
 
     code = (
         "import hashlib, numpy as np\n"
-        "from z2t_dask.optics.psf import PupilPSF\n"
+        "from z2t_dask.physics.optics.psf import PupilPSF\n"
         "rng = np.random.default_rng(3)\n"
         "n = 40\n"
         "m = PupilPSF(wavelength_nm=660.0, na=1.4, pixel_size_nm_x=101.11, pixel_size_nm_y=98.83)\n"

@@ -10,11 +10,11 @@ import pytest
 
 import z2t_dask as z2t
 from z2t_dask.config import ConfigError
-from z2t_dask.optics import psf_library
-from z2t_dask.optics.psf import PupilPSF
-from z2t_dask.optics.psf_library import PSFLibrary
-from z2t_dask.render import build_psf_model
-from z2t_dask.zmap import SyntheticZmap
+from z2t_dask.physics.optics import psf_library
+from z2t_dask.physics.optics.psf import PupilPSF
+from z2t_dask.physics.optics.psf_library import PSFLibrary
+from z2t_dask.engine.render import build_psf_model
+from z2t_dask.physics.zmap import SyntheticZmap
 
 from conftest import small_config
 
@@ -189,9 +189,9 @@ def test_same_bytes_for_any_blas_thread_count() -> None:
 
     code = (
         "import hashlib, numpy as np\n"
-        "from z2t_dask.optics.psf import PupilPSF\n"
-        "from z2t_dask.optics.psf_library import PSFLibrary\n"
-        "from z2t_dask.zmap import SyntheticZmap\n"
+        "from z2t_dask.physics.optics.psf import PupilPSF\n"
+        "from z2t_dask.physics.optics.psf_library import PSFLibrary\n"
+        "from z2t_dask.physics.zmap import SyntheticZmap\n"
         "zm = SyntheticZmap(shape=(300, 300), rms_rad=0.35, seed=0)\n"
         "f = lambda x, y: zm.coefficients(np.asarray(x) + 100.0, np.asarray(y) + 50.0)\n"
         "ex = PupilPSF(wavelength_nm=660.0, na=1.4, pixel_size_nm_x=101.11, pixel_size_nm_y=98.83,\n"

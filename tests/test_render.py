@@ -9,13 +9,13 @@ import pytest
 from conftest import small_config
 
 import z2t_dask as z2t
-from z2t_dask.render import PURPOSE_NOISE, expected_signal, stream
+from z2t_dask.engine.render import PURPOSE_NOISE, expected_signal, stream
 
 
 def one_emitter_sample(c, x, y, z=0.0, phot=1000.0):
     """A sample with a single emitter on in every frame at (x, y, z)."""
-    from z2t_dask.emitters import EmitterTable, make_records
-    from z2t_dask.pipeline import _sample_from_truth
+    from z2t_dask.physics.emitters import EmitterTable, make_records
+    from z2t_dask.sample import _sample_from_truth
 
     T = c.emitters.frames
     table = EmitterTable(xyz=np.array([[x, y, z]]), intensity=np.array([phot]), t0=np.array([0.0]),

@@ -8,10 +8,10 @@ import pytest
 import tifffile
 
 import z2t_dask as z2t
-from z2t_dask.emitters import EmitterTable, make_records
-from z2t_dask.io.stream import iter_frame_blocks
-from z2t_dask.pipeline import _sample_from_truth
-from z2t_dask.render import NOISE_BLOCK, choose_chunks, frames_array
+from z2t_dask.physics.emitters import EmitterTable, make_records
+from z2t_dask.engine.streaming import iter_frame_blocks
+from z2t_dask.sample import _sample_from_truth
+from z2t_dask.engine.render import NOISE_BLOCK, choose_chunks, frames_array
 
 H, W, T = 600, 560, 5
 
@@ -72,7 +72,7 @@ def test_emitter_on_a_tile_corner_lights_all_four_tiles():
 
 
 def test_background_free_tiles_equal_expected_signal_rectangles():
-    from z2t_dask.render import expected_signal
+    from z2t_dask.engine.render import expected_signal
 
     s = corner_sample({"model": "none"}, background=0.0)
     whole = expected_signal(s.plan, 0, T)

@@ -10,10 +10,10 @@ import pytest
 from scipy import stats
 
 import z2t_dask as z2t
-from z2t_dask.emitters import activation_window
+from z2t_dask.physics.emitters import activation_window
 from z2t_dask.io.emitters_h5 import write_emitters_h5_parts
-from z2t_dask.pipeline import _sample_from_truth, make_zmap
-from z2t_dask.truth import SEGMENT_CACHE, TRUTH_SEGMENT_FRAMES, SegmentedTruth
+from z2t_dask.sample import _sample_from_truth, make_zmap
+from z2t_dask.physics.truth import SEGMENT_CACHE, TRUTH_SEGMENT_FRAMES, SegmentedTruth
 
 #: Long enough for three segments (T = 2,100 > 2 x TRUTH_SEGMENT_FRAMES), tiny frames.
 T_LONG = 2 * TRUTH_SEGMENT_FRAMES + 100
@@ -45,7 +45,7 @@ def test_segmented_truth_is_one_ordered_table(model):
         assert mine.sum() == seg.n_records
         assert r.frame_ix[mine].min() == seg.first_frame and r.frame_ix[mine].max() == seg.last_frame
     # the per-emitter coefficients are those of the Zmap at each position, whatever the segment
-    from z2t_dask.truth import phase_for
+    from z2t_dask.physics.truth import phase_for
     phase, _ = phase_for(s.config, make_zmap(s.config), e.xyz[:, :2])
     np.testing.assert_array_equal(s.zernike_phase, phase.astype(np.float32))
 

@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 import z2t_dask as z2t
-from z2t_dask.io.stream import resolve_scheduler
+from z2t_dask.engine.streaming import resolve_scheduler
 from z2t_dask.io.atomic import partial_sibling, resumable_dir
 from z2t_dask.io.zarr import (PROGRESS_DIR, NGFFError, read_ome_zarr, storage_chunks, validate_ngff,
                               write_ome_zarr)

@@ -1,4 +1,4 @@
-"""Tests for z2t_dask.optics.zernike: index conventions, normalisation, legacy table."""
+"""Tests for z2t_dask.physics.optics.zernike: index conventions, normalisation, legacy table."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from z2t_dask.optics.zernike import (
+from z2t_dask.physics.optics.zernike import (
     LEGACY_21_NM,
     convert_coefficients,
     legacy_valid_modes,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates
 
-from z2t_dask.optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
-from z2t_dask.zmap import SyntheticZmap, ZmapError, legacy_to_noll, read_zmap
+from z2t_dask.physics.optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
+from z2t_dask.physics.zmap import SyntheticZmap, ZmapError, legacy_to_noll, read_zmap
 
 
 def test_original_result_h5_reads_with_legacy_convention(original):

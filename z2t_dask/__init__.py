@@ -15,10 +15,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ConfigError": "config", "LegacyKeyWarning": "config", "SimulationConfig": "config",
     "default_config": "config", "load_config": "config",
-    "Sample": "pipeline", "simulate": "pipeline", "render_emitters": "pipeline", "load_sample_h5": "pipeline",
-    "read_zmap": "zmap", "SyntheticZmap": "zmap", "ZmapError": "zmap",
-    "run_batch": "batch", "load_batch_config": "batch", "expand_jobs": "batch", "BatchConfigError": "batch",
-    "open_sample": "results", "open_stack": "results", "summarize": "summary",
+    "Sample": "sample", "simulate": "sample", "render_emitters": "sample", "load_sample_h5": "sample",
+    "read_zmap": "physics.zmap", "SyntheticZmap": "physics.zmap", "ZmapError": "physics.zmap",
+    "run_batch": "batch.runner", "load_batch_config": "batch.runner", "expand_jobs": "batch.runner",
+    "BatchConfigError": "batch.runner",
+    "open_sample": "tools.results", "open_stack": "tools.results", "summarize": "tools.summary",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
+from z2t_dask.io.atomic import atomic_path
 
 __all__ = ["RECORDS_CSV_COLUMNS", "write_records_csv"]
 

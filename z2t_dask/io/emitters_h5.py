@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
-from .hdf5 import FRAME_COMPRESSIONS, decode_attr, encode_attr, write_frames_dataset
+from z2t_dask.io.atomic import atomic_path
+from z2t_dask.io.hdf5 import FRAME_COMPRESSIONS, decode_attr, encode_attr, write_frames_dataset
 
 __all__ = [
     "DEFAULT_UNITS",

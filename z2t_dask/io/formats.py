@@ -79,13 +79,13 @@ def iter_stack_blocks(path: str | os.PathLike[str], fmt: str, block_frames: int 
     """Read a written stack back in frame order, ``block_frames`` frames at a time (bounded memory)."""
     fmt = normalise_format(fmt)
     if fmt == "ome-tiff":
-        from .tiff import iter_ome_tiff_blocks
+        from z2t_dask.io.tiff import iter_ome_tiff_blocks
 
         return iter_ome_tiff_blocks(path, block_frames)
     if fmt == "ome-zarr":
-        from .zarr import iter_zarr_blocks
+        from z2t_dask.io.zarr import iter_zarr_blocks
 
         return iter_zarr_blocks(path, block_frames)
-    from .hdf5 import iter_hdf5_blocks
+    from z2t_dask.io.hdf5 import iter_hdf5_blocks
 
     return iter_hdf5_blocks(path, block_frames)

@@ -28,9 +28,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .atomic import atomic_path
-from .jsonutil import json_default
-from .stream import iter_frame_blocks
+from z2t_dask.io.atomic import atomic_path
+from z2t_dask.io.jsonutil import json_default
+from z2t_dask.engine.streaming import iter_frame_blocks
 
 __all__ = ["FRAME_COMPRESSIONS", "decode_attr", "encode_attr", "iter_hdf5_blocks", "read_hdf5_stack",
            "write_frames_dataset", "write_hdf5_stack"]
@@ -110,7 +110,7 @@ def write_frames_dataset(group: Any, frames: Any, *, name: str = "frames", compr
     group : h5py.Group or h5py.File
         Where the dataset is created.
     frames : array (T, Y, X), ((T, Y, X), iterable) or iterable
-        A NumPy/dask array (streamed with :func:`~z2t_dask.io.stream.iter_frame_blocks`), a
+        A NumPy/dask array (streamed with :func:`~z2t_dask.engine.streaming.iter_frame_blocks`), a
         ``(shape, iterable)`` pair (the frame count is checked against ``shape[0]``), or an
         iterable of (Y, X) frames / (t, Y, X) blocks (the dataset grows).
     name : str

@@ -1,6 +1,6 @@
 """Streaming OME-TIFF writer (one series T×Y×X, one page per frame) and readers.
 
-Frames arrive from an iterator (e.g. :func:`z2t_dask.io.stream.iter_frames`) and are
+Frames arrive from an iterator (e.g. :func:`z2t_dask.engine.streaming.iter_frames`) and are
 written page by page with tifffile, so memory stays bounded; the file appears under its
 final name only when complete (:func:`z2t_dask.io.atomic.atomic_path`).
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
-from .jsonutil import json_default
+from z2t_dask.io.atomic import atomic_path
+from z2t_dask.io.jsonutil import json_default
 
 __all__ = [
     "BIGTIFF_THRESHOLD",

@@ -37,9 +37,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .atomic import PARTIAL_STAMP, partial_sibling, resumable_dir
-from .jsonutil import json_default
-from .tiff import ZSTD_LEVEL
+from z2t_dask.io.atomic import PARTIAL_STAMP, partial_sibling, resumable_dir
+from z2t_dask.io.jsonutil import json_default
+from z2t_dask.io.tiff import ZSTD_LEVEL
 
 __all__ = ["NGFF_VERSIONS", "NGFFError", "PROGRESS_DIR", "ZARR_COMPRESSIONS", "ZarrWriteReport",
            "iter_zarr_blocks", "ngff_attributes", "read_ome_zarr", "storage_chunks", "validate_ngff",
@@ -431,7 +431,7 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
         finished output already has it. False starts afresh.
     between_batches : callable, optional
         Called after each ``da.store`` of at most :data:`STORE_BATCH_BLOCKS` blocks (e.g.
-        :func:`z2t_dask.allocator.release_free_memory`).
+        :func:`z2t_dask.engine.allocator.release_free_memory`).
 
     Returns
     -------

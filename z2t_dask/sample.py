@@ -18,12 +18,12 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__
-from .config import SimulationConfig, config_to_dict, load_config
-from .emitters import EmitterTable, Records, inside_image
-from .render import FramePlan, build_camera, build_psf_model, frames_array
-from .truth import InMemoryTruth, SegmentedTruth, Truth, TruthPart, compact_records, phase_for
-from .zmap import SyntheticZmap, Zmap, legacy_to_noll, read_zmap
+from z2t_dask import __version__
+from z2t_dask.config import SimulationConfig, config_to_dict, load_config
+from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
+from z2t_dask.engine.render import FramePlan, build_camera, build_psf_model, frames_array
+from z2t_dask.physics.truth import InMemoryTruth, SegmentedTruth, Truth, TruthPart, compact_records, phase_for
+from z2t_dask.physics.zmap import SyntheticZmap, Zmap, legacy_to_noll, read_zmap
 
 __all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "make_zmap", "write_stack", "write_tiff",
            "write_zarr", "write_hdf5", "write_ground_truth", "stack_fingerprint", "CONVENTIONS"]
@@ -66,7 +66,7 @@ class Sample:
         The sample seed (all random streams derive from it).
     truth : Truth
         The ground truth. A long simulated sample draws it per time segment where needed
-        (:mod:`z2t_dask.truth`); writers stream it, so memory does not grow with the frames.
+        (:mod:`z2t_dask.physics.truth`); writers stream it, so memory does not grow with the frames.
     frames : dask.array.Array
         Lazy ``(T, H, W)`` stack, chunked along T.
     plan : FramePlan
@@ -148,7 +148,7 @@ class Sample:
         rerun of the same sample (same config, seed and chunking) after an interruption stores
         only the blocks that are missing. Saving first tunes glibc's malloc for this process
         (one arena per core, fixed mmap and trim thresholds; ``render.tune_malloc``, see
-        :mod:`z2t_dask.allocator`), which keeps memory flat over long multi-threaded writes.
+        :mod:`z2t_dask.engine.allocator`), which keeps memory flat over long multi-threaded writes.
 
         Parameters
         ----------
@@ -169,18 +169,18 @@ class Sample:
             Blocks computed ahead of the ordered writers (TIFF, HDF5).
         streaming
             False computes the whole stack in memory first (the original ``--no_streaming``);
-            refused with :class:`~z2t_dask.io.stream.MemoryBudgetError` when about twice the
+            refused with :class:`~z2t_dask.engine.streaming.MemoryBudgetError` when about twice the
             stack exceeds ``render.memory_budget_mb`` (default: the available memory).
         """
-        from .allocator import tune_malloc
-        from .io.atomic import atomic_dir, resumable_dir
-        from .io.formats import check_compression, normalise_format, stack_filename
+        from z2t_dask.engine.allocator import tune_malloc
+        from z2t_dask.io.atomic import atomic_dir, resumable_dir
+        from z2t_dask.io.formats import check_compression, normalise_format, stack_filename
 
         tune_malloc(self.config.render.tune_malloc)
         fmt = normalise_format(format or self.config.output.format, "format")
         check_compression(fmt, compression)
         if not streaming:
-            from .io.stream import require_memory
+            from z2t_dask.engine.streaming import require_memory
 
             require_memory(self.frames, **_memory_budget(self))   # refuse before creating anything
         final = Path(path)
@@ -201,8 +201,8 @@ class Sample:
         return self.frames.compute(scheduler=scheduler)
 
     def preview(self, path: str | os.PathLike, **kwargs: Any) -> Path:
-        """PNG: frames with ground-truth markers, photon histogram (see :func:`z2t_dask.preview.preview_sample`)."""
-        from .preview import preview_sample
+        """PNG: frames with ground-truth markers, photon histogram (see :func:`z2t_dask.tools.preview.preview_sample`)."""
+        from z2t_dask.tools.preview import preview_sample
 
         return preview_sample(self, path, **kwargs)
 
@@ -228,14 +228,14 @@ def _memory_budget(sample: Sample) -> dict[str, Any]:
 
 def _in_memory(sample: Sample, scheduler: Any) -> np.ndarray:
     """The whole stack, computed at once, if it fits ``render.memory_budget_mb`` (else MemoryBudgetError)."""
-    from .io.stream import compute_in_memory
+    from z2t_dask.engine.streaming import compute_in_memory
 
     return compute_in_memory(sample.frames, scheduler=scheduler, **_memory_budget(sample))
 
 
 def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> Iterator[np.ndarray]:
     """Blocks of whole frames in order: streamed (bounded memory) or, eagerly, the whole stack."""
-    from .io.stream import iter_frame_blocks, resolve_scheduler
+    from z2t_dask.engine.streaming import iter_frame_blocks, resolve_scheduler
 
     scheduler = resolve_scheduler(scheduler)
     if not streaming:
@@ -250,7 +250,7 @@ RELEASE_EVERY_BLOCKS = 256
 
 def _release_hook(sample: Sample) -> Any:
     """``release_free_memory`` when ``render.tune_malloc`` is on, else None."""
-    from .allocator import release_free_memory
+    from z2t_dask.engine.allocator import release_free_memory
 
     return release_free_memory if sample.config.render.tune_malloc else None
 
@@ -276,7 +276,7 @@ def _pixel_size(sample: Sample) -> tuple[float, float]:
 def write_stack(sample: Sample, path: str | os.PathLike, *, format: str = "ome-tiff", compression: str | None = None,
                 scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True) -> Path:
     """Write a sample's frames as one stack file/folder of the given format (see :meth:`Sample.save`)."""
-    from .io.formats import check_compression, normalise_format
+    from z2t_dask.io.formats import check_compression, normalise_format
 
     fmt = normalise_format(format, "format")
     check_compression(fmt, compression)
@@ -288,7 +288,7 @@ def write_stack(sample: Sample, path: str | os.PathLike, *, format: str = "ome-t
 def write_tiff(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
                prefetch: int = 2, streaming: bool = True) -> Path:
     """Stream a sample's frames into one OME-TIFF series ``(T, Y, X)`` (ordered; through the client if any)."""
-    from .io.tiff import write_ome_tiff
+    from z2t_dask.io.tiff import write_ome_tiff
 
     comp = compression or sample.config.tiff.compression
     blocks = _iter_blocks(sample, scheduler, prefetch, streaming)
@@ -308,8 +308,8 @@ def write_zarr(sample: Sample, path: Path, *, compression: str | None = None, sc
     """
     import dask.array as da
 
-    from .io.stream import resolve_scheduler
-    from .io.zarr import write_ome_zarr
+    from z2t_dask.engine.streaming import resolve_scheduler
+    from z2t_dask.io.zarr import write_ome_zarr
 
     out = sample.config.output
     comp = compression or out.zarr_compression
@@ -328,7 +328,7 @@ def write_zarr(sample: Sample, path: Path, *, compression: str | None = None, sc
 def write_hdf5(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
                prefetch: int = 2, streaming: bool = True) -> Path:
     """Stream a sample's frames into ``<name>.h5`` (dataset ``frames``, HDF5 chunks of one frame or tile)."""
-    from .io.hdf5 import write_hdf5_stack
+    from z2t_dask.io.hdf5 import write_hdf5_stack
 
     frames = sample.frames
     tiled = len(frames.chunks[1]) > 1 or len(frames.chunks[2]) > 1
@@ -353,8 +353,8 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
     original's v2/v3 loaders): copied block by block from ``stack = (path, format)`` when given
     (no second rendering), else rendered.
     """
-    from .io.emitters_h5 import write_emitters_h5_parts
-    from .io.formats import iter_stack_blocks
+    from z2t_dask.io.emitters_h5 import write_emitters_h5_parts
+    from z2t_dask.io.formats import iter_stack_blocks
 
     truth = sample.truth
     frames = None
@@ -380,7 +380,7 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
                "zernike_coeffs/mag": "1 (pupil amplitude Zernike coefficients, Noll order; 0 = none)",
                **({"frames": _units(sample)} if frames is not None else {})})
     if sample.config.output.write_csv:
-        from .io.csv import write_records_csv
+        from z2t_dask.io.csv import write_records_csv
         write_records_csv(Path(folder) / "ground_truth.csv", (p.records.as_dict() for p in truth.parts()))
     return path
 
@@ -419,7 +419,7 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     """Simulate one sample lazily.
 
     Emitters and records are drawn now (milliseconds; a sample of more than
-    :data:`~z2t_dask.truth.TRUTH_SEGMENT_FRAMES` frames keeps only their per-segment summary
+    :data:`~z2t_dask.physics.truth.TRUTH_SEGMENT_FRAMES` frames keeps only their per-segment summary
     and draws each segment again where it is rendered or written); frames are a lazy dask
     array (nothing rendered until computed or saved).
 
@@ -430,7 +430,7 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     seed
         Sample seed (non-negative int). Default: ``emitters.seed`` of the config, else 0.
     zmap
-        Overrides ``zmap_path``: a Zmap file or a :class:`~z2t_dask.zmap.Zmap` object.
+        Overrides ``zmap_path``: a Zmap file or a :class:`~z2t_dask.physics.zmap.Zmap` object.
     chunk_frames
         Frames per dask chunk (default ``render.chunk_frames``, else automatic from ``render.chunk_mb``).
     tile_size
@@ -449,7 +449,7 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     truth = SegmentedTruth(cfg, int(seed), zm)
     sample = _sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size=tile_size)
     if cfg.render.tune_malloc:  # the temporaries of a long sample's truth go back to the OS
-        from .allocator import release_free_memory
+        from z2t_dask.engine.allocator import release_free_memory
 
         release_free_memory()
     return sample
@@ -464,7 +464,7 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
     the coefficients come from the config's Zmap. Positions are ROI pixels; ``frames`` is
     ``emitters.frames`` of the config or, if larger, ``max(records/frame_ix) + 1``.
     """
-    from .io.emitters_h5 import read_emitters_h5
+    from z2t_dask.io.emitters_h5 import read_emitters_h5
 
     cfg = config if isinstance(config, SimulationConfig) else load_config(config)
     f = read_emitters_h5(h5_path)

@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "stream"]
 
 #: Spawn-key purpose of the emitter (ground-truth) streams: ``(0,)`` for the segment counts and
-#: one-segment samples, ``(0, 1, k)`` for time segment ``k`` (see :mod:`z2t_dask.truth`).
+#: one-segment samples, ``(0, 1, k)`` for time segment ``k`` (see :mod:`z2t_dask.physics.truth`).
 PURPOSE_EMITTERS = 0
 #: Spawn-key purpose of the camera-noise streams ``(1, frame, block_row, block_col)``.
 PURPOSE_NOISE = 1

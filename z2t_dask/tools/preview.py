@@ -57,7 +57,7 @@ def _figure(figsize: tuple[float, float]) -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 90) -> Path:
     """Write a figure as PNG atomically (the file appears only when complete)."""
-    from .io.atomic import atomic_path
+    from z2t_dask.io.atomic import atomic_path
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +122,7 @@ def sample_figure(get_frames: Callable[[list[int], int, int], np.ndarray], recor
         ``get_frames(indices, rows, cols)`` → ``(len(indices), rows, cols)`` array: the first
         ``rows`` x ``cols`` px of those frames (lazy stacks compute only these).
     records
-        :class:`~z2t_dask.emitters.Records` or a mapping with ``xyz``, ``phot``, ``frame_ix``, ``inside``.
+        :class:`~z2t_dask.physics.emitters.Records` or a mapping with ``xyz``, ``phot``, ``frame_ix``, ``inside``.
     image_shape
         ``(height, width)`` px.
     frames
@@ -214,7 +214,7 @@ def _units(dtype: Any) -> str:
 
 def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, crop: int = 192,
                    dpi: int = 90) -> Path:
-    """PNG preview of a :class:`~z2t_dask.pipeline.Sample` (only the shown frames are rendered)."""
+    """PNG preview of a :class:`~z2t_dask.sample.Sample` (only the shown frames are rendered)."""
     frames = sample.frames
     rec = _records(sample.records)
 
@@ -230,8 +230,8 @@ def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, c
 def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_frames: int, crop: int,
                    dpi: int) -> Path:
     """Preview of a frame stack with (optionally) the ground truth of an ``emitters.h5``."""
-    from .io.emitters_h5 import read_emitters_h5
-    from .results import inside_mask, open_stack
+    from z2t_dask.io.emitters_h5 import read_emitters_h5
+    from z2t_dask.tools.results import inside_mask, open_stack
 
     frames = open_stack(stack)
     t, h, w = (int(v) for v in frames.shape)
@@ -266,7 +266,7 @@ def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_
 # --------------------------------------------------------------------------------------------
 
 def _mode_name(j: int) -> str:
-    from .optics.zernike import noll_to_nm
+    from z2t_dask.physics.optics.zernike import noll_to_nm
 
     n, m = noll_to_nm(j)
     return _ZERNIKE_NAMES.get((n, m), f"n={n} m={m}")
@@ -290,7 +290,7 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
     Parameters
     ----------
     zmap
-        A :class:`~z2t_dask.zmap.Zmap` (file or synthetic); coefficients in rad RMS, Noll order.
+        A :class:`~z2t_dask.physics.zmap.Zmap` (file or synthetic); coefficients in rad RMS, Noll order.
     config
         Config whose optics build the PSF model (default: the built-in default).
     grid
@@ -300,8 +300,8 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
     z_um
         Axial positions (µm) of the through-focus row; default 5 steps over ±``emitters.z_range_um``.
     """
-    from .config import load_config
-    from .render import build_psf_model
+    from z2t_dask.config import load_config
+    from z2t_dask.engine.render import build_psf_model
 
     cfg = load_config(config)
     model = build_psf_model(cfg)
@@ -380,9 +380,9 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
 def preview_zmap(zmap: Any = None, path: str | os.PathLike = "zmap_preview.png", *, config: Any = None,
                  dpi: int = 80, **kwargs: Any) -> Path:
     """PNG of :func:`zmap_figure`. ``zmap``: a Zmap, a file path, or None (the config's Zmap)."""
-    from .config import load_config
-    from .pipeline import make_zmap
-    from .zmap import read_zmap
+    from z2t_dask.config import load_config
+    from z2t_dask.sample import make_zmap
+    from z2t_dask.physics.zmap import read_zmap
 
     cfg = load_config(config)
     if zmap is None:
@@ -450,7 +450,7 @@ def preview(path: str | os.PathLike, out: str | os.PathLike | None = None, *, n_
     PreviewError
         If matplotlib is missing or there is nothing to show.
     """
-    from .summary import InspectError, detect_kind
+    from z2t_dask.tools.summary import InspectError, detect_kind
 
     p = Path(path)
     out_path = Path(out) if out is not None else default_output(p)
@@ -464,7 +464,7 @@ def preview(path: str | os.PathLike, out: str | os.PathLike | None = None, *, n_
         raise PreviewError(str(exc)) from None
     if kind == "zmap":
         return preview_zmap(p, out_path, config=config, dpi=dpi or 80)
-    from .results import find_stack
+    from z2t_dask.tools.results import find_stack
 
     if kind == "batch":
         p = _first_job(p)

@@ -38,7 +38,7 @@ class InspectError(ValueError):
 
 
 def _package_version() -> str:
-    from . import __version__
+    from z2t_dask import __version__
 
     return __version__
 
@@ -73,7 +73,7 @@ def detect_kind(path: str | os.PathLike) -> str:
     InspectError
         If it is none of these.
     """
-    from .results import find_stack, stack_format
+    from z2t_dask.tools.results import find_stack, stack_format
 
     p = Path(path)
     if not p.exists():
@@ -212,7 +212,7 @@ def pixel_stats(frames: Any, n: int = PIXEL_FRAMES) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 def _stack_info(path: Path) -> dict[str, Any]:
-    from .results import open_stack, stack_format
+    from z2t_dask.tools.results import open_stack, stack_format
 
     frames = open_stack(path)
     info: dict[str, Any] = {"path": str(path), "format": stack_format(path), "shape": [int(v) for v in frames.shape],
@@ -241,7 +241,7 @@ def _files(folder: Path) -> list[dict[str, Any]]:
 
 
 def _summarize_sample(p: Path) -> dict[str, Any]:
-    from .results import open_sample
+    from z2t_dask.tools.results import open_sample
 
     s = open_sample(p)
     info: dict[str, Any] = {"kind": "sample", "path": str(p)}
@@ -281,8 +281,8 @@ def _add_snr(info: dict[str, Any]) -> None:
 
 
 def _summarize_emitters(p: Path) -> dict[str, Any]:
-    from .io.emitters_h5 import read_emitters_h5
-    from .results import inside_mask
+    from z2t_dask.io.emitters_h5 import read_emitters_h5
+    from z2t_dask.tools.results import inside_mask
 
     truth = read_emitters_h5(p)
     info: dict[str, Any] = {"kind": "emitters", "path": str(p), "bytes": disk_usage(p)}
@@ -307,7 +307,7 @@ def _summarize_emitters(p: Path) -> dict[str, Any]:
 
 
 def _summarize_zmap(p: Path, grid: int = 24) -> dict[str, Any]:
-    from .zmap import read_zmap
+    from z2t_dask.physics.zmap import read_zmap
 
     zm = read_zmap(p)
     h, w = zm.shape
@@ -349,7 +349,7 @@ def _summarize_stack(p: Path) -> dict[str, Any]:
     info["dtype"] = info["stack"]["dtype"]
     info["bytes"] = info["stack"]["bytes"]
     if info["stack"]["format"] == "ome-tiff":
-        from .io.tiff import read_ome_tiff_metadata
+        from z2t_dask.io.tiff import read_ome_tiff_metadata
 
         meta = read_ome_tiff_metadata(p)
         info["pixel_size_nm"] = list(meta["pixel_size_nm"]) if meta.get("pixel_size_nm") else None

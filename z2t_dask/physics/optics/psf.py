@@ -69,7 +69,7 @@ Computation
 Per batch of emitters (numpy path, in cache-sized blocks of ~2 MiB of amplitude PSF):
 
 1. the Zernike phase (and amplitude) polynomial plus the sub-pixel ramps, as per-row polynomials
-   in ``u = kx / k_cut`` (:mod:`z2t_dask.optics.pupil_poly`), evaluated on the pupil's bounding
+   in ``u = kx / k_cut`` (:mod:`z2t_dask.physics.optics.pupil_poly`), evaluated on the pupil's bounding
    rectangle of FFT bins by one small matrix product per emitter, plus the exact defocus;
 2. ``cos`` / ``sin`` into complex64, masked to the pupil while copied into the first rows of the
    ``N x N`` y-FFT input (the rectangle sits at the window's corner: a circular shift of the
@@ -104,8 +104,8 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from .pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
-from .zernike import zernike_basis
+from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
+from z2t_dask.physics.optics.zernike import zernike_basis
 
 __all__ = ["PupilPSF"]
 
@@ -420,7 +420,7 @@ class PupilPSF:
             "intensity_window": self.intensity_window,
             "fft_size": self.fft_size,
             "pupil_samples": g.n_points,
-            "error": "none besides the periodic-window residual (see z2t_dask.optics.psf)",
+            "error": "none besides the periodic-window residual (see z2t_dask.physics.optics.psf)",
         }
 
     # ------------------------------------------------------------------ main entry point

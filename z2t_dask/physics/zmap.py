@@ -6,7 +6,7 @@ order (index 0 ↔ j = 1, piston), radians RMS over the unit pupil. Conversions 
 convention happen on reading and are explicit:
 
 ``legacy21``
-    The original tool's 21-index ordering (see :data:`z2t_dask.optics.zernike.LEGACY_21_NM`).
+    The original tool's 21-index ordering (see :data:`z2t_dask.physics.optics.zernike.LEGACY_21_NM`).
     Its index ``l`` maps to ``(n, m)`` through a home-made rule that yields 8 parity-invalid
     (identically zero) modes; those are dropped with a warning and the 13 valid modes are moved
     to their Noll positions. Values are used as radians (the original applied them as phase in
@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from .optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
+from z2t_dask.physics.optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
 
 __all__ = ["ZmapError", "Zmap", "H5Zmap", "SyntheticZmap", "read_zmap", "legacy_to_noll"]
 
@@ -269,7 +269,7 @@ class SyntheticZmap(Zmap):
         k = self.n_modes
         amp = np.zeros(k)
         for j in range(5, k + 1):
-            from .optics.zernike import noll_to_nm
+            from z2t_dask.physics.optics.zernike import noll_to_nm
             n, _ = noll_to_nm(j)
             amp[j - 1] = 1.0 / n
         # polynomial coefficients for 1, u, v, u², uv, v² per mode

@@ -22,7 +22,7 @@ and clipping to the ADC range. The pure-array code has no dask, file or config i
 Speed (NumPy path).  Most pixels of a frame sit at its floor ``min(photons)`` (the uniform
 background) and share one output distribution: when at least half of them do, and the chain
 has read noise (EMCCD; sCMOS with scalar parameters), those pixels are drawn in one step from
-the exact pmf of the whole chain at that expectation (:mod:`z2t_dask.camera_pmf`, a 16-bit
+the exact pmf of the whole chain at that expectation (:mod:`z2t_dask.physics.camera.pmf`, a 16-bit
 lookup per pixel, ~10x faster than the explicit draws), and only the pixels above the floor
 (the emitters' patches) go through the explicit chain below.  In the explicit chain the
 photo-electron draw splits the expectation at its own floor ``lam0``:
@@ -44,7 +44,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .camera_pmf import emccd_sampler, linear_sampler, poisson_sampler
+from z2t_dask.physics.camera.pmf import emccd_sampler, linear_sampler, poisson_sampler
 
 __all__ = [
     "CAMERA_MODELS",
@@ -364,8 +364,8 @@ class EMCCD:
     def floor_sampler(self, photons: float) -> Any:
         """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.
 
-        A :class:`z2t_dask.camera_pmf.DiscreteSampler` over ADU built (once per process and
-        value) from :func:`~z2t_dask.camera_pmf.emccd_adu_pmf` (or the linear chain without EM
+        A :class:`z2t_dask.physics.camera.pmf.DiscreteSampler` over ADU built (once per process and
+        value) from :func:`~z2t_dask.physics.camera.pmf.emccd_adu_pmf` (or the linear chain without EM
         gain); None when the chain is not tabulated (no read noise, nothing to draw, or a table
         too large). Pixels at a frame's floor (the background) draw from it.
         """
@@ -574,7 +574,7 @@ class SCMOS:
         """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.
 
         Only for scalar parameters (per-pixel maps make every pixel's distribution different)
-        and read noise > 0; see :func:`z2t_dask.camera_pmf.linear_adu_pmf`.
+        and read noise > 0; see :func:`z2t_dask.physics.camera.pmf.linear_adu_pmf`.
         """
         if self.map_shape is not None:
             return None

@@ -15,7 +15,7 @@ the batch (the earlier ``(B, K) @ (K, P)`` form let the batch size pick the kern
 emitter's phase is therefore bit-identical whatever other emitters share the call (tested
 across batch sizes and BLAS thread counts in ``tests/test_psf.py``).
 
-Conventions are those of :mod:`z2t_dask.optics.zernike` (RMS-normalised, ``theta`` counter-
+Conventions are those of :mod:`z2t_dask.physics.optics.zernike` (RMS-normalised, ``theta`` counter-
 clockwise from +x, Noll order by default).
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .zernike import noll_to_nm, osa_to_nm
+from z2t_dask.physics.optics.zernike import noll_to_nm, osa_to_nm
 
 __all__ = ["zernike_monomials", "combine_modes", "row_coefficients", "eval_rows"]
 

@@ -25,7 +25,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from z2t_dask import __version__
 
     p = argparse.ArgumentParser(prog="z2t", description="Simulate SMLM movies (z2t-dask).")
     p.add_argument("--version", action="version", version=f"z2t-dask {__version__}")
@@ -104,7 +104,7 @@ def _add_view_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from .preview import PreviewError, preview
+    from z2t_dask.tools.preview import PreviewError, preview
 
     if not Path(args.path).exists() and args.path != "default":
         print(f"z2t preview: no such file or folder: {args.path}", file=sys.stderr)
@@ -121,7 +121,7 @@ def _preview(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from .summary import InspectError, format_summary, summarize
+    from z2t_dask.tools.summary import InspectError, format_summary, summarize
 
     if not Path(args.path).exists():
         print(f"z2t inspect: no such file or folder: {args.path}", file=sys.stderr)
@@ -136,7 +136,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
+    from z2t_dask.batch import run_batch
 
     result = run_batch(args.config, client=args.scheduler, max_workers=args.max_workers, retries=args.retries,
                        resume=not args.no_resume, retry_failed=args.retry_failed, clean=args.clean,
@@ -147,13 +147,13 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .pipeline import simulate
+    from z2t_dask.config import load_config
+    from z2t_dask.sample import simulate
 
     overrides = {"emitters": {"frames": args.frames}} if args.frames is not None else None
     cfg = load_config(args.config, camera=args.camera, overrides=overrides)
     t = time.perf_counter()
-    from .io.formats import check_compression, stack_filename
+    from z2t_dask.io.formats import check_compression, stack_filename
 
     sample = simulate(cfg, seed=args.seed, zmap=args.zmap, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     name = args.name or f"sample_{sample.seed:03d}"
@@ -177,9 +177,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .io.formats import check_compression, format_from_path
-    from .pipeline import load_sample_h5, write_stack
+    from z2t_dask.config import load_config
+    from z2t_dask.io.formats import check_compression, format_from_path
+    from z2t_dask.sample import load_sample_h5, write_stack
 
     cfg = load_config(args.config)
     if not Path(args.h5).is_file():
@@ -203,9 +203,9 @@ def _render(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``z2t`` console script; returns the exit code."""
-    from .cluster import ClusterError
-    from .config import ConfigError
-    from .zmap import ZmapError
+    from z2t_dask.batch.cluster import ClusterError
+    from z2t_dask.config import ConfigError
+    from z2t_dask.physics.zmap import ZmapError
 
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING

@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .config import ConfigError, config_to_dict, load_config
+from z2t_dask.config import ConfigError, config_to_dict, load_config
 
 __all__ = ["BatchConfigError", "BatchSpec", "Job", "BatchResult", "load_batch_config", "expand_jobs", "job_key",
            "run_job", "run_batch", "MANIFEST", "JOB_MARKER", "SCHEMA_VERSION"]
@@ -401,8 +401,8 @@ def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strate
     ``strategy="serial"`` computes the sample's graph in this task; ``"spread"`` hands it to the
     cluster through ``worker_client()`` so one large sample uses every worker.
     """
-    from .io.atomic import atomic_path
-    from .pipeline import simulate
+    from z2t_dask.io.atomic import atomic_path
+    from z2t_dask.sample import simulate
 
     if isinstance(job, Mapping):
         job = Job(**job)
@@ -495,7 +495,7 @@ class _Manifest:
         return self.data["jobs"]
 
     def write(self) -> None:
-        from .io.atomic import atomic_path
+        from z2t_dask.io.atomic import atomic_path
 
         self.data["updated"] = time.time()
         with atomic_path(self.path) as tmp:
@@ -599,7 +599,7 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
     job_fn
         The task function (default :func:`run_job`); must be importable by the workers.
     """
-    from .cluster import resolve_client
+    from z2t_dask.batch.cluster import resolve_client
 
     spec = config if isinstance(config, BatchSpec) else load_batch_config(config, zmap=zmap, output_dir=output_dir,
                                                                           seed=seed)

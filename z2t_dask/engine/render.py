@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import camera as cam
-from .config import CameraConfig, SimulationConfig
-from .optics.psf import PupilPSF
-from .optics.psf_library import PSFLibrary, cached_library
-from .random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
+from z2t_dask.physics import camera as cam
+from z2t_dask.config import CameraConfig, SimulationConfig
+from z2t_dask.physics.optics.psf import PupilPSF
+from z2t_dask.physics.optics.psf_library import PSFLibrary, cached_library
+from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
 
 if TYPE_CHECKING:
-    from .truth import RecordWindow, Truth
+    from z2t_dask.physics.truth import RecordWindow, Truth
 
 __all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "NOISE_BLOCK", "DEFAULT_CHUNK_MB", "MAX_AUTO_CHUNK_FRAMES",
            "stream", "noise_stream", "FramePlan", "build_camera", "build_psf_model", "expected_signal",
@@ -111,7 +111,7 @@ def build_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     import json
     import os
 
-    from .zmap import SyntheticZmap, read_zmap
+    from z2t_dask.physics.zmap import SyntheticZmap, read_zmap
 
     z, e = cfg.zernike, cfg.emitters
     (w, h), m, (x0, y0) = cfg.area_xy, float(e.margin_px), cfg.crop_offset_xy
@@ -151,8 +151,8 @@ def build_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
 class FramePlan:
     """Everything a frame block needs (embedded once in the graph).
 
-    The ground truth is the sample's own :class:`~z2t_dask.truth.Truth`: a block asks it for the
-    records of its frames (:meth:`~z2t_dask.truth.Truth.window`, by frame then emitter id), so a
+    The ground truth is the sample's own :class:`~z2t_dask.physics.truth.Truth`: a block asks it for the
+    records of its frames (:meth:`~z2t_dask.physics.truth.Truth.window`, by frame then emitter id), so a
     long sample's truth is drawn segment by segment where it is needed, never held whole.
     """
 

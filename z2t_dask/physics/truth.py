@@ -7,7 +7,7 @@ with the number of frames. Here the truth of a long sample is a pure function of
 
 * the emitters are split by their first-on (activation) time into segments of
   :data:`TRUTH_SEGMENT_FRAMES` frames (the first and last segments also take the activation
-  padding before frame 0 and after frame T - 1, see :func:`~z2t_dask.emitters.activation_window`);
+  padding before frame 0 and after frame T - 1, see :func:`~z2t_dask.physics.emitters.activation_window`);
 * the number of emitters of each segment is one multinomial draw over the segments with
   probabilities proportional to their activation windows (stream ``(PURPOSE_EMITTERS,)``), and
   segment ``k`` draws its emitters from its own stream ``(PURPOSE_EMITTERS, 1, k)`` with
@@ -36,10 +36,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .config import SimulationConfig
-from .emitters import EmitterTable, Records, activation_window, make_records, sample_emitters
-from .random_streams import PURPOSE_EMITTERS, stream
-from .zmap import Zmap
+from z2t_dask.config import SimulationConfig
+from z2t_dask.physics.emitters import EmitterTable, Records, activation_window, make_records, sample_emitters
+from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, stream
+from z2t_dask.physics.zmap import Zmap
 
 __all__ = ["TRUTH_SEGMENT_FRAMES", "SEGMENT_CACHE", "TruthPart", "RecordWindow", "Truth", "InMemoryTruth",
            "SegmentedTruth", "phase_for", "compact_records"]
@@ -439,7 +439,7 @@ class SegmentedTruth(Truth):
     def token(self) -> str:
         from dask.base import tokenize
 
-        from .config import config_to_dict
+        from z2t_dask.config import config_to_dict
 
         return tokenize(config_to_dict(self.cfg), self.seed, self.zmap.describe(), self.segment_frames,
                         [vars(s) for s in self.segments])

@@ -11,7 +11,7 @@ The chains (``n ~ Poisson(lam)`` photo-electrons; ``rint`` rounds to the nearest
 result is clipped to ``[0, max_adu]``):
 
 * :func:`emccd_adu_pmf` -- ``ADU = rint((Gamma(n, gain) + Normal(0, sigma_e)) / e_per_adu + baseline)``
-  with ``Gamma(0, gain) = 0`` exactly (the EMCCD of :class:`z2t_dask.camera.EMCCD`);
+  with ``Gamma(0, gain) = 0`` exactly (the EMCCD of :class:`z2t_dask.physics.camera.EMCCD`);
 * :func:`linear_adu_pmf` -- ``ADU = rint(a·n + Normal(0, sd_adu) + offset)`` (an sCMOS pixel,
   or an EMCCD with its EM register off);
 * :func:`poisson_pmf` -- ``Poisson(lam)`` itself (the photo-electron counts).

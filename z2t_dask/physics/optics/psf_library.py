@@ -2,7 +2,7 @@
 
 Model
 -----
-The exact model (:class:`~z2t_dask.optics.psf.PupilPSF`) is tabulated once per Zmap and optics:
+The exact model (:class:`~z2t_dask.physics.optics.psf.PupilPSF`) is tabulated once per Zmap and optics:
 
 * **field**: aberration vectors ``c`` (Zernike phase, and amplitude if the Zmap has one; rad
   RMS, Noll) of a regular grid of field nodes over the area where emitters are drawn.  The grid
@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from .psf import PupilPSF
+from z2t_dask.physics.optics.psf import PupilPSF
 
 __all__ = ["PSFLibrary", "FieldFunction", "cached_library"]
 

@@ -33,7 +33,7 @@ def stack_format(path: str | os.PathLike) -> str:
     ValueError
         For a suffix that names no stack format.
     """
-    from .io.formats import format_from_path
+    from z2t_dask.io.formats import format_from_path
 
     return format_from_path(path, default=None)
 
@@ -133,7 +133,7 @@ def open_stack(path: str | os.PathLike) -> Any:
             shape, dtype = tuple(f["frames"].shape), f["frames"].dtype
         return _lazy(p, fmt, shape, dtype)
     try:
-        from .io.zarr import read_ome_zarr
+        from z2t_dask.io.zarr import read_ome_zarr
     except ImportError:  # the OME-Zarr module is optional in older trees
         import zarr
 
@@ -223,7 +223,7 @@ def open_sample(folder: str | os.PathLike) -> SampleFolder:
     FileNotFoundError
         If the folder does not exist or holds neither a stack nor an ``emitters.h5``.
     """
-    from .io.emitters_h5 import read_emitters_h5
+    from z2t_dask.io.emitters_h5 import read_emitters_h5
 
     p = Path(folder)
     if not p.is_dir():

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import EmittersConfig
+from z2t_dask.config import EmittersConfig
 
 __all__ = ["EmitterTable", "Records", "activation_window", "sample_emitters", "on_intervals", "bin_intervals",
            "inside_image", "make_records"]
