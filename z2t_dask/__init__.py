@@ -13,12 +13,14 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ConfigError": "config", "LegacyKeyWarning": "config", "SimulationConfig": "config",
+    **{name: "errors" for name in ("Z2TError", "Z2TWarning", "ConfigError", "BatchConfigError", "LegacyKeyWarning",
+                                   "ZmapError", "FormatError", "NGFFError", "MemoryBudgetError", "ClusterError",
+                                   "InspectError", "PreviewError")},
+    "SimulationConfig": "config",
     "default_config": "config", "load_config": "config",
     "Sample": "sample", "simulate": "sample", "render_emitters": "sample", "load_sample_h5": "sample",
-    "read_zmap": "physics.zmap", "SyntheticZmap": "physics.zmap", "ZmapError": "physics.zmap",
+    "read_zmap": "physics.zmap", "SyntheticZmap": "physics.zmap",
     "run_batch": "batch.runner", "load_batch_config": "batch.runner", "expand_jobs": "batch.runner",
-    "BatchConfigError": "batch.runner",
     "open_sample": "tools.results", "open_stack": "tools.results", "summarize": "tools.summary",
 }
 

@@ -19,15 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from z2t_dask.errors import ClusterError
+
 __all__ = ["ClusterError", "resolve_client", "slurm_cluster", "load_slurm_spec", "SLURM_KEYS"]
 
 SLURM_KEYS = ("queue", "account", "cores", "processes", "memory", "walltime", "job_extra_directives",
               "job_script_prologue", "python", "local_directory", "interface", "job_name", "jobs",
               "worker_extra_args", "death_timeout")
-
-
-class ClusterError(RuntimeError):
-    """The requested cluster cannot be started or reached."""
 
 
 def load_slurm_spec(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from z2t_dask.errors import BatchConfigError
 from z2t_dask.config import ConfigError, config_to_dict, load_config
 
 __all__ = ["BatchConfigError", "BatchSpec", "Job", "BatchResult", "load_batch_config", "expand_jobs", "job_key",
@@ -60,10 +61,6 @@ _TOP_KEYS = ("description", "version", "base_output_dir", "max_workers", "base_c
 _SAMPLE_KEYS = ("num_samples", "frames_per_sample", "sample_naming", "description")
 # keys that the original configs keep equal to the ROI size: varied together with it
 _LINKED_TO_ROI = ("zernike.crop_size", "emitters.area_px")
-
-
-class BatchConfigError(ConfigError):
-    """A batch configuration is invalid (every problem names its key path)."""
 
 
 @dataclass

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from z2t_dask.errors import ConfigError, LegacyKeyWarning
+
 __all__ = [
     "ConfigError",
     "LegacyKeyWarning",
@@ -50,22 +52,6 @@ __all__ = [
     "default_config",
     "config_to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration is invalid. ``problems`` lists ``(key_path, message)`` pairs."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
-        self.problems = list(problems)
-        self.source = source
-        where = f" in {source}" if source else ""
-        lines = [f"invalid configuration{where}:"]
-        lines += [f"  {key}: {msg}" for key, msg in self.problems]
-        super().__init__("\n".join(lines))
-
-
-class LegacyKeyWarning(UserWarning):
-    """A key of an original-tool file that has no effect on the simulation (kept as provenance)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from z2t_dask.errors import MemoryBudgetError
+
 __all__ = ["MemoryBudgetError", "available_memory_bytes", "block_bounds", "compute_in_memory",
            "iter_frame_blocks", "iter_frames", "require_memory", "resolve_scheduler"]
-
-
-class MemoryBudgetError(ValueError):
-    """A non-streaming write was refused: the whole stack would not fit the memory budget."""
 
 
 def _is_dask(array: Any) -> bool:

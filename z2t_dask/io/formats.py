@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from z2t_dask.errors import FormatError
+
 __all__ = ["COMPRESSIONS", "FORMATS", "SUFFIXES", "check_compression", "format_from_path", "iter_stack_blocks",
            "normalise_format", "stack_filename"]
 
@@ -36,21 +38,21 @@ def normalise_format(fmt: str, key: str = "output.format") -> str:
 
     Raises
     ------
-    ValueError
+    FormatError
         Naming ``key`` and the accepted formats.
     """
     name = str(fmt).lower().strip()
     name = _ALIASES.get(name, name)
     if name not in FORMATS:
-        raise ValueError(f"{key}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        raise FormatError(f"{key}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     return name
 
 
 def check_compression(fmt: str, compression: str | None, key: str = "compression") -> None:
-    """Raise ValueError (naming ``key``) unless ``compression`` is None or offered by ``fmt``."""
+    """Raise FormatError (naming ``key``) unless ``compression`` is None or offered by ``fmt``."""
     fmt = normalise_format(fmt)
     if compression is not None and compression not in COMPRESSIONS[fmt]:
-        raise ValueError(f"{key}: {fmt} offers {', '.join(COMPRESSIONS[fmt])}, not {compression!r}")
+        raise FormatError(f"{key}: {fmt} offers {', '.join(COMPRESSIONS[fmt])}, not {compression!r}")
 
 
 def stack_filename(name: str, fmt: str) -> str:
@@ -61,7 +63,7 @@ def stack_filename(name: str, fmt: str) -> str:
 def format_from_path(path: str | os.PathLike[str], default: str | None = "ome-tiff") -> str:
     """The format a path's suffix names (``.zarr`` -> ome-zarr, ``.h5``/``.hdf5`` -> hdf5, ``.tif(f)`` -> ome-tiff).
 
-    Another suffix gives ``default``; with ``default=None`` it raises ``ValueError``.
+    Another suffix gives ``default``; with ``default=None`` it raises :class:`~z2t_dask.errors.FormatError`.
     """
     name = Path(path).name.lower().rstrip("/")
     if name.endswith(".zarr"):
@@ -71,7 +73,7 @@ def format_from_path(path: str | os.PathLike[str], default: str | None = "ome-ti
     if name.endswith((".tif", ".tiff")):
         return "ome-tiff"
     if default is None:
-        raise ValueError(f"{path}: not a frame stack (expected .ome.tiff, .ome.zarr or .h5)")
+        raise FormatError(f"{path}: not a frame stack (expected .ome.tiff, .ome.zarr or .h5)")
     return normalise_format(default)
 
 

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from z2t_dask.errors import NGFFError
 from z2t_dask.io.atomic import PARTIAL_STAMP, partial_sibling, resumable_dir
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.tiff import ZSTD_LEVEL
@@ -67,10 +68,6 @@ _TIME_UNITS = frozenset(
     "attosecond centisecond day decisecond exasecond femtosecond gigasecond hectosecond hour kilosecond "
     "megasecond microsecond millisecond minute nanosecond petasecond picosecond second terasecond "
     "yoctosecond yottasecond zeptosecond zettasecond".split())
-
-
-class NGFFError(ValueError):
-    """An OME-Zarr folder does not follow the NGFF layout (the message lists every problem)."""
 
 
 @dataclass

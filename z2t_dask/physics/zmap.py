@@ -29,15 +29,12 @@ from typing import Literal
 
 import numpy as np
 
+from z2t_dask.errors import ZmapError
 from z2t_dask.physics.optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
 
 __all__ = ["ZmapError", "Zmap", "H5Zmap", "SyntheticZmap", "read_zmap", "legacy_to_noll"]
 
 _SPLINE_MARGIN = 12  # px of map read around the emitters: B-spline prefilter influence < 1e-6
-
-
-class ZmapError(ValueError):
-    """A Zmap file is missing, malformed or inconsistent (message names the file and dataset)."""
 
 
 def legacy_to_noll(coeffs: np.ndarray, n_modes: int = 21, *, warn: bool = True) -> np.ndarray:

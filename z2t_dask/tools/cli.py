@@ -6,18 +6,22 @@
 ``z2t preview``   PNG of frames with ground-truth markers, or of a Zmap's coefficient maps and PSFs
 ``z2t inspect``   summary (or ``--json``) of a sample folder, batch folder, Zmap, emitters.h5 or stack
 
-Exit codes: 0 success, 1 runtime failure, 2 bad configuration or input (message names the key
-or file).
+Exit codes: 0 success; 2 bad configuration or input (any :class:`~z2t_dask.errors.Z2TError`,
+or an OS error about the user's paths or a full disk: the message names the key or file);
+1 anything else ("internal error": a bug of ours, ``-v`` prints the traceback); 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import errno
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+from z2t_dask.errors import Z2TError
 
 __all__ = ["main", "build_parser"]
 
@@ -104,16 +108,12 @@ def _add_view_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from z2t_dask.tools.preview import PreviewError, preview
+    from z2t_dask.tools.preview import preview
 
     if not Path(args.path).exists() and args.path != "default":
         print(f"z2t preview: no such file or folder: {args.path}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        out = preview(args.path, args.output, n_frames=args.frames, config=args.config)
-    except PreviewError as exc:
-        print(f"z2t preview: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    out = preview(args.path, args.output, n_frames=args.frames, config=args.config)
     print(f"wrote {out}")
     return EXIT_OK
 
@@ -121,16 +121,12 @@ def _preview(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from z2t_dask.tools.summary import InspectError, format_summary, summarize
+    from z2t_dask.tools.summary import format_summary, summarize
 
     if not Path(args.path).exists():
         print(f"z2t inspect: no such file or folder: {args.path}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        info = summarize(args.path)
-    except InspectError as exc:
-        print(f"z2t inspect: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    info = summarize(args.path)
     print(json.dumps(info, indent=1, sort_keys=True, default=str) if args.json else format_summary(info))
     return EXIT_OK
 
@@ -162,13 +158,9 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT
     fmt = args.format or cfg.output.format
-    try:
-        check_compression(fmt, args.compression, key="--compression")
-        sample.save(out, format=fmt, compression=args.compression, overwrite=args.overwrite,
-                    streaming=not args.no_streaming)
-    except ValueError as exc:  # a --compression the format lacks, or MemoryBudgetError (--no-streaming too large)
-        print(f"z2t simulate: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    check_compression(fmt, args.compression, key="--compression")   # FormatError: exit 2
+    sample.save(out, format=fmt, compression=args.compression, overwrite=args.overwrite,
+                streaming=not args.no_streaming)                    # MemoryBudgetError: exit 2
     dt = time.perf_counter() - t
     T, H, W = sample.frames.shape
     print(f"wrote {out}/{stack_filename(name, fmt)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
@@ -189,24 +181,38 @@ def _render(args: argparse.Namespace) -> int:
     sample = load_sample_h5(args.h5, cfg, seed=args.seed, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     out = Path(args.output)
     fmt = args.format or format_from_path(out)
-    try:
-        check_compression(fmt, args.compression, key="--compression")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_stack(sample, out, format=fmt, compression=args.compression, streaming=not args.no_streaming)
-    except ValueError as exc:  # a --compression the format lacks, or MemoryBudgetError (--no-streaming too large)
-        print(f"z2t render: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    check_compression(fmt, args.compression, key="--compression")   # FormatError: exit 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_stack(sample, out, format=fmt, compression=args.compression, streaming=not args.no_streaming)
     T, H, W = sample.frames.shape
     print(f"wrote {out} ({T} frames {H}x{W} {sample.frames.dtype}) in {time.perf_counter() - t:.2f} s")
     return EXIT_OK
 
 
+#: OS errors that are about the user's paths or disk (exit 2), not about the package.
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+#: errno values of a full disk or a file-size limit (exit 2: the message says so).
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _is_user_path_error(exc: OSError) -> bool:
+    """True for an OS error about the user's paths or disk space (missing, exists, denied, full)."""
+    return isinstance(exc, _USER_OS_ERRORS) or exc.errno in _DISK_ERRNOS
+
+
+def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
+    """Report an unexpected exception as our bug (exit 1); the traceback with ``-v``."""
+    if args.verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"z2t {args.command}: internal error ({type(exc).__name__}: {exc}); this is a bug in z2t-dask, "
+          "not in your input: run with -v for the traceback and report it", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``z2t`` console script; returns the exit code."""
-    from z2t_dask.batch.cluster import ClusterError
-    from z2t_dask.config import ConfigError
-    from z2t_dask.physics.zmap import ZmapError
-
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -223,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _preview(args)
         if args.command == "inspect":
             return _inspect(args)
-    except (ConfigError, ZmapError, ClusterError, FileNotFoundError, FileExistsError) as exc:
+    except Z2TError as exc:                      # the user's input: the message says what to fix
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -235,6 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:  # pragma: no cover
             pass
         return EXIT_OK
+    except OSError as exc:
+        if not _is_user_path_error(exc):
+            return _internal_error(args, exc)
+        print(f"z2t {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:                     # our bug: say so, never pretend it is bad input
+        return _internal_error(args, exc)
     return EXIT_FAILED  # pragma: no cover
 
 

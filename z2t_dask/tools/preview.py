@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from z2t_dask.errors import PreviewError
+
 __all__ = ["PreviewError", "INSIDE_STYLE", "EDGE_STYLE", "frame_markers", "pick_frames", "sample_figure",
            "zmap_figure", "preview_sample", "preview_zmap", "preview", "save_figure"]
 
@@ -41,10 +43,6 @@ _ZERNIKE_NAMES = {(0, 0): "piston", (1, 1): "tilt x", (1, -1): "tilt y", (2, 0):
                   (4, 4): "quadrafoil V", (4, -4): "quadrafoil O", (5, 1): "2nd coma H", (5, -1): "2nd coma V",
                   (5, 3): "2nd trefoil O", (5, -3): "2nd trefoil V", (5, 5): "pentafoil O", (5, -5): "pentafoil V",
                   (6, 0): "2nd spherical"}
-
-
-class PreviewError(RuntimeError):
-    """A preview cannot be made (matplotlib missing, nothing to show); the message says what to do."""
 
 
 def _figure(figsize: tuple[float, float]) -> Any:

@@ -26,15 +26,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from z2t_dask.errors import InspectError
+
 __all__ = ["InspectError", "detect_kind", "summarize", "format_summary", "truth_stats", "estimate_snr",
            "pixel_stats", "disk_usage"]
 
 #: Frames read (evenly spaced) for the pixel statistics of a stack.
 PIXEL_FRAMES = 8
-
-
-class InspectError(ValueError):
-    """A path is not something ``z2t inspect`` / ``z2t preview`` understands (the message says why)."""
 
 
 def _package_version() -> str:
