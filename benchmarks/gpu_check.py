@@ -36,9 +36,9 @@ def _timed(fn, sync, repeat: int = 3) -> float:
 
 def check_psf(cp, report: dict) -> None:
     from z2t_dask.config import load_config
-    from z2t_dask.engine.render import build_psf_model
+    from z2t_dask.engine.assembly import make_psf_model
 
-    psf = build_psf_model(load_config(None))
+    psf = make_psf_model(load_config(None))
     rng = np.random.default_rng(0)
     n = 2048
     phase = rng.normal(0.0, 0.3, (n, psf.n_modes)).astype(np.float32)

@@ -153,19 +153,13 @@ def w2(repeat: int) -> list[Row]:
 def _field_inputs(n: int, seed: int = 0):
     """Emitters of the default config's field: synthetic Zmap phases, z in +-0.6 um, |d| <= 0.5."""
     import z2t_dask as z2t
-    from z2t_dask.sample import make_zmap
+    from z2t_dask.engine.assembly import aberration_field
 
-    cfg = z2t.load_config(None)
-    zm = make_zmap(cfg)
-    x0, y0 = cfg.crop_offset_xy
+    field = aberration_field(z2t.load_config(None))
     rng = np.random.default_rng(seed)
     x, y = rng.uniform(-3, 67, n), rng.uniform(-3, 67, n)
-    ph, _ = zm.coefficients(x + x0, y + y0)
-
-    def field(xx, yy):
-        return zm.coefficients(np.asarray(xx) + x0, np.asarray(yy) + y0)
-
-    return ph, rng.uniform(-0.6, 0.6, n), rng.uniform(-0.5, 0.5, n), rng.uniform(-0.5, 0.5, n), field
+    ph, _ = field.at(x, y)
+    return ph, rng.uniform(-0.6, 0.6, n), rng.uniform(-0.5, 0.5, n), rng.uniform(-0.5, 0.5, n), field.at
 
 
 def psf(repeat: int, n: int = 512) -> list[Row]:

@@ -13,7 +13,7 @@ from z2t_dask.config import ConfigError
 from z2t_dask.physics.optics import psf_library
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary
-from z2t_dask.engine.render import build_psf_model
+from z2t_dask.engine.assembly import make_psf_model
 from z2t_dask.physics.zmap import SyntheticZmap
 
 from conftest import small_config
@@ -158,7 +158,7 @@ def test_pipeline_fast_mode_metadata_and_frames() -> None:
     assert info["mode"] == "fast" and info["error"]["max"] <= BOUND and info["coverage"] == 1.0
     assert exact.psf_info["mode"] == "exact"
     assert json.loads(fast.attrs()["psf"])["error"]["max"] == info["error"]["max"]
-    assert build_psf_model(cfg_fast) is fast.plan.psf  # built once per process for the same Zmap + optics
+    assert make_psf_model(cfg_fast) is fast.plan.psf  # built once per process for the same Zmap + optics
     a = fast.compute().astype(np.float64)
     b = exact.compute().astype(np.float64) - cfg_exact.background.photons
     a -= cfg_fast.background.photons

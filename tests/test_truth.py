@@ -12,7 +12,8 @@ from scipy import stats
 import z2t_dask as z2t
 from z2t_dask.physics.emitters import activation_window
 from z2t_dask.io.emitters_h5 import write_emitters_h5_parts
-from z2t_dask.sample import _sample_from_truth, make_zmap
+from z2t_dask.engine.assembly import aberration_field, make_zmap
+from z2t_dask.sample import _sample_from_truth
 from z2t_dask.physics.truth import SEGMENT_CACHE, TRUTH_SEGMENT_FRAMES, SegmentedTruth
 
 #: Long enough for three segments (T = 2,100 > 2 x TRUTH_SEGMENT_FRAMES), tiny frames.
@@ -45,15 +46,14 @@ def test_segmented_truth_is_one_ordered_table(model):
         assert mine.sum() == seg.n_records
         assert r.frame_ix[mine].min() == seg.first_frame and r.frame_ix[mine].max() == seg.last_frame
     # the per-emitter coefficients are those of the Zmap at each position, whatever the segment
-    from z2t_dask.physics.truth import phase_for
-    phase, _ = phase_for(s.config, make_zmap(s.config), e.xyz[:, :2])
+    phase, _ = aberration_field(s.config)(e.xyz[:, :2])
     np.testing.assert_array_equal(s.zernike_phase, phase.astype(np.float32))
 
 
 def test_segmented_activation_times_are_uniform_over_the_movie():
     """A multinomial split over the segments + uniform draws in each = uniform over the whole window."""
     cfg = z2t.load_config(long_config(frames=3 * TRUTH_SEGMENT_FRAMES + 500, num_emitters=20000))
-    truth = SegmentedTruth(cfg, 11, make_zmap(cfg))
+    truth = SegmentedTruth(cfg, 11, aberration_field(cfg))
     assert truth.n_segments == 4
     lo, hi = activation_window(cfg.emitters)
     t0 = truth.materialize().emitters.t0
@@ -68,8 +68,8 @@ def test_segmented_activation_times_are_uniform_over_the_movie():
 
 def test_segmented_truth_is_deterministic_and_seed_dependent():
     cfg = z2t.load_config(long_config())
-    zm = make_zmap(cfg)
-    a, b, c = SegmentedTruth(cfg, 3, zm), SegmentedTruth(cfg, 3, zm), SegmentedTruth(cfg, 4, zm)
+    field = aberration_field(cfg, make_zmap(cfg))
+    a, b, c = SegmentedTruth(cfg, 3, field), SegmentedTruth(cfg, 3, field), SegmentedTruth(cfg, 4, field)
     np.testing.assert_array_equal(a.materialize().emitters.xyz, b.materialize().emitters.xyz)
     np.testing.assert_array_equal(a.materialize().records.phot, b.materialize().records.phot)
     assert a.token() == b.token() != c.token()

@@ -22,22 +22,18 @@ multiples of ``NOISE_BLOCK`` (the automatic choice) never redraw a neighbour's n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from z2t_dask.physics import camera as cam
-from z2t_dask.config import CameraConfig, SimulationConfig
 from z2t_dask.physics.optics.psf import PupilPSF
-from z2t_dask.physics.optics.psf_library import PSFLibrary, cached_library
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
 
 if TYPE_CHECKING:
     from z2t_dask.physics.truth import RecordWindow, Truth
 
 __all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "NOISE_BLOCK", "DEFAULT_CHUNK_MB", "MAX_AUTO_CHUNK_FRAMES",
-           "stream", "noise_stream", "FramePlan", "build_camera", "build_psf_model", "expected_signal",
+           "stream", "noise_stream", "FramePlan", "expected_signal",
            "render_block", "choose_chunks", "frames_array"]
 
 #: Side (px) of the fixed camera-noise grid. Part of the random-stream definition: changing it
@@ -61,90 +57,6 @@ def noise_stream(seed: int, t: int, block_row: int, block_col: int) -> np.random
     matching columns of the image (clipped at the image edge), whatever the dask chunking.
     """
     return stream(seed, PURPOSE_NOISE, t, block_row, block_col)
-
-
-def _load_map(value: Any, name: str) -> Any:
-    if isinstance(value, str):
-        p = Path(value)
-        if not p.is_file():
-            raise FileNotFoundError(f"camera.{name}: map file not found: {p}")
-        return np.load(p).astype(np.float32)
-    return float(value)
-
-
-def build_camera(c: CameraConfig, *, noise_params=None, roi: tuple[int, int, int, int] | None = None):
-    """Camera model of a config. ``roi = (y0, x0, height, width)`` crops sCMOS maps to the ROI."""
-    if c.model == "emccd":
-        return cam.EMCCD(qe=c.qe, em_gain=c.em_gain, spurious_charge=c.spurious_charge, read_noise_e=c.read_noise_e,
-                         e_per_adu=c.e_per_adu, baseline=c.baseline, bit_depth=c.bit_depth)
-    if c.model == "scmos":
-        model = cam.SCMOS(qe=c.qe, offset=_load_map(c.scmos_offset, "scmos_offset"),
-                          variance=_load_map(c.scmos_variance, "scmos_variance"),
-                          gain=_load_map(c.scmos_gain, "scmos_gain"), bit_depth=c.bit_depth)
-        if roi is not None and any(np.ndim(getattr(model, k)) == 2 for k in ("offset", "variance", "gain")):
-            model = model.crop(*roi)
-        return model
-    if c.model == "ideal":
-        return cam.Ideal(poisson=c.poisson)
-    if c.model == "none":
-        return cam.Ideal(poisson=False)
-    if c.model == "original":
-        return cam.OriginalFloat(readout_noise=noise_params.readout_noise, shot_noise=noise_params.shot_noise)
-    raise ValueError(f"camera.model: unknown model {c.model!r}")
-
-
-def build_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
-    """The PSF model of a config: the exact pupil model, or (``psf.mode = "fast"``) a library of it.
-
-    The fast library covers the emitter sampling area (ROI + margin) and ``[-z_range, z_range]``
-    of the config's own Zmap (``zmap_path`` or the synthetic default, with ``zernike.scale`` and
-    the fixed coefficients), is built once per process for the same optics, Zmap and options,
-    and carries its measured error in ``describe()``.  Emitters whose aberrations do not come
-    from that Zmap (e.g. a Zmap object passed to ``simulate``) get exact PSFs.
-    """
-    o, p = cfg.optical, cfg.psf
-    exact = PupilPSF(wavelength_nm=o.wavelength_nm, na=o.NA, n_medium=o.n_medium, n_immersion=o.n_immersion,
-                     pixel_size_nm_x=o.pixel_size_nm_x, pixel_size_nm_y=o.pixel_size_nm_y,
-                     patch_size=p.patch_size, oversampling=p.oversampling, n_modes=p.n_modes)
-    if p.mode == "exact":
-        return exact
-    import json
-    import os
-
-    from z2t_dask.physics.zmap import SyntheticZmap, read_zmap
-
-    z, e = cfg.zernike, cfg.emitters
-    (w, h), m, (x0, y0) = cfg.area_xy, float(e.margin_px), cfg.crop_offset_xy
-    extent = (-m, w + m, -m, h + m)
-    pad = 1e-4  # um: float32 rounding of the emitters' z
-    z_range = (-float(e.z_range_um) - pad, float(e.z_range_um) + pad)
-    fixed = {} if o.ignore_fixed_psf_coeffs else dict(p.fixed_zernike)
-    st = os.stat(cfg.zmap_path) if cfg.zmap_path and os.path.exists(cfg.zmap_path) else None
-    stamp = None if st is None else [st.st_size, st.st_mtime_ns]  # a rewritten Zmap is another library
-    key = json.dumps([exact.__getstate__(), cfg.zmap_path, stamp, z.convention, z.units, z.interpolation_method,
-                      z.scale, z.synthetic_rms_rad, z.synthetic_seed, list(z.synthetic_shape), sorted(fixed.items()),
-                      [x0, y0], extent, z_range, p.fast_dz_um, p.fast_subpixel, p.fast_span_rad, p.fast_tol_rad,
-                      p.fast_max_mib], default=str)
-
-    def build() -> PSFLibrary:
-        zmap = (read_zmap(cfg.zmap_path, convention=z.convention, units=z.units, wavelength_nm=o.wavelength_nm,
-                          n_modes=p.n_modes) if cfg.zmap_path else
-                SyntheticZmap(shape=tuple(z.synthetic_shape), rms_rad=z.synthetic_rms_rad, seed=z.synthetic_seed,
-                              n_modes=p.n_modes))
-
-        def field(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-            phase, mag = zmap.coefficients(np.asarray(x) + x0, np.asarray(y) + y0, method=z.interpolation_method)
-            phase = phase * z.scale
-            for j, v in fixed.items():
-                phase[:, j - 1] += v
-            return phase, mag
-
-        step = 2 * exact.sampling  # sub-pixel offsets: even and a multiple of the fine sampling
-        return PSFLibrary.from_field(exact, field, extent, z_range, dz_um=p.fast_dz_um,
-                                     subpixel=-(-p.fast_subpixel // step) * step, span_rad=p.fast_span_rad,
-                                     tol_rad=p.fast_tol_rad, max_mib=p.fast_max_mib)
-
-    return cached_library(key, build)
 
 
 @dataclass

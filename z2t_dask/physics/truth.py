@@ -39,32 +39,16 @@ import numpy as np
 from z2t_dask.config import SimulationConfig
 from z2t_dask.physics.emitters import EmitterTable, Records, activation_window, make_records, sample_emitters
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, stream
-from z2t_dask.physics.zmap import Zmap
+from z2t_dask.physics.aberrations import AberrationField
 
 __all__ = ["TRUTH_SEGMENT_FRAMES", "SEGMENT_CACHE", "TruthPart", "RecordWindow", "Truth", "InMemoryTruth",
-           "SegmentedTruth", "phase_for", "compact_records"]
+           "SegmentedTruth", "compact_records"]
 
 #: Frames of activation time per segment. Part of the random-stream definition (changing it
 #: changes the emitters of samples longer than it), so it is not a setting.
 TRUTH_SEGMENT_FRAMES = 1000
 #: Segments kept per process (a frame block needs one or two; the writers walk them in order).
 SEGMENT_CACHE = 3
-
-
-def phase_for(cfg: SimulationConfig, zmap: Zmap, xy_roi: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-emitter Zernike coefficients (Noll, rad RMS) at ROI positions ``xy_roi`` (N, 2) px.
-
-    The Zmap's phase at the chip position (ROI + ``tiff.crop_offset``) times ``zernike.scale``,
-    plus ``psf.fixed_zernike`` unless ``optical.ignore_fixed_psf_coeffs``; the magnitude
-    coefficients or None. Each row depends only on its own position.
-    """
-    x0, y0 = cfg.crop_offset_xy
-    phase, mag = zmap.coefficients(xy_roi[:, 0] + x0, xy_roi[:, 1] + y0, method=cfg.zernike.interpolation_method)
-    phase = phase * cfg.zernike.scale
-    if not cfg.optical.ignore_fixed_psf_coeffs:
-        for j, v in cfg.psf.fixed_zernike.items():
-            phase[:, j - 1] += v
-    return phase, mag
 
 
 def compact_records(records: Records) -> Records:
@@ -304,8 +288,9 @@ class SegmentedTruth(Truth):
         The resolved config (emitters, image, Zmap scaling and fixed coefficients).
     seed : int
         The sample seed.
-    zmap : Zmap
-        Where the per-emitter coefficients come from.
+    field : AberrationField
+        The per-emitter Zernike coefficients of a position
+        (:func:`z2t_dask.engine.assembly.aberration_field`).
     segment_frames : int
         Frames of activation time per segment (default :data:`TRUTH_SEGMENT_FRAMES`; part of
         the random-stream definition).
@@ -319,11 +304,11 @@ class SegmentedTruth(Truth):
     The object pickles without its cache, so each worker regenerates what it needs.
     """
 
-    def __init__(self, cfg: SimulationConfig, seed: int, zmap: Zmap, *, segment_frames: int = TRUTH_SEGMENT_FRAMES,
+    def __init__(self, cfg: SimulationConfig, seed: int, field: AberrationField, *, segment_frames: int = TRUTH_SEGMENT_FRAMES,
                  cache_segments: int = SEGMENT_CACHE):
         self.cfg = cfg
         self.seed = int(seed)
-        self.zmap = zmap
+        self.field = field
         self.segment_frames = int(segment_frames)
         self.cache_segments = max(1, int(cache_segments))
         self.frames = int(cfg.emitters.frames)
@@ -382,7 +367,7 @@ class SegmentedTruth(Truth):
         return self._with_phase(*self._draw(seg.index, seg.window, seg.n_emitters, seg.id0), seg.id0)
 
     def _with_phase(self, table: EmitterTable, records: Records, id0: int) -> TruthPart:
-        phase, mag = phase_for(self.cfg, self.zmap, table.xyz[:, :2])
+        phase, mag = self.field(table.xyz[:, :2])
         return TruthPart(emitters=table, records=records, phase=np.ascontiguousarray(phase, np.float32),
                          mag=None if mag is None else np.ascontiguousarray(mag, np.float32), id0=id0)
 
@@ -441,7 +426,7 @@ class SegmentedTruth(Truth):
 
         from z2t_dask.config import config_to_dict
 
-        return tokenize(config_to_dict(self.cfg), self.seed, self.zmap.describe(), self.segment_frames,
+        return tokenize(config_to_dict(self.cfg), self.seed, self.field.describe(), self.segment_frames,
                         [vars(s) for s in self.segments])
 
     # -- pickling (no cache, no lock) -------------------------------------------------------

@@ -299,10 +299,10 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
         Axial positions (µm) of the through-focus row; default 5 steps over ±``emitters.z_range_um``.
     """
     from z2t_dask.config import load_config
-    from z2t_dask.engine.render import build_psf_model
+    from z2t_dask.engine.assembly import make_psf_model
 
     cfg = load_config(config)
-    model = build_psf_model(cfg)
+    model = make_psf_model(cfg)
     coeffs, xs, ys = _coefficient_grid(zmap, grid)
     h, w = zmap.shape
     modes = [j for j in range(4, coeffs.shape[0] + 1) if np.abs(coeffs[j - 1]).max() > 1e-6][:max_maps]
@@ -378,18 +378,16 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
 def preview_zmap(zmap: Any = None, path: str | os.PathLike = "zmap_preview.png", *, config: Any = None,
                  dpi: int = 80, **kwargs: Any) -> Path:
     """PNG of :func:`zmap_figure`. ``zmap``: a Zmap, a file path, or None (the config's Zmap)."""
+    import dataclasses
+
     from z2t_dask.config import load_config
-    from z2t_dask.sample import make_zmap
-    from z2t_dask.physics.zmap import read_zmap
+    from z2t_dask.engine.assembly import make_zmap
 
     cfg = load_config(config)
     if zmap is None:
         zm, title = make_zmap(cfg), (Path(cfg.zmap_path).name if cfg.zmap_path else "synthetic")
-    elif isinstance(zmap, (str, os.PathLike)):
-        z = cfg.zernike
-        zm = read_zmap(zmap, convention=z.convention, units=z.units, wavelength_nm=cfg.optical.wavelength_nm,
-                       n_modes=cfg.psf.n_modes)
-        title = Path(zmap).name
+    elif isinstance(zmap, (str, os.PathLike)):   # read with the config's conventions
+        zm, title = make_zmap(dataclasses.replace(cfg, zmap_path=str(zmap))), Path(zmap).name
     else:
         zm, title = zmap, type(zmap).__name__
     return save_figure(zmap_figure(zm, cfg, title=title, **kwargs), path, dpi)

@@ -1,0 +1,147 @@
+"""The one place that builds physics objects from a config.
+
+Every consumer — the ground truth (:func:`z2t_dask.sample.simulate`), the render plan, the fast
+PSF library, previews, benchmarks — calls these functions; nothing rebuilds a Zmap, an
+aberration field, a PSF model or a camera by hand, so two consumers can never disagree about
+what a config means.
+
+============================  ===========================================================
+:func:`make_zmap`             the Zmap of ``zmap_path`` or the synthetic default
+:func:`aberration_field`      per-emitter Zernike coefficients from ROI positions
+:func:`make_psf_model`        the exact pupil PSF, or its fast library (``psf.mode``)
+:func:`make_camera`           the camera model, sCMOS maps cropped to the ROI
+============================  ===========================================================
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from z2t_dask.config import SimulationConfig
+from z2t_dask.physics import camera as cam
+from z2t_dask.physics.aberrations import AberrationField
+from z2t_dask.physics.optics.psf import PupilPSF
+from z2t_dask.physics.optics.psf_library import PSFLibrary, cached_library
+from z2t_dask.physics.zmap import SyntheticZmap, Zmap, read_zmap
+
+__all__ = ["make_zmap", "aberration_field", "make_psf_model", "make_camera", "exact_psf_model"]
+
+
+def make_zmap(cfg: SimulationConfig) -> Zmap:
+    """The Zmap of a config: the file at ``zmap_path``, or the synthetic default.
+
+    Parameters
+    ----------
+    cfg
+        A validated config (``zernike.*`` say how to read the file; ``psf.n_modes`` how many
+        Noll modes to keep; ``optical.wavelength_nm`` converts nm coefficients to rad).
+    """
+    z = cfg.zernike
+    if cfg.zmap_path:
+        return read_zmap(cfg.zmap_path, convention=z.convention, units=z.units,
+                         wavelength_nm=cfg.optical.wavelength_nm, n_modes=cfg.psf.n_modes)
+    return SyntheticZmap(shape=tuple(z.synthetic_shape), rms_rad=z.synthetic_rms_rad, seed=z.synthetic_seed,
+                         n_modes=cfg.psf.n_modes)
+
+
+def aberration_field(cfg: SimulationConfig, zmap: Zmap | None = None) -> AberrationField:
+    """The aberration field of a config over ``zmap`` (default :func:`make_zmap`).
+
+    The Zmap's phase at the chip position (ROI + ``tiff.crop_offset``) times ``zernike.scale``,
+    plus ``psf.fixed_zernike`` unless ``optical.ignore_fixed_psf_coeffs``.
+    """
+    fixed = () if cfg.optical.ignore_fixed_psf_coeffs else tuple(
+        (int(j), float(v)) for j, v in cfg.psf.fixed_zernike.items())
+    return AberrationField(zmap=make_zmap(cfg) if zmap is None else zmap, offset_xy=cfg.crop_offset_xy,
+                           scale=float(cfg.zernike.scale), fixed=fixed, method=cfg.zernike.interpolation_method)
+
+
+def exact_psf_model(cfg: SimulationConfig) -> PupilPSF:
+    """The exact pupil PSF model of a config's optics and ``psf.*`` numerics."""
+    o, p = cfg.optical, cfg.psf
+    return PupilPSF(wavelength_nm=o.wavelength_nm, na=o.NA, n_medium=o.n_medium, n_immersion=o.n_immersion,
+                    pixel_size_nm_x=o.pixel_size_nm_x, pixel_size_nm_y=o.pixel_size_nm_y,
+                    patch_size=p.patch_size, oversampling=p.oversampling, n_modes=p.n_modes)
+
+
+def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
+    """The PSF model of a config: the exact pupil model, or (``psf.mode = "fast"``) a library of it.
+
+    The fast library tabulates the config's own :func:`aberration_field` (``zmap_path`` or the
+    synthetic default, ``zernike.scale`` and the fixed coefficients) over the emitter sampling
+    area (ROI + margin) and ``[-z_range, z_range]``; it is built once per process for the same
+    optics, Zmap and options and carries its measured error in ``describe()``. Emitters whose
+    aberrations do not come from that field (e.g. a Zmap object passed to ``simulate``) get
+    exact PSFs.
+    """
+    exact = exact_psf_model(cfg)
+    p = cfg.psf
+    if p.mode == "exact":
+        return exact
+    z, e, o = cfg.zernike, cfg.emitters, cfg.optical
+    (w, h), m, (x0, y0) = cfg.area_xy, float(e.margin_px), cfg.crop_offset_xy
+    extent = (-m, w + m, -m, h + m)
+    pad = 1e-4  # um: float32 rounding of the emitters' z
+    z_range = (-float(e.z_range_um) - pad, float(e.z_range_um) + pad)
+    fixed = {} if o.ignore_fixed_psf_coeffs else dict(p.fixed_zernike)
+    st = os.stat(cfg.zmap_path) if cfg.zmap_path and os.path.exists(cfg.zmap_path) else None
+    stamp = None if st is None else [st.st_size, st.st_mtime_ns]  # a rewritten Zmap is another library
+    key = json.dumps([exact.__getstate__(), cfg.zmap_path, stamp, z.convention, z.units, z.interpolation_method,
+                      z.scale, z.synthetic_rms_rad, z.synthetic_seed, list(z.synthetic_shape), sorted(fixed.items()),
+                      [x0, y0], extent, z_range, p.fast_dz_um, p.fast_subpixel, p.fast_span_rad, p.fast_tol_rad,
+                      p.fast_max_mib], default=str)
+
+    def build() -> PSFLibrary:
+        step = 2 * exact.sampling  # sub-pixel offsets: even and a multiple of the fine sampling
+        return PSFLibrary.from_field(exact, aberration_field(cfg).at, extent, z_range, dz_um=p.fast_dz_um,
+                                     subpixel=-(-p.fast_subpixel // step) * step, span_rad=p.fast_span_rad,
+                                     tol_rad=p.fast_tol_rad, max_mib=p.fast_max_mib)
+
+    return cached_library(key, build)
+
+
+def _load_map(value: Any, name: str) -> Any:
+    """A number, or the float32 per-pixel map of a ``.npy`` path (``camera.<name>``)."""
+    if isinstance(value, str):
+        p = Path(value)
+        if not p.is_file():
+            raise FileNotFoundError(f"camera.{name}: map file not found: {p}")
+        return np.load(p).astype(np.float32)
+    return float(value)
+
+
+def make_camera(cfg: SimulationConfig, *, crop_to_roi: bool = True) -> Any:
+    """The camera model of a config (``camera.model``).
+
+    Parameters
+    ----------
+    cfg
+        A validated config.
+    crop_to_roi
+        Crop per-pixel sCMOS maps (chip-sized ``.npy`` files) to the ROI
+        ``tiff.crop_offset`` + ``tiff.roi_*``.
+    """
+    c = cfg.camera
+    if c.model == "emccd":
+        return cam.EMCCD(qe=c.qe, em_gain=c.em_gain, spurious_charge=c.spurious_charge, read_noise_e=c.read_noise_e,
+                         e_per_adu=c.e_per_adu, baseline=c.baseline, bit_depth=c.bit_depth)
+    if c.model == "scmos":
+        model = cam.SCMOS(qe=c.qe, offset=_load_map(c.scmos_offset, "scmos_offset"),
+                          variance=_load_map(c.scmos_variance, "scmos_variance"),
+                          gain=_load_map(c.scmos_gain, "scmos_gain"), bit_depth=c.bit_depth)
+        if crop_to_roi and any(np.ndim(getattr(model, k)) == 2 for k in ("offset", "variance", "gain")):
+            (h, w), (x0, y0) = cfg.image_shape, cfg.crop_offset_xy
+            model = model.crop(y0, x0, h, w)
+        return model
+    if c.model == "ideal":
+        return cam.Ideal(poisson=c.poisson)
+    if c.model == "none":
+        return cam.Ideal(poisson=False)
+    if c.model == "original":
+        noise = cfg.tiff.noise_params
+        return cam.OriginalFloat(readout_noise=noise.readout_noise, shot_noise=noise.shot_noise)
+    raise ValueError(f"camera.model: unknown model {c.model!r}")  # validation admits no other value
