@@ -21,11 +21,12 @@ import numpy as np
 from z2t_dask import __version__
 from z2t_dask.config import SimulationConfig, config_to_dict, load_config
 from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
-from z2t_dask.engine.render import FramePlan, build_camera, build_psf_model, frames_array
-from z2t_dask.physics.truth import InMemoryTruth, SegmentedTruth, Truth, TruthPart, compact_records, phase_for
-from z2t_dask.physics.zmap import SyntheticZmap, Zmap, legacy_to_noll, read_zmap
+from z2t_dask.engine.assembly import aberration_field, make_camera, make_psf_model, make_zmap
+from z2t_dask.engine.render import FramePlan, frames_array
+from z2t_dask.physics.truth import InMemoryTruth, SegmentedTruth, Truth, TruthPart, compact_records
+from z2t_dask.physics.zmap import Zmap, legacy_to_noll
 
-__all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "make_zmap", "write_stack", "write_tiff",
+__all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "write_stack", "write_tiff",
            "write_zarr", "write_hdf5", "write_ground_truth", "stack_fingerprint", "CONVENTIONS"]
 
 log = logging.getLogger("z2t_dask")
@@ -42,16 +43,6 @@ CONVENTIONS = {
                       "than 1000 frames: segment sizes (0,), time segment k of 1000 frames of activation "
                       "time (0, 1, k)); camera noise (1, frame, block_row, block_col) on a fixed 512x512 px grid",
 }
-
-
-def make_zmap(cfg: SimulationConfig) -> Zmap:
-    """The Zmap of a config: the file at ``zmap_path``, or the synthetic default."""
-    z = cfg.zernike
-    if cfg.zmap_path:
-        return read_zmap(cfg.zmap_path, convention=z.convention, units=z.units,
-                         wavelength_nm=cfg.optical.wavelength_nm, n_modes=cfg.psf.n_modes)
-    return SyntheticZmap(shape=tuple(z.synthetic_shape), rms_rad=z.synthetic_rms_rad, seed=z.synthetic_seed,
-                         n_modes=cfg.psf.n_modes)
 
 
 @dataclass
@@ -401,11 +392,8 @@ def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, re
 
 def _sample(cfg: SimulationConfig, seed: int, truth: Truth, zmap_info: dict, chunk_frames: int | None,
             extra_attrs: dict | None = None, tile_size: int | None = None) -> Sample:
-    h, w = cfg.image_shape
-    x0, y0 = cfg.crop_offset_xy
-    camera = build_camera(cfg.camera, noise_params=cfg.tiff.noise_params, roi=(y0, x0, h, w))
-    plan = FramePlan(seed=int(seed), frames=cfg.emitters.frames, image_shape=(h, w), truth=truth,
-                     psf=build_psf_model(cfg), camera=camera, background=float(cfg.background.photons),
+    plan = FramePlan(seed=int(seed), frames=cfg.emitters.frames, image_shape=cfg.image_shape, truth=truth,
+                     psf=make_psf_model(cfg), camera=make_camera(cfg), background=float(cfg.background.photons),
                      psf_batch=int(cfg.psf.batch_size))
     frames = frames_array(plan, chunk_frames or cfg.render.chunk_frames, tile_size=tile_size or cfg.render.tile_size,
                           chunk_mb=cfg.render.chunk_mb)
@@ -446,7 +434,7 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     zm = zmap if isinstance(zmap, Zmap) else make_zmap(cfg)
-    truth = SegmentedTruth(cfg, int(seed), zm)
+    truth = SegmentedTruth(cfg, int(seed), aberration_field(cfg, zm))
     sample = _sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size=tile_size)
     if cfg.render.tune_malloc:  # the temporaries of a long sample's truth go back to the OS
         from z2t_dask.engine.allocator import release_free_memory
@@ -511,9 +499,9 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
         raise ValueError(f"{h5_path}: zernike_coeffs/phase has {zc['phase'].shape[0]} rows for {n} emitters "
                          "(the original's crop bug, D13); drop zernike_coeffs to recompute them from the Zmap")
     else:
-        zm = make_zmap(cfg)
-        phase, mag = phase_for(cfg, zm, xyz[:, :2])
-        info = zm.describe()
+        field = aberration_field(cfg)
+        phase, mag = field(xyz[:, :2])
+        info = field.describe()
     return _sample_from_truth(cfg, seed, table, records, phase, mag, info, chunk_frames,
                               extra_attrs={"rendered_from": str(h5_path)}, tile_size=tile_size)
 
