@@ -1,3 +1,55 @@
-"""Many samples on dask.distributed: batch specs, jobs, the manifest, the runner and clusters."""
-from z2t_dask.batch.runner import *  # noqa: F401,F403
-from z2t_dask.batch.runner import __all__  # noqa: F401
+"""Many samples on dask.distributed: batch specs, jobs, the manifest, the runner and clusters.
+
+============  ==========================================================================
+``spec``      the batch config and its jobs: :class:`BatchSpec`, :func:`load_batch_config`,
+              :func:`expand_jobs`, job keys and seeds
+``jobs``      one job on a worker: :func:`run_job`, its finished marker, attempts, checksums
+``manifest``  ``manifest.json``, its only reader and writer: :class:`Manifest`, :func:`read_manifest`
+``runner``    the client side: :func:`run_batch`, :class:`BatchResult`
+``cluster``   which Dask client runs the batch (local, scheduler address, SLURM)
+============  ==========================================================================
+
+Public names are imported lazily (PEP 562): ``import z2t_dask.batch`` (e.g. by a tool that only
+reads a manifest) imports neither the config layer nor Dask.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from z2t_dask.batch.jobs import JOB_MARKER, run_job
+    from z2t_dask.batch.manifest import MANIFEST, Manifest, read_manifest, read_status
+    from z2t_dask.batch.runner import BatchResult, run_batch
+    from z2t_dask.batch.spec import (
+        SCHEMA_VERSION,
+        BatchConfigError,
+        BatchSpec,
+        Job,
+        expand_jobs,
+        job_key,
+        job_seed,
+        load_batch_config,
+    )
+
+_EXPORTS = {
+    **{name: "spec" for name in ("BatchConfigError", "BatchSpec", "Job", "SCHEMA_VERSION", "expand_jobs", "job_key",
+                                 "job_seed", "load_batch_config")},
+    **{name: "jobs" for name in ("JOB_MARKER", "run_job")},
+    **{name: "manifest" for name in ("MANIFEST", "Manifest", "read_manifest", "read_status")},
+    **{name: "runner" for name in ("BatchResult", "run_batch")},
+}
+
+__all__ = ["BatchConfigError", "BatchSpec", "Job", "BatchResult", "load_batch_config", "expand_jobs", "job_key",
+           "job_seed", "run_job", "run_batch", "MANIFEST", "JOB_MARKER", "SCHEMA_VERSION", "Manifest",
+           "read_manifest", "read_status"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"z2t_dask.batch.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'z2t_dask.batch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

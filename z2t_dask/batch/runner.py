@@ -1,435 +1,50 @@
-"""Batch engine: many samples × parameter grids as futures on dask.distributed.
+"""Batch engine: many samples × parameter grids as futures on dask.distributed (the client side).
 
-A batch config holds a ``base_config`` (one sample's config) plus
+:func:`run_batch` loads a batch config (:mod:`z2t_dask.batch.spec`), expands it into jobs, and
+submits each as ``client.submit(run_job, ..., key="z2t-job-<key>", retries=N)``
+(:mod:`z2t_dask.batch.jobs`); a job writes its sample folder atomically and a marker
+``z2t_job.json`` (key, outputs, checksums), so re-running it is a no-op.
 
-* ``sample_configs``: ``num_samples`` samples with the same parameters and different seeds
-  (``frames_per_sample``, ``sample_naming`` as in the original tool), and/or
-* a grid: ``variables`` (dotted key paths → list of values, as the original) or
-  ``variable_configs`` (leaf names such as ``num_emitters`` or ``roi_size`` resolved uniquely in
-  the config schema; an ambiguous name is an error). Cartesian product in the given order; each
-  grid point gets ``num_samples`` samples (folders ``<grid job>/<sample>``).
-
-Every job gets a seed spawned from the batch ``seed`` and its position
-(``SeedSequence(seed, spawn_key=(grid_index, sample_id))``: no correlated or colliding streams)
-and a key: the hash of its fully resolved config, seed and name. Jobs run as
-``client.submit(run_job, ..., key="z2t-job-<key>", retries=N)``; a job writes its sample folder
-atomically and a marker ``z2t_job.json`` (key, outputs, checksums), so re-running it is a no-op.
-
-Only this (client) process writes the manifest ``manifest.json`` in the output folder, after
-every finished job: key, state, attempts, error and traceback, outputs and checksums, timings.
-A rerun skips jobs done with the same key, redoes changed or unfinished ones, leaves failed
-ones failed unless ``retry_failed``; the original ``batch_status.json`` is written beside it for
-existing scripts. Exit codes: 0 all done, 1 some failed, 2 bad config.
+Only this (client) process writes the manifest ``manifest.json`` in the output folder
+(:mod:`z2t_dask.batch.manifest`), after every finished job: key, state, attempts, error and
+traceback, outputs and checksums, timings. A rerun skips jobs done with the same key, redoes
+changed or unfinished ones, leaves failed ones failed unless ``retry_failed``; the original
+``batch_status.json`` is written beside it for existing scripts. The log goes to ``batch.log`` in
+the output folder. Exit codes: 0 all done, 1 some failed, 2 bad config.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-import difflib
-import hashlib
-import itertools
-import json
 import logging
 import os
 import shutil
 import sys
 import time
 import traceback as tb
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-import numpy as np
-
-from z2t_dask.errors import BatchConfigError
-from z2t_dask.config import ConfigError, config_to_dict, load_config
+from z2t_dask.batch.jobs import JOB_MARKER, finished_marker, read_attempts, run_job
+from z2t_dask.batch.manifest import MANIFEST, Manifest
+from z2t_dask.batch.spec import (
+    SCHEMA_VERSION,
+    BatchConfigError,
+    BatchSpec,
+    Job,
+    expand_jobs,
+    job_key,
+    load_batch_config,
+)
 
 __all__ = ["BatchConfigError", "BatchSpec", "Job", "BatchResult", "load_batch_config", "expand_jobs", "job_key",
            "run_job", "run_batch", "MANIFEST", "JOB_MARKER", "SCHEMA_VERSION"]
 
 log = logging.getLogger("z2t_dask.batch")
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-STATUS = "batch_status.json"
-JOB_MARKER = "z2t_job.json"
+#: The batch log, in the output folder.
 LOG_FILE = "batch.log"
-ATTEMPTS_DIR = ".z2t_attempts"
 
-_TOP_KEYS = ("description", "version", "base_output_dir", "max_workers", "base_config", "sample_configs",
-             "variables", "variable_configs", "seed", "retries", "strategy")
-_SAMPLE_KEYS = ("num_samples", "frames_per_sample", "sample_naming", "description")
-# keys that the original configs keep equal to the ROI size: varied together with it
-_LINKED_TO_ROI = ("zernike.crop_size", "emitters.area_px")
-
-
-@dataclass
-class BatchSpec:
-    """A validated batch config."""
-
-    base_config: dict
-    output_dir: Path
-    description: str = ""
-    max_workers: int | None = None
-    num_samples: int | None = None
-    frames_per_sample: int | None = None
-    sample_naming: str = "sample_{sample_id:03d}"
-    grid: list[tuple[str, list]] = field(default_factory=list)
-    seed: int = 0
-    retries: int = 2
-    strategy: str = "auto"
-    source: str | None = None
-
-
-@dataclass
-class Job:
-    """One sample to produce."""
-
-    index: int
-    name: str                 # folder relative to the batch output dir
-    params: dict              # grid values and sample id of this job
-    config: dict              # fully resolved sample config
-    seed: int
-    key: str
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# --------------------------------------------------------------------------------------------
-# config loading and job expansion
-# --------------------------------------------------------------------------------------------
-
-def _set_dotted(d: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    cur = d
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[p] = nxt
-        cur = nxt
-    cur[parts[-1]] = copy.deepcopy(value)
-
-
-def _get_dotted(d: Mapping, dotted: str, default: Any = None) -> Any:
-    cur: Any = d
-    for p in dotted.split("."):
-        if not isinstance(cur, Mapping) or p not in cur:
-            return default
-        cur = cur[p]
-    return cur
-
-
-def _leaf_paths(d: Mapping, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        path = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping) and v:
-            out.extend(_leaf_paths(v, path))
-        else:
-            out.append(path)
-    return out
-
-
-def load_batch_config(source: str | os.PathLike | Mapping[str, Any], *, zmap: str | None = None,
-                      output_dir: str | os.PathLike | None = None, seed: int | None = None) -> BatchSpec:
-    """Read and validate a batch config (the original tool's format plus ``variable_configs``).
-
-    Raises
-    ------
-    BatchConfigError
-        Listing every bad key path; also when a ``zmap_path`` does not exist (override it with
-        ``zmap``).
-    """
-    problems: list[tuple[str, str]] = []
-    src = None
-    if isinstance(source, Mapping):
-        data = copy.deepcopy(dict(source))
-    else:
-        src = str(source)
-        p = Path(source)
-        if not p.is_file():
-            raise BatchConfigError([("<file>", f"batch config not found: {p}")], src)
-        try:
-            if p.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-                data = yaml.safe_load(p.read_text("utf-8"))
-            else:
-                data = json.loads(p.read_text("utf-8"))
-        except Exception as exc:
-            raise BatchConfigError([("<file>", f"cannot parse {p.name}: {exc}")], src) from None
-        if not isinstance(data, dict):
-            raise BatchConfigError([("<root>", "expected a mapping at the top level")], src)
-    for k in data:
-        if k not in _TOP_KEYS:
-            close = difflib.get_close_matches(k, _TOP_KEYS, 1)
-            problems.append((k, "unknown key" + (f"; did you mean '{close[0]}'?" if close else
-                                                 f"; known keys: {', '.join(_TOP_KEYS)}")))
-    base = data.get("base_config", {})
-    if not isinstance(base, dict):
-        problems.append(("base_config", "expected a mapping (one sample's config)"))
-        base = {}
-    base = copy.deepcopy(base)
-    if zmap is not None:
-        base["zmap_path"] = str(zmap)
-    elif isinstance(base.get("zmap_path"), str) and src and not os.path.isabs(base["zmap_path"]):
-        base["zmap_path"] = str(Path(src).resolve().parent / base["zmap_path"])
-    zp = base.get("zmap_path")
-    if isinstance(zp, str) and not Path(zp).is_file():
-        problems.append(("base_config.zmap_path", f"Zmap file not found: {zp} (override with --zmap / zmap=)"))
-    spec = BatchSpec(base_config=base, output_dir=Path(output_dir or data.get("base_output_dir") or "batch_output"),
-                     description=str(data.get("description", "")), source=src)
-    mw = data.get("max_workers")
-    if mw is not None and (not isinstance(mw, int) or isinstance(mw, bool) or mw < 1):
-        problems.append(("max_workers", f"expected a positive integer, got {mw!r}"))
-    spec.max_workers = mw
-    for name, lo in (("seed", 0), ("retries", 0)):
-        v = data.get(name)
-        if v is not None:
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                problems.append((name, f"expected an integer >= {lo}, got {v!r}"))
-            else:
-                setattr(spec, name, v)
-    if seed is not None:
-        spec.seed = int(seed)
-    st = data.get("strategy", "auto")
-    if st not in ("auto", "serial", "spread"):
-        problems.append(("strategy", f"expected one of 'auto', 'serial', 'spread', got {st!r}"))
-    spec.strategy = st
-    sc = data.get("sample_configs")
-    if sc is not None:
-        if not isinstance(sc, dict):
-            problems.append(("sample_configs", "expected a mapping"))
-        else:
-            for k in sc:
-                if k not in _SAMPLE_KEYS:
-                    close = difflib.get_close_matches(k, _SAMPLE_KEYS, 1)
-                    problems.append((f"sample_configs.{k}", "unknown key" + (f"; did you mean '{close[0]}'?"
-                                                                            if close else "")))
-            ns = sc.get("num_samples", 5)
-            if not isinstance(ns, int) or isinstance(ns, bool) or ns < 1:
-                problems.append(("sample_configs.num_samples", f"expected a positive integer, got {ns!r}"))
-            spec.num_samples = ns
-            fps = sc.get("frames_per_sample", 200)
-            if not isinstance(fps, int) or isinstance(fps, bool) or fps < 1:
-                problems.append(("sample_configs.frames_per_sample", f"expected a positive integer, got {fps!r}"))
-            spec.frames_per_sample = fps
-            naming = sc.get("sample_naming", spec.sample_naming)
-            try:
-                naming.format(sample_id=1)
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                problems.append(("sample_configs.sample_naming", f"must format with {{sample_id}}: {exc!r}"))
-            spec.sample_naming = naming
-    spec.grid = _grid_axes(data, base, problems)
-    if problems:
-        raise BatchConfigError(problems, src)
-    return spec
-
-
-def _grid_axes(data: Mapping, base: dict, problems: list) -> list[tuple[str, list]]:
-    axes: list[tuple[str, list]] = []
-    variables = data.get("variables")
-    if variables is not None:
-        if not isinstance(variables, dict):
-            problems.append(("variables", "expected a mapping of dotted key -> list of values"))
-        else:
-            for k, vals in variables.items():
-                if not isinstance(vals, list) or not vals:
-                    problems.append((f"variables.{k}", "expected a non-empty list of values"))
-                else:
-                    axes.append((k, vals))
-    vc = data.get("variable_configs")
-    if vc is not None:
-        if not isinstance(vc, dict):
-            problems.append(("variable_configs", "expected a mapping of key name -> list of values"))
-            return axes
-        try:
-            resolved = config_to_dict(load_config(base))
-        except ConfigError:
-            resolved = {}
-        paths = sorted(set(_leaf_paths(resolved)) | set(_leaf_paths(base)))
-        for leaf, vals in vc.items():
-            if not isinstance(vals, list) or not vals:
-                problems.append((f"variable_configs.{leaf}", "expected a non-empty list of values"))
-                continue
-            if "." in leaf:
-                axes.append((leaf, vals))
-                continue
-            hits = sorted({p for p in paths if p.split(".")[-1] == leaf and not p.startswith("provenance")})
-            if not hits:
-                close = difflib.get_close_matches(leaf, sorted({p.split(".")[-1] for p in paths}), 1)
-                problems.append((f"variable_configs.{leaf}", "no such key in the config" +
-                                 (f"; did you mean '{close[0]}'?" if close else "")))
-            elif len(hits) > 1:
-                problems.append((f"variable_configs.{leaf}", f"ambiguous: matches {', '.join(hits)}; "
-                                 "use the dotted path"))
-            else:
-                axes.append((hits[0], vals))
-    seen = set()
-    for k, _ in axes:
-        if k in seen:
-            problems.append((k, "varied twice (variables and variable_configs)"))
-        seen.add(k)
-    return axes
-
-
-def job_key(config: Mapping[str, Any], seed: int, name: str) -> str:
-    """Hash of a job's fully resolved config, seed and name (stable across runs and machines)."""
-    canon = json.dumps({"schema": SCHEMA_VERSION, "config": config, "seed": int(seed), "name": name},
-                       sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:20]
-
-
-def job_seed(batch_seed: int, grid_index: int, sample_id: int) -> int:
-    """The seed of the job at ``(grid_index, sample_id)``: a 64-bit integer spawned from the batch seed."""
-    state = np.random.SeedSequence(int(batch_seed), spawn_key=(int(grid_index), int(sample_id))).generate_state(2, np.uint32)
-    return (int(state[0]) << 32) | int(state[1])
-
-
-def _fmt_value(v: Any) -> str:
-    s = json.dumps(v, separators=(",", ":")) if not isinstance(v, str) else v
-    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in s)
-
-
-def expand_jobs(spec: BatchSpec) -> list[Job]:
-    """All jobs of a batch, in order, each validated (errors name the job and key)."""
-    keys = [k for k, _ in spec.grid]
-    points = list(itertools.product(*[v for _, v in spec.grid])) if spec.grid else [()]
-    samples = list(range(1, spec.num_samples + 1)) if spec.num_samples else [0]
-    base_roi = _get_dotted(spec.base_config, "tiff.roi_size")
-    jobs: list[Job] = []
-    problems: list[tuple[str, str]] = []
-    names: set[str] = set()
-    for gi, point in enumerate(points):
-        grid_name = ("job_%04d_" % gi + "_".join(f"{k.split('.')[-1]}_{_fmt_value(v)}" for k, v in zip(keys, point))
-                     if spec.grid else "")
-        for sid in samples:
-            cfg = copy.deepcopy(spec.base_config)
-            params: dict[str, Any] = {}
-            for k, v in zip(keys, point):
-                _set_dotted(cfg, k, v)
-                params[k] = v
-                if k == "tiff.roi_size" and base_roi is not None:
-                    for linked in _LINKED_TO_ROI:
-                        if _get_dotted(spec.base_config, linked) == base_roi:
-                            _set_dotted(cfg, linked, v)
-            if spec.frames_per_sample:
-                _set_dotted(cfg, "emitters.frames", spec.frames_per_sample)
-            sample_name = spec.sample_naming.format(sample_id=sid) if sid else ""
-            if sid:
-                params["sample_id"] = sid
-                if isinstance(_get_dotted(cfg, "tiff"), dict):
-                    cfg["tiff"]["filename"] = f"{sample_name}.ome.tiff"
-            name = "/".join(p for p in (grid_name, sample_name) if p) or "single_job"
-            if name in names:
-                problems.append((name, "two jobs get the same folder name (check sample_naming)"))
-            names.add(name)
-            seed = job_seed(spec.seed, gi, sid)
-            _set_dotted(cfg, "emitters.seed", seed)
-            try:
-                resolved = config_to_dict(load_config(cfg))
-            except ConfigError as exc:
-                problems.extend((f"{name}: {k}", m) for k, m in exc.problems)
-                continue
-            jobs.append(Job(index=len(jobs), name=name, params=params, config=resolved, seed=seed,
-                            key=job_key(resolved, seed, name)))
-    if problems:
-        raise BatchConfigError(problems, spec.source)
-    return jobs
-
-
-# --------------------------------------------------------------------------------------------
-# the job (runs on a worker)
-# --------------------------------------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _outputs(folder: Path) -> dict[str, dict]:
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != JOB_MARKER:
-            out[str(p.relative_to(folder))] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-    return out
-
-
-def _bump_attempts(out_root: Path, key: str) -> int:
-    d = out_root / ATTEMPTS_DIR
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / key
-    n = int(p.read_text() or 0) + 1 if p.exists() else 1
-    p.write_text(str(n))
-    return n
-
-
-def read_attempts(out_root: Path, key: str) -> int:
-    p = Path(out_root) / ATTEMPTS_DIR / key
-    try:
-        return int(p.read_text())
-    except (OSError, ValueError):
-        return 0
-
-
-def finished_marker(folder: Path, key: str) -> dict | None:
-    """The marker of a finished job folder if it matches ``key`` and its outputs exist with their sizes."""
-    m = folder / JOB_MARKER
-    try:
-        info = json.loads(m.read_text())
-    except (OSError, ValueError):
-        return None
-    if info.get("key") != key:
-        return None
-    for rel, meta in info.get("outputs", {}).items():
-        p = folder / rel
-        if not p.is_file() or p.stat().st_size != meta.get("bytes"):
-            return None
-    return info
-
-
-def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strategy: str = "serial") -> dict:
-    """Produce one job's sample folder (idempotent). Returns small metadata, never arrays.
-
-    ``strategy="serial"`` computes the sample's graph in this task; ``"spread"`` hands it to the
-    cluster through ``worker_client()`` so one large sample uses every worker.
-    """
-    from z2t_dask.io.atomic import atomic_path
-    from z2t_dask.sample import simulate
-
-    if isinstance(job, Mapping):
-        job = Job(**job)
-    root = Path(out_root)
-    folder = root / job.name
-    done = finished_marker(folder, job.key)
-    if done is not None:
-        return {**done, "reused": True}
-    attempt = _bump_attempts(root, job.key)
-    t0 = time.time()
-    sample = simulate(job.config, seed=job.seed)
-    if strategy == "spread":
-        from distributed import worker_client
-
-        with worker_client() as client:
-            sample.save(folder, overwrite=True, scheduler=client.get)
-    else:
-        sample.save(folder, overwrite=True, scheduler="sync")
-    info = {"key": job.key, "name": job.name, "seed": job.seed, "params": job.params,
-            "outputs": _outputs(folder), "seconds": round(time.time() - t0, 3), "attempt": attempt,
-            "frames": int(sample.frames.shape[0]), "records": int(sample.truth.n_records),
-            "finished": time.time(), "host": os.uname().nodename, "pid": os.getpid()}
-    with atomic_path(folder / JOB_MARKER) as tmp:
-        Path(tmp).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
-    return info
-
-
-# --------------------------------------------------------------------------------------------
-# the client side
-# --------------------------------------------------------------------------------------------
 
 @dataclass
 class BatchResult:
@@ -467,45 +82,6 @@ class BatchResult:
         lines.append(f"  manifest: {self.output_dir / MANIFEST}")
         return "\n".join(lines)
 
-
-class _Manifest:
-    """The client-owned manifest (``manifest.json``) and the original ``batch_status.json``."""
-
-    def __init__(self, out: Path, spec: BatchSpec, resume: bool):
-        self.out = out
-        self.path = out / MANIFEST
-        self.data: dict[str, Any] = {"schema": SCHEMA_VERSION, "jobs": {}, "runs": []}
-        if resume and self.path.exists():
-            try:
-                loaded = json.loads(self.path.read_text())
-                if loaded.get("schema") == SCHEMA_VERSION:
-                    self.data = loaded
-            except ValueError:
-                log.warning("manifest %s unreadable; starting a new one", self.path)
-        self.data["batch"] = {"description": spec.description, "source": spec.source, "seed": spec.seed,
-                              "retries": spec.retries}
-        self.completed_order: list[str] = []
-        self.session_start = time.time()
-
-    @property
-    def jobs(self) -> dict[str, dict]:
-        return self.data["jobs"]
-
-    def write(self) -> None:
-        from z2t_dask.io.atomic import atomic_path
-
-        self.data["updated"] = time.time()
-        with atomic_path(self.path) as tmp:
-            Path(tmp).write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
-        status = {"completed_jobs": self.completed_order + sorted(
-                      n for n, j in self.jobs.items() if j["state"] in ("done", "skipped")
-                      and n not in self.completed_order),
-                  "failed_jobs": [{"job_id": n, "error": (j.get("error") or "").strip().splitlines()[-1:][0]
-                                   if j.get("error") else "", "timestamp": j.get("finished")}
-                                  for n, j in sorted(self.jobs.items()) if j["state"] == "failed"],
-                  "start_time": self.session_start, "last_update": time.time()}
-        with atomic_path(self.out / STATUS) as tmp:
-            Path(tmp).write_text(json.dumps(status, indent=2))
 
 
 def _progress_line(done: int, failed: int, total: int, t0: float) -> str:
@@ -614,7 +190,7 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
         if clean and not resume:
             for job in jobs:
                 shutil.rmtree(out / job.name, ignore_errors=True)
-        manifest = _Manifest(out, spec, resume)
+        manifest = Manifest(out, spec, resume)
         n_retries = spec.retries if retries is None else int(retries)
         to_run: list[Job] = []
         for job in jobs:
@@ -668,7 +244,7 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
         handler.close()
 
 
-def _execute(c: Any, to_run: list[Job], manifest: _Manifest, out: Path, fn: Callable, strategy: str,
+def _execute(c: Any, to_run: list[Job], manifest: Manifest, out: Path, fn: Callable, strategy: str,
              retries: int, progress: bool | Callable) -> None:
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
