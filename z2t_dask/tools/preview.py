@@ -398,16 +398,13 @@ def preview_zmap(zmap: Any = None, path: str | os.PathLike = "zmap_preview.png",
 # --------------------------------------------------------------------------------------------
 
 def _first_job(batch: Path) -> Path:
-    import json
+    from z2t_dask.batch.manifest import MANIFEST, ordered_jobs, read_manifest, read_status
 
-    m = batch / "manifest.json"
     names: list[str] = []
-    if m.is_file():
-        jobs = json.loads(m.read_text()).get("jobs", {})
-        names = [n for n, j in sorted(jobs.items(), key=lambda kv: (kv[1].get("index", 0), kv[0]))
-                 if j.get("state") in ("done", "skipped")]
+    if (batch / MANIFEST).is_file():
+        names = [n for n, j in ordered_jobs(read_manifest(batch)) if j.get("state") in ("done", "skipped")]
     else:
-        names = sorted(json.loads((batch / "batch_status.json").read_text()).get("completed_jobs", []))
+        names = sorted(read_status(batch).get("completed_jobs", []))
     for n in names:
         if (batch / n).is_dir():
             return batch / n

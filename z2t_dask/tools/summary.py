@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from z2t_dask.errors import InspectError
+from z2t_dask.errors import FormatError, InspectError
 
 __all__ = ["InspectError", "detect_kind", "summarize", "format_summary", "truth_stats", "estimate_snr",
            "pixel_stats", "disk_usage"]
@@ -361,17 +361,18 @@ def _summarize_stack(p: Path) -> dict[str, Any]:
 
 
 def _summarize_batch(p: Path) -> dict[str, Any]:
+    from z2t_dask.batch.manifest import MANIFEST, ordered_jobs, read_manifest, read_status
+
     info: dict[str, Any] = {"kind": "batch", "path": str(p)}
-    mpath = p / "manifest.json"
     jobs: dict[str, dict] = {}
-    if mpath.is_file():
+    if (p / MANIFEST).is_file():
         try:
-            m = json.loads(mpath.read_text())
-        except ValueError as exc:
-            raise InspectError(f"{mpath}: unreadable manifest: {exc}") from None
+            m = read_manifest(p)
+        except FormatError as exc:
+            raise InspectError(str(exc)) from None
         info["batch"] = m.get("batch", {})
         info["runs"] = len(m.get("runs", []))
-        for name, j in sorted(m.get("jobs", {}).items(), key=lambda kv: (kv[1].get("index", 0), kv[0])):
+        for name, j in ordered_jobs(m):
             err = (j.get("error") or "").strip().splitlines()
             folder = p / name
             jobs[name] = {"state": j.get("state"), "attempts": j.get("attempts"), "seconds": j.get("seconds"),
@@ -380,7 +381,10 @@ def _summarize_batch(p: Path) -> dict[str, Any]:
                           "error": err[-1] if err else None, "folder_exists": folder.is_dir(),
                           "bytes": disk_usage(folder) if folder.is_dir() else 0}
     else:   # the original tool's batch_status.json
-        st = json.loads((p / "batch_status.json").read_text())
+        try:
+            st = read_status(p)
+        except FormatError as exc:
+            raise InspectError(str(exc)) from None
         info["note"] = "no manifest.json: the original tool's batch_status.json"
         for name in sorted(set(st.get("completed_jobs", []))):
             jobs[name] = {"state": "done", "folder_exists": (p / name).is_dir()}
