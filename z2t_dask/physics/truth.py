@@ -29,8 +29,6 @@ A sample rendered from an existing ``emitters.h5`` holds its truth in memory
 from __future__ import annotations
 
 import mmap
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -39,6 +37,7 @@ import numpy as np
 from z2t_dask.config import SimulationConfig
 from z2t_dask.physics.emitters import EmitterTable, Records, activation_window, make_records, sample_emitters
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, stream
+from z2t_dask.caching import BuildOnceCache
 from z2t_dask.physics.aberrations import AberrationField
 
 __all__ = ["TRUTH_SEGMENT_FRAMES", "SEGMENT_CACHE", "TruthPart", "RecordWindow", "Truth", "InMemoryTruth",
@@ -375,22 +374,11 @@ class SegmentedTruth(Truth):
         """The truth of segment ``k`` (from the cache, or drawn again: the same values)."""
         if self._pinned is not None:
             return self._pinned
-        with self._lock:
-            part = self._cache.get(k)
-            if part is not None:
-                self._cache.move_to_end(k)
-                return part
-            seg = self.segments[k]
-            part = _private_copy(self._draw_segment(seg), self.frames)
-            self._cache[k] = part
-            while len(self._cache) > self.cache_segments:
-                self._cache.popitem(last=False)
-            return part
+        return self._cache.get(k, lambda: _private_copy(self._draw_segment(self.segments[k]), self.frames))
 
     def cached_bytes(self) -> int:
         """Bytes held by the cached segments (0 for a pinned one-segment truth)."""
-        with self._lock:
-            return sum(p.nbytes for p in self._cache.values())
+        return self._cache.nbytes
 
     # -- Truth ------------------------------------------------------------------------------
 
@@ -432,12 +420,11 @@ class SegmentedTruth(Truth):
     # -- pickling (no cache, no lock) -------------------------------------------------------
 
     def _init_cache(self) -> None:
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[int, TruthPart] = OrderedDict()
+        self._cache: BuildOnceCache[TruthPart] = BuildOnceCache(self.cache_segments)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_lock", "_cache", "_full"):
+        for key in ("_cache", "_full"):
             state.pop(key, None)
         return state
 

@@ -105,7 +105,6 @@ import numpy as np
 import scipy.fft as sfft
 
 from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
-from z2t_dask.physics.optics.zernike import zernike_basis
 
 __all__ = ["PupilPSF"]
 
@@ -391,15 +390,6 @@ class PupilPSF:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-
-    @property
-    def pupil_basis(self) -> np.ndarray:
-        """Zernike basis on the pupil samples, shape (n_modes, n_points), float32.
-
-        Samples in row-major order of the centred pupil rectangle (rows = ky, columns = kx).
-        """
-        u, v = self._grids.inside_uv
-        return zernike_basis(self.n_modes, np.hypot(u, v), np.arctan2(v, u)).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
         """Provenance of the model (stored in the output metadata).

@@ -55,9 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -66,21 +64,20 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from z2t_dask.caching import BuildOnceCache
 from z2t_dask.physics.optics.psf import PupilPSF
 
-__all__ = ["PSFLibrary", "FieldFunction", "cached_library"]
+__all__ = ["PSFLibrary", "FieldFunction", "cached_library", "clear_cache"]
 
 #: ``(x, y) -> (phase (N, K) rad, mag (N, K) or None)`` at ROI positions (camera pixels).
 FieldFunction = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, "np.ndarray | None"]]
 
 #: Per-process caches (least recently used dropped first): tables by library key, libraries by
 #: the caller's key (optics + Zmap + options).
-_TABLES: OrderedDict[str, np.ndarray] = OrderedDict()
-_TABLES_LOCK = threading.Lock()
-_LIBRARIES: OrderedDict[str, "PSFLibrary"] = OrderedDict()
-_LIBRARIES_LOCK = threading.Lock()
 _MAX_TABLES = 4
 _TABLE_BUDGET = 512 * 2**20  # bytes of tables kept per process
+_TABLES: BuildOnceCache[np.ndarray] = BuildOnceCache(_MAX_TABLES, _TABLE_BUDGET)
+_LIBRARIES: BuildOnceCache[PSFLibrary] = BuildOnceCache(_MAX_TABLES)
 _SUB = 16  # emitters interpolated together (their gathered taps stay in cache)
 _RIDGE = 1e-10  # rad^2: regularises the barycentric fit of nearly coincident nodes
 _INSIDE = -0.1  # smallest barycentric weight accepted (mild extrapolation at cell edges)
@@ -100,26 +97,13 @@ def cached_library(key: str, build: Callable[[], "PSFLibrary"]) -> "PSFLibrary":
     -------
     PSFLibrary
     """
-    return _lru(_LIBRARIES, _LIBRARIES_LOCK, key, build)
+    return _LIBRARIES.get(key, build)
 
 
-def _lru(cache: OrderedDict, lock: threading.Lock, key: str, build: Callable[[], Any]) -> Any:
-    """``cache[key]``, built once under ``lock`` (threads wait).
-
-    Keeps at most ``_MAX_TABLES`` entries and, for arrays, ``_TABLE_BUDGET`` bytes (the newest
-    entry always stays).
-    """
-    with lock:
-        value = cache.get(key)
-        if value is None:
-            value = build()
-            cache[key] = value
-            while len(cache) > 1 and (len(cache) > _MAX_TABLES or sum(
-                    getattr(v, "nbytes", 0) for v in cache.values()) > _TABLE_BUDGET):
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
-    return value
+def clear_cache() -> None:
+    """Drop this process's cached libraries and tables (as in a fresh worker process)."""
+    _LIBRARIES.clear()
+    _TABLES.clear()
 
 
 def _fit(rows: int, cols: int, max_nodes: int) -> tuple[int, int]:
@@ -403,7 +387,7 @@ class PSFLibrary:
     # ------------------------------------------------------------------ tables
     def _tables(self) -> np.ndarray:
         """Tables ``(n_nodes * planes * (S+1)^2, p * p)`` float32, built once per process."""
-        return _lru(_TABLES, _TABLES_LOCK, self.key, self._build_tables)
+        return _TABLES.get(self.key, self._build_tables)
 
     def _build_tables(self) -> np.ndarray:
         ex = self.exact
