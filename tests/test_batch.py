@@ -105,6 +105,50 @@ def test_original_batch_configs_load(original, tmp_path):
         expand_jobs(spec)          # the original silently ran it with defaults
 
 
+# ---- the manifest --------------------------------------------------------------------------------
+
+def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, caplog, capsys):
+    from z2t_dask.batch import Manifest, read_manifest, read_status
+    from z2t_dask.errors import FormatError, InspectError, Z2TError
+    from z2t_dask.tools.summary import summarize
+
+    out = tmp_path / "b"
+    out.mkdir()
+    spec = load_batch_config(grid_config(out))
+    m = Manifest(out, spec, resume=True)
+    m.jobs["sample_002"] = {"state": "done", "index": 1, "key": "k2"}
+    m.jobs["sample_001"] = {"state": "failed", "index": 0, "key": "k1", "error": "ValueError: boom\n"}
+    m.write()
+    doc = read_manifest(out)
+    assert doc == manifest(out) == read_manifest(out / MANIFEST)
+    assert doc["schema"] == 1 and doc["batch"]["seed"] == 3 and set(doc["jobs"]) == {"sample_001", "sample_002"}
+    status = read_status(out)
+    assert status["completed_jobs"] == ["sample_002"]
+    assert status["failed_jobs"][0]["job_id"] == "sample_001" and status["failed_jobs"][0]["error"] == "ValueError: boom"
+    assert list(summarize(out)["jobs"]) == ["sample_001", "sample_002"]        # batch order (index)
+
+    text = (out / MANIFEST).read_text()
+    (out / MANIFEST).write_text(text[: len(text) // 2])                          # a truncated write
+    with pytest.raises(FormatError, match=r"manifest\.json.*malformed or truncated") as ei:
+        read_manifest(out)
+    assert str(out / MANIFEST) in str(ei.value) and isinstance(ei.value, Z2TError)
+    with pytest.raises(InspectError, match=r"manifest\.json"):
+        summarize(out)
+    assert main(["inspect", str(out)]) == 2
+    assert str(out / MANIFEST) in capsys.readouterr().err
+    (out / MANIFEST).write_text("[1, 2]")
+    with pytest.raises(FormatError, match="expected a JSON object, got list"):
+        read_manifest(out)
+    with pytest.raises(FileNotFoundError):
+        read_manifest(tmp_path)
+
+    # the runner's manifest starts afresh (with a warning) over an unreadable one
+    (out / MANIFEST).write_text(text[:10])
+    with caplog.at_level("WARNING", logger="z2t_dask.batch"):
+        fresh = Manifest(out, spec, resume=True)
+    assert fresh.jobs == {} and "unreadable" in caplog.text
+
+
 # ---- execution on a LocalCluster ----------------------------------------------------------------
 
 def test_localcluster_grid_batch(client, tmp_path):
