@@ -124,7 +124,8 @@ def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, cap
     assert doc["schema"] == 1 and doc["batch"]["seed"] == 3 and set(doc["jobs"]) == {"sample_001", "sample_002"}
     status = read_status(out)
     assert status["completed_jobs"] == ["sample_002"]
-    assert status["failed_jobs"][0]["job_id"] == "sample_001" and status["failed_jobs"][0]["error"] == "ValueError: boom"
+    assert status["failed_jobs"][0]["job_id"] == "sample_001"
+    assert status["failed_jobs"][0]["error"] == "ValueError: boom"
     assert list(summarize(out)["jobs"]) == ["sample_001", "sample_002"]        # batch order (index)
 
     text = (out / MANIFEST).read_text()
