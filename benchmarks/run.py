@@ -7,7 +7,7 @@ Run from the repository root::
     python -m benchmarks --markdown results.md   # also write the table as Markdown
 
 Each workload runs in a fresh Python process (``benchmarks.workloads``) so its peak RSS is its
-own; inside it z2t and the naive reference (``benchmarks.naive_reference``) run on the same
+own; inside it z2t and the naive reference (``z2t_dask.testing``) run on the same
 inputs, and the PSF ceiling right next to the exact model.  Times are minima over repeats.
 
 Columns: ``time`` (s), ``frames/s``, ``PSFs/s`` (W1/W2: records = PSF placements per second;

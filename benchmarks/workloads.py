@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.ceiling import best_time, ceiling_block, ceiling_per_psf
 from benchmarks.common import FIXTURES, PeakRSS
-from benchmarks.naive_reference import NaiveOptics, naive_emccd, naive_frames, naive_psf
+from z2t_dask.testing import NaiveOptics, naive_emccd, naive_frames, naive_psf
 
 Row = dict[str, Any]
 
