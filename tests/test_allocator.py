@@ -1,19 +1,20 @@
 """glibc malloc tuning used when saving (bounded memory over long writes)."""
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
 import pytest
 
-from z2t_dask.engine.allocator import _libc, tune_malloc
+from z2t_dask.engine.allocator import tune_malloc
 
 
 def test_disabled_tuning_does_nothing():
     assert tune_malloc(False) is False
 
 
-@pytest.mark.skipif(_libc() is None, reason="not glibc")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="not glibc")
 def test_tuning_applies_on_glibc_in_a_fresh_process():
     code = "from z2t_dask.engine.allocator import tune_malloc; print(tune_malloc())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -15,14 +15,14 @@ from z2t_dask.engine.render import PURPOSE_NOISE, expected_signal, stream
 def one_emitter_sample(c, x, y, z=0.0, phot=1000.0):
     """A sample with a single emitter on in every frame at (x, y, z)."""
     from z2t_dask.physics.emitters import EmitterTable, make_records
-    from z2t_dask.sample import _sample_from_truth
+    from z2t_dask.testing import sample_from_arrays
 
     T = c.emitters.frames
     table = EmitterTable(xyz=np.array([[x, y, z]]), intensity=np.array([phot]), t0=np.array([0.0]),
                          on_time=np.array([float(T)]), id=np.array([0]))
     rec = make_records(table, (np.array([0]), np.array([0.0]), np.array([float(T)])), T, c.image_shape)
     phase = np.zeros((1, c.psf.n_modes))
-    return _sample_from_truth(c, 0, table, rec, phase, None, {}, None)
+    return sample_from_arrays(c, table, rec, phase, seed=0)
 
 
 def digest(a: np.ndarray) -> str:

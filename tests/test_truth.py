@@ -13,8 +13,8 @@ import z2t_dask as z2t
 from z2t_dask.physics.emitters import activation_window
 from z2t_dask.io.emitters_h5 import write_emitters_h5_parts
 from z2t_dask.engine.assembly import aberration_field, make_zmap
-from z2t_dask.sample import _sample_from_truth
 from z2t_dask.physics.truth import SEGMENT_CACHE, TRUTH_SEGMENT_FRAMES, SegmentedTruth
+from z2t_dask.testing import sample_from_arrays
 
 #: Long enough for three segments (T = 2,100 > 2 x TRUTH_SEGMENT_FRAMES), tiny frames.
 T_LONG = 2 * TRUTH_SEGMENT_FRAMES + 100
@@ -82,7 +82,7 @@ def test_segmented_frames_equal_frames_of_the_same_truth_in_memory():
     cfg = long_config(num_emitters=3000)
     s = z2t.simulate(cfg, seed=2, chunk_frames=32)
     part = s.truth.materialize()
-    ref = _sample_from_truth(s.config, 2, part.emitters, part.records, part.phase, part.mag, {}, 7)
+    ref = sample_from_arrays(s.config, part.emitters, part.records, part.phase, part.mag, seed=2, chunk_frames=7)
     lazy = z2t.simulate(cfg, seed=2, chunk_frames=7)   # fresh truth: nothing materialised
     assert lazy.truth._full is None
     a, b, c = s.compute(), ref.compute(), lazy.compute()
