@@ -10,8 +10,8 @@ import tifffile
 import z2t_dask as z2t
 from z2t_dask.physics.emitters import EmitterTable, make_records
 from z2t_dask.engine.streaming import iter_frame_blocks
-from z2t_dask.sample import _sample_from_truth
 from z2t_dask.engine.render import NOISE_BLOCK, choose_chunks, frames_array
+from z2t_dask.testing import sample_from_arrays
 
 H, W, T = 600, 560, 5
 
@@ -36,7 +36,7 @@ def corner_sample(camera: dict, tile: int = 128, background: float = 50.0, n_ran
     table.on_time[: len(special)] = float(T)
     records = make_records(table, (np.arange(n), table.t0, table.t0 + table.on_time), T, c.image_shape)
     phase = np.random.default_rng(1).normal(0, aberration_rad, (n, c.psf.n_modes))
-    return _sample_from_truth(c, 7, table, records, phase, None, {}, None)
+    return sample_from_arrays(c, table, records, phase, seed=7)
 
 
 def digest(a: np.ndarray) -> str:
