@@ -152,6 +152,7 @@ def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, cap
 
 # ---- execution on a LocalCluster ----------------------------------------------------------------
 
+@pytest.mark.cluster
 def test_localcluster_grid_batch(client, tmp_path):
     res = run_batch(grid_config(tmp_path / "out"), client, progress=False)
     assert res.exit_code == 0 and len(res.states()["done"]) == 12
@@ -177,6 +178,7 @@ def test_localcluster_grid_batch(client, tmp_path):
     assert (tmp_path / "out" / "batch.log").read_text().count("done ") == 12
 
 
+@pytest.mark.cluster
 def test_retry_then_success_and_always_failing(client, tmp_path):
     sys.path.insert(0, str(HERE))
     from batch_helpers import always_failing_job, flaky_run_job
@@ -201,6 +203,7 @@ def test_retry_then_success_and_always_failing(client, tmp_path):
     assert json.loads((tmp_path / "b" / "batch_status.json").read_text())["failed_jobs"] == []
 
 
+@pytest.mark.cluster
 def test_cli_exit_codes(client, tmp_path, capsys):
     addr = client.scheduler.address
     # a job that fails on the workers: its sCMOS map is missing -> exit 1, listed
@@ -221,6 +224,7 @@ def test_cli_exit_codes(client, tmp_path, capsys):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.cluster
 def test_changing_one_parameter_redoes_exactly_the_affected_jobs(client, tmp_path):
     cfg = grid_config(tmp_path / "out")
     run_batch(cfg, client, progress=False)
@@ -248,6 +252,8 @@ def heavy_config(out, n=6):
             "sample_configs": {"num_samples": n, "frames_per_sample": 60}}
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_worker_killed_mid_batch_completes(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as c:
@@ -268,6 +274,7 @@ def test_worker_killed_mid_batch_completes(tmp_path):
     assert not list((tmp_path / "k").rglob(".*.tmp-*"))
 
 
+@pytest.mark.cluster
 def test_job_that_kills_workers_is_reported(tmp_path):
     import dask
 
@@ -284,6 +291,8 @@ def test_job_that_kills_workers_is_reported(tmp_path):
     assert "kills workers (memory?)" in res.jobs["sample_001"]["error"]
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_interrupted_driver_resumes_without_redoing(tmp_path):
     cfgp = tmp_path / "b.json"
     out = tmp_path / "r"
@@ -326,6 +335,8 @@ def _frames_and_truth(folder: Path, name: str):
     return frames, truth
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_loopback_scheduler_and_workers_same_bytes_as_localcluster(client, tmp_path):
     bindir = os.path.dirname(sys.executable)
     sched_file = tmp_path / "scheduler.json"
@@ -372,6 +383,7 @@ def test_loopback_scheduler_and_workers_same_bytes_as_localcluster(client, tmp_p
             pr.wait(timeout=30)
 
 
+@pytest.mark.cluster
 def test_slurm_job_script_without_sbatch(tmp_path):
     pytest.importorskip("dask_jobqueue")
     from z2t_dask.batch.cluster import ClusterError, load_slurm_spec, resolve_client, slurm_cluster

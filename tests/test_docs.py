@@ -5,6 +5,8 @@ import dataclasses
 import typing
 from pathlib import Path
 
+import pytest
+
 from z2t_dask.config import SimulationConfig
 from z2t_dask.tools.docs import cli_reference_markdown, config_reference_markdown, render_readme
 
@@ -43,6 +45,7 @@ def test_cli_reference_lists_every_subcommand():
     assert "`--json`" in ref and "`-o, --output OUTPUT`" in ref
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, monkeypatch):
     """The README's Python block works as a new user would run it from the repository root."""
     import re

@@ -51,6 +51,7 @@ def test_cli_inspect_json_and_text(sample_dir, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+@pytest.mark.cluster
 def test_batch_folder_reports_every_job(tmp_path, capsys):
     batch = {"base_output_dir": str(tmp_path / "b"), "seed": 1, "description": "two jobs",
              "base_config": small_config(), "variable_configs": {"num_emitters": [10, 30]}}

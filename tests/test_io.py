@@ -113,6 +113,7 @@ def test_iter_frame_blocks_computes_at_most_prefetch_blocks_ahead(prefetch):
     assert sorted(started) == list(range(20))
 
 
+@pytest.mark.cluster
 def test_iter_frame_blocks_scheduler_none_uses_active_distributed_client():
     distributed = pytest.importorskip("distributed")
     arr = da.random.default_rng(4).random((12, 8, 8), chunks=(5, 8, 8))

@@ -45,6 +45,7 @@ def peak_rss(frames: int, fmt: str, out: Path) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["ome-zarr", "ome-tiff"])
 def test_peak_memory_does_not_grow_with_frames(tmp_path, fmt):
     small = peak_rss(200, fmt, tmp_path / "s200")

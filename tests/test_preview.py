@@ -83,6 +83,7 @@ def test_cli_preview_sample_batch_zmap_and_bad_path(tmp_path, original, capsys, 
     assert main(["preview", str(tmp_path / "empty")]) == 2
 
 
+@pytest.mark.slow
 def test_cli_preview_zmap(tmp_path, original):
     assert main(["preview", str(original("result_phase_retrieval.h5")), "-o", str(tmp_path / "z.png")]) == 0
     assert (tmp_path / "z.png").stat().st_size > 50_000

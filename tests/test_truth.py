@@ -76,6 +76,7 @@ def test_segmented_truth_is_deterministic_and_seed_dependent():
     assert not np.array_equal(a.materialize().emitters.xyz[:50], c.materialize().emitters.xyz[:50])
 
 
+@pytest.mark.slow
 def test_segmented_frames_equal_frames_of_the_same_truth_in_memory():
     """Blocks drawing their records from segments (joined across segment borders) render exactly
     what an in-memory truth renders, for any frame chunking."""
@@ -185,6 +186,7 @@ def test_frames_no_segment_reaches_are_background_only():
     assert np.all(frames[lit].max(axis=(1, 2)) > 5.0)
 
 
+@pytest.mark.cluster
 def test_segmented_sample_written_by_cluster_workers_equals_local_render(tmp_path):
     """With a Client the workers draw the segments they render; the stored frames and the truth
     written by the client equal the local ones."""

@@ -211,6 +211,8 @@ def test_resumable_dir_keeps_its_progress_but_not_another_contents(tmp_path):
     assert sorted(p.name for p in final.iterdir()) == ["b-0"] and not partial_sibling(final).exists()
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_distributed_client_writes_zarr_chunks_on_workers_and_tiff_in_order(tmp_path):
     distributed = pytest.importorskip("distributed")
     s = z2t.simulate(CFG, seed=4)
