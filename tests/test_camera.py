@@ -195,10 +195,10 @@ def test_alias_poisson_floor_matches_the_poisson_pmf(lam):
     """The background (floor) draw is an exact Poisson sampler: chi-square against the pmf."""
     from scipy import stats
 
-    from z2t_dask.physics.camera.models import _poisson_floor
+    from z2t_dask.physics.camera.common import poisson_floor
 
     n = 400_000
-    draws = _poisson_floor(rng(20), lam, (n,))
+    draws = poisson_floor(rng(20), lam, (n,))
     assert draws.dtype == np.float32 and np.all(draws == np.round(draws))
     k = draws.astype(np.int64)
     lo, hi = int(stats.poisson.ppf(1e-4, lam)), int(stats.poisson.ppf(1 - 1e-4, lam))

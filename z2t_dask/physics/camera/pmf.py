@@ -22,9 +22,10 @@ analogue value before rounding and ``t_k`` the upper edge of bin ``k``.  For the
 density of the EM register's output for ``n >= 1`` (a Poisson mixture of Gamma densities,
 analytic on ``[0, inf)``): the atom at 0 is exact, the integral uses Boole's rule (error
 O(h^6)) on a grid of ``h = min(sigma, gain) / 32`` electrons (error of any cumulative probability
-< 1e-12, checked against a finer grid and adaptive quadrature in the tests).  The linear chain is a finite sum of normal distribution functions.  Poisson terms are
-kept over ``lam +- 12 sd`` (neglected mass < 1e-30), normal tails to 12 sd, and the EM output up
-to where its tail probability drops below 1e-17 (the rest joins the last bin).
+< 1e-12, checked against a finer grid and adaptive quadrature in the tests).  The linear chain is
+a finite sum of normal distribution functions.  Poisson terms are kept over ``lam +- 12 sd``
+(neglected mass < 1e-30), normal tails to 12 sd, and the EM output up to where its tail
+probability drops below 1e-17 (the rest joins the last bin).
 The first and last bins carry the clipped tails.
 
 Chains without read noise have ties at half-integers (rounding half to even then matters) and
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, wraps
 
 import numpy as np
@@ -82,6 +83,8 @@ class DiscreteSampler:
 
     values: np.ndarray
     cdf: np.ndarray
+    _lookup: np.ndarray = field(init=False, repr=False)     # value of each 16-bit cell
+    _straddles: np.ndarray = field(init=False, repr=False)  # cells that straddle a CDF step
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values)
