@@ -40,9 +40,24 @@ _EXPORTS = {
     **{name: "runner" for name in ("BatchResult", "run_batch")},
 }
 
-__all__ = ["BatchConfigError", "BatchSpec", "Job", "BatchResult", "load_batch_config", "expand_jobs", "job_key",
-           "job_seed", "run_job", "run_batch", "MANIFEST", "JOB_MARKER", "SCHEMA_VERSION", "Manifest",
-           "read_manifest", "read_status"]
+__all__ = [
+    "JOB_MARKER",
+    "MANIFEST",
+    "SCHEMA_VERSION",
+    "BatchConfigError",
+    "BatchResult",
+    "BatchSpec",
+    "Job",
+    "Manifest",
+    "expand_jobs",
+    "job_key",
+    "job_seed",
+    "load_batch_config",
+    "read_manifest",
+    "read_status",
+    "run_batch",
+    "run_job",
+]
 
 
 def __getattr__(name: str):

@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from z2t_dask.errors import ClusterError
 
-__all__ = ["ClusterError", "resolve_client", "slurm_cluster", "load_slurm_spec", "SLURM_KEYS"]
+__all__ = ["SLURM_KEYS", "ClusterError", "load_slurm_spec", "resolve_client", "slurm_cluster"]
 
 SLURM_KEYS = ("queue", "account", "cores", "processes", "memory", "walltime", "job_extra_directives",
               "job_script_prologue", "python", "local_directory", "interface", "job_name", "jobs",

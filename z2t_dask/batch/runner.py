@@ -37,8 +37,20 @@ from z2t_dask.batch.spec import (
     load_batch_config,
 )
 
-__all__ = ["BatchConfigError", "BatchSpec", "Job", "BatchResult", "load_batch_config", "expand_jobs", "job_key",
-           "run_job", "run_batch", "MANIFEST", "JOB_MARKER", "SCHEMA_VERSION"]
+__all__ = [
+    "JOB_MARKER",
+    "MANIFEST",
+    "SCHEMA_VERSION",
+    "BatchConfigError",
+    "BatchResult",
+    "BatchSpec",
+    "Job",
+    "expand_jobs",
+    "job_key",
+    "load_batch_config",
+    "run_batch",
+    "run_job",
+]
 
 log = logging.getLogger("z2t_dask.batch")
 

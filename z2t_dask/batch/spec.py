@@ -34,8 +34,16 @@ import numpy as np
 from z2t_dask.config import ConfigError, config_to_dict, load_config
 from z2t_dask.errors import BatchConfigError
 
-__all__ = ["BatchConfigError", "BatchSpec", "Job", "SCHEMA_VERSION", "expand_jobs", "job_key", "job_seed",
-           "load_batch_config"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "BatchConfigError",
+    "BatchSpec",
+    "Job",
+    "expand_jobs",
+    "job_key",
+    "job_seed",
+    "load_batch_config",
+]
 
 #: Version of the batch files' schema (the manifest's ``schema``); part of every job key.
 SCHEMA_VERSION = 1
@@ -242,8 +250,8 @@ def _grid_axes(data: Mapping, base: dict, problems: list) -> list[tuple[str, lis
                 problems.append((f"variable_configs.{leaf}", "no such key in the config" +
                                  (f"; did you mean '{close[0]}'?" if close else "")))
             elif len(hits) > 1:
-                problems.append((f"variable_configs.{leaf}", f"ambiguous: matches {', '.join(hits)}; "
-                                 "use the dotted path"))
+                problems.append((f"variable_configs.{leaf}",
+                                 f"ambiguous: matches {', '.join(hits)}; use the dotted path"))
             else:
                 axes.append((hits[0], vals))
     seen = set()
@@ -283,7 +291,7 @@ def expand_jobs(spec: BatchSpec) -> list[Job]:
     problems: list[tuple[str, str]] = []
     names: set[str] = set()
     for gi, point in enumerate(points):
-        grid_name = ("job_%04d_" % gi + "_".join(f"{k.split('.')[-1]}_{_fmt_value(v)}" for k, v in zip(keys, point))
+        grid_name = (f"job_{gi:04d}_" + "_".join(f"{k.split('.')[-1]}_{_fmt_value(v)}" for k, v in zip(keys, point))
                      if spec.grid else "")
         for sid in samples:
             cfg = copy.deepcopy(spec.base_config)
