@@ -1,4 +1,4 @@
-"""HDF5 frame stacks: block-wise ``frames`` datasets (h5py), the stack file ``<name>.h5``, readers.
+"""HDF5 frame stacks: block-wise ``frames`` datasets (h5py), the stack file ``<name>.h5``, readers, registry entry.
 
 A stack file holds one dataset ``frames`` (T, Y, X), written block by block in frame order
 from an iterator (bounded memory; HDF5 files cannot take concurrent writers, so with a
@@ -20,7 +20,6 @@ Compression: none (default: the fastest, ~585 MB/s measured), ``"zlib"`` (gzip l
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,12 +27,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from z2t_dask.engine.streaming import iter_frame_blocks
+from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
 from z2t_dask.io.jsonutil import json_default
-from z2t_dask.engine.streaming import iter_frame_blocks
+from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
+from z2t_dask.io.streams import lazy_stack
 
-__all__ = ["FRAME_COMPRESSIONS", "decode_attr", "encode_attr", "iter_hdf5_blocks", "read_hdf5_stack",
-           "write_frames_dataset", "write_hdf5_stack"]
+__all__ = ["FORMAT", "FRAME_COMPRESSIONS", "decode_attr", "encode_attr", "hdf5_stack_info", "iter_hdf5_blocks",
+           "open_hdf5_stack", "read_hdf5_stack", "write_frames_dataset", "write_hdf5_stack"]
 
 #: Accepted compression names -> h5py ``create_dataset`` options (built-in filters only).
 FRAME_COMPRESSIONS: dict[str | None, dict[str, Any]] = {
@@ -128,7 +130,7 @@ def write_frames_dataset(group: Any, frames: Any, *, name: str = "frames", compr
         Number of frames written.
     """
     if compression not in FRAME_COMPRESSIONS:
-        raise ValueError(f"compression must be one of None, 'none', 'zlib', 'gzip', 'lzf', got {compression!r}")
+        raise FormatError(f"compression must be one of None, 'none', 'zlib', 'gzip', 'lzf', got {compression!r}")
     opts = FRAME_COMPRESSIONS[compression]
     dt = None if dtype is None else np.dtype(dtype)
     is_array = isinstance(frames, np.ndarray) or (hasattr(frames, "dask") and hasattr(frames, "chunks"))
@@ -214,9 +216,7 @@ def write_hdf5_stack(path: str | os.PathLike[str], frames: Iterable[Any], *, sha
     """
     import h5py
 
-    px_x, px_y = (float(v) for v in pixel_size_nm)
-    if not all(math.isfinite(v) and v > 0 for v in (px_x, px_y)):
-        raise ValueError(f"pixel_size_nm must be two positive sizes (x_nm, y_nm), got {pixel_size_nm!r}")
+    px_x, px_y = pixel_size_pair(pixel_size_nm)
     shape3 = tuple(int(s) for s in shape)
     if len(shape3) != 3 or min(shape3) < 1:
         raise ValueError(f"shape must be (T, Y, X) with positive sizes, got {shape!r}")
@@ -235,24 +235,100 @@ def write_hdf5_stack(path: str | os.PathLike[str], frames: Iterable[Any], *, sha
     return final
 
 
-def read_hdf5_stack(path: str | os.PathLike[str], dataset: str = "frames") -> np.ndarray:
-    """Read a whole ``frames`` dataset (T, Y, X) into memory."""
+def _h5(path: str | os.PathLike[str], dataset: str = "frames") -> Any:
+    """An open h5py file holding ``dataset`` (FormatError, naming the file, otherwise)."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        if dataset not in f:
-            raise ValueError(f"{path}: no dataset '{dataset}'")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"stack not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
+    if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+        f.close()
+        raise FormatError(f"{path}: no dataset '{dataset}'")
+    return f
+
+
+def read_hdf5_stack(path: str | os.PathLike[str], dataset: str = "frames") -> np.ndarray:
+    """Read a whole ``frames`` dataset (T, Y, X) into memory."""
+    with _h5(path, dataset) as f:
         return f[dataset][()]
 
 
 def iter_hdf5_blocks(path: str | os.PathLike[str], block_frames: int = 16,
                      dataset: str = "frames") -> Iterator[np.ndarray]:
     """Yield ``frames`` of an HDF5 file in order, ``block_frames`` frames at a time (bounded memory)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if dataset not in f:
-            raise ValueError(f"{path}: no dataset '{dataset}'")
+    with _h5(path, dataset) as f:
         d = f[dataset]
         for t0 in range(0, d.shape[0], max(1, int(block_frames))):
             yield d[t0 : t0 + block_frames]
+
+
+def _read_frames(path: str, t0: int, t1: int) -> np.ndarray:
+    """Frames ``[t0, t1)`` of ``frames`` (a task function of :func:`open_hdf5_stack`)."""
+    with _h5(path) as f:
+        return f["frames"][t0:t1]
+
+
+def open_hdf5_stack(path: str | os.PathLike[str]) -> Any:
+    """The ``frames`` dataset as a lazy dask array ``(T, Y, X)`` (chunks of whole frames, ~16 MiB)."""
+    with _h5(path) as f:
+        shape, dtype = tuple(f["frames"].shape), f["frames"].dtype
+    return lazy_stack(path, _read_frames, shape, dtype)
+
+
+def hdf5_stack_info(path: str | os.PathLike[str]) -> StackInfo:
+    """Shape, dtype, pixel size, units (attributes of ``frames``) and provenance (root attributes)."""
+    with _h5(path) as f:
+        d = f["frames"]
+        px = d.attrs.get("pixel_size_nm")
+        units = decode_attr(d.attrs["units"]) if "units" in d.attrs else None
+        attrs = {str(k): _plain(v) for k, v in f.attrs.items()}
+        shape = tuple(int(v) for v in d.shape)
+        return StackInfo(format="hdf5", shape=shape if len(shape) != 2 else (1, *shape), dtype=np.dtype(d.dtype),
+                         pixel_size_nm=None if px is None else (float(px[0]), float(px[1])),
+                         units=units if isinstance(units, str) else None, attrs=attrs,
+                         extra={"chunks": d.chunks, "compression": d.compression})
+
+
+def _plain(value: Any) -> Any:
+    """An attribute as written (strings stay strings: JSON is not decoded), NumPy scalars as Python ones."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _has_frames(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is HDF5 with a 3-D ``frames`` dataset (False for anything unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "frames" in f and getattr(f["frames"], "ndim", 0) == 3
+    except OSError:
+        return False
+
+
+def _store(request: WriteRequest) -> Path:
+    """Registry writer: frames written in order (HDF5 takes one writer), chunks of one frame or, for a
+    tiled stack, one tile (option ``tile`` overrides)."""
+    options = dict(request.options)
+    frames = request.frames
+    tiled = len(frames.chunks[1]) > 1 or len(frames.chunks[2]) > 1
+    tile = options.pop("tile", frames.chunksize[1:] if tiled else None)
+    if options:
+        raise TypeError(f"hdf5: unknown format options {sorted(options)} (tile)")
+    return write_hdf5_stack(request.path, request.blocks(), shape=frames.shape, dtype=frames.dtype,
+                            pixel_size_nm=request.pixel_size_nm, compression=request.compression, tile=tile,
+                            attrs=request.attrs, units=request.units)
+
+
+#: The registry entry of HDF5 stacks (``<name>.h5``, dataset ``frames``).
+FORMAT = StackFormat(
+    name="hdf5", suffix=".h5", suffixes=(".h5", ".hdf5", ".he5"), aliases=("h5",),
+    compressions=("none", "zlib", "lzf"), default_compression="none", store=_store, open=open_hdf5_stack,
+    info=hdf5_stack_info, iter_blocks=iter_hdf5_blocks, probe=_has_frames, shared_suffix=True)

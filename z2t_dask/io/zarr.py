@@ -1,4 +1,4 @@
-"""OME-Zarr (NGFF) stacks: resumable parallel writer, NGFF metadata and its validation, reader.
+"""OME-Zarr (NGFF) stacks: resumable parallel writer, reader, registry entry (NGFF metadata: :mod:`~z2t_dask.io.ngff`).
 
 Layout of ``<name>.ome.zarr`` (one image, one resolution level)::
 
@@ -28,6 +28,7 @@ its final name. The result equals an uninterrupted write (the blocks are determi
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -37,17 +38,19 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from z2t_dask.errors import NGFFError
+from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import PARTIAL_STAMP, partial_sibling, resumable_dir
 from z2t_dask.io.jsonutil import json_default
+from z2t_dask.io.ngff import NGFF_VERSIONS, NGFFError, ngff_attributes, pixel_size_from_ngff, validate_ngff
+from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest
 from z2t_dask.io.tiff import ZSTD_LEVEL
 
-__all__ = ["NGFF_VERSIONS", "NGFFError", "PROGRESS_DIR", "ZARR_COMPRESSIONS", "ZarrWriteReport",
-           "iter_zarr_blocks", "ngff_attributes", "read_ome_zarr", "storage_chunks", "validate_ngff",
-           "write_ome_zarr"]
+log = logging.getLogger("z2t_dask")
 
-#: NGFF version written for each zarr format.
-NGFF_VERSIONS = {2: "0.4", 3: "0.5"}
+__all__ = ["FORMAT", "NGFF_VERSIONS", "PROGRESS_DIR", "ZARR_COMPRESSIONS", "NGFFError", "ZarrWriteReport",
+           "iter_zarr_blocks", "ngff_attributes", "ome_zarr_info", "read_ome_zarr", "storage_chunks",
+           "validate_ngff", "write_ome_zarr"]
+
 #: Accepted compression names.
 ZARR_COMPRESSIONS = ("zstd", "zlib", "none")
 #: Folder (inside the partial output) of per-block completion markers.
@@ -59,15 +62,6 @@ STORAGE_CHUNK_BYTES = 4 * 2**20
 #: Dask blocks stored per ``da.store`` call: the scheduler's state (graph, finished tasks) is
 #: bounded by this, not by the length of the stack (memory must not grow with T).
 STORE_BATCH_BLOCKS = 256
-
-_SPACE_UNITS = frozenset(
-    "angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer inch kilometer "
-    "megameter meter micrometer mile millimeter nanometer parsec petameter picometer terameter yard "
-    "yoctometer yottameter zeptometer zettameter".split())
-_TIME_UNITS = frozenset(
-    "attosecond centisecond day decisecond exasecond femtosecond gigasecond hectosecond hour kilosecond "
-    "megasecond microsecond millisecond minute nanosecond petasecond picosecond second terasecond "
-    "yoctosecond yottasecond zeptosecond zettasecond".split())
 
 
 @dataclass
@@ -93,191 +87,14 @@ class ZarrWriteReport:
     blocks_skipped: int
 
 
-# --------------------------------------------------------------------------- metadata
-
-
-def ngff_attributes(zarr_format: int, pixel_size_nm: tuple[float, float], *, name: str = "frames",
-                    path: str = "0") -> dict[str, Any]:
-    """Group attributes declaring one ``(t, y, x)`` image in NGFF 0.4 (zarr v2) or 0.5 (zarr v3).
-
-    Parameters
-    ----------
-    zarr_format : {2, 3}
-        Zarr format of the group.
-    pixel_size_nm : (float, float)
-        Camera pixel size (x, y) in nm (object space); stored as the y/x scale in micrometer.
-    name : str
-        Name of the multiscales image.
-    path : str
-        Array path of the (single) resolution level.
-    """
-    px_x, px_y = (float(v) for v in pixel_size_nm)
-    if not all(math.isfinite(v) and v > 0 for v in (px_x, px_y)):
-        raise ValueError(f"pixel_size_nm must be two positive sizes (x_nm, y_nm), got {pixel_size_nm!r}")
-    multiscale = {
-        "name": str(name),
-        "axes": [{"name": "t", "type": "time"},
-                 {"name": "y", "type": "space", "unit": "micrometer"},
-                 {"name": "x", "type": "space", "unit": "micrometer"}],
-        "datasets": [{"path": path, "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, px_y / 1000.0, px_x / 1000.0]}]}],
-    }
-    if zarr_format == 2:
-        return {"multiscales": [{"version": NGFF_VERSIONS[2], **multiscale}]}
-    if zarr_format == 3:
-        return {"ome": {"version": NGFF_VERSIONS[3], "multiscales": [multiscale]}}
-    raise ValueError(f"output.zarr_format must be 2 or 3, got {zarr_format!r}")
-
-
-def _check_axes(axes: Any, where: str, problems: list[str]) -> int:
-    """Check NGFF axes; return their number (0 if unusable)."""
-    if not isinstance(axes, list) or not 2 <= len(axes) <= 5:
-        problems.append(f"{where}.axes must be a list of 2 to 5 axes, got {axes!r}")
-        return 0
-    names, kinds = [], []
-    for i, ax in enumerate(axes):
-        if not isinstance(ax, Mapping) or not isinstance(ax.get("name"), str):
-            problems.append(f"{where}.axes[{i}] must be an object with a string 'name', got {ax!r}")
-            return 0
-        names.append(ax["name"])
-        kind = ax.get("type")
-        kinds.append(kind)
-        unit = ax.get("unit")
-        if kind == "space" and unit is not None and unit not in _SPACE_UNITS:
-            problems.append(f"{where}.axes[{i}] ({ax['name']}): space unit {unit!r} is not an NGFF unit")
-        if kind == "time" and unit is not None and unit not in _TIME_UNITS:
-            problems.append(f"{where}.axes[{i}] ({ax['name']}): time unit {unit!r} is not an NGFF unit")
-    if len(set(names)) != len(names):
-        problems.append(f"{where}.axes names must be unique, got {names}")
-    n_space, n_time, n_chan = kinds.count("space"), kinds.count("time"), kinds.count("channel")
-    if n_space not in (2, 3):
-        problems.append(f"{where}.axes must have 2 or 3 axes of type 'space', got {n_space}")
-    if n_time > 1 or n_chan > 1:
-        problems.append(f"{where}.axes may have at most one 'time' and one 'channel' axis")
-    rank = {"time": 0, "channel": 1, "space": 3}
-    order = [rank.get(k, 2) for k in kinds]
-    if order != sorted(order):
-        problems.append(f"{where}.axes must be ordered time, channel, (custom), space; got types {kinds}")
-    return len(axes)
-
-
-def _check_transforms(transforms: Any, ndim: int, where: str, problems: list[str]) -> list[float] | None:
-    """Check an NGFF coordinateTransformations list (one scale, then an optional translation)."""
-    if not isinstance(transforms, list) or not 1 <= len(transforms) <= 2:
-        problems.append(f"{where}.coordinateTransformations must list a scale and an optional translation")
-        return None
-    kinds = [t.get("type") if isinstance(t, Mapping) else None for t in transforms]
-    if kinds[0] != "scale" or (len(kinds) == 2 and kinds[1] != "translation"):
-        problems.append(f"{where}.coordinateTransformations must be [scale] or [scale, translation], got {kinds}")
-        return None
-    scale = None
-    for t in transforms:
-        key = t["type"]
-        values = t.get(key)
-        if not isinstance(values, list) or len(values) != ndim or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            problems.append(f"{where} {key} must be {ndim} finite numbers, got {values!r}")
-            return None
-        if key == "scale":
-            if not all(v > 0 for v in values):
-                problems.append(f"{where} scale must be positive, got {values}")
-            scale = [float(v) for v in values]
-    return scale
-
-
-def validate_ngff(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Check that a folder is an NGFF image (0.4 for zarr v2, 0.5 for zarr v3); return its multiscales.
-
-    Checks the rules that readers such as napari rely on: the version matches the zarr format;
-    ``multiscales`` is a non-empty list; axes are 2-5 uniquely named axes with 2-3 of type
-    space, at most one time and one channel axis, in time-channel-space order, with NGFF units;
-    every dataset path is an array of the axes' dimensionality whose first transformation is a
-    positive scale of that length (optionally followed by a translation), levels ordered from
-    the finest; zarr v3 ``dimension_names`` (when present) equal the axis names.
-
-    Returns
-    -------
-    dict
-        The first multiscales entry (with its ``version``).
-
-    Raises
-    ------
-    NGFFError
-        Listing every problem found (the message names the file and the field).
-    """
-    import zarr
-
-    root = Path(path)
-    try:
-        group = zarr.open_group(store=str(root), mode="r")
-    except Exception as exc:  # noqa: BLE001 - report any failure to open as a layout error
-        raise NGFFError(f"{root}: not a zarr group ({exc})") from None
-    zf = group.metadata.zarr_format
-    attrs = dict(group.attrs)
-    problems: list[str] = []
-    if zf == 3:
-        ome = attrs.get("ome")
-        if not isinstance(ome, Mapping):
-            raise NGFFError(f"{root}: zarr v3 group without an 'ome' attribute (NGFF 0.5)")
-        version = ome.get("version")
-        multiscales = ome.get("multiscales")
-        if version != NGFF_VERSIONS[3]:
-            problems.append(f"ome.version must be {NGFF_VERSIONS[3]!r} for zarr v3, got {version!r}")
-    else:
-        multiscales = attrs.get("multiscales")
-        version = None
-    if not isinstance(multiscales, list) or not multiscales:
-        raise NGFFError(f"{root}: 'multiscales' must be a non-empty list, got {multiscales!r}")
-    for m, ms in enumerate(multiscales):
-        where = f"multiscales[{m}]"
-        if not isinstance(ms, Mapping):
-            problems.append(f"{where} must be an object")
-            continue
-        if zf == 2 and ms.get("version") != NGFF_VERSIONS[2]:
-            problems.append(f"{where}.version must be {NGFF_VERSIONS[2]!r} for zarr v2, got {ms.get('version')!r}")
-        ndim = _check_axes(ms.get("axes"), where, problems)
-        datasets = ms.get("datasets")
-        if not isinstance(datasets, list) or not datasets:
-            problems.append(f"{where}.datasets must be a non-empty list")
-            continue
-        previous = None
-        for d, ds in enumerate(datasets):
-            dwhere = f"{where}.datasets[{d}]"
-            p = ds.get("path") if isinstance(ds, Mapping) else None
-            if not isinstance(p, str):
-                problems.append(f"{dwhere}.path must be a string")
-                continue
-            try:
-                arr = zarr.open_array(store=str(root / p), mode="r")
-            except Exception:  # noqa: BLE001
-                problems.append(f"{dwhere}.path {p!r} is not an array in {root}")
-                continue
-            if ndim and arr.ndim != ndim:
-                problems.append(f"{dwhere} array {p!r} has {arr.ndim} dimensions but there are {ndim} axes")
-            names = getattr(arr.metadata, "dimension_names", None)
-            axes_names = [a["name"] for a in ms["axes"]] if ndim else None
-            if names is not None and axes_names is not None and list(names) != axes_names:
-                problems.append(f"{dwhere} dimension_names {list(names)} differ from the axes {axes_names}")
-            scale = _check_transforms(ds.get("coordinateTransformations"), ndim or arr.ndim, dwhere, problems)
-            if scale is not None and previous is not None and any(a > b for a, b in zip(previous, scale)):
-                problems.append(f"{dwhere} scale {scale} is finer than the previous level {previous}")
-            previous = scale if scale is not None else previous
-        if "coordinateTransformations" in ms:
-            _check_transforms(ms["coordinateTransformations"], ndim, f"{where}", problems)
-    if problems:
-        raise NGFFError(f"{root}: not a valid NGFF image:\n  " + "\n  ".join(problems))
-    first = dict(multiscales[0])
-    first.setdefault("version", version)
-    return first
-
-
 # --------------------------------------------------------------------------- writing
 
 
 def _compressors(zarr_format: int, compression: str | None) -> Any:
     key = "none" if compression is None else str(compression).lower()
     if key not in ZARR_COMPRESSIONS:
-        raise ValueError(f"output.zarr_compression must be one of {', '.join(ZARR_COMPRESSIONS)}, got {compression!r}")
+        raise FormatError(f"output.zarr_compression must be one of {', '.join(ZARR_COMPRESSIONS)}, "
+                          f"got {compression!r}")
     if key == "none":
         return None
     if zarr_format == 3:
@@ -542,19 +359,74 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- reading
 
 
+def _open_array(path: str | os.PathLike[str], level: str = "0") -> Any:
+    """The zarr array of an image level (FormatError, naming the folder, if there is none)."""
+    import zarr
+
+    try:
+        return zarr.open_array(store=str(Path(path) / level), mode="r")
+    except Exception as exc:  # noqa: BLE001 - any failure to open is a layout error of the user's folder
+        raise FormatError(f"{path}: no zarr array '{level}' (not an OME-Zarr image written by z2t: {exc})") from None
+
+
 def read_ome_zarr(path: str | os.PathLike[str], level: str = "0") -> Any:
     """The image of an OME-Zarr folder as a lazy dask array (T, Y, X) (``da.from_zarr``)."""
     import dask.array as da
-    import zarr
 
-    arr = zarr.open_array(store=str(Path(path) / level), mode="r")
-    return da.from_zarr(arr)
+    return da.from_zarr(_open_array(path, level))
 
 
 def iter_zarr_blocks(path: str | os.PathLike[str], block_frames: int = 16) -> Iterator[np.ndarray]:
     """Yield the frames of an OME-Zarr image in order, ``block_frames`` at a time (bounded memory)."""
-    import zarr
-
-    arr = zarr.open_array(store=str(Path(path) / "0"), mode="r")
+    arr = _open_array(path)
     for t0 in range(0, arr.shape[0], max(1, int(block_frames))):
         yield arr[t0 : t0 + block_frames]
+
+
+def _open_frames(path: str | os.PathLike[str]) -> Any:
+    frames = read_ome_zarr(path)
+    if frames.ndim != 3:
+        raise FormatError(f"{path}: expected a (T, Y, X) stack, got shape {frames.shape}")
+    return frames
+
+
+def ome_zarr_info(path: str | os.PathLike[str]) -> StackInfo:
+    """Shape, dtype, pixel size (NGFF scale), units and provenance (group attribute ``z2t``) of an OME-Zarr."""
+    import zarr
+
+    arr = _open_array(path)
+    attrs = dict(zarr.open_group(store=str(path), mode="r").attrs)
+    prov = attrs.get("z2t") if isinstance(attrs.get("z2t"), dict) else {}
+    units = prov.get("units")
+    return StackInfo(format="ome-zarr", shape=tuple(int(v) for v in arr.shape), dtype=np.dtype(arr.dtype),
+                     pixel_size_nm=pixel_size_from_ngff(attrs), units=units if isinstance(units, str) else None,
+                     attrs=dict(prov), extra={"zarr_format": arr.metadata.zarr_format, "chunks": tuple(arr.chunks)})
+
+
+def _store(request: WriteRequest) -> Path:
+    """Registry writer: blocks stored in parallel (by the workers with a Client), resumably.
+
+    Options: ``zarr_format`` (3), ``fingerprint`` (identity of the content, to resume), ``overwrite``
+    (True: replace an output of other content, as the single-file formats do), ``resume`` (True),
+    ``name`` (NGFF image name). ``prefetch`` is unused (blocks are stored in any order).
+    """
+    options = dict(request.options)
+    report = write_ome_zarr(request.path, request.array(), pixel_size_nm=request.pixel_size_nm,
+                            zarr_format=options.pop("zarr_format", 3), compression=request.compression,
+                            attrs={**request.attrs, "units": request.units},
+                            fingerprint=options.pop("fingerprint", None), scheduler=request.scheduler,
+                            overwrite=options.pop("overwrite", True), resume=options.pop("resume", True),
+                            name=options.pop("name", None), between_batches=request.release, **options)
+    log.info("%s: %d blocks written, %d already there", report.path, report.blocks_written, report.blocks_skipped)
+    return report.path
+
+
+def _exists(path: str | os.PathLike[str]) -> bool:
+    return Path(path).exists()
+
+
+#: The registry entry of OME-Zarr stacks (``<name>.ome.zarr/``).
+FORMAT = StackFormat(
+    name="ome-zarr", suffix=".ome.zarr", suffixes=(".ome.zarr", ".zarr"), aliases=("zarr", "ome.zarr"),
+    compressions=ZARR_COMPRESSIONS, default_compression="zstd", store=_store, open=_open_frames,
+    info=ome_zarr_info, iter_blocks=iter_zarr_blocks, probe=_exists, resumable=True, is_dir=True)

@@ -1,13 +1,15 @@
-"""Open what z2t wrote: a sample folder's frame stack (lazily) and its ground truth.
+"""Open what z2t wrote: a sample folder's frame stack (lazily), its provenance and its ground truth.
 
 >>> import z2t_dask as z2t
 >>> s = z2t.open_sample("output/sample_000")     # doctest: +SKIP
 >>> s.frames                                     # dask array (T, Y, X), read lazily   # doctest: +SKIP
+>>> s.attrs["seed"], s.pixel_size_nm             # provenance stored with the stack    # doctest: +SKIP
 >>> s.records["xyz"][s.records["frame_ix"] == 0]  # truth of frame 0 (x, y px; z µm)   # doctest: +SKIP
 
-Stacks: ``<name>.ome.tiff`` (through tifffile's zarr store, one chunk per page), ``<name>.ome.zarr``
-(OME-Zarr, image ``0``) or ``<name>.h5`` (dataset ``frames``). Nothing is read until computed.
-Frames are ``(T, Y, X)``; pixel ``(r, c)`` has its centre at ``(y=r, x=c)``.
+Stacks are whatever the format registry (:mod:`z2t_dask.io.formats`) knows: ``<name>.ome.tiff``
+(chunks of whole pages), ``<name>.ome.zarr`` (OME-Zarr, image ``0``) or ``<name>.h5`` (dataset
+``frames``). Nothing is read until computed. Frames are ``(T, Y, X)``; pixel ``(r, c)`` has its
+centre at ``(y=r, x=c)``.
 """
 from __future__ import annotations
 
@@ -19,83 +21,37 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SampleFolder", "find_stack", "stack_format", "open_stack", "open_sample", "inside_mask"]
+from z2t_dask.physics.emitters import inside_image
 
-_TIFF = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
-_ZARR = (".ome.zarr", ".zarr")
+__all__ = ["SampleFolder", "find_stack", "inside_mask", "open_sample", "open_stack", "stack_format"]
+
+#: Emitter centres inside the image, ``-0.5 <= x < W - 0.5`` and ``-0.5 <= y < H - 0.5`` (px): the
+#: one definition, :func:`z2t_dask.physics.emitters.inside_image`, under the name callers used here.
+inside_mask = inside_image
 
 
 def stack_format(path: str | os.PathLike) -> str:
-    """``"ome-tiff"``, ``"ome-zarr"`` or ``"hdf5"`` from a stack path's suffix.
+    """The registry name of a stack's format (``"ome-tiff"``, ``"ome-zarr"``, ``"hdf5"``) from its suffix.
 
     Raises
     ------
-    ValueError
-        For a suffix that names no stack format.
+    FormatError
+        For a suffix that names no registered format (a ValueError too).
     """
     from z2t_dask.io.formats import format_from_path
 
     return format_from_path(path, default=None)
 
 
-def _has_frames(h5: Path) -> bool:
-    import h5py
-
-    try:
-        with h5py.File(h5, "r") as f:
-            return "frames" in f and getattr(f["frames"], "ndim", 0) == 3
-    except OSError:
-        return False
-
-
 def find_stack(folder: str | os.PathLike) -> Path | None:
-    """The frame stack of a sample folder, or None.
+    """The frame stack of a sample folder, or None (see :func:`z2t_dask.io.formats.find_stack`).
 
-    ``<folder name>.ome.tiff|.ome.zarr|.h5`` first (z2t's naming), else the only TIFF / Zarr /
-    HDF5 stack in the folder (e.g. the original tool's ``simulation_40.ome.tiff``).
+    ``<folder name>.ome.tiff|.ome.zarr|.h5`` first (z2t's naming), else the only stack in the
+    folder (e.g. the original tool's ``simulation_40.ome.tiff``).
     """
-    folder = Path(folder)
-    for suffix in (".ome.tiff", ".ome.zarr", ".h5"):
-        p = folder / f"{folder.name}{suffix}"
-        if p.exists() and (suffix != ".h5" or _has_frames(p)):
-            return p
-    found = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name.lower().endswith(_TIFF + _ZARR))
-    if not found:
-        found = sorted(p for p in folder.glob("*.h5") if p.name != "emitters.h5" and _has_frames(p))
-    return found[0] if found else None
+    from z2t_dask.io.formats import find_stack as find
 
-
-#: Target bytes of one chunk of a TIFF / HDF5 stack opened by :func:`open_stack`.
-READ_CHUNK_BYTES = 16 * 2**20
-
-
-def _read_block(path: str, fmt: str, block_info: dict | None = None) -> np.ndarray:
-    """Frames ``[t0, t1)`` of a TIFF (first series) or HDF5 ``frames`` stack (task function: picklable)."""
-    (t0, t1), _, _ = block_info[None]["array-location"]
-    if fmt == "ome-tiff":
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return tif.asarray(key=range(t0, t1), series=0).reshape(t1 - t0, *series.shape[-2:])
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return f["frames"][t0:t1]
-
-
-def _lazy(path: Path, fmt: str, shape: tuple[int, ...], dtype: Any) -> Any:
-    import dask.array as da
-
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3:
-        raise ValueError(f"{path}: expected a (T, Y, X) stack, got shape {shape}")
-    t, h, w = (int(v) for v in shape)
-    step = max(1, min(t, READ_CHUNK_BYTES // max(1, h * w * np.dtype(dtype).itemsize)))
-    chunks = (tuple(min(step, t - a) for a in range(0, t, step)), (h,), (w,))
-    return da.map_blocks(_read_block, str(path), fmt, chunks=chunks, dtype=dtype,
-                         name=f"z2t-read-{path.name}-{path.stat().st_mtime_ns}", meta=np.empty((0, 0, 0), dtype))
+    return find(folder)
 
 
 def open_stack(path: str | os.PathLike) -> Any:
@@ -108,48 +64,12 @@ def open_stack(path: str | os.PathLike) -> Any:
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    ValueError
-        If it is not a frame stack (suffix or content).
+    FormatError
+        If it is not a frame stack (suffix or content); a ValueError too.
     """
-    import dask.array as da
+    from z2t_dask.io.formats import open_frames
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"stack not found: {p}")
-    fmt = stack_format(p)
-    if fmt == "ome-tiff":
-        import tifffile
-
-        with tifffile.TiffFile(p) as tif:
-            series = tif.series[0]
-            shape, dtype = tuple(series.shape), series.dtype
-        return _lazy(p, fmt, shape, dtype)
-    if fmt == "hdf5":
-        import h5py
-
-        with h5py.File(p, "r") as f:
-            if "frames" not in f:
-                raise ValueError(f"{p}: no dataset 'frames'")
-            shape, dtype = tuple(f["frames"].shape), f["frames"].dtype
-        return _lazy(p, fmt, shape, dtype)
-    try:
-        from z2t_dask.io.zarr import read_ome_zarr
-    except ImportError:  # the OME-Zarr module is optional in older trees
-        import zarr
-
-        frames = da.from_zarr(zarr.open_array(store=str(p / "0"), mode="r"))
-    else:
-        frames = read_ome_zarr(p)
-    if frames.ndim != 3:
-        raise ValueError(f"{p}: expected a (T, Y, X) stack, got shape {frames.shape}")
-    return frames
-
-
-def inside_mask(xy: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """Emitter centres inside the image: ``-0.5 <= x < W - 0.5`` and ``-0.5 <= y < H - 0.5`` (px)."""
-    h, w = image_shape
-    xy = np.asarray(xy, np.float64).reshape(-1, 2)
-    return (xy[:, 0] >= -0.5) & (xy[:, 0] < w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < h - 0.5)
+    return open_frames(path)
 
 
 @dataclass
@@ -163,7 +83,7 @@ class SampleFolder:
     stack : Path or None
         Its frame stack, if any.
     format : str or None
-        ``"ome-tiff"``, ``"ome-zarr"`` or ``"hdf5"``.
+        ``"ome-tiff"``, ``"ome-zarr"`` or ``"hdf5"`` (a registered format name).
     truth : EmittersFile or None
         ``emitters.h5`` (emitters, records, zernike coefficients, attributes), if present.
     """
@@ -180,6 +100,35 @@ class SampleFolder:
             raise FileNotFoundError(f"{self.path}: no frame stack (.ome.tiff, .ome.zarr or .h5) in the folder")
         return open_stack(self.stack)
 
+    @cached_property
+    def stack_info(self) -> Any:
+        """What the stack declares (:class:`~z2t_dask.io.registry.StackInfo`: shape, dtype, pixel size,
+        units, provenance), or None without a stack."""
+        if self.stack is None:
+            return None
+        from z2t_dask.io.formats import read_stack_info
+
+        return read_stack_info(self.stack, self.format)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Provenance as written with the stack (:meth:`z2t_dask.Sample.attrs`: ``seed``, ``config`` JSON,
+        ``conventions``, ``zmap``, ``psf``, ``z2t_version``, ``pixel_size_nm``, ...; every format carries it).
+
+        Without a stack, or for a stack of another tool, the root attributes of ``emitters.h5``
+        (JSON decoded); empty when neither has any.
+        """
+        info = self.stack_info
+        if info is not None and info.attrs:
+            return dict(info.attrs)
+        return dict(self.truth.attrs or {}) if self.truth is not None else {}
+
+    @property
+    def pixel_size_nm(self) -> tuple[float, float] | None:
+        """Camera pixel size ``(x, y)`` in nm declared by the stack (None if it declares none)."""
+        info = self.stack_info
+        return None if info is None else info.pixel_size_nm
+
     @property
     def records(self) -> dict[str, np.ndarray]:
         """Per-(emitter, frame) truth: ``xyz`` (x, y px; z µm), ``phot``, ``frame_ix``, ``id``, ``inside``.
@@ -191,7 +140,7 @@ class SampleFolder:
         rec = dict(self.truth.records)
         if "inside" not in rec:
             shape = self.image_shape
-            rec["inside"] = (inside_mask(rec["xyz"][:, :2], shape) if shape is not None
+            rec["inside"] = (inside_image(np.asarray(rec["xyz"])[:, :2], shape) if shape is not None
                              else np.ones(len(rec["frame_ix"]), bool))
         rec["inside"] = np.asarray(rec["inside"], bool)
         return rec
