@@ -8,7 +8,6 @@ dask.array<z2t-frames-…, shape=(100, 64, 64), dtype=uint16, chunksize=(32, 64,
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -146,8 +145,9 @@ class Sample:
         path
             The sample folder, e.g. ``out/sample_001`` (its name names the stack).
         format
-            ``"ome-tiff"`` (``<name>.ome.tiff``), ``"ome-zarr"`` (``<name>.ome.zarr``) or
-            ``"hdf5"`` (``<name>.h5``, dataset ``frames``); default ``config.output.format``.
+            ``"ome-tiff"`` (``<name>.ome.tiff``), ``"ome-zarr"`` (``<name>.ome.zarr``),
+            ``"hdf5"`` (``<name>.h5``, dataset ``frames``) or another format of the registry
+            (:mod:`z2t_dask.io.formats`); default ``config.output.format``.
         compression
             Stack compression; default ``tiff.compression`` / ``output.zarr_compression`` /
             ``output.hdf5_compression``.
@@ -165,25 +165,26 @@ class Sample:
         """
         from z2t_dask.engine.allocator import tune_malloc
         from z2t_dask.io.atomic import atomic_dir, resumable_dir
-        from z2t_dask.io.formats import check_compression, normalise_format, stack_filename
+        from z2t_dask.io.formats import get_format
 
         tune_malloc(self.config.render.tune_malloc)
-        fmt = normalise_format(format or self.config.output.format, "format")
-        check_compression(fmt, compression)
+        entry = get_format(format or self.config.output.format, "format")
+        entry.check_compression(compression)
         if not streaming:
             from z2t_dask.engine.streaming import require_memory
 
             require_memory(self.frames, **_memory_budget(self))   # refuse before creating anything
         final = Path(path)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "ome-zarr":
-            folder = resumable_dir(final, fingerprint=stack_fingerprint(self, fmt, compression), overwrite=overwrite)
+        if entry.resumable:
+            folder = resumable_dir(final, fingerprint=stack_fingerprint(self, entry.name, compression),
+                                   overwrite=overwrite)
         else:
             folder = atomic_dir(final, overwrite=overwrite)
         with folder as tmp:
-            stack = write_stack(self, Path(tmp) / stack_filename(final.name, fmt), format=fmt,
+            stack = write_stack(self, Path(tmp) / entry.filename(final.name), format=entry.name,
                                 compression=compression, scheduler=scheduler, prefetch=prefetch, streaming=streaming)
-            write_ground_truth(self, Path(tmp), stack=(stack, fmt))
+            write_ground_truth(self, Path(tmp), stack=(stack, entry.name))
         log.info("wrote %s", final)
         return final
 
@@ -217,26 +218,20 @@ def _memory_budget(sample: Sample) -> dict[str, Any]:
             "what": f"the {t}x{h}x{w} {sample.frames.dtype} stack"}
 
 
-def _in_memory(sample: Sample, scheduler: Any) -> np.ndarray:
-    """The whole stack, computed at once, if it fits ``render.memory_budget_mb`` (else MemoryBudgetError)."""
-    from z2t_dask.engine.streaming import compute_in_memory
-
-    return compute_in_memory(sample.frames, scheduler=scheduler, **_memory_budget(sample))
+def _stream_options(sample: Sample) -> dict[str, Any]:
+    """Memory options of every stack writer from ``render.*``: the budget of a non-streaming write,
+    ``gc.collect()`` every ``render.gc_frequency`` blocks, malloc release when ``render.tune_malloc``."""
+    return {"memory_budget_bytes": _memory_budget(sample)["budget_bytes"],
+            "gc_every": sample.config.render.gc_frequency, "release": _release_hook(sample)}
 
 
 def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> Iterator[np.ndarray]:
     """Blocks of whole frames in order: streamed (bounded memory) or, eagerly, the whole stack."""
-    from z2t_dask.engine.streaming import iter_frame_blocks, resolve_scheduler
+    from z2t_dask.engine.streaming import resolve_scheduler
+    from z2t_dask.io.streams import ordered_blocks
 
-    scheduler = resolve_scheduler(scheduler)
-    if not streaming:
-        return iter([_in_memory(sample, scheduler)])
-    return _gc_every(iter_frame_blocks(sample.frames, prefetch=prefetch, scheduler=scheduler),
-                     sample.config.render.gc_frequency, _release_hook(sample))
-
-
-#: Blocks written between two returns of free heap memory to the OS (ordered writers).
-RELEASE_EVERY_BLOCKS = 256
+    return ordered_blocks(sample.frames, scheduler=resolve_scheduler(scheduler), prefetch=prefetch,
+                          streaming=streaming, **_stream_options(sample))
 
 
 def _release_hook(sample: Sample) -> Any:
@@ -246,17 +241,11 @@ def _release_hook(sample: Sample) -> Any:
     return release_free_memory if sample.config.render.tune_malloc else None
 
 
-def _gc_every(blocks: Iterator[np.ndarray], every: int, release: Any = None) -> Iterator[np.ndarray]:
-    for i, block in enumerate(blocks):
-        yield block
-        if every and (i + 1) % every == 0:
-            gc.collect()
-        if release is not None and (i + 1) % RELEASE_EVERY_BLOCKS == 0:
-            release()
-
-
 def _units(sample: Sample) -> str:
-    return "ADU" if sample.frames.dtype.kind == "u" else "photons"
+    """``"ADU"`` for camera frames (unsigned integers), else ``"photons"``."""
+    from z2t_dask.io.streams import frame_units
+
+    return frame_units(sample.frames.dtype)
 
 
 def _pixel_size(sample: Sample) -> tuple[float, float]:
@@ -264,30 +253,44 @@ def _pixel_size(sample: Sample) -> tuple[float, float]:
     return o.pixel_size_nm_x, o.pixel_size_nm_y
 
 
-def write_stack(sample: Sample, path: str | os.PathLike, *, format: str = "ome-tiff", compression: str | None = None,
-                scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True) -> Path:
-    """Write a sample's frames as one stack file/folder of the given format (see :meth:`Sample.save`)."""
-    from z2t_dask.io.formats import check_compression, normalise_format
+def _format_options(sample: Sample, entry: Any, compression: str | None) -> tuple[str, dict[str, Any]]:
+    """The compression (argument, else the config's for this format, else the format's default) and the
+    format options the config sets (``tiff.bigtiff``, ``output.zarr_format``; resumable formats get the
+    sample's fingerprint)."""
+    cfg = sample.config
+    defaults = {"ome-tiff": cfg.tiff.compression, "ome-zarr": cfg.output.zarr_compression,
+                "hdf5": cfg.output.hdf5_compression}
+    comp = compression or defaults.get(entry.name) or entry.default_compression
+    options: dict[str, Any] = {"ome-tiff": {"bigtiff": cfg.tiff.bigtiff},
+                               "ome-zarr": {"zarr_format": cfg.output.zarr_format}}.get(entry.name, {})
+    if entry.resumable:
+        options = {**options, "fingerprint": stack_fingerprint(sample, entry.name, comp), "overwrite": True}
+    return comp, options
 
-    fmt = normalise_format(format, "format")
-    check_compression(fmt, compression)
-    writer = {"ome-tiff": write_tiff, "ome-zarr": write_zarr, "hdf5": write_hdf5}[fmt]
-    return writer(sample, Path(path), compression=compression, scheduler=scheduler, prefetch=prefetch,
-                  streaming=streaming)
+
+def write_stack(sample: Sample, path: str | os.PathLike, *, format: str = "ome-tiff", compression: str | None = None,
+                scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True, compute: bool = True) -> Any:
+    """Write a sample's frames as one stack file/folder of a registered format (see :meth:`Sample.save`).
+
+    The stack carries the sample's provenance (:meth:`Sample.attrs`), pixel size and units in every
+    format. With ``compute=False`` it returns a ``dask.delayed`` object performing the write (several
+    can run in one ``dask.compute``); otherwise the final path.
+    """
+    from z2t_dask.io.formats import get_format
+
+    entry = get_format(format, "format")
+    entry.check_compression(compression)
+    comp, options = _format_options(sample, entry, compression)
+    return entry.write(Path(path), sample.frames, compression=comp, pixel_size_nm=_pixel_size(sample),
+                       attrs=sample.attrs(), units=_units(sample), scheduler=scheduler, prefetch=prefetch,
+                       streaming=streaming, compute=compute, **_stream_options(sample), **options)
 
 
 def write_tiff(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
                prefetch: int = 2, streaming: bool = True) -> Path:
     """Stream a sample's frames into one OME-TIFF series ``(T, Y, X)`` (ordered; through the client if any)."""
-    from z2t_dask.io.tiff import write_ome_tiff
-
-    comp = compression or sample.config.tiff.compression
-    blocks = _iter_blocks(sample, scheduler, prefetch, streaming)
-    return write_ome_tiff(path, blocks, shape=sample.frames.shape, dtype=sample.frames.dtype,
-                          pixel_size_nm=_pixel_size(sample), compression=None if comp == "none" else comp,
-                          bigtiff=sample.config.tiff.bigtiff,
-                          metadata={"z2t": {"seed": int(sample.seed), "z2t_version": __version__,
-                                            "units": _units(sample)}})
+    return write_stack(sample, path, format="ome-tiff", compression=compression, scheduler=scheduler,
+                       prefetch=prefetch, streaming=streaming)
 
 
 def write_zarr(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
@@ -297,36 +300,15 @@ def write_zarr(sample: Sample, path: Path, *, compression: str | None = None, sc
     Resumable: an interrupted write of the same sample continues where it stopped. ``prefetch``
     is unused (blocks are stored in any order).
     """
-    import dask.array as da
-
-    from z2t_dask.engine.streaming import resolve_scheduler
-    from z2t_dask.io.zarr import write_ome_zarr
-
-    out = sample.config.output
-    comp = compression or out.zarr_compression
-    scheduler = resolve_scheduler(scheduler)
-    frames = sample.frames
-    if not streaming:
-        frames = da.from_array(_in_memory(sample, scheduler), chunks=frames.chunks)
-    report = write_ome_zarr(path, frames, pixel_size_nm=_pixel_size(sample), zarr_format=out.zarr_format,
-                            compression=comp, attrs={**sample.attrs(), "units": _units(sample)},
-                            fingerprint=stack_fingerprint(sample, "ome-zarr", comp), scheduler=scheduler,
-                            overwrite=True, between_batches=_release_hook(sample))
-    log.info("%s: %d blocks written, %d already there", report.path, report.blocks_written, report.blocks_skipped)
-    return report.path
+    return write_stack(sample, path, format="ome-zarr", compression=compression, scheduler=scheduler,
+                       prefetch=prefetch, streaming=streaming)
 
 
 def write_hdf5(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
                prefetch: int = 2, streaming: bool = True) -> Path:
     """Stream a sample's frames into ``<name>.h5`` (dataset ``frames``, HDF5 chunks of one frame or tile)."""
-    from z2t_dask.io.hdf5 import write_hdf5_stack
-
-    frames = sample.frames
-    tiled = len(frames.chunks[1]) > 1 or len(frames.chunks[2]) > 1
-    return write_hdf5_stack(path, _iter_blocks(sample, scheduler, prefetch, streaming), shape=frames.shape,
-                            dtype=frames.dtype, pixel_size_nm=_pixel_size(sample),
-                            compression=compression or sample.config.output.hdf5_compression,
-                            tile=frames.chunksize[1:] if tiled else None, attrs=sample.attrs(), units=_units(sample))
+    return write_stack(sample, path, format="hdf5", compression=compression, scheduler=scheduler,
+                       prefetch=prefetch, streaming=streaming)
 
 
 def _mag_or_zeros(part: TruthPart, n_modes: int) -> np.ndarray:
