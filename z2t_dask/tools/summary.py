@@ -71,12 +71,14 @@ def detect_kind(path: str | os.PathLike) -> str:
     InspectError
         If it is none of these.
     """
+    from z2t_dask.io.registry import detect_format
     from z2t_dask.tools.results import find_stack, stack_format
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such file or folder: {p}")
-    if p.is_dir() and not p.name.lower().endswith(".zarr"):
+    stack_entry = detect_format(p)
+    if p.is_dir() and not (stack_entry is not None and stack_entry.is_dir):   # a folder that is no stack
         if (p / "manifest.json").is_file() or (p / "batch_status.json").is_file():
             return "batch"
         if (p / "emitters.h5").is_file() or find_stack(p) is not None:
@@ -346,15 +348,16 @@ def _summarize_stack(p: Path) -> dict[str, Any]:
     info["frames"], info["height"], info["width"] = info["stack"]["shape"]
     info["dtype"] = info["stack"]["dtype"]
     info["bytes"] = info["stack"]["bytes"]
-    if info["stack"]["format"] == "ome-tiff":
-        from z2t_dask.io.tiff import read_ome_tiff_metadata
+    from z2t_dask.io.formats import read_stack_info
 
-        meta = read_ome_tiff_metadata(p)
-        info["pixel_size_nm"] = list(meta["pixel_size_nm"]) if meta.get("pixel_size_nm") else None
-        info["tiff_series"] = meta.get("n_series")
-        info["provenance"] = meta.get("provenance") or None
-        if (meta.get("n_series") or 1) > 1:
-            info["note"] = (f"{meta['n_series']} TIFF series: only the first is read (the original streaming "
+    meta = read_stack_info(p, info["stack"]["format"])     # what the format registry reads of any stack
+    info["pixel_size_nm"] = list(meta.pixel_size_nm) if meta.pixel_size_nm else None
+    info["provenance"] = meta.attrs or None
+    n_series = meta.extra.get("n_series")
+    if n_series is not None:
+        info["tiff_series"] = n_series
+        if n_series > 1:
+            info["note"] = (f"{n_series} TIFF series: only the first is read (the original streaming "
                             "writer's defect D14)")
     info["package_version"] = _package_version()
     return info
