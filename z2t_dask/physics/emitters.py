@@ -26,7 +26,8 @@ All randomness comes from the passed :class:`numpy.random.Generator`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -36,9 +37,61 @@ __all__ = ["EmitterTable", "Records", "activation_window", "sample_emitters", "o
            "inside_image", "make_records"]
 
 
-@dataclass
-class EmitterTable:
+class _Columns:
+    """Column access by attribute and by key (``table.xyz`` is ``table["xyz"]``), as a dict of arrays.
+
+    ``len(table)`` is the number of rows. Columns a file holds beyond the standard ones are in
+    ``extra`` and reachable by key.
+    """
+
+    extra: dict[str, np.ndarray]
+
+    @classmethod
+    def column_names(cls) -> tuple[str, ...]:
+        """The standard columns of this table type (without ``extra``)."""
+        return tuple(f.name for f in fields(cls) if f.name != "extra")  # type: ignore[arg-type]
+
+    def keys(self) -> list[str]:
+        """Column names: the standard ones, then any extra ones."""
+        return [*self.column_names(), *self.extra]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self.column_names():
+            return getattr(self, key)
+        try:
+            return self.extra[key]
+        except KeyError:
+            raise KeyError(f"no column {key!r}; columns: {', '.join(self.keys())}") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.column_names() or key in self.extra
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The column ``key``, or ``default``."""
+        return self[key] if key in self else default
+
+    def items(self) -> list[tuple[str, np.ndarray]]:
+        """``(name, array)`` of every column."""
+        return [(k, self[k]) for k in self.keys()]
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """Column name -> array (standard columns, then extra ones)."""
+        return dict(self.items())
+
+    @classmethod
+    def _split(cls, data: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        names = set(cls.column_names())
+        known = {k: np.asarray(v) for k, v in data.items() if k in names}
+        extra = {k: np.asarray(v) for k, v in data.items() if k not in names}
+        return known, extra
+
+
+@dataclass(eq=False)
+class EmitterTable(_Columns):
     """Per-emitter ground truth (the original ``emitters/*`` group).
+
+    The same type for a simulated sample (``simulate(...).emitters``) and a sample folder read
+    back (``open_sample(...).emitters``); columns by attribute or key.
 
     Attributes
     ----------
@@ -51,6 +104,8 @@ class EmitterTable:
     on_time : ndarray (N,)
         Total on time, frames (sum over blinks for the blinking model).
     id : ndarray (N,) int64
+    extra : dict of str -> ndarray
+        Further columns of a file (none for simulated emitters).
     """
 
     xyz: np.ndarray
@@ -58,19 +113,33 @@ class EmitterTable:
     t0: np.ndarray
     on_time: np.ndarray
     id: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.id.shape[0])
 
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> EmitterTable:
+        """A table from columns read from a file; ``id`` defaults to ``0..N-1``, the others to zeros."""
+        known, extra = cls._split(data)
+        if "xyz" not in known:
+            raise KeyError("emitters: no 'xyz' column")
+        n = known["xyz"].shape[0]
+        return cls(xyz=known["xyz"], intensity=known.get("intensity", np.zeros(n)), t0=known.get("t0", np.zeros(n)),
+                   on_time=known.get("on_time", np.zeros(n)), id=known.get("id", np.arange(n)), extra=extra)
 
-@dataclass
-class Records:
+
+@dataclass(eq=False)
+class Records(_Columns):
     """Per-(emitter, frame) ground truth (the original ``records/*`` group).
 
+    The same type for a simulated sample (``simulate(...).records``) and a sample folder read
+    back (``open_sample(...).records``); columns by attribute or key.
+
     Ordered by emitter id, then frame (the original order). ``inside`` says whether the emitter
-    centre lies inside the image. Simulated records are compact: ``xyz`` (M, 3) and ``phot``
-    (M,) float32 (the values ``emitters.h5`` stores), ``frame_ix`` and ``id`` (M,) int32
-    (stored as int64), ``inside`` bool.
+    centre lies inside the image (:func:`inside_image`). Simulated records are compact: ``xyz``
+    (M, 3) and ``phot`` (M,) float32 (the values ``emitters.h5`` stores), ``frame_ix`` and
+    ``id`` (M,) int32 (stored as int64), ``inside`` bool.
     """
 
     xyz: np.ndarray
@@ -78,14 +147,28 @@ class Records:
     frame_ix: np.ndarray
     id: np.ndarray
     inside: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.id.shape[0])
 
-    def as_dict(self) -> dict[str, np.ndarray]:
-        """Column name → array."""
-        return {"xyz": self.xyz, "phot": self.phot, "frame_ix": self.frame_ix, "id": self.id,
-                "inside": self.inside}
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], image_shape: tuple[int, int] | None = None) -> Records:
+        """Records from columns read from a file.
+
+        ``inside`` is computed with :func:`inside_image` when the file lacks it (the original
+        tool's files), or all True when ``image_shape`` is unknown.
+        """
+        known, extra = cls._split(data)
+        missing = [k for k in ("xyz", "phot", "frame_ix", "id") if k not in known]
+        if missing:
+            raise KeyError(f"records: missing column(s) {', '.join(missing)}")
+        inside = known.get("inside")
+        if inside is None:
+            inside = (inside_image(known["xyz"][:, :2], image_shape) if image_shape is not None
+                      else np.ones(len(known["frame_ix"]), bool))
+        return cls(xyz=known["xyz"], phot=known["phot"], frame_ix=known["frame_ix"], id=known["id"],
+                   inside=np.asarray(inside, bool), extra=extra)
 
     def per_frame_counts(self, frames: int) -> np.ndarray:
         """Number of records in each frame ``0..frames-1``."""

@@ -192,8 +192,8 @@ def _concat_parts(parts: list[TruthPart], n_modes: int) -> TruthPart:
         return parts[0]
     e = [p.emitters for p in parts]
     r = [p.records for p in parts]
-    table = EmitterTable(**{k: np.concatenate([getattr(t, k) for t in e]) for k in vars(e[0])})
-    records = Records(**{k: np.concatenate([getattr(t, k) for t in r]) for k in vars(r[0])})
+    table = EmitterTable(**{k: np.concatenate([getattr(t, k) for t in e]) for k in EmitterTable.column_names()})
+    records = Records(**{k: np.concatenate([getattr(t, k) for t in r]) for k in Records.column_names()})
     mag = _concat_mags([(p.mag, len(p.emitters)) for p in parts], n_modes)
     return TruthPart(emitters=table, records=records, phase=np.concatenate([p.phase for p in parts]), mag=mag,
                      id0=parts[0].id0)
