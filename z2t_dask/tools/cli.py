@@ -149,7 +149,7 @@ def _simulate(args: argparse.Namespace) -> int:
     overrides = {"emitters": {"frames": args.frames}} if args.frames is not None else None
     cfg = load_config(args.config, camera=args.camera, overrides=overrides)
     t = time.perf_counter()
-    from z2t_dask.io.formats import check_compression, stack_filename
+    from z2t_dask.io.formats import get_format
 
     sample = simulate(cfg, seed=args.seed, zmap=args.zmap, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     name = args.name or f"sample_{sample.seed:03d}"
@@ -157,20 +157,20 @@ def _simulate(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT
-    fmt = args.format or cfg.output.format
-    check_compression(fmt, args.compression, key="--compression")   # FormatError: exit 2
-    sample.save(out, format=fmt, compression=args.compression, overwrite=args.overwrite,
+    entry = get_format(args.format or cfg.output.format, "--format")   # the format registry's entry
+    entry.check_compression(args.compression, key="--compression")    # FormatError: exit 2
+    sample.save(out, format=entry.name, compression=args.compression, overwrite=args.overwrite,
                 streaming=not args.no_streaming)                    # MemoryBudgetError: exit 2
     dt = time.perf_counter() - t
     T, H, W = sample.frames.shape
-    print(f"wrote {out}/{stack_filename(name, fmt)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
+    print(f"wrote {out}/{entry.filename(name)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
           f"({sample.truth.n_emitters} emitters, {sample.truth.n_records} records) in {dt:.2f} s")
     return EXIT_OK
 
 
 def _render(args: argparse.Namespace) -> int:
     from z2t_dask.config import load_config
-    from z2t_dask.io.formats import check_compression, format_from_path
+    from z2t_dask.io.formats import format_from_path, get_format
     from z2t_dask.sample import load_sample_h5, write_stack
 
     cfg = load_config(args.config)
@@ -180,10 +180,10 @@ def _render(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     sample = load_sample_h5(args.h5, cfg, seed=args.seed, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     out = Path(args.output)
-    fmt = args.format or format_from_path(out)
-    check_compression(fmt, args.compression, key="--compression")   # FormatError: exit 2
+    entry = get_format(args.format or format_from_path(out), "--format")   # from the suffix, else ome-tiff
+    entry.check_compression(args.compression, key="--compression")       # FormatError: exit 2
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_stack(sample, out, format=fmt, compression=args.compression, streaming=not args.no_streaming)
+    write_stack(sample, out, format=entry.name, compression=args.compression, streaming=not args.no_streaming)
     T, H, W = sample.frames.shape
     print(f"wrote {out} ({T} frames {H}x{W} {sample.frames.dtype}) in {time.perf_counter() - t:.2f} s")
     return EXIT_OK
