@@ -1,6 +1,7 @@
 """Tiled frames: byte identity with whole frames, border emitters, automatic chunking, ordered assembly."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -121,7 +122,7 @@ def test_chunks_chosen_from_the_memory_target():
 
 def test_tiled_stack_streams_whole_frames_in_order_and_round_trips_through_bigtiff(tmp_path):
     s = corner_sample({"model": "emccd"}, tile=100)
-    s.config.tiff.bigtiff = True
+    s.config = dataclasses.replace(s.config, tiff=dataclasses.replace(s.config.tiff, bigtiff=True))
     s.frames = frames_array(s.plan, 2, tile_size=100)
     ref = s.frames.compute()
     blocks = list(iter_frame_blocks(s.frames, prefetch=2))

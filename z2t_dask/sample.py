@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -409,7 +409,7 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     """
     cfg = config if isinstance(config, SimulationConfig) else load_config(config)
     if isinstance(zmap, (str, os.PathLike)):
-        cfg.zmap_path = str(zmap)
+        cfg = replace(cfg, zmap_path=str(zmap))   # a new config: the caller's is never changed
         zmap = None
     if seed is None:
         seed = cfg.emitters.seed if cfg.emitters.seed is not None else 0
@@ -446,8 +446,8 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
         raise ValueError(f"{h5_path}: emitters/id must be 0..N-1 in order")
     frame_ix = np.asarray(rec["frame_ix"], np.int64)
     frames = max(int(cfg.emitters.frames), int(frame_ix.max()) + 1 if frame_ix.size else 0)
-    if frames != cfg.emitters.frames:
-        cfg.emitters.frames = frames
+    if frames != cfg.emitters.frames:   # a new config: the caller's is never changed
+        cfg = replace(cfg, emitters=replace(cfg.emitters, frames=frames))
     rec_xyz = np.asarray(rec["xyz"], np.float64)
     rec_ids = np.asarray(rec["id"], np.int64)
     if rec_ids.size and (rec_ids.min() < 0 or rec_ids.max() >= n):

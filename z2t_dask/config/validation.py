@@ -1,0 +1,441 @@
+"""Validation: a document (file, ``dict`` or nothing) becomes a checked, immutable config.
+
+:func:`load_config` reads a JSON/YAML file, a ``dict``, a :class:`SimulationConfig` or nothing (the
+built-in default, :func:`builtin_default_dict`), has :mod:`z2t_dask.config.legacy` translate the
+original tool's files into this package's key names, merges the optional camera, optics and
+override documents, and then
+
+* builds the dataclasses of :mod:`z2t_dask.config.schema` field by field, checking each value
+  against its annotation (type coercion) and its metadata (``gt``/``ge``/``le`` ranges);
+* checks what spans sections (ROI geometry and offsets, chip size, optics, PSF numerics, keys the
+  simulator cannot honour) and returns a *new* config with the resolved values
+  (:func:`dataclasses.replace`): no config is ever changed in place;
+* raises one :class:`~z2t_dask.errors.ConfigError` listing every bad key path, what was expected
+  and, on a typo, the close key.
+
+Units: lengths of the optics in nm, positions in camera pixels, z in µm, times in frames,
+photons per frame.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from z2t_dask.config.legacy import (
+    apply_original_noise_model,
+    is_camera_parameters,
+    is_default_config,
+    translate_camera,
+    translate_default_config,
+    translate_pipeline,
+    unwrap_batch_config,
+)
+from z2t_dask.config.schema import OpticalConfig, SimulationConfig, config_to_dict
+from z2t_dask.errors import ConfigError
+
+__all__ = ["builtin_default_dict", "default_config", "load_config"]
+
+#: The built-in default sample (also the base of the original ``default_config.json`` and
+#: ``camera_parameters.json`` files): synthetic Zmap, EMCCD, 64x64 px, 100 frames.
+BUILTIN_DEFAULT_PATH = Path(__file__).parent / "data" / "default_config.json"
+
+#: The optics keys that, given with ``optical.use_default_config`` true, are an error.
+_OPTICS_KEYS = ("wavelength_nm", "pixel_size_nm_x", "pixel_size_nm_y", "NA", "n_medium", "n_immersion")
+
+
+# --------------------------------------------------------------------------------------------
+# generic dataclass parsing with key-path errors
+# --------------------------------------------------------------------------------------------
+
+_HINTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS_CACHE:
+        _HINTS_CACHE[cls] = typing.get_type_hints(cls)
+    return _HINTS_CACHE[cls]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping (section)"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str, problems: list) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the converted value or ``_BAD``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        problems.append((path, f"expected {_type_name(tp)}, got {value!r}"))
+        return _BAD
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            trial: list = []
+            out = _coerce(value, a, path, trial)
+            if not trial:
+                return out
+        problems.append((path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}"))
+        return _BAD
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            problems.append((path, f"expected a mapping (section), got {type(value).__name__}"))
+            return _BAD
+        return _build(tp, value, path, problems)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append((path, f"expected true/false, got {type(value).__name__} {value!r}"))
+        return _BAD
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append((path, f"expected an integer, got {type(value).__name__} {value!r}"))
+            return _BAD
+        if isinstance(value, float):
+            if not value.is_integer():
+                problems.append((path, f"expected an integer, got {value!r}"))
+                return _BAD
+            value = int(value)
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append((path, f"expected a number, got {type(value).__name__} {value!r}"))
+            return _BAD
+        if not math.isfinite(float(value)):
+            problems.append((path, f"expected a finite number, got {value!r}"))
+            return _BAD
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        problems.append((path, f"expected a string, got {type(value).__name__} {value!r}"))
+        return _BAD
+    if tp is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        problems.append((path, f"expected a list, got {type(value).__name__} {value!r}"))
+        return _BAD
+    if tp is dict or origin is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        problems.append((path, f"expected a mapping, got {type(value).__name__} {value!r}"))
+        return _BAD
+    return value
+
+
+class _Bad:
+    def __repr__(self) -> str:  # pragma: no cover
+        return "<bad>"
+
+
+_BAD = _Bad()
+
+
+def _check_range(value: Any, meta: Mapping[str, Any], path: str, problems: list) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    unit = f" {meta['unit']}" if meta.get("unit") else ""
+    if "gt" in meta and not value > meta["gt"]:
+        problems.append((path, f"must be > {meta['gt']}{unit}, got {value}"))
+    if "ge" in meta and not value >= meta["ge"]:
+        problems.append((path, f"must be >= {meta['ge']}{unit}, got {value}"))
+    if "le" in meta and not value <= meta["le"]:
+        problems.append((path, f"must be <= {meta['le']}{unit}, got {value}"))
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list) -> Any:
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(fields))}"
+            problems.append((path, "unknown key" + hint))
+            continue
+        out = _coerce(value, hints[key], path, problems)
+        if out is _BAD:
+            continue
+        _check_range(out, fields[key].metadata, path, problems)
+        kwargs[key] = out
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - only reachable through a schema bug
+        problems.append((prefix or "<root>", str(exc)))
+        return cls()
+
+
+# --------------------------------------------------------------------------------------------
+# semantic checks across sections
+# --------------------------------------------------------------------------------------------
+
+def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_optics: set[str]) -> SimulationConfig:
+    """Check what spans sections; return a new config with the resolved geometry.
+
+    The ROI size (``tiff.roi_size`` / ``roi_width`` / ``roi_height``, px, default 1200 x 1200),
+    the ROI offset (``tiff.crop_offset`` = ``zernike.crop_offset``, px) and ``psf.fixed_zernike``
+    (Noll index -> rad RMS) are resolved; problems are appended to ``problems``. ``cfg`` is not
+    changed.
+    """
+    t, e, o, z, c = cfg.tiff, cfg.emitters, cfg.optical, cfg.zernike, cfg.camera
+    # geometry
+    roi_width, roi_height = t.roi_width, t.roi_height
+    if t.roi_size is not None:
+        for k, v in (("roi_width", roi_width), ("roi_height", roi_height)):
+            if v is not None and v != t.roi_size:
+                problems.append((f"tiff.{k}", f"contradicts tiff.roi_size={t.roi_size}"))
+        roi_width = roi_width or t.roi_size
+        roi_height = roi_height or t.roi_size
+    if roi_width is None or roi_height is None:
+        if roi_width is None and roi_height is None:
+            roi_width = roi_height = 1200     # the original default roi_size
+        else:
+            problems.append(("tiff.roi_width" if roi_width is None else "tiff.roi_height",
+                             "give both roi_width and roi_height, or roi_size"))
+            return cfg
+    roi_size = roi_width if roi_width == roi_height else None
+    for name, off in (("tiff.crop_offset", t.crop_offset), ("zernike.crop_offset", z.crop_offset)):
+        if off is not None and (len(off) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                          and v >= 0 for v in off)):
+            problems.append((name, f"expected [x, y] non-negative integers (px), got {off!r}"))
+            return cfg
+    crop_offset = t.crop_offset
+    if z.crop_offset is not None and list(z.crop_offset) != list(crop_offset):
+        if list(crop_offset) == [0, 0]:
+            crop_offset = list(z.crop_offset)
+        else:
+            problems.append(("zernike.crop_offset", f"{z.crop_offset} contradicts tiff.crop_offset {crop_offset}"))
+    if z.crop_size is not None and (z.crop_size != roi_width or z.crop_size != roi_height):
+        problems.append(("zernike.crop_size", (f"must equal the ROI size ({roi_width}x{roi_height}), got "
+                          f"{z.crop_size}: the Zmap window is the ROI")))
+    if not t.use_direct_rendering:
+        problems.append(("tiff.use_direct_rendering", ("only true is supported: the original high-resolution path "
+                          "shrank PSFs and lost photons (defect D8); PSFs here are exact at any pixel size")))
+    if c.chip_height is not None and crop_offset[1] + roi_height > c.chip_height:
+        problems.append(("tiff.crop_offset", (f"ROI rows {crop_offset[1]}..{crop_offset[1] + roi_height} exceed "
+                          f"the chip height {c.chip_height}")))
+    if c.chip_width is not None and crop_offset[0] + roi_width > c.chip_width:
+        problems.append(("tiff.crop_offset", (f"ROI columns {crop_offset[0]}..{crop_offset[0] + roi_width} exceed "
+                          f"the chip width {c.chip_width}")))
+    # emitters
+    a = e.area_px
+    if a is not None:
+        ok = (isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0) or (
+            isinstance(a, list) and len(a) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        and v > 0 for v in a))
+        if not ok:
+            problems.append(("emitters.area_px", f"expected a positive number or [width, height] in px, got {a!r}"))
+    if e.no_plot is not True:
+        problems.append(("emitters.no_plot", ("plots are not produced by the simulator; set true "
+                          "(z2t writes the ground truth to emitters.h5 / CSV)")))
+    if z.no_plot is not True:
+        problems.append(("zernike.no_plot", "coefficient plots are not produced by the simulator; set true"))
+    if cfg.output.generate_plots:
+        problems.append(("output.generate_plots", "plots are not produced by the simulator; set false"))
+    if not cfg.output.save_intermediate:
+        problems.append(("output.save_intermediate", "emitters.h5 (the ground truth) is always written; set true"))
+    # optics
+    if o.use_default_config and explicit_optics:
+        problems.append(("optical.use_default_config", "is true but optical " + ", ".join(sorted(explicit_optics))
+                         + " given; set it false to use them"))
+    if o.NA >= o.n_immersion:
+        problems.append(("optical.NA", f"must be < n_immersion ({o.n_immersion}), got {o.NA}"))
+    # psf
+    p = cfg.psf
+    if p.patch_size % 2 == 0:
+        problems.append(("psf.patch_size", f"must be odd, got {p.patch_size}"))
+    if p.fast_subpixel % 2:
+        problems.append(("psf.fast_subpixel", f"must be even, got {p.fast_subpixel}"))
+    fixed: dict[int, float] = {}
+    for k, v in p.fixed_zernike.items():
+        try:
+            j = int(k)
+        except (TypeError, ValueError):
+            problems.append((f"psf.fixed_zernike.{k}", "keys must be Noll indices (integers >= 1)"))
+            continue
+        if j < 1 or j > p.n_modes:
+            problems.append((f"psf.fixed_zernike.{k}", f"Noll index must be in 1..psf.n_modes={p.n_modes}"))
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            problems.append((f"psf.fixed_zernike.{k}", f"expected a number (rad RMS), got {v!r}"))
+        else:
+            fixed[j] = float(v)
+    # zmap shape
+    zs = z.synthetic_shape
+    if not (isinstance(zs, list) and len(zs) == 2 and all(isinstance(v, int) and v > 0 for v in zs)):
+        problems.append(("zernike.synthetic_shape", f"expected [height, width] positive integers, got {zs!r}"))
+    # camera (the original float noise model was settled in the document: legacy.apply_original_noise_model)
+    for k in ("scmos_offset", "scmos_variance", "scmos_gain"):
+        v = getattr(c, k)
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            problems.append((f"camera.{k}", f"expected a number or a .npy path, got {v!r}"))
+    tiff = dataclasses.replace(t, roi_width=roi_width, roi_height=roi_height, roi_size=roi_size,
+                               crop_offset=crop_offset)
+    zernike = dataclasses.replace(z, crop_offset=list(crop_offset))
+    return dataclasses.replace(cfg, tiff=tiff, zernike=zernike, psf=dataclasses.replace(p, fixed_zernike=fixed))
+
+
+# --------------------------------------------------------------------------------------------
+# documents and loading
+# --------------------------------------------------------------------------------------------
+
+def _read_document(source: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a JSON or YAML (``.yaml``/``.yml``) file; a :class:`ConfigError` naming the file if none."""
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError([("<file>", f"config file not found: {path}")], str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - json.JSONDecodeError, yaml.YAMLError, no yaml installed
+        raise ConfigError([("<file>", f"cannot parse {path.name}: {exc}")], str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError([("<root>", f"expected a mapping at the top level, got {type(data).__name__}")], str(path))
+    return data
+
+
+def builtin_default_dict() -> dict[str, Any]:
+    """The built-in default sample as a document (a new ``dict`` each call), before validation.
+
+    It is :data:`BUILTIN_DEFAULT_PATH` (``z2t_dask/config/data/default_config.json``): synthetic
+    Zmap, EMCCD, 64x64 px, 100 frames. ``z2t simulate`` without ``--config`` uses it.
+    """
+    data: dict[str, Any] = json.loads(BUILTIN_DEFAULT_PATH.read_text("utf-8"))
+    return data
+
+
+def default_config() -> SimulationConfig:
+    """The built-in default sample (synthetic Zmap, EMCCD, 64x64 px, 100 frames)."""
+    return load_config(None)
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``over`` applied on top, section by section."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """Section ``name`` of a document, or an empty mapping if absent or not a mapping (reported later)."""
+    sec = data.get(name)
+    return sec if isinstance(sec, Mapping) else {}
+
+
+def _explicit_optics(data: Mapping[str, Any]) -> set[str]:
+    """Optics keys a document sets to values other than the schema defaults."""
+    opt = _section(data, "optical")
+    defaults = OpticalConfig()
+    return {k for k in opt if k in _OPTICS_KEYS and opt[k] != getattr(defaults, k)}
+
+
+def load_config(source: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None, *,
+                camera: str | os.PathLike | Mapping[str, Any] | None = None,
+                optics: str | os.PathLike | Mapping[str, Any] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> SimulationConfig:
+    """Load and validate a sample configuration.
+
+    Parameters
+    ----------
+    source
+        A JSON/YAML path, a ``dict``, a :class:`SimulationConfig` (returned as a validated copy:
+        equal, never the same object), or ``None`` for the built-in default (no user data
+        needed). The original pipeline config and a batch config's ``base_config`` are
+        accepted; so are the original ``default_config.json`` and ``camera_parameters.json``
+        (each applied over the defaults).
+    camera
+        Optional ``camera_parameters.json`` (path or dict) applied over ``source``.
+    optics
+        Optional original ``default_config.json`` (path or dict) applied under ``source``.
+    overrides
+        Nested mapping applied last (e.g. ``{"emitters": {"frames": 50}}``).
+
+    Returns
+    -------
+    SimulationConfig
+        A new, immutable config; no argument is changed.
+
+    Raises
+    ------
+    ConfigError
+        Listing every bad key path with what was expected.
+    """
+    src_name = str(source) if isinstance(source, (str, os.PathLike)) else None
+    problems: list[tuple[str, str]] = []
+    if source is None:
+        data: dict[str, Any] = builtin_default_dict()
+    elif isinstance(source, SimulationConfig):
+        data = config_to_dict(source)            # new plain data: the config itself is never touched
+    elif isinstance(source, Mapping):
+        data = copy.deepcopy(dict(source))
+    else:
+        data = _read_document(source)
+    data = unwrap_batch_config(data, src_name)
+    if is_camera_parameters(data):
+        cam_out: dict[str, Any] = {}
+        translate_camera(data, cam_out, problems, "camera_parameters")
+        data = _merge(builtin_default_dict(), cam_out)
+    elif is_default_config(data):
+        data = _merge(builtin_default_dict(), translate_default_config(data, problems))
+    else:
+        data = translate_pipeline(data, problems)
+    explicit_optics = _explicit_optics(data) if _section(data, "optical").get("use_default_config", True) else set()
+    if optics is not None:
+        odata = optics if isinstance(optics, Mapping) else _read_document(optics)
+        under = translate_default_config(odata, problems)
+        data = _merge(under, data)
+    if camera is not None:
+        cdata = camera if isinstance(camera, Mapping) else _read_document(camera)
+        cam_out = {}
+        translate_camera(cdata, cam_out, problems, "camera_parameters")
+        data = _merge(data, cam_out)
+        if "model" not in cam_out.get("camera", {}) and _section(data, "camera").get("model") in (None, "original"):
+            data["camera"]["model"] = "emccd"
+    if overrides:
+        data = _merge(data, overrides)
+    if _section(data, "optical").get("use_default_config") is False:
+        explicit_optics = set()
+    data = apply_original_noise_model(data)
+    cfg = _build(SimulationConfig, data, "", problems)
+    if not problems:
+        cfg = _finalise(cfg, problems, explicit_optics)
+    if problems:
+        raise ConfigError(problems, src_name)
+    if isinstance(cfg.zmap_path, str) and src_name and not os.path.isabs(cfg.zmap_path) and \
+            not Path(cfg.zmap_path).exists() and (Path(src_name).parent / cfg.zmap_path).exists():
+        cfg = dataclasses.replace(cfg, zmap_path=str(Path(src_name).parent / cfg.zmap_path))
+    return cfg
