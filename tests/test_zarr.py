@@ -105,6 +105,7 @@ def slow(block):
     return block
 
 
+@pytest.mark.slow
 def test_zarr_resume_after_killed_writer_equals_uninterrupted(tmp_path):
     final = tmp_path / "k.ome.zarr"
     progress = partial_sibling(final) / PROGRESS_DIR
