@@ -46,6 +46,7 @@ def digest(a: np.ndarray) -> str:
 
 @pytest.mark.parametrize(("camera", "tilings"), [({"model": "emccd"}, ((128, 1), (512, 2), (100, 3), (75, 4))),
                                                 ({"model": "original"}, ((100, 2),))])
+@pytest.mark.slow
 def test_tiled_stack_is_byte_identical_to_whole_frames(camera, tilings):
     s = corner_sample(camera)
     ref = frames_array(s.plan, T, tile_size=10**6).compute(scheduler="sync")
@@ -120,6 +121,7 @@ def test_chunks_chosen_from_the_memory_target():
         z2t.load_config({"render": {"chunk_mb": 0}})
 
 
+@pytest.mark.slow
 def test_tiled_stack_streams_whole_frames_in_order_and_round_trips_through_bigtiff(tmp_path):
     s = corner_sample({"model": "emccd"}, tile=100)
     s.config = dataclasses.replace(s.config, tiff=dataclasses.replace(s.config.tiff, bigtiff=True))
