@@ -35,11 +35,11 @@ are not tabulated: the camera models use their explicit draw for them.  Tables l
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
-from functools import lru_cache, wraps
 
 import numpy as np
+
+from z2t_dask.caching import built_once
 
 __all__ = ["DiscreteSampler", "MAX_TABLE_WORK", "emccd_adu_pmf", "linear_adu_pmf", "poisson_pmf",
            "emccd_sampler", "linear_sampler", "poisson_sampler"]
@@ -296,22 +296,6 @@ def emccd_adu_pmf(lam: float, gain: float, sigma_e: float, e_per_adu: float, bas
 # --------------------------------------------------------------------------- cached samplers
 
 
-def _built_once(fn):
-    """``lru_cache(64)`` whose misses are built by one thread at a time: render threads that need
-    the same table together wait for one build instead of each building it (and its temporaries)."""
-    cached = lru_cache(maxsize=64)(fn)
-    lock = threading.Lock()
-
-    @wraps(fn)
-    def wrapper(*args):
-        with lock:
-            return cached(*args)
-
-    wrapper.cache_clear = cached.cache_clear
-    wrapper.cache_info = cached.cache_info
-    return wrapper
-
-
 def _work_emccd(lam: float, gain: float, sigma_e: float, e_per_adu: float) -> float:
     y_max = gain * (lam + 8.0 * math.sqrt(lam) + 40.0)  # about _em_output_upper (cheap bound)
     points = y_max / (min(sigma_e, gain) / 32.0)
@@ -319,7 +303,7 @@ def _work_emccd(lam: float, gain: float, sigma_e: float, e_per_adu: float) -> fl
     return points * (bins + 2 * _TAIL_SD * math.sqrt(lam) + 40)
 
 
-@_built_once
+@built_once(64)
 def emccd_sampler(lam: float, gain: float, sigma_e: float, e_per_adu: float, baseline: float, max_adu: int,
                   dtype: str) -> DiscreteSampler | None:
     """Cached :class:`DiscreteSampler` of :func:`emccd_adu_pmf` (values of ``dtype``), or None.
@@ -333,7 +317,7 @@ def emccd_sampler(lam: float, gain: float, sigma_e: float, e_per_adu: float, bas
     return DiscreteSampler.from_pmf(k.astype(dtype), pmf)
 
 
-@_built_once
+@built_once(64)
 def linear_sampler(lam: float, a: float, sd_adu: float, offset: float, max_adu: int, dtype: str
                    ) -> DiscreteSampler | None:
     """Cached :class:`DiscreteSampler` of :func:`linear_adu_pmf` (values of ``dtype``), or None.
@@ -350,7 +334,7 @@ def linear_sampler(lam: float, a: float, sd_adu: float, offset: float, max_adu: 
     return DiscreteSampler.from_pmf(k.astype(dtype), pmf)
 
 
-@_built_once
+@built_once(64)
 def poisson_sampler(lam: float) -> DiscreteSampler:
     """Cached :class:`DiscreteSampler` of ``Poisson(lam)`` (float32 counts), ``lam`` > 0."""
     n, pmf = poisson_pmf(lam)
