@@ -13,7 +13,7 @@ A sample from arrays
     :class:`~z2t_dask.sample.Sample` rendering ground truth you give as arrays (emitters placed
     exactly where a test needs them, e.g. on tile borders) instead of drawing it from the seed.
 NGFF validation
-    :func:`validate_ngff` (re-exported from :mod:`z2t_dask.io.zarr`): checks an OME-Zarr group's
+    :func:`validate_ngff` (re-exported from :mod:`z2t_dask.io.ngff`): checks an OME-Zarr group's
     multiscales metadata and returns a summary.
 The naive reference renderer
     :class:`NaiveOptics`, :func:`naive_psf`, :func:`naive_frames`, :func:`naive_emccd` and
@@ -48,7 +48,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from z2t_dask.config import SimulationConfig
-    from z2t_dask.io.zarr import validate_ngff
+    from z2t_dask.io.ngff import validate_ngff
     from z2t_dask.physics.emitters import EmitterTable, Records
     from z2t_dask.sample import Sample
 
@@ -257,7 +257,7 @@ def sample_from_arrays(config: SimulationConfig | Mapping[str, Any], emitters: E
 
 def __getattr__(name: str) -> Any:
     if name == "validate_ngff":  # imported on first use: keeps this module cheap to import
-        from z2t_dask.io.zarr import validate_ngff
+        from z2t_dask.io.ngff import validate_ngff
 
         return validate_ngff
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
