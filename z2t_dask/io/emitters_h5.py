@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
 from z2t_dask.io.hdf5 import FRAME_COMPRESSIONS, decode_attr, encode_attr, write_frames_dataset
 
@@ -80,6 +81,7 @@ DEFAULT_UNITS: dict[str, str] = {
     "zernike_coeffs/mag": "1 (magnitude Zernike coefficients per emitter, original mode order)",
 }
 
+
 @dataclass
 class EmittersFile:
     """Contents of an ``emitters.h5`` file.
@@ -112,11 +114,6 @@ class EmittersFile:
     frames_shape: tuple[int, ...] | None = None
     frames: np.ndarray | None = None
     path: Path | None = None
-
-
-# --------------------------------------------------------------------------- encoding
-
-
 
 
 # --------------------------------------------------------------------------- validation
@@ -188,9 +185,8 @@ def _zernike(data: Mapping[str, Any] | None, n: int) -> dict[str, np.ndarray]:
     if extra:
         raise ValueError(f"zernike_coeffs accepts only 'phase' and 'mag', got extra {sorted(extra)}")
     if out["phase"].shape != out["mag"].shape:
-        raise ValueError(
-            f"zernike_coeffs/phase {out['phase'].shape} and zernike_coeffs/mag {out['mag'].shape} must have the same shape"
-        )
+        raise ValueError(f"zernike_coeffs/phase {out['phase'].shape} and zernike_coeffs/mag {out['mag'].shape} "
+                         "must have the same shape")
     return out
 
 
@@ -343,7 +339,8 @@ def write_emitters_h5_parts(
                           "zernike_coeffs": (zc, n_total, n_done)}
                 if i == 0:
                     if n_modes is not None and zc and zc["phase"].shape[1] != n_modes:
-                        raise ValueError(f"zernike_coeffs/phase must have {n_modes} columns, got {zc['phase'].shape[1]}")
+                        raise ValueError(f"zernike_coeffs/phase must have {n_modes} columns, "
+                                         f"got {zc['phase'].shape[1]}")
                     for group, (table, rows, _) in tables.items():
                         if table:
                             g = f.create_group(group)
@@ -417,9 +414,9 @@ def read_emitters_h5(path: str | os.PathLike[str], *, load_frames: bool = False)
     ------
     FileNotFoundError
         If the file does not exist.
-    ValueError
-        If a required ``emitters/*`` or ``records/*`` dataset is missing (the message names
-        the file and the dataset).
+    FormatError
+        If the file is not HDF5 or a required ``emitters/*`` or ``records/*`` dataset is missing
+        (the message names the file and the dataset); a ValueError too.
     """
     import h5py
 
@@ -431,7 +428,7 @@ def read_emitters_h5(path: str | os.PathLike[str], *, load_frames: bool = False)
     def read_group(f: Any, group: str, required: Iterable[str]) -> dict[str, np.ndarray]:
         for key in required:
             if f"{group}/{key}" not in f:
-                raise ValueError(f"{file}: missing dataset '{group}/{key}' (required by the emitters.h5 layout)")
+                raise FormatError(f"{file}: missing dataset '{group}/{key}' (required by the emitters.h5 layout)")
         if group not in f:
             return {}
         out = {}
@@ -442,7 +439,11 @@ def read_emitters_h5(path: str | os.PathLike[str], *, load_frames: bool = False)
                     units[f"{group}/{key}"] = str(decode_attr(obj.attrs["units"]))
         return out
 
-    with h5py.File(file, "r") as f:
+    try:
+        h5 = h5py.File(file, "r")
+    except OSError as exc:
+        raise FormatError(f"{file}: not a readable HDF5 file ({exc})") from None
+    with h5 as f:
         emitters = read_group(f, "emitters", EMITTER_DTYPES)
         records = read_group(f, "records", RECORD_DTYPES)
         zernike = read_group(f, "zernike_coeffs", ())

@@ -35,7 +35,7 @@ import numpy as np
 from z2t_dask.errors import FormatError
 
 __all__ = ["StackFormat", "StackInfo", "WriteRequest", "detect_format", "get_format", "pixel_size_pair",
-           "register_format", "registered_formats"]
+           "register_format", "registered_formats", "unregister_format"]
 
 
 @dataclass(frozen=True)
@@ -357,6 +357,20 @@ def register_format(entry: StackFormat, *, replace: bool = False) -> StackFormat
         if entry.name in _REGISTRY and not replace:
             raise ValueError(f"format {entry.name!r} is already registered")
         _REGISTRY[entry.name] = entry
+    return entry
+
+
+def unregister_format(name: str) -> StackFormat:
+    """Remove a format from the registry (e.g. one a test registered); returns its entry.
+
+    Raises
+    ------
+    FormatError
+        If no format of that name or alias is registered.
+    """
+    entry = get_format(name, "format")
+    with _LOCK:
+        del _REGISTRY[entry.name]
     return entry
 
 
