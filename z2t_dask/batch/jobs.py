@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from z2t_dask.errors import FormatError
 from z2t_dask.batch.spec import Job
 
-__all__ = ["ATTEMPTS_DIR", "JOB_MARKER", "finished_marker", "read_attempts", "run_job"]
+__all__ = ["ATTEMPTS_DIR", "JOB_MARKER", "finished_marker", "read_attempts", "read_marker", "run_job"]
 
 #: The marker of a finished job, in its sample folder.
 JOB_MARKER = "z2t_job.json"
@@ -60,12 +61,33 @@ def read_attempts(out_root: str | os.PathLike, key: str) -> int:
         return 0
 
 
-def finished_marker(folder: Path, key: str) -> dict | None:
-    """The marker of a finished job folder if it matches ``key`` and its outputs exist with their sizes."""
-    m = folder / JOB_MARKER
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The job marker (``z2t_job.json``) of a sample folder: None when absent.
+
+    Raises
+    ------
+    FormatError
+        The marker exists but is not a JSON object (names the file).
+    """
+    m = Path(folder) / JOB_MARKER
     try:
         info = json.loads(m.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"{m}: unreadable job marker ({exc})") from None
+    if not isinstance(info, dict):
+        raise FormatError(f"{m}: a job marker must be a JSON object")
+    return info
+
+
+def finished_marker(folder: Path, key: str) -> dict | None:
+    """The marker of a finished job folder if it matches ``key`` and its outputs exist with their sizes."""
+    try:
+        info = read_marker(folder)
+    except FormatError:
+        return None
+    if info is None:
         return None
     if info.get("key") != key:
         return None

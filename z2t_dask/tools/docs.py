@@ -74,9 +74,9 @@ def _json(v: Any) -> str:
 
 
 def _builtin() -> dict:
-    from z2t_dask.config import schema
+    from z2t_dask.config import builtin_default_dict
 
-    return json.loads((Path(schema.__file__).parent / "data" / "default_config.json").read_text("utf-8"))
+    return builtin_default_dict()
 
 
 def config_reference_markdown() -> str:
@@ -92,7 +92,7 @@ def config_reference_markdown() -> str:
         else:
             top.append(f)
     lines = ["Defaults are those of a config file that omits the key; `z2t simulate` without `--config` uses the "
-             "built-in sample (`z2t_dask/data/default_config.json`), whose values are shown where they differ. "
+             "built-in sample (`z2t_dask/config/data/default_config.json`), whose values are shown where they differ. "
              "Units: px = camera pixels, z in µm, times in frames, photons per frame.", ""]
 
     def table(fields: Sequence[dataclasses.Field], cls: type, prefix: str, over: dict) -> None:
