@@ -17,8 +17,14 @@ import numpy as np
 import pytest
 
 import z2t_dask as z2t
-from z2t_dask.testing import (NaiveOptics, emitter_table, naive_expected_photons, naive_frames, sample_from_arrays,
-                              tiny_config)
+from z2t_dask.testing import (
+    NaiveOptics,
+    emitter_table,
+    naive_expected_photons,
+    naive_frames,
+    sample_from_arrays,
+    tiny_config,
+)
 
 T, SIDE, TILE, BACKGROUND = 7, 40, 16, 20.0
 #: Relative to the brightest pixel: float32 PSFs (see the module docstring).
