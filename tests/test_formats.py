@@ -14,8 +14,16 @@ from dask.delayed import Delayed
 import z2t_dask as z2t
 from z2t_dask.errors import FormatError, MemoryBudgetError
 from z2t_dask.io.atomic import atomic_path
-from z2t_dask.io.formats import (find_stack, format_from_path, get_format, iter_stack_blocks, open_frames,
-                                 read_stack_info, registered_formats, write_frames)
+from z2t_dask.io.formats import (
+    find_stack,
+    format_from_path,
+    get_format,
+    iter_stack_blocks,
+    open_frames,
+    read_stack_info,
+    registered_formats,
+    write_frames,
+)
 from z2t_dask.io.registry import StackFormat, StackInfo, detect_format, register_format, unregister_format
 from z2t_dask.tools.results import open_sample, open_stack
 

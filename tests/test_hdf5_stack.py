@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import z2t_dask as z2t
+from z2t_dask.errors import FormatError
 from z2t_dask.io.emitters_h5 import read_emitters_h5
 from z2t_dask.io.hdf5 import iter_hdf5_blocks, read_hdf5_stack, write_hdf5_stack
 
@@ -43,7 +44,7 @@ def test_hdf5_stack_failure_leaves_nothing_and_counts_are_checked(tmp_path):
     with pytest.raises(ValueError, match="yielded 3 frames but 4 were declared"):
         write_hdf5_stack(tmp_path / "a.h5", iter([data[:3]]), shape=data.shape, dtype=data.dtype,
                          pixel_size_nm=(100, 100))
-    with pytest.raises(ValueError, match="compression"):
+    with pytest.raises(FormatError, match="compression"):
         write_hdf5_stack(tmp_path / "a.h5", iter([data]), shape=data.shape, dtype=data.dtype,
                          pixel_size_nm=(100, 100), compression="zstd")
     assert os.listdir(tmp_path) == []

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from z2t_dask.engine.streaming import iter_frame_blocks, iter_frames
+from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_dir, atomic_path
 from z2t_dask.io.csv import RECORDS_CSV_COLUMNS, write_records_csv
 from z2t_dask.io.emitters_h5 import XYZ_UNITS, read_emitters_h5, write_emitters_h5
-from z2t_dask.engine.streaming import iter_frame_blocks, iter_frames
 from z2t_dask.io.tiff import read_ome_tiff, read_ome_tiff_metadata, write_ome_tiff
 
 FIXTURES = Path("/work/shared/fixtures/original")
@@ -117,7 +118,8 @@ def test_iter_frame_blocks_computes_at_most_prefetch_blocks_ahead(prefetch):
 def test_iter_frame_blocks_scheduler_none_uses_active_distributed_client():
     distributed = pytest.importorskip("distributed")
     arr = da.random.default_rng(4).random((12, 8, 8), chunks=(5, 8, 8))
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client, distributed.get_task_stream(client) as tasks:
         blocks = list(iter_frame_blocks(arr, prefetch=2, scheduler=None))
     assert len(tasks.data) > 0  # the blocks ran on the cluster
@@ -173,7 +175,7 @@ def test_ome_tiff_float_provenance_and_bigtiff_override(tmp_path):
 
 def test_ome_tiff_rejects_lzw(tmp_path):
     data = movie(np.float32)
-    with pytest.raises(ValueError, match="lzw"):
+    with pytest.raises(FormatError, match="lzw"):     # a FormatError is a ValueError too
         write_ome_tiff(tmp_path / "x.ome.tiff", iter(data), shape=data.shape, dtype=np.float32,
                        pixel_size_nm=100, compression="lzw")
     assert list(tmp_path.iterdir()) == []

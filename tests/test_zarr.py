@@ -17,8 +17,7 @@ import zarr
 import z2t_dask as z2t
 from z2t_dask.engine.streaming import resolve_scheduler
 from z2t_dask.io.atomic import partial_sibling, resumable_dir
-from z2t_dask.io.zarr import (PROGRESS_DIR, NGFFError, read_ome_zarr, storage_chunks, validate_ngff,
-                              write_ome_zarr)
+from z2t_dask.io.zarr import PROGRESS_DIR, NGFFError, read_ome_zarr, storage_chunks, validate_ngff, write_ome_zarr
 
 CFG = {"tiff": {"roi_width": 72, "roi_height": 64}, "emitters": {"frames": 20, "num_emitters": 60},
        "psf": {"patch_size": 15}, "render": {"chunk_frames": 2, "tile_size": 32}}

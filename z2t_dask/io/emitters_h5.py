@@ -292,7 +292,7 @@ def write_emitters_h5_parts(
     if (n_emitters is None) != (n_records is None):
         raise ValueError("give both n_emitters and n_records, or neither (a single part)")
     single = n_emitters is None
-    n_total, m_total = (0, 0) if single else (int(n_emitters), int(n_records))
+    n_total, m_total = (0, 0) if n_emitters is None or n_records is None else (int(n_emitters), int(n_records))
     if n_total < 0 or m_total < 0:
         raise ValueError(f"n_emitters and n_records must be >= 0, got {n_emitters}, {n_records}")
     if frames_compression not in FRAME_COMPRESSIONS:

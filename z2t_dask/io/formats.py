@@ -30,8 +30,7 @@ import numpy as np
 
 from z2t_dask.errors import FormatError
 from z2t_dask.io import hdf5, tiff, zarr
-from z2t_dask.io.registry import (StackFormat, StackInfo, detect_format, get_format, register_format,
-                                  registered_formats)
+from z2t_dask.io.registry import StackFormat, StackInfo, detect_format, get_format, register_format, registered_formats
 from z2t_dask.io.streams import frame_units
 
 __all__ = ["COMPRESSIONS", "FORMATS", "SUFFIXES", "StackFormat", "StackInfo", "check_compression", "find_stack",
@@ -150,10 +149,10 @@ def find_stack(folder: str | os.PathLike[str]) -> Path | None:
             return p
     found: list[tuple[bool, Path, StackFormat]] = []
     for p in sorted(folder.iterdir()):
-        entry = detect_format(p)
-        if entry is not None and not p.name.startswith(".") and p.name != "emitters.h5":
-            found.append((entry.shared_suffix, p, entry))
-    for _shared, p, entry in sorted(found, key=lambda item: item[0]):
-        if entry.probe(p):
+        detected = detect_format(p)
+        if detected is not None and not p.name.startswith(".") and p.name != "emitters.h5":
+            found.append((detected.shared_suffix, p, detected))
+    for _shared, p, candidate in sorted(found, key=lambda item: item[0]):
+        if candidate.probe(p):
             return p
     return None

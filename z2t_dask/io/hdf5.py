@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def _frames_pair(frames: Any) -> tuple[tuple[int, int, int], Any] | None:
     shape = tuple(int(s) for s in frames[0])
     if len(shape) != 3 or min(shape) < 0 or 0 in shape[1:]:
         raise ValueError(f"frames shape must be (T, Y, X), got {frames[0]!r}")
-    return shape, frames[1]  # type: ignore[return-value]
+    return (shape[0], shape[1], shape[2]), frames[1]
 
 
 def _chunks(y: int, x: int, tile: tuple[int, int] | None) -> tuple[int, int, int]:

@@ -91,7 +91,7 @@ def _check_axes(axes: Any, where: str, problems: list[str]) -> int:
     if n_time > 1 or n_chan > 1:
         problems.append(f"{where}.axes may have at most one 'time' and one 'channel' axis")
     rank = {"time": 0, "channel": 1, "space": 3}
-    order = [rank.get(k, 2) for k in kinds]
+    order = [rank.get(k, 2) if isinstance(k, str) else 2 for k in kinds]
     if order != sorted(order):
         problems.append(f"{where}.axes must be ordered time, channel, (custom), space; got types {kinds}")
     return len(axes)
@@ -224,7 +224,7 @@ def pixel_size_from_ngff(attrs: Mapping[str, Any]) -> tuple[float, float] | None
     """
     factor = {"nanometer": 1.0, "micrometer": 1e3, "millimeter": 1e6, "meter": 1e9}
     ome = attrs.get("ome")
-    multiscales = ome.get("multiscales") if isinstance(ome, Mapping) else attrs.get("multiscales")
+    multiscales: Any = ome.get("multiscales") if isinstance(ome, Mapping) else attrs.get("multiscales")
     try:
         ms = multiscales[0]
         axes = ms["axes"]

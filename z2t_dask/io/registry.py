@@ -110,11 +110,23 @@ class WriteRequest:
     __slots__ = ("attrs", "compression", "frames", "gc_every", "memory_budget_bytes", "options", "path",
                  "pixel_size_nm", "prefetch", "release", "scheduler", "streaming", "units")
 
-    def __init__(self, **values: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, values.pop(name))
-        if values:
-            raise TypeError(f"unknown WriteRequest fields: {sorted(values)}")
+    def __init__(self, *, path: Path, frames: Any, compression: str, pixel_size_nm: tuple[float, float],
+                 attrs: dict[str, Any], units: str, scheduler: Any, prefetch: int, streaming: bool,
+                 memory_budget_bytes: float | None, gc_every: int, release: Callable[[], Any] | None,
+                 options: dict[str, Any]) -> None:
+        self.path = path
+        self.frames = frames
+        self.compression = compression
+        self.pixel_size_nm = pixel_size_nm
+        self.attrs = attrs
+        self.units = units
+        self.scheduler = scheduler
+        self.prefetch = prefetch
+        self.streaming = streaming
+        self.memory_budget_bytes = memory_budget_bytes
+        self.gc_every = gc_every
+        self.release = release
+        self.options = options
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Blocks of whole frames in order: streamed (bounded memory) or the whole stack at once."""
@@ -145,7 +157,7 @@ def pixel_size_pair(pixel_size_nm: Any) -> tuple[float, float]:
         raise ValueError(f"pixel_size_nm must be (x_nm, y_nm), got {pixel_size_nm!r}") from None
     if len(px) != 2 or not all(math.isfinite(v) and v > 0 for v in px):
         raise ValueError(f"pixel_size_nm must be two positive sizes (x_nm, y_nm), got {pixel_size_nm!r}")
-    return px  # type: ignore[return-value]
+    return px[0], px[1]
 
 
 @dataclass(frozen=True)

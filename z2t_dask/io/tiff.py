@@ -96,7 +96,7 @@ def _shape3(shape: Any) -> tuple[int, int, int]:
         raise ValueError(f"shape must be (T, Y, X), got {shape!r}") from None
     if len(out) != 3 or min(out) < 1:
         raise ValueError(f"shape must be (T, Y, X) with positive sizes, got {shape!r}")
-    return out  # type: ignore[return-value]
+    return out[0], out[1], out[2]
 
 
 def _content_uuid(*parts: Any) -> str:

@@ -31,10 +31,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -177,9 +178,10 @@ def _read_fingerprint(path: Path) -> str | None:
     import zarr
 
     try:
-        return zarr.open_group(store=str(path), mode="r").attrs.get(FINGERPRINT_ATTR)
+        value = zarr.open_group(store=str(path), mode="r").attrs.get(FINGERPRINT_ATTR)
     except Exception:  # noqa: BLE001 - anything unreadable is simply not resumable
         return None
+    return value if isinstance(value, str) else None
 
 
 def _default_fingerprint(array: Any, zarr_format: int, compression: str | None) -> str:
@@ -189,7 +191,7 @@ def _default_fingerprint(array: Any, zarr_format: int, compression: str | None) 
                     zarr_format, compression)
 
 
-def _create(work: Path, array: Any, *, store_chunks: tuple[int, int, int], zarr_format: int,
+def _create(work: Path, array: Any, *, store_chunks: tuple[int, int, int], zarr_format: Literal[2, 3],
             compression: str | None, attributes: dict[str, Any], fingerprint: str) -> None:
     """Create the group and its array (fingerprint written last: a half-created group is redone)."""
     import shutil
@@ -210,9 +212,10 @@ def _create(work: Path, array: Any, *, store_chunks: tuple[int, int, int], zarr_
 
 
 def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: tuple[float, float],
-                   zarr_format: int = 3, compression: str | None = "zstd", attrs: Mapping[str, Any] | None = None,
-                   name: str | None = None, fingerprint: str | None = None, scheduler: Any = "threads",
-                   overwrite: bool = False, resume: bool = True,
+                   zarr_format: Literal[2, 3] = 3, compression: str | None = "zstd",
+                   attrs: Mapping[str, Any] | None = None, name: str | None = None,
+                   fingerprint: str | None = None, scheduler: Any = "threads", overwrite: bool = False,
+                   resume: bool = True,
                    between_batches: Callable[[], Any] | None = None) -> ZarrWriteReport:
     """Write a (T, Y, X) dask array as an OME-Zarr image, in parallel, resumably and atomically.
 
@@ -285,7 +288,7 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
         todo = [(idx, reg) for idx, reg in regions if block_key(reg) not in done]
         if todo:
             sources, targets = _sources(array, todo)
-            target = _MarkedTarget(str(work / "0"), str(progress))
+            target: Any = _MarkedTarget(str(work / "0"), str(progress))   # a da.store target (__setitem__)
             for group in _store_batches(sources):
                 da.store([sources[i] for i in group], [target] * len(group), regions=[targets[i] for i in group],
                          lock=False, compute=True, scheduler=scheduler)
@@ -395,8 +398,8 @@ def ome_zarr_info(path: str | os.PathLike[str]) -> StackInfo:
     import zarr
 
     arr = _open_array(path)
-    attrs = dict(zarr.open_group(store=str(path), mode="r").attrs)
-    prov = attrs.get("z2t") if isinstance(attrs.get("z2t"), dict) else {}
+    attrs: dict[str, Any] = dict(zarr.open_group(store=str(path), mode="r").attrs)
+    prov: dict[str, Any] = attrs["z2t"] if isinstance(attrs.get("z2t"), dict) else {}
     units = prov.get("units")
     return StackInfo(format="ome-zarr", shape=tuple(int(v) for v in arr.shape), dtype=np.dtype(arr.dtype),
                      pixel_size_nm=pixel_size_from_ngff(attrs), units=units if isinstance(units, str) else None,
