@@ -264,3 +264,21 @@ def test_a_new_format_is_one_registry_entry(tmp_path, npy_format):
     with pytest.raises(FormatError, match="unknown format 'npy'"):
         s.save(tmp_path / "m", format="npy")
     register_format(NPY)
+
+
+@pytest.mark.cluster
+def test_deferred_writes_run_on_a_distributed_worker(tmp_path):
+    """compute=False under a Client: one worker thread performs each write, computing its own blocks."""
+    distributed = pytest.importorskip("distributed")
+    frames = stack()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  memory_limit="1GiB") as cluster, distributed.Client(cluster) as client:
+        delayed = [write_frames(tmp_path / get_format(fmt).filename("w"), frames, pixel_size_nm=PIXEL,
+                                compute=False) for fmt in FORMATS[:3]]
+        with distributed.get_task_stream(client) as ts:
+            paths = dask.compute(*delayed)
+        workers = set(client.scheduler_info()["workers"])
+    writes = [t for t in ts.data if str(t["key"]).startswith("z2t-write-")]
+    assert len(writes) == 3 and {t["worker"] for t in writes} <= workers      # each write was one worker task
+    for path in paths:
+        assert np.array_equal(open_frames(path).compute(), frames.compute()), path

@@ -272,7 +272,8 @@ class StackFormat:
             twice the stack exceeds ``memory_budget_bytes``.
         compute : bool
             False returns a :class:`dask.delayed.Delayed` performing the write (its result is the
-            path) instead of writing now; arguments are checked now.
+            path) instead of writing now; arguments are checked now. ``scheduler="auto"`` is then
+            resolved where the write runs (on a distributed worker: its own threads).
         memory_budget_bytes : float, optional
             Budget of ``streaming=False`` (default: the available memory).
         gc_every : int
@@ -311,7 +312,9 @@ class StackFormat:
         request = WriteRequest(
             path=Path(path), frames=frames, compression=self.check_compression(compression),
             pixel_size_nm=pixel_size_pair(pixel_size_nm), attrs=dict(attrs or {}), units=str(units),
-            scheduler=resolve_scheduler(scheduler), prefetch=int(prefetch), streaming=bool(streaming),
+            # a deferred write resolves "auto" where it runs (a worker computes its own blocks locally)
+            scheduler=resolve_scheduler(scheduler) if compute else scheduler, prefetch=int(prefetch),
+            streaming=bool(streaming),
             memory_budget_bytes=memory_budget_bytes, gc_every=int(gc_every or 0), release=release,
             options=dict(format_options))
         if not streaming:
@@ -322,7 +325,10 @@ class StackFormat:
 
 
 def _run(entry: StackFormat, request: WriteRequest) -> Path:
-    """Task of a deferred write."""
+    """Task of a deferred write (the scheduler resolved here, in the process that writes)."""
+    from z2t_dask.engine.streaming import resolve_scheduler
+
+    request.scheduler = resolve_scheduler(request.scheduler)
     return entry.store(request)
 
 
