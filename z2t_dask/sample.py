@@ -261,8 +261,9 @@ def _format_options(sample: Sample, entry: Any, compression: str | None) -> tupl
     defaults = {"ome-tiff": cfg.tiff.compression, "ome-zarr": cfg.output.zarr_compression,
                 "hdf5": cfg.output.hdf5_compression}
     comp = compression or defaults.get(entry.name) or entry.default_compression
-    options: dict[str, Any] = {"ome-tiff": {"bigtiff": cfg.tiff.bigtiff},
-                               "ome-zarr": {"zarr_format": cfg.output.zarr_format}}.get(entry.name, {})
+    by_format: dict[str, dict[str, Any]] = {"ome-tiff": {"bigtiff": cfg.tiff.bigtiff},
+                                            "ome-zarr": {"zarr_format": cfg.output.zarr_format}}
+    options = by_format.get(entry.name, {})
     if entry.resumable:
         options = {**options, "fingerprint": stack_fingerprint(sample, entry.name, comp), "overwrite": True}
     return comp, options
