@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from z2t_dask import __version__
+from z2t_dask.errors import ConfigError, FormatError
 from z2t_dask.config import SimulationConfig, config_to_dict, load_config
 from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
 from z2t_dask.engine.assembly import aberration_field, make_camera, make_psf_model, make_zmap
@@ -228,7 +229,7 @@ def _stream_options(sample: Sample) -> dict[str, Any]:
 def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> Iterator[np.ndarray]:
     """Blocks of whole frames in order: streamed (bounded memory) or, eagerly, the whole stack."""
     from z2t_dask.engine.streaming import resolve_scheduler
-    from z2t_dask.io.streams import ordered_blocks
+    from z2t_dask.io.blocks import ordered_blocks
 
     return ordered_blocks(sample.frames, scheduler=resolve_scheduler(scheduler), prefetch=prefetch,
                           streaming=streaming, **_stream_options(sample))
@@ -243,7 +244,7 @@ def _release_hook(sample: Sample) -> Any:
 
 def _units(sample: Sample) -> str:
     """``"ADU"`` for camera frames (unsigned integers), else ``"photons"``."""
-    from z2t_dask.io.streams import frame_units
+    from z2t_dask.io.blocks import frame_units
 
     return frame_units(sample.frames.dtype)
 
@@ -415,7 +416,7 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     if seed is None:
         seed = cfg.emitters.seed if cfg.emitters.seed is not None else 0
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ConfigError([("seed", f"must be a non-negative integer, got {seed!r}")])
     zm = zmap if isinstance(zmap, Zmap) else make_zmap(cfg)
     truth = SegmentedTruth(cfg, int(seed), aberration_field(cfg, zm))
     sample = _sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size=tile_size)
@@ -444,7 +445,7 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
     n = xyz.shape[0]
     ids = np.asarray(em.get("id", np.arange(n)), np.int64)
     if not np.array_equal(ids, np.arange(n)):
-        raise ValueError(f"{h5_path}: emitters/id must be 0..N-1 in order")
+        raise FormatError(f"{h5_path}: emitters/id must be 0..N-1 in order")
     frame_ix = np.asarray(rec["frame_ix"], np.int64)
     frames = max(int(cfg.emitters.frames), int(frame_ix.max()) + 1 if frame_ix.size else 0)
     if frames != cfg.emitters.frames:   # a new config: the caller's is never changed
@@ -452,7 +453,7 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
     rec_xyz = np.asarray(rec["xyz"], np.float64)
     rec_ids = np.asarray(rec["id"], np.int64)
     if rec_ids.size and (rec_ids.min() < 0 or rec_ids.max() >= n):
-        raise ValueError(f"{h5_path}: records/id out of range 0..{n - 1}")
+        raise FormatError(f"{h5_path}: records/id out of range 0..{n - 1}")
     inside = inside_image(rec_xyz[:, :2], cfg.image_shape)
     records = Records(xyz=rec_xyz, phot=np.asarray(rec["phot"], np.float64), frame_ix=frame_ix, id=rec_ids,
                       inside=inside)
@@ -479,7 +480,7 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
         phase = phase * cfg.zernike.scale
         mag = mag if np.any(np.abs(mag) > 1e-9) else None
     elif zc and "phase" in zc:
-        raise ValueError(f"{h5_path}: zernike_coeffs/phase has {zc['phase'].shape[0]} rows for {n} emitters "
+        raise FormatError(f"{h5_path}: zernike_coeffs/phase has {zc['phase'].shape[0]} rows for {n} emitters "
                          "(the original's crop bug, D13); drop zernike_coeffs to recompute them from the Zmap")
     else:
         field = aberration_field(cfg)

@@ -31,7 +31,7 @@ import numpy as np
 from z2t_dask.errors import FormatError
 from z2t_dask.io import hdf5, tiff, zarr
 from z2t_dask.io.registry import StackFormat, StackInfo, detect_format, get_format, register_format, registered_formats
-from z2t_dask.io.streams import frame_units
+from z2t_dask.io.blocks import frame_units
 
 __all__ = ["COMPRESSIONS", "FORMATS", "SUFFIXES", "StackFormat", "StackInfo", "check_compression", "find_stack",
            "format_from_path", "frame_units", "get_format", "iter_stack_blocks", "normalise_format", "open_frames",

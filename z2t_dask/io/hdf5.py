@@ -32,7 +32,7 @@ from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
-from z2t_dask.io.streams import lazy_stack
+from z2t_dask.io.blocks import lazy_stack
 
 __all__ = ["FORMAT", "FRAME_COMPRESSIONS", "decode_attr", "encode_attr", "hdf5_stack_info", "iter_hdf5_blocks",
            "open_hdf5_stack", "read_hdf5_stack", "write_frames_dataset", "write_hdf5_stack"]

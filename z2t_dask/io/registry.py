@@ -99,7 +99,7 @@ class WriteRequest:
         Ordered writers run ``gc.collect()`` every this many blocks (0: never).
     release : callable or None
         Returns free heap memory to the OS (called every
-        :data:`~z2t_dask.io.streams.RELEASE_EVERY_BLOCKS` blocks, or between zarr store batches).
+        :data:`~z2t_dask.io.blocks.RELEASE_EVERY_BLOCKS` blocks, or between zarr store batches).
     options : dict
         Format options (e.g. ``bigtiff``, ``zarr_format``, ``fingerprint``, ``tile``).
 
@@ -130,7 +130,7 @@ class WriteRequest:
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Blocks of whole frames in order: streamed (bounded memory) or the whole stack at once."""
-        from z2t_dask.io.streams import ordered_blocks
+        from z2t_dask.io.blocks import ordered_blocks
 
         return ordered_blocks(self.frames, scheduler=self.scheduler, prefetch=self.prefetch,
                               streaming=self.streaming, memory_budget_bytes=self.memory_budget_bytes,
@@ -140,7 +140,7 @@ class WriteRequest:
         """The frames as a dask array to store block by block: lazy, or computed at once when not streaming."""
         import dask.array as da
 
-        from z2t_dask.io.streams import in_memory
+        from z2t_dask.io.blocks import in_memory
 
         if self.streaming:
             return self.frames
@@ -300,7 +300,7 @@ class StackFormat:
         import dask.array as da
 
         from z2t_dask.engine.streaming import require_memory, resolve_scheduler
-        from z2t_dask.io.streams import describe
+        from z2t_dask.io.blocks import describe
 
         if not hasattr(frames, "dask"):
             arr = np.asarray(frames)

@@ -36,7 +36,7 @@ from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
-from z2t_dask.io.streams import lazy_stack
+from z2t_dask.io.blocks import lazy_stack
 
 __all__ = [
     "BIGTIFF_THRESHOLD",

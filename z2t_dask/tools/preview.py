@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from z2t_dask.errors import PreviewError
+from z2t_dask.io.blocks import frame_units
 
 __all__ = ["PreviewError", "INSIDE_STYLE", "EDGE_STYLE", "frame_markers", "pick_frames", "sample_figure",
            "zmap_figure", "preview_sample", "preview_zmap", "preview", "save_figure"]
@@ -206,10 +207,6 @@ def _sample_title(name: str, shape: Sequence[int], dtype: Any, rec: Mapping[str,
     return s + (f", seed {seed}" if seed is not None else "")
 
 
-def _units(dtype: Any) -> str:
-    return "ADU" if np.dtype(dtype).kind in "ui" else "photons"
-
-
 def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, crop: int = 192,
                    dpi: int = 90) -> Path:
     """PNG preview of a :class:`~z2t_dask.sample.Sample` (only the shown frames are rendered)."""
@@ -221,7 +218,7 @@ def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, c
 
     title = _sample_title("sample", frames.shape, frames.dtype, rec, sample.seed)
     fig = sample_figure(get, rec, tuple(frames.shape[1:]), int(frames.shape[0]), title=title, n_frames=n_frames,
-                        crop=crop, units=_units(frames.dtype))
+                        crop=crop, units=frame_units(frames.dtype))
     return save_figure(fig, path, dpi)
 
 
@@ -229,7 +226,8 @@ def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_
                    dpi: int) -> Path:
     """Preview of a frame stack with (optionally) the ground truth of an ``emitters.h5``."""
     from z2t_dask.io.emitters_h5 import read_emitters_h5
-    from z2t_dask.tools.results import inside_mask, open_stack
+    from z2t_dask.physics.emitters import Records
+    from z2t_dask.tools.results import open_stack
 
     frames = open_stack(stack)
     t, h, w = (int(v) for v in frames.shape)
@@ -239,10 +237,7 @@ def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_
                "inside": np.zeros(0, bool)}
     else:
         truth = read_emitters_h5(truth_h5)
-        rec = {k: np.asarray(v) for k, v in truth.records.items()}
-        if "inside" not in rec:
-            rec["inside"] = inside_mask(rec["xyz"][:, :2], (h, w))
-        rec["inside"] = rec["inside"].astype(bool)
+        rec = Records.from_mapping(truth.records, (h, w)).as_dict()   # inside computed where missing
         seed = truth.attrs.get("seed")
         if rec["frame_ix"].size and rec["frame_ix"].max() >= t:
             warnings.warn(f"{truth_h5}: records reach frame {rec['frame_ix'].max()} but {stack.name} has {t} "
@@ -255,7 +250,7 @@ def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_
         return np.asarray(frames[idx, :rows, :cols].compute())
 
     title = _sample_title(name, frames.shape, frames.dtype, rec, seed)
-    fig = sample_figure(get, rec, (h, w), t, title=title, n_frames=n_frames, crop=crop, units=_units(frames.dtype))
+    fig = sample_figure(get, rec, (h, w), t, title=title, n_frames=n_frames, crop=crop, units=frame_units(frames.dtype))
     return save_figure(fig, path, dpi)
 
 

@@ -21,13 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from z2t_dask.physics.emitters import inside_image
+from z2t_dask.physics.emitters import EmitterTable, Records
 
-__all__ = ["SampleFolder", "find_stack", "inside_mask", "open_sample", "open_stack", "stack_format"]
-
-#: Emitter centres inside the image, ``-0.5 <= x < W - 0.5`` and ``-0.5 <= y < H - 0.5`` (px): the
-#: one definition, :func:`z2t_dask.physics.emitters.inside_image`, under the name callers used here.
-inside_mask = inside_image
+__all__ = ["SampleFolder", "find_stack", "open_sample", "open_stack", "stack_format"]
 
 
 def stack_format(path: str | os.PathLike) -> str:
@@ -130,20 +126,25 @@ class SampleFolder:
         return None if info is None else info.pixel_size_nm
 
     @property
-    def records(self) -> dict[str, np.ndarray]:
+    def records(self) -> Records:
         """Per-(emitter, frame) truth: ``xyz`` (x, y px; z µm), ``phot``, ``frame_ix``, ``id``, ``inside``.
 
-        ``inside`` is computed from the image size when the file lacks it (original files).
+        The same type as ``simulate(...).records`` (columns by attribute or key). ``inside`` is
+        computed from the image size when the file lacks it (original files).
         """
         if self.truth is None:
             raise FileNotFoundError(f"{self.path}: no emitters.h5")
-        rec = dict(self.truth.records)
-        if "inside" not in rec:
-            shape = self.image_shape
-            rec["inside"] = (inside_image(np.asarray(rec["xyz"])[:, :2], shape) if shape is not None
-                             else np.ones(len(rec["frame_ix"]), bool))
-        rec["inside"] = np.asarray(rec["inside"], bool)
-        return rec
+        return Records.from_mapping(self.truth.records, self.image_shape)
+
+    @property
+    def emitters(self) -> EmitterTable:
+        """Per-emitter truth: ``xyz`` (x, y px; z µm), ``intensity``, ``t0``, ``on_time``, ``id``.
+
+        The same type as ``simulate(...).emitters`` (columns by attribute or key).
+        """
+        if self.truth is None:
+            raise FileNotFoundError(f"{self.path}: no emitters.h5")
+        return EmitterTable.from_mapping(self.truth.emitters)
 
     @property
     def config(self) -> dict | None:

@@ -285,7 +285,7 @@ def _add_snr(info: dict[str, Any]) -> None:
 
 def _summarize_emitters(p: Path) -> dict[str, Any]:
     from z2t_dask.io.emitters_h5 import read_emitters_h5
-    from z2t_dask.tools.results import inside_mask
+    from z2t_dask.physics.emitters import inside_image
 
     truth = read_emitters_h5(p)
     info: dict[str, Any] = {"kind": "emitters", "path": str(p), "bytes": disk_usage(p)}
@@ -295,7 +295,7 @@ def _summarize_emitters(p: Path) -> dict[str, Any]:
     rec = dict(truth.records)
     if "inside" not in rec and cfg:
         t = cfg["tiff"]
-        rec["inside"] = inside_mask(rec["xyz"][:, :2], (int(t["roi_height"]), int(t["roi_width"])))
+        rec["inside"] = inside_image(rec["xyz"][:, :2], (int(t["roi_height"]), int(t["roi_width"])))
     info["truth"] = truth_stats(rec, frames)
     info["truth"]["emitters"] = int(len(truth.emitters["xyz"]))
     zc = truth.zernike_coeffs

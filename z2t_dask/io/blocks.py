@@ -1,4 +1,4 @@
-"""Frame streams shared by every stack format: ordered blocks for writers, lazy chunks for readers.
+"""Frame blocks shared by every stack format: ordered blocks for writers, lazy chunks for readers.
 
 Writers that must see frames in order (TIFF pages, HDF5 rows) take :func:`ordered_blocks`: blocks
 of whole frames computed ``prefetch`` ahead (:func:`z2t_dask.engine.streaming.iter_frame_blocks`;
