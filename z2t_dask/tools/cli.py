@@ -47,10 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="sample seed (default: emitters.seed, else 0)")
     s.add_argument("--frames", type=int, default=None, help="override emitters.frames")
     s.add_argument("--chunk-size", type=int, default=None, help="frames per dask chunk")
-    s.add_argument("--compression", choices=["zstd", "zlib", "lzf", "none"], default=None,
-                   help="stack compression (hdf5: none, zlib or lzf); default from the config")
-    s.add_argument("--format", choices=["ome-tiff", "ome-zarr", "hdf5"], default=None,
-                   help="stack format (default: output.format, else ome-tiff); ome-zarr reruns resume")
+    s.add_argument("--compression", default=None,
+                   help="stack compression the format offers (ome-tiff, ome-zarr: zstd, zlib, none; hdf5: none, zlib, "
+                   "lzf); default from the config")
+    s.add_argument("--format", default=None,
+                   help="stack format of the format registry: ome-tiff, ome-zarr, hdf5 or one registered by a plugin "
+                   "(default: output.format, else ome-tiff); ome-zarr reruns resume")
     s.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
     s.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing "
                    "(refused beyond render.memory_budget_mb / the available memory)")
@@ -65,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing "
                    "(refused beyond render.memory_budget_mb / the available memory)")
     r.add_argument("--seed", type=int, default=0, help="seed of the camera-noise streams (default 0)")
-    r.add_argument("--compression", choices=["zstd", "zlib", "lzf", "none"], default=None)
-    r.add_argument("--format", choices=["ome-tiff", "ome-zarr", "hdf5"], default=None,
-                   help="stack format (default: from the --output suffix)")
+    r.add_argument("--compression", default=None, help="stack compression the format offers (see simulate)")
+    r.add_argument("--format", default=None,
+                   help="stack format of the format registry (default: from the --output suffix)")
     r.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
     b = sub.add_parser("batch", help="run a batch (samples x parameter grid) on a Dask cluster; resumable")
     b.add_argument("--config", required=True, help="batch config (base_config + sample_configs and/or "
@@ -151,14 +153,14 @@ def _simulate(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     from z2t_dask.io.formats import get_format
 
+    entry = get_format(args.format or cfg.output.format, "--format")   # the format registry's entry
+    entry.check_compression(args.compression, key="--compression")    # FormatError: exit 2
     sample = simulate(cfg, seed=args.seed, zmap=args.zmap, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     name = args.name or f"sample_{sample.seed:03d}"
     out = Path(args.output_dir) / name
     if out.exists() and not args.overwrite:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT
-    entry = get_format(args.format or cfg.output.format, "--format")   # the format registry's entry
-    entry.check_compression(args.compression, key="--compression")    # FormatError: exit 2
     sample.save(out, format=entry.name, compression=args.compression, overwrite=args.overwrite,
                 streaming=not args.no_streaming)                    # MemoryBudgetError: exit 2
     dt = time.perf_counter() - t
