@@ -127,7 +127,7 @@ def test_emccd_background_pixels_follow_the_explicit_chain():
     cam = EMCCD()
     flat = np.full((1000, 1000), 50.0, np.float32)
     table = cam(flat, np.random.default_rng(3))
-    explicit = cam._chain(np.random.default_rng(4), flat)
+    explicit = cam.draw_chain(np.random.default_rng(4), flat)
     k, p = emccd_adu_pmf(50.0 * cam.qe + cam.spurious_charge, cam.em_gain, cam.read_noise_e, cam.e_per_adu,
                          cam.baseline, cam.max_adu)
     assert table.dtype == explicit.dtype == np.uint16
@@ -145,10 +145,10 @@ def test_pixels_above_the_floor_take_the_explicit_chain():
     assert out[100:].mean() == pytest.approx(130.0, abs=0.05) and out[100:].var() == pytest.approx(34 + 1 / 12, rel=0.02)
     # a frame mostly above its floor is drawn explicitly: same bytes as the explicit chain
     photons[:400] = 400.0
-    assert np.array_equal(cam(photons, np.random.default_rng(8)), cam._chain(np.random.default_rng(8), photons))
+    assert np.array_equal(cam(photons, np.random.default_rng(8)), cam.draw_chain(np.random.default_rng(8), photons))
     # so is a small frame (no table is worth building for it)
     small = np.full((100, 100), 30.0, np.float32)
-    assert np.array_equal(cam(small, np.random.default_rng(8)), cam._chain(np.random.default_rng(8), small))
+    assert np.array_equal(cam(small, np.random.default_rng(8)), cam.draw_chain(np.random.default_rng(8), small))
 
 
 def test_scmos_scalar_table_matches_the_linear_pmf():

@@ -85,7 +85,7 @@ def test_segmented_frames_equal_frames_of_the_same_truth_in_memory():
     part = s.truth.materialize()
     ref = sample_from_arrays(s.config, part.emitters, part.records, part.phase, part.mag, seed=2, chunk_frames=7)
     lazy = z2t.simulate(cfg, seed=2, chunk_frames=7)   # fresh truth: nothing materialised
-    assert lazy.truth._full is None
+    assert not lazy.truth.is_materialized
     a, b, c = s.compute(), ref.compute(), lazy.compute()
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(c, b)
@@ -104,11 +104,11 @@ def test_segment_cache_is_bounded_and_not_pickled():
     s = z2t.simulate(long_config(), seed=1)
     truth = s.truth
     s.frames.compute(scheduler="threads")
-    assert 1 <= len(truth._cache) <= SEGMENT_CACHE
+    assert 1 <= truth.cached_segments <= SEGMENT_CACHE
     largest = max(truth.segment(k).nbytes for k in range(truth.n_segments))
     assert truth.cached_bytes() <= SEGMENT_CACHE * largest
     clone = pickle.loads(pickle.dumps(truth))
-    assert len(clone._cache) == 0 and clone._full is None
+    assert clone.cached_segments == 0 and not clone.is_materialized
     w0, w1 = truth.window(990, 1010), clone.window(990, 1010)
     for name in ("frame_ix", "ids", "phot", "em_xyz", "em_phase"):
         np.testing.assert_array_equal(getattr(w0, name), getattr(w1, name))
@@ -117,7 +117,7 @@ def test_segment_cache_is_bounded_and_not_pickled():
 def test_long_sample_streams_its_truth_into_emitters_h5_and_csv(tmp_path):
     s = z2t.simulate({**long_config(), "output": {"write_csv": True}}, seed=9)
     out = s.save(tmp_path / "long", format="hdf5")
-    assert s.truth._full is None                                  # written segment by segment
+    assert not s.truth.is_materialized                                 # written segment by segment
     part = s.truth.materialize()
     with h5py.File(out / "emitters.h5", "r") as f:
         np.testing.assert_array_equal(f["emitters/xyz"][()], part.emitters.xyz.astype(np.float32))

@@ -191,8 +191,8 @@ def test_store_runs_in_bounded_batches_with_the_same_bytes(tmp_path, monkeypatch
     assert files_under(out / "b.ome.zarr" / "0") == files_under(ref / "ref.ome.zarr" / "0")
     # the grouping itself: consecutive, never above the limit unless one source alone is larger
     sources = [s.frames[:2], s.frames[2:6], s.frames[6:8], s.frames[8:20]]   # 6, 12, 6 and 36 blocks
-    assert list(zio._store_batches(sources, limit=12)) == [[0], [1], [2], [3]]
-    assert list(zio._store_batches(sources, limit=20)) == [[0, 1], [2], [3]]
+    assert list(zio.store_batches(sources, limit=12)) == [[0], [1], [2], [3]]
+    assert list(zio.store_batches(sources, limit=20)) == [[0, 1], [2], [3]]
 
 
 def test_resumable_dir_keeps_its_progress_but_not_another_contents(tmp_path):

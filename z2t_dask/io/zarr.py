@@ -289,7 +289,7 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
         if todo:
             sources, targets = _sources(array, todo)
             target: Any = _MarkedTarget(str(work / "0"), str(progress))   # a da.store target (__setitem__)
-            for group in _store_batches(sources):
+            for group in store_batches(sources):
                 da.store([sources[i] for i in group], [target] * len(group), regions=[targets[i] for i in group],
                          lock=False, compute=True, scheduler=scheduler)
                 if between_batches is not None:
@@ -300,7 +300,7 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
     return ZarrWriteReport(final, len(regions), len(todo), len(regions) - len(todo))
 
 
-def _store_batches(sources: list, limit: int | None = None) -> Iterator[list[int]]:
+def store_batches(sources: list, limit: int | None = None) -> Iterator[list[int]]:
     """Indices of ``sources`` in consecutive groups of at most ``limit`` (default
     :data:`STORE_BATCH_BLOCKS`) dask blocks; a source larger than that forms a group alone."""
     limit = STORE_BATCH_BLOCKS if limit is None else limit

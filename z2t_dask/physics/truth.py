@@ -376,6 +376,16 @@ class SegmentedTruth(Truth):
             return self._pinned
         return self._cache.get(k, lambda: _private_copy(self._draw_segment(self.segments[k]), self.frames))
 
+    @property
+    def cached_segments(self) -> int:
+        """Segments held in this process's cache (0 after unpickling)."""
+        return len(self._cache)
+
+    @property
+    def is_materialized(self) -> bool:
+        """Whether the whole truth has been drawn and kept (:meth:`materialize`)."""
+        return self._full is not None
+
     def cached_bytes(self) -> int:
         """Bytes held by the cached segments (0 for a pinned one-segment truth)."""
         return self._cache.nbytes

@@ -195,13 +195,13 @@ def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, lo: float, floor
 def record(model: Any, ph: Any, gen: Any, xp: ModuleType, *, tabulate: bool = True) -> Any:
     """Record ``ph`` with ``model``: floor pixels from its table when possible, the rest explicitly.
 
-    ``model`` provides ``floor_sampler(photons)`` and ``_chain(gen, ph, xp)``.
+    ``model`` provides ``floor_sampler(photons)`` and ``draw_chain(gen, ph, xp)``.
     """
     if xp is np and tabulate:
-        out = _with_floor_table(gen, ph, frame_floor(ph), model.floor_sampler, model._chain)
+        out = _with_floor_table(gen, ph, frame_floor(ph), model.floor_sampler, model.draw_chain)
         if out is not None:
             return out
-    return model._chain(gen, ph, xp)
+    return model.draw_chain(gen, ph, xp)
 
 
 def _photo_electrons(gen: np.random.Generator, ph: np.ndarray, qe: float, offset: float = 0.0) -> np.ndarray:

@@ -140,7 +140,7 @@ class EMCCD:
         return linear_sampler(lam, 1.0 / self.e_per_adu, self.read_noise_e / self.e_per_adu, self.baseline,
                               self.max_adu, self.dtype.name)
 
-    def _chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
+    def draw_chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
         """The explicit draws, pixel by pixel: Poisson, Gamma, normal, rounding (any shape)."""
         electrons = counts(gen, ph, self.qe, self.spurious_charge, xp)
         if self.em_gain > 1.0:

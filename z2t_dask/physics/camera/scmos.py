@@ -204,7 +204,7 @@ class SCMOS:
         return linear_sampler(float(photons) * self.qe, float(self.gain), float(self._sigma), float(self.offset),
                               self.max_adu, self.dtype.name)
 
-    def _chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
+    def draw_chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
         """The explicit draws, pixel by pixel: Poisson, gain, normal, offset, rounding."""
 
         def on(value: float | np.ndarray) -> Any:
