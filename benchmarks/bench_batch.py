@@ -8,6 +8,7 @@ the whole process tree (driver, scheduler, workers), sampled every 50 ms with ps
 Run: ``python -m benchmarks.bench_batch [--max-workers 2] [--samples 100]``
 The original: 563 s for this batch with 4 workers on a Xeon 8358P; ≈ 33 min on this 2-core machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,19 @@ def main(argv=None) -> None:
         cfg["sample_configs"]["num_samples"] = args.samples
         cfgp = tmp / "batch.json"
         cfgp.write_text(json.dumps(cfg))
-        cmd = [os.path.join(os.path.dirname(sys.executable), "z2t"), "batch", "--config", str(cfgp),
-               "--zmap", str(FIXTURES / "result_phase_retrieval.h5"), "--output-dir", str(tmp / "out"),
-               "--max-workers", str(args.max_workers), "--no-progress"]
+        cmd = [
+            os.path.join(os.path.dirname(sys.executable), "z2t"),
+            "batch",
+            "--config",
+            str(cfgp),
+            "--zmap",
+            str(FIXTURES / "result_phase_retrieval.h5"),
+            "--output-dir",
+            str(tmp / "out"),
+            "--max-workers",
+            str(args.max_workers),
+            "--no-progress",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         ps = psutil.Process(proc.pid)
@@ -65,9 +76,11 @@ def main(argv=None) -> None:
         secs = sorted(j["seconds"] for j in manifest["jobs"].values() if j.get("seconds"))
         print(out.strip())
         print(f"W1 batch: {args.samples} samples x 200 frames x 40x40, {args.max_workers} workers, on {machine()}")
-        print(f"  wall {wall:.1f} s (rc {proc.returncode}), {states.count('done')} done; per job median "
-              f"{secs[len(secs) // 2]:.2f} s; {args.samples * 200 / wall:.0f} frames/s; "
-              f"peak RSS (driver+scheduler+workers) {peak / 2**20:.0f} MiB")
+        print(
+            f"  wall {wall:.1f} s (rc {proc.returncode}), {states.count('done')} done; per job median "
+            f"{secs[len(secs) // 2]:.2f} s; {args.samples * 200 / wall:.0f} frames/s; "
+            f"peak RSS (driver+scheduler+workers) {peak / 2**20:.0f} MiB"
+        )
         print(f"  vs the original's ~33 min on 2 cores: {1980 / wall:.0f}x")
         print("  command:", " ".join(cmd))
     finally:

@@ -24,6 +24,7 @@ Outputs go to a temporary folder under ``--tmp`` (default: the system's) and are
 Environment variables reach the measured processes, e.g. ``MALLOC_ARENA_MAX=2`` (fewer glibc
 malloc arenas: less heap growth over long writes, no measurable speed cost here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,12 @@ def fullchip_config(frames: int, fmt: str) -> dict:
     """The W2/W3 config: 1200x1200 EMCCD, ~40 emitters per frame, synthetic Zmap."""
     return {
         "tiff": {"roi_size": 1200, "crop_offset": [0, 0], "compression": "zstd"},
-        "emitters": {"frames": frames, "num_emitters": int(round(EMITTERS_PER_FRAME_SPAN * (frames + 15))),
-                     "lifetime_avg": 2.5, "model": "single"},
+        "emitters": {
+            "frames": frames,
+            "num_emitters": int(round(EMITTERS_PER_FRAME_SPAN * (frames + 15))),
+            "lifetime_avg": 2.5,
+            "model": "single",
+        },
         "camera": {"model": "emccd"},
         "output": {"format": fmt, "zarr_compression": "zstd"},
     }
@@ -69,22 +74,48 @@ def run_one(frames: int, fmt: str, tmp: Path, scheduler: str) -> dict:
     raw = sample.frames.nbytes
     disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     shutil.rmtree(out, ignore_errors=True)
-    return {"frames": frames, "format": fmt, "chunks": [c[0] for c in sample.frames.chunks],
-            "records_per_frame": sample.truth.n_records / frames, "plan_s": t1 - t0, "save_s": t2 - t1,
-            "total_s": t2 - t0, "fps": frames / (t2 - t0), "mb_s": raw / 1e6 / (t2 - t0),
-            "raw_mb": raw / 1e6, "disk_mb": disk / 1e6, "peak_rss_mib": mem.peak_mib, "machine": machine()}
+    return {
+        "frames": frames,
+        "format": fmt,
+        "chunks": [c[0] for c in sample.frames.chunks],
+        "records_per_frame": sample.truth.n_records / frames,
+        "plan_s": t1 - t0,
+        "save_s": t2 - t1,
+        "total_s": t2 - t0,
+        "fps": frames / (t2 - t0),
+        "mb_s": raw / 1e6 / (t2 - t0),
+        "raw_mb": raw / 1e6,
+        "disk_mb": disk / 1e6,
+        "peak_rss_mib": mem.peak_mib,
+        "machine": machine(),
+    }
 
 
 def _report(r: dict) -> str:
-    return (f"{r['frames']} frames 1200x1200 -> {r['format']} (chunks {r['chunks']}, "
-            f"{r['records_per_frame']:.1f} emitters/frame): {r['total_s']:.1f} s "
-            f"(plan {r['plan_s']:.1f} s) = {r['fps']:.1f} frames/s, {r['mb_s']:.0f} MB/s raw "
-            f"({r['raw_mb']:.0f} MB raw, {r['disk_mb']:.0f} MB on disk); peak RSS {r['peak_rss_mib']:.0f} MiB")
+    return (
+        f"{r['frames']} frames 1200x1200 -> {r['format']} (chunks {r['chunks']}, "
+        f"{r['records_per_frame']:.1f} emitters/frame): {r['total_s']:.1f} s "
+        f"(plan {r['plan_s']:.1f} s) = {r['fps']:.1f} frames/s, {r['mb_s']:.0f} MB/s raw "
+        f"({r['raw_mb']:.0f} MB raw, {r['disk_mb']:.0f} MB on disk); peak RSS {r['peak_rss_mib']:.0f} MiB"
+    )
 
 
 def _subprocess(frames: int, fmt: str, tmp: str, scheduler: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.bench_fullchip", "run", "--frames", str(frames), "--format", fmt,
-           "--tmp", tmp, "--scheduler", scheduler, "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_fullchip",
+        "run",
+        "--frames",
+        str(frames),
+        "--format",
+        fmt,
+        "--tmp",
+        tmp,
+        "--scheduler",
+        scheduler,
+        "--json",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -124,8 +155,9 @@ def timeline(frames: int, fmt: str, tmp: Path, seconds: float, window: float = 5
     import psutil
 
     print(f"timeline: {frames} frames 1200x1200 -> {fmt}, first {seconds:.0f} s, on {machine()}")
-    child = multiprocessing.get_context("spawn").Process(target=_save_for_timeline,
-                                                          args=(frames, fmt, str(tmp / "timeline")))
+    child = multiprocessing.get_context("spawn").Process(
+        target=_save_for_timeline, args=(frames, fmt, str(tmp / "timeline"))
+    )
     child.start()
     proc, t0, samples = psutil.Process(child.pid), time.perf_counter(), []
     try:
@@ -142,8 +174,10 @@ def timeline(frames: int, fmt: str, tmp: Path, seconds: float, window: float = 5
     for k in range(int(a[-1, 0] // window) + 1):
         m = (a[:, 0] >= k * window) & (a[:, 0] < (k + 1) * window)
         if m.any():
-            print(f"  {k * window:5.0f}-{(k + 1) * window:5.0f} s: RSS max {a[m, 1].max():.0f} MiB, "
-                  f"median {np.median(a[m, 1]):.0f} MiB")
+            print(
+                f"  {k * window:5.0f}-{(k + 1) * window:5.0f} s: RSS max {a[m, 1].max():.0f} MiB, "
+                f"median {np.median(a[m, 1]):.0f} MiB"
+            )
     print(f"  peak {a[:, 1].max():.0f} MiB at {a[a[:, 1].argmax(), 0]:.1f} s", flush=True)
 
 
@@ -179,15 +213,19 @@ def main(argv=None) -> None:
             print("  " + _report(r), flush=True)
         if args.workload == "w2":
             r = results[0]
-            print(f"  targets: >= 20 frames/s -> {'met' if r['fps'] >= 20 else 'MISSED'}; peak RSS <= 400 MB -> "
-                  f"{'met' if r['peak_rss_mib'] * 2**20 / 1e6 <= 400 else 'MISSED'}; vs the original 5.5 frames/s: "
-                  f"{r['fps'] / 5.5:.1f}x")
+            print(
+                f"  targets: >= 20 frames/s -> {'met' if r['fps'] >= 20 else 'MISSED'}; peak RSS <= 400 MB -> "
+                f"{'met' if r['peak_rss_mib'] * 2**20 / 1e6 <= 400 else 'MISSED'}; vs the original 5.5 frames/s: "
+                f"{r['fps'] / 5.5:.1f}x"
+            )
         elif len(results) >= 2:
             lo, hi = results[0]["peak_rss_mib"], results[-1]["peak_rss_mib"]
             growth = hi / lo - 1
-            print(f"  peak RSS {lo:.0f} MiB at {results[0]['frames']} frames vs {hi:.0f} MiB at "
-                  f"{results[-1]['frames']} frames: {growth:+.1%} (target within 15 % and <= 1 GB: "
-                  f"{'met' if abs(growth) <= 0.15 and max(lo, hi) * 2**20 <= 1e9 else 'MISSED'})")
+            print(
+                f"  peak RSS {lo:.0f} MiB at {results[0]['frames']} frames vs {hi:.0f} MiB at "
+                f"{results[-1]['frames']} frames: {growth:+.1%} (target within 15 % and <= 1 GB: "
+                f"{'met' if abs(growth) <= 0.15 and max(lo, hi) * 2**20 <= 1e9 else 'MISSED'})"
+            )
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 

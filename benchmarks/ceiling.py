@@ -12,6 +12,7 @@ preallocated buffers (no data movement, no phase evaluation, no folding, no norm
 
 Timed for several cache block sizes; the ceiling is the fastest.
 """
+
 from __future__ import annotations
 
 import time
@@ -59,8 +60,14 @@ def ceiling_block(model: Any, b: int, workers: int | None) -> tuple[Any, int]:
     return run, b
 
 
-def ceiling_per_psf(model: Any, n_psf: int = 256, *, workers: int | None = 1, repeat: int = 5,
-                    blocks: tuple[int, ...] = (4, 8, 16, 32, 64, 256)) -> dict[str, float]:
+def ceiling_per_psf(
+    model: Any,
+    n_psf: int = 256,
+    *,
+    workers: int | None = 1,
+    repeat: int = 5,
+    blocks: tuple[int, ...] = (4, 8, 16, 32, 64, 256),
+) -> dict[str, float]:
     """Ceiling time per PSF (s) of ``model`` for ``n_psf`` emitters.
 
     Parameters

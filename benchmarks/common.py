@@ -1,4 +1,5 @@
 """Shared helpers: peak-RSS sampling of a process and its children, machine description."""
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,7 @@ class PeakRSS:
             self.peak = max(self.peak, self._rss())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.peak = self._rss()
         self._thread.start()
         return self

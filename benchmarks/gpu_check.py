@@ -10,6 +10,7 @@ times both. Needs numpy, scipy and cupy (no dask/zarr)::
 Every check runs even when an earlier one fails; failures print their traceback and the exit
 status is 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,15 +51,20 @@ def check_psf(cp, report: dict) -> None:
     rel = float(np.abs(gpu - cpu).max() / cpu.max())
     sums = float(np.abs(gpu.sum((1, 2)) - cpu.sum((1, 2))).max())
     alone = cp.asnumpy(psf.compute(*(a[:37] for a in g_in), xp=cp))
-    report["psf"] = {"n": n, "max_abs_diff_over_peak": rel, "max_patch_sum_diff": sums,
-                     "gpu_batch_invariant": bool(np.array_equal(alone, gpu[:37]))}
+    report["psf"] = {
+        "n": n,
+        "max_abs_diff_over_peak": rel,
+        "max_patch_sum_diff": sums,
+        "gpu_batch_invariant": bool(np.array_equal(alone, gpu[:37])),
+    }
     sync = cp.cuda.Device().synchronize
     big = 16384
     gb = [cp.asarray(np.resize(a, (big,) + a.shape[1:])) for a in (phase, z, dx, dy)]
     t_gpu = _timed(lambda: psf.compute(*gb, xp=cp, batch_size=1024), sync)
     t_cpu = _timed(lambda: psf.compute(phase[:512], z[:512], dx[:512], dy[:512], workers=1), lambda: None, 2)
-    report["psf"].update({"gpu_psfs_per_s": big / t_gpu, "cpu_1thread_psfs_per_s": 512 / t_cpu,
-                          "patch_size": psf.patch_size})
+    report["psf"].update(
+        {"gpu_psfs_per_s": big / t_gpu, "cpu_1thread_psfs_per_s": 512 / t_cpu, "patch_size": psf.patch_size}
+    )
     assert rel < 1e-4, rel
 
 
@@ -73,20 +79,34 @@ def check_cameras(cp, report: dict) -> None:
         out = cam(cp.asarray(flat), np.random.default_rng(1), xp=cp)
         host = cp.asnumpy(out).astype(np.float64)
         if name == "emccd":
-            k, p = emccd_adu_pmf(50.0 * cam.qe + cam.spurious_charge, cam.em_gain, cam.read_noise_e, cam.e_per_adu,
-                                 cam.baseline, cam.max_adu)
+            k, p = emccd_adu_pmf(
+                50.0 * cam.qe + cam.spurious_charge,
+                cam.em_gain,
+                cam.read_noise_e,
+                cam.e_per_adu,
+                cam.baseline,
+                cam.max_adu,
+            )
         elif name == "scmos":
             k, p = linear_adu_pmf(50.0 * cam.qe, cam.gain, math.sqrt(cam.variance), cam.offset, cam.max_adu)
         else:
-            k, p = np.arange(0, 200), np.exp(np.arange(200) * math.log(50.0) - 50.0 - np.array(
-                [math.lgamma(i + 1) for i in range(200)]))
+            k, p = (
+                np.arange(0, 200),
+                np.exp(np.arange(200) * math.log(50.0) - 50.0 - np.array([math.lgamma(i + 1) for i in range(200)])),
+            )
         mean, var = float((k * p).sum()), float(((k - (k * p).sum()) ** 2 * p).sum())
         t_gpu = _timed(lambda: cam(cp.asarray(flat), np.random.default_rng(1), xp=cp), sync)
         t_cpu = _timed(lambda: cam(flat, np.random.default_rng(1)), lambda: None)
         z_mean = (host.mean() - mean) / math.sqrt(var / host.size)
-        report[f"camera_{name}"] = {"dtype": str(out.dtype), "mean": host.mean(), "mean_expected": mean,
-                                    "mean_z": z_mean, "var_ratio": host.var() / var,
-                                    "gpu_ms_per_1200sq_frame": 1e3 * t_gpu, "cpu_ms_per_1200sq_frame": 1e3 * t_cpu}
+        report[f"camera_{name}"] = {
+            "dtype": str(out.dtype),
+            "mean": host.mean(),
+            "mean_expected": mean,
+            "mean_z": z_mean,
+            "var_ratio": host.var() / var,
+            "gpu_ms_per_1200sq_frame": 1e3 * t_gpu,
+            "cpu_ms_per_1200sq_frame": 1e3 * t_cpu,
+        }
         assert str(out.dtype) == str(cam.dtype), (name, out.dtype)
         assert abs(z_mean) < 5 and abs(host.var() / var - 1) < 0.02, report[f"camera_{name}"]
 
@@ -98,9 +118,13 @@ def main(argv=None) -> int:
     import cupy as cp
 
     props = cp.cuda.runtime.getDeviceProperties(0)
-    report: dict = {"gpu": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
-                    "cupy": cp.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                    "failures": []}
+    report: dict = {
+        "gpu": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
+        "cupy": cp.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "failures": [],
+    }
     for check in (check_psf, check_cameras):
         try:
             check(cp, report)

@@ -15,6 +15,7 @@ PSF rows: PSFs computed per second), ``peak RSS`` (MiB, process incl. its childr
 every 20 ms), ``vs naive`` (naive time / z2t time, same work).  The load average before and
 after each workload is printed: the machine may be shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,13 @@ ORDER = ("w1", "w2", "psf", "camera")
 
 def run_workload(name: str, repeat: int) -> list[dict]:
     """Run one workload in a fresh interpreter and return its rows."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.workloads", name, "--repeat", str(repeat)],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.workloads", name, "--repeat", str(repeat)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise RuntimeError(f"workload {name} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -51,10 +57,22 @@ def table(rows: list[dict]) -> list[str]:
         fps = r["frames"] / t if r["frames"] else None
         pps = r["psfs"] / t if r["psfs"] else None
         ratio = f"{r['naive_s'] / t:.0f}x" if r.get("naive_s") else ""
-        out.append("| " + " | ".join([
-            r["workload"], r["variant"], _fmt(t, ".4g"), _fmt(fps, ".4g"), _fmt(pps, ".4g"),
-            _fmt(r["peak_mib"], ".0f"), ratio, r["note"],
-        ]) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    r["workload"],
+                    r["variant"],
+                    _fmt(t, ".4g"),
+                    _fmt(fps, ".4g"),
+                    _fmt(pps, ".4g"),
+                    _fmt(r["peak_mib"], ".0f"),
+                    ratio,
+                    r["note"],
+                ]
+            )
+            + " |"
+        )
     return out
 
 
@@ -70,8 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         got = run_workload(name, args.repeat)
         loads.append(f"{name} {got[0]['load'][0]}->{got[0]['load'][1]}")
         rows += got
-    lines = [f"Machine: {machine()}; load average (1 min) before->after each workload: {', '.join(loads)}; "
-             f"min of {args.repeat} repeats.", ""] + table(rows)
+    lines = [
+        f"Machine: {machine()}; load average (1 min) before->after each workload: {', '.join(loads)}; "
+        f"min of {args.repeat} repeats.",
+        "",
+    ] + table(rows)
     print("\n".join(lines))
     if args.markdown:
         args.markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")

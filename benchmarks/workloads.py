@@ -7,6 +7,7 @@
 least disturbed run); z2t runs use the threaded dask scheduler on all cores, the PSF and camera
 micro-benchmarks one thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,27 @@ from z2t_dask.testing import NaiveOptics, naive_emccd, naive_frames, naive_psf
 Row = dict[str, Any]
 
 
-def _row(workload: str, variant: str, time_s: float, *, frames: int = 0, psfs: int = 0,
-         peak_mib: float = float("nan"), naive_s: float | None = None, note: str = "") -> Row:
-    return {"workload": workload, "variant": variant, "time_s": time_s, "frames": frames, "psfs": psfs,
-            "peak_mib": peak_mib, "naive_s": naive_s, "note": note}
+def _row(
+    workload: str,
+    variant: str,
+    time_s: float,
+    *,
+    frames: int = 0,
+    psfs: int = 0,
+    peak_mib: float = float("nan"),
+    naive_s: float | None = None,
+    note: str = "",
+) -> Row:
+    return {
+        "workload": workload,
+        "variant": variant,
+        "time_s": time_s,
+        "frames": frames,
+        "psfs": psfs,
+        "peak_mib": peak_mib,
+        "naive_s": naive_s,
+        "note": note,
+    }
 
 
 # ----------------------------------------------------------------------------- samples
@@ -42,9 +60,10 @@ def w1_config(mode: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return z2t.load_config(FIXTURES / "batch_config_100samples_40.json",
-                               overrides={"zmap_path": str(FIXTURES / "result_phase_retrieval.h5"),
-                                          "psf": {"mode": mode}})
+        return z2t.load_config(
+            FIXTURES / "batch_config_100samples_40.json",
+            overrides={"zmap_path": str(FIXTURES / "result_phase_retrieval.h5"), "psf": {"mode": mode}},
+        )
 
 
 def w2_config(mode: str, frames: int = 20):
@@ -70,9 +89,17 @@ def _run_sample(cfg, seed: int) -> tuple[float, Any]:
 def _naive_camera(cfg, photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     c = cfg.camera
     if c.model == "emccd":
-        return naive_emccd(photons, rng, qe=c.qe, em_gain=c.em_gain, spurious_charge=c.spurious_charge,
-                           read_noise_e=c.read_noise_e, e_per_adu=c.e_per_adu, baseline=c.baseline,
-                           bit_depth=c.bit_depth)
+        return naive_emccd(
+            photons,
+            rng,
+            qe=c.qe,
+            em_gain=c.em_gain,
+            spurious_charge=c.spurious_charge,
+            read_noise_e=c.read_noise_e,
+            e_per_adu=c.e_per_adu,
+            baseline=c.baseline,
+            bit_depth=c.bit_depth,
+        )
     noise = cfg.tiff.noise_params  # the original float camera
     out = rng.poisson(photons).astype(np.float64) if noise.shot_noise else photons.copy()
     out += rng.normal(0.0, noise.readout_noise, photons.shape)
@@ -88,8 +115,18 @@ def naive_sample_time(cfg, sample, n_records: int, n_camera_frames: int) -> tupl
     h, w = plan.image_shape
     k = min(n_records, n_rec)
     t0 = time.perf_counter()
-    sig = naive_frames(o, (h, w), plan.frames, plan.rec_frame, plan.rec_id, plan.rec_phot, plan.em_xyz,
-                       plan.em_phase, plan.em_mag, limit=k)
+    sig = naive_frames(
+        o,
+        (h, w),
+        plan.frames,
+        plan.rec_frame,
+        plan.rec_id,
+        plan.rec_phot,
+        plan.em_xyz,
+        plan.em_phase,
+        plan.em_mag,
+        limit=k,
+    )
     t_psf = (time.perf_counter() - t0) / max(k, 1)
     f = min(n_camera_frames, plan.frames)
     rng = np.random.default_rng(0)
@@ -98,19 +135,23 @@ def naive_sample_time(cfg, sample, n_records: int, n_camera_frames: int) -> tupl
         _naive_camera(cfg, sig[i] + plan.background, rng)
     t_cam = (time.perf_counter() - t0) / f
     total = t_psf * n_rec + t_cam * plan.frames
-    note = (f"naive: {k} of {n_rec} records timed ({t_psf * 1e3:.1f} ms/PSF), {f} of {plan.frames} camera "
-            f"frames ({t_cam * 1e3:.1f} ms/frame), extrapolated")
+    note = (
+        f"naive: {k} of {n_rec} records timed ({t_psf * 1e3:.1f} ms/PSF), {f} of {plan.frames} camera "
+        f"frames ({t_cam * 1e3:.1f} ms/frame), extrapolated"
+    )
     return total, note
 
 
 def _library_note(info: dict, counts: dict) -> str:
     """One line on a fast library: grid, size, coverage, measured error, exact fallbacks."""
     err = info.get("error", {})
-    pct = (lambda v: "n/a" if v is None else f"{v:.2%}")
+    pct = lambda v: "n/a" if v is None else f"{v:.2%}"
     n = counts.get("exact", 0) + counts.get("fast", 0)
-    return (f"library grid {info.get('grid')}, {info.get('z_planes', [0, 0, 0])[2]} planes, "
-            f"{info.get('table_mib')} MiB, covers {info.get('coverage', 0):.0%} of the field; measured error "
-            f"max {pct(err.get('max'))} p99 {pct(err.get('p99'))}; exact fallbacks {counts.get('exact', 0)} of {n} PSFs")
+    return (
+        f"library grid {info.get('grid')}, {info.get('z_planes', [0, 0, 0])[2]} planes, "
+        f"{info.get('table_mib')} MiB, covers {info.get('coverage', 0):.0%} of the field; measured error "
+        f"max {pct(err.get('max'))} p99 {pct(err.get('p99'))}; exact fallbacks {counts.get('exact', 0)} of {n} PSFs"
+    )
 
 
 def _sample_rows(name: str, configs: dict[str, Any], repeat: int, n_naive: int, n_cam: int) -> list[Row]:
@@ -132,21 +173,29 @@ def _sample_rows(name: str, configs: dict[str, Any], repeat: int, n_naive: int, 
         if naive is None:
             naive = naive_sample_time(cfg, sample, n_naive, n_cam)
             rows.append(_row(name, "naive reference", naive[0], frames=frames, psfs=n_rec, note=naive[1]))
-        rows.append(_row(name, f"z2t {mode}", min(times), frames=frames, psfs=n_rec, peak_mib=mem.peak_mib,
-                         naive_s=naive[0], note=note))
+        rows.append(
+            _row(
+                name,
+                f"z2t {mode}",
+                min(times),
+                frames=frames,
+                psfs=n_rec,
+                peak_mib=mem.peak_mib,
+                naive_s=naive[0],
+                note=note,
+            )
+        )
     return rows
 
 
 def w1(repeat: int) -> list[Row]:
     """W1: simulate + render + camera of one 40 x 40 x 200 sample, in memory (no files)."""
-    return _sample_rows("W1 40x40x200", {m: w1_config(m) for m in ("exact", "fast")}, repeat,
-                        n_naive=150, n_cam=200)
+    return _sample_rows("W1 40x40x200", {m: w1_config(m) for m in ("exact", "fast")}, repeat, n_naive=150, n_cam=200)
 
 
 def w2(repeat: int) -> list[Row]:
     """W2: simulate + render + camera of a 1200 x 1200 x 20 EMCCD stack, in memory."""
-    return _sample_rows("W2 1200x1200x20", {m: w2_config(m) for m in ("exact", "fast")}, repeat,
-                        n_naive=60, n_cam=2)
+    return _sample_rows("W2 1200x1200x20", {m: w2_config(m) for m in ("exact", "fast")}, repeat, n_naive=60, n_cam=2)
 
 
 # ----------------------------------------------------------------------------- PSF stage
@@ -175,8 +224,14 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
 
     rows = []
     for window, patch in ((None, 33), (64, 33), (32, 17)):
-        model = PupilPSF(wavelength_nm=660.0, na=1.4, pixel_size_nm_x=101.11, pixel_size_nm_y=98.83,
-                         patch_size=patch, window_px=window)
+        model = PupilPSF(
+            wavelength_nm=660.0,
+            na=1.4,
+            pixel_size_nm_x=101.11,
+            pixel_size_nm_y=98.83,
+            patch_size=patch,
+            window_px=window,
+        )
         label = f"PSF {model.fft_size}^2 window, patch {patch}"
         model.compute(ph[:4], z[:4])
         block = ceiling_per_psf(model, n, workers=1, repeat=3)["block"]  # the ceiling's best block
@@ -185,19 +240,46 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
         with PeakRSS() as mem:
             for _ in range(max(repeat, 9)):  # interleaved, one sample each per round
                 t_ceil = min(t_ceil, best_time(ceil_run, repeat=1, number=n // bs) / (n // bs * bs))
-                t_ex = min(t_ex, best_time(lambda: model.compute(ph, z, dx, dy, workers=1, batch_size=256),
-                                           repeat=1) / n)
+                t_ex = min(
+                    t_ex, best_time(lambda: model.compute(ph, z, dx, dy, workers=1, batch_size=256), repeat=1) / n
+                )
         o = NaiveOptics.from_model(model)
         k = 16
         t_naive = best_time(lambda: [naive_psf(ph[i], z[i], dx[i], dy[i], o) for i in range(k)], repeat=2) / k
-        rows.append(_row(label, "naive reference", t_naive * n, psfs=n,
-                         note=f"{k} PSFs timed ({t_naive * 1e3:.2f} ms/PSF), extrapolated"))
-        rows.append(_row(label, "ceiling (exp + FFTs only)", t_ceil * n, psfs=n, naive_s=t_naive * n,
-                         note=f"cos/sin of the pupil + the model's 5 FFT stages, block {block} (the fastest)"))
-        rows.append(_row(label, "z2t exact", t_ex * n, psfs=n, peak_mib=mem.peak_mib, naive_s=t_naive * n,
-                         note=f"{t_ex / t_ceil:.2f}x the ceiling"))
-        libs = {"fast, 1 field node (W1-like)": (const_field, (0, 40, 0, 40)),
-                "fast, default-config field": (field, (-3, 67, -3, 67))}
+        rows.append(
+            _row(
+                label,
+                "naive reference",
+                t_naive * n,
+                psfs=n,
+                note=f"{k} PSFs timed ({t_naive * 1e3:.2f} ms/PSF), extrapolated",
+            )
+        )
+        rows.append(
+            _row(
+                label,
+                "ceiling (exp + FFTs only)",
+                t_ceil * n,
+                psfs=n,
+                naive_s=t_naive * n,
+                note=f"cos/sin of the pupil + the model's 5 FFT stages, block {block} (the fastest)",
+            )
+        )
+        rows.append(
+            _row(
+                label,
+                "z2t exact",
+                t_ex * n,
+                psfs=n,
+                peak_mib=mem.peak_mib,
+                naive_s=t_naive * n,
+                note=f"{t_ex / t_ceil:.2f}x the ceiling",
+            )
+        )
+        libs = {
+            "fast, 1 field node (W1-like)": (const_field, (0, 40, 0, 40)),
+            "fast, default-config field": (field, (-3, 67, -3, 67)),
+        }
         for name, (fn, extent) in libs.items():
             t0 = time.perf_counter()
             lib = PSFLibrary.from_field(model, fn, extent, (-0.6, 0.6), error_samples=128)
@@ -206,10 +288,18 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
             lib.compute(phl[:4], z[:4], dx[:4], dy[:4])
             t_f = min(best_time(lambda: lib.compute(phl, z, dx, dy, workers=1), repeat=1) for _ in range(repeat)) / n
             err = lib.info["error"]
-            rows.append(_row(label, f"z2t {name}", t_f * n, psfs=n, naive_s=t_naive * n,
-                             note=f"{t_ex / t_f:.1f}x faster than exact; grid {lib.grid}, "
-                                  f"{lib.table_bytes / 2**20:.0f} MiB, built in {t_build:.2f} s; error max "
-                                  f"{err['max']:.2%} p99 {err['p99']:.2%}"))
+            rows.append(
+                _row(
+                    label,
+                    f"z2t {name}",
+                    t_f * n,
+                    psfs=n,
+                    naive_s=t_naive * n,
+                    note=f"{t_ex / t_f:.1f}x faster than exact; grid {lib.grid}, "
+                    f"{lib.table_bytes / 2**20:.0f} MiB, built in {t_build:.2f} s; error max "
+                    f"{err['max']:.2%} p99 {err['p99']:.2%}",
+                )
+            )
     return rows
 
 
@@ -217,16 +307,23 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
 def camera(repeat: int) -> list[Row]:
     """Camera chain alone on a realistic 1200 x 1200 frame (background + ~40 emitters), one thread."""
     import z2t_dask as z2t
-    from z2t_dask.physics.camera import EMCCD, SCMOS, Ideal
     from z2t_dask.engine.render import expected_signal
+    from z2t_dask.physics.camera import EMCCD, SCMOS, Ideal
 
     cfg = w2_config("exact")
     sample = z2t.simulate(cfg, seed=1)
     plan = sample.plan
     photons = expected_signal(plan, 0, 1)[0] + np.float32(plan.background)
     c = cfg.camera
-    emccd = EMCCD(qe=c.qe, em_gain=c.em_gain, spurious_charge=c.spurious_charge, read_noise_e=c.read_noise_e,
-                  e_per_adu=c.e_per_adu, baseline=c.baseline, bit_depth=c.bit_depth)
+    emccd = EMCCD(
+        qe=c.qe,
+        em_gain=c.em_gain,
+        spurious_charge=c.spurious_charge,
+        read_noise_e=c.read_noise_e,
+        e_per_adu=c.e_per_adu,
+        baseline=c.baseline,
+        bit_depth=c.bit_depth,
+    )
     g = np.random.default_rng(0)
     lam = photons.astype(np.float64) * c.qe + c.spurious_charge
     counts = g.poisson(lam).astype(np.float32)
@@ -238,14 +335,29 @@ def camera(repeat: int) -> list[Row]:
 
     t_floor = best_time(floor, repeat=repeat)
     t_naive = best_time(lambda: _naive_camera(cfg, photons, g), repeat=repeat)
-    rows = [_row("camera 1200x1200", "numpy draws only (Poisson+Gamma+Normal)", t_floor, frames=1,
-                 note="what numpy's generators cost for this frame")]
+    rows = [
+        _row(
+            "camera 1200x1200",
+            "numpy draws only (Poisson+Gamma+Normal)",
+            t_floor,
+            frames=1,
+            note="what numpy's generators cost for this frame",
+        )
+    ]
     for name, model in (("EMCCD", emccd), ("sCMOS", SCMOS()), ("ideal (Poisson)", Ideal())):
         with PeakRSS() as mem:
             t = best_time(lambda: model(photons, np.random.default_rng(1)), repeat=repeat)
-        rows.append(_row("camera 1200x1200", f"z2t {name}", t, frames=1, peak_mib=mem.peak_mib,
-                         naive_s=t_naive if name == "EMCCD" else None,
-                         note=f"{t / t_floor:.2f}x numpy's EMCCD draws" if name == "EMCCD" else ""))
+        rows.append(
+            _row(
+                "camera 1200x1200",
+                f"z2t {name}",
+                t,
+                frames=1,
+                peak_mib=mem.peak_mib,
+                naive_s=t_naive if name == "EMCCD" else None,
+                note=f"{t / t_floor:.2f}x numpy's EMCCD draws" if name == "EMCCD" else "",
+            )
+        )
     return rows
 
 

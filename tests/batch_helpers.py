@@ -1,4 +1,5 @@
 """Task functions for batch tests (importable by Dask workers, not defined in a test's __main__)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the original tool's files (read-only) and small configs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,15 @@ def original():
 def small_config(**over) -> dict:
     """A fast config: 24x20 px, 12 frames, EMCCD."""
     cfg = {
-        "emitters": {"num_emitters": 40, "frames": 12, "margin_px": 2.0, "intensity_mu": 3000.0,
-                     "intensity_sigma": 500.0, "lifetime_avg": 2.0, "z_range_um": 0.5},
+        "emitters": {
+            "num_emitters": 40,
+            "frames": 12,
+            "margin_px": 2.0,
+            "intensity_mu": 3000.0,
+            "intensity_sigma": 500.0,
+            "lifetime_avg": 2.0,
+            "z_range_um": 0.5,
+        },
         "tiff": {"roi_width": 24, "roi_height": 20, "crop_offset": [100, 50]},
         "psf": {"patch_size": 21},
         "camera": {"model": "emccd"},

@@ -1,4 +1,5 @@
 """glibc malloc tuning used when saving (bounded memory over long writes)."""
+
 from __future__ import annotations
 
 import platform

@@ -14,6 +14,7 @@ Layers, lowest first (a module imports only from its own layer or lower ones; se
 
 Every import counts, at module level or inside a function (lazy imports included).
 """
+
 from __future__ import annotations
 
 import ast
@@ -95,8 +96,10 @@ def test_imports_go_one_way_down_the_layers() -> None:
         violations += [f"{name} imports {t} at module level" for n, t in UPWARD_ALLOWED if n == name and t in top]
         for line, target in imports_of(path):
             if LAYERS.index(layer_of(target)) > rank and (name, target) not in UPWARD_ALLOWED:
-                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {layer_of(name)} module {name} "
-                                  f"imports {target} ({layer_of(target)})")
+                violations.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line}: {layer_of(name)} module {name} "
+                    f"imports {target} ({layer_of(target)})"
+                )
     assert not violations, "imports against the layers:\n" + "\n".join(violations)
 
 
@@ -112,8 +115,10 @@ def test_package_init_imports_only_for_type_checkers() -> None:
 
 def test_no_import_cycle_at_module_level() -> None:
     modules = package_modules()
-    graph = {name: {t for _, t in imports_of(path, top_level_only=True) if t in modules and t != name}
-             for name, path in modules.items()}
+    graph = {
+        name: {t for _, t in imports_of(path, top_level_only=True) if t in modules and t != name}
+        for name, path in modules.items()
+    }
     # Only real imports count: the implicit import of a submodule's parent package (already
     # loading when its submodule runs) is not an edge Python can trip over.
     state: dict[str, int] = {}
@@ -124,7 +129,7 @@ def test_no_import_cycle_at_module_level() -> None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             elif nxt not in state:
                 visit(nxt)
@@ -145,9 +150,11 @@ def test_modules_are_small(name: str) -> None:
 
 
 def test_import_is_cheap_and_lazy() -> None:
-    code = ("import sys, time; t = time.perf_counter(); import z2t_dask; dt = time.perf_counter() - t; "
-            "heavy = [m for m in ('numpy', 'dask', 'h5py', 'zarr', 'tifffile', 'scipy') if m in sys.modules]; "
-            "print(dt, ','.join(heavy))")
+    code = (
+        "import sys, time; t = time.perf_counter(); import z2t_dask; dt = time.perf_counter() - t; "
+        "heavy = [m for m in ('numpy', 'dask', 'h5py', 'zarr', 'tifffile', 'scipy') if m in sys.modules]; "
+        "print(dt, ','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert float(out[0]) < 0.3
     assert len(out) == 1, f"`import z2t_dask` imported {out[1]}"

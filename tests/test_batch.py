@@ -1,4 +1,5 @@
 """Batch engine on real dask.distributed clusters (no mocks): expansion, retries, resume, scale-out."""
+
 from __future__ import annotations
 
 import json
@@ -16,30 +17,41 @@ import pytest
 import tifffile
 from distributed import Client, LocalCluster
 
-from z2t_dask.batch import (JOB_MARKER, MANIFEST, BatchConfigError, expand_jobs, load_batch_config, run_batch)
+from z2t_dask.batch import JOB_MARKER, MANIFEST, BatchConfigError, expand_jobs, load_batch_config, run_batch
 from z2t_dask.tools.cli import main
 
 HERE = Path(__file__).resolve().parent
 
 
 def tiny_base(**over):
-    base = {"emitters": {"num_emitters": 20, "frames": 4, "margin_px": 1.0},
-            "tiff": {"roi_size": 16}, "psf": {"patch_size": 15}, "zernike": {"synthetic_shape": [300, 300]}}
+    base = {
+        "emitters": {"num_emitters": 20, "frames": 4, "margin_px": 1.0},
+        "tiff": {"roi_size": 16},
+        "psf": {"patch_size": 15},
+        "zernike": {"synthetic_shape": [300, 300]},
+    }
     for k, v in over.items():
         base.setdefault(k, {}).update(v)
     return base
 
 
 def grid_config(out, **extra):
-    return {"base_output_dir": str(out), "seed": 3, "base_config": tiny_base(),
-            "variable_configs": {"num_emitters": [5, 10, 15], "roi_size": [16, 20]},
-            "sample_configs": {"num_samples": 2, "frames_per_sample": 4}, **extra}
+    return {
+        "base_output_dir": str(out),
+        "seed": 3,
+        "base_config": tiny_base(),
+        "variable_configs": {"num_emitters": [5, 10, 15], "roi_size": [16, 20]},
+        "sample_configs": {"num_samples": 2, "frames_per_sample": 4},
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -49,12 +61,13 @@ def manifest(out) -> dict:
 
 # ---- expansion ---------------------------------------------------------------------------------
 
+
 def test_grid_times_samples_expands_to_distinct_jobs(tmp_path):
     jobs = expand_jobs(load_batch_config(grid_config(tmp_path)))
     assert len(jobs) == 12
     assert len({j.key for j in jobs}) == 12 and len({j.seed for j in jobs}) == 12
     combos = {(j.config["emitters"]["num_emitters"], j.config["tiff"]["roi_width"]) for j in jobs}
-    assert combos == {(n, r) for n in (5, 10, 15) for r in (16, 20)}       # the original made them identical
+    assert combos == {(n, r) for n in (5, 10, 15) for r in (16, 20)}  # the original made them identical
     assert all(j.config["emitters"]["frames"] == 4 for j in jobs)
     assert jobs[0].name == "job_0000_num_emitters_5_roi_size_16/sample_001"
     # keys are stable and depend on config and seed
@@ -65,9 +78,11 @@ def test_grid_times_samples_expands_to_distinct_jobs(tmp_path):
 
 
 def test_variables_dotted_paths_and_linked_roi_keys(tmp_path):
-    cfg = {"base_output_dir": str(tmp_path), "base_config": tiny_base(
-        emitters={"area_px": 16.0}, zernike={"crop_size": 16}),
-        "variables": {"tiff.roi_size": [16, 32], "tiff.noise_params.background": [50, 100]}}
+    cfg = {
+        "base_output_dir": str(tmp_path),
+        "base_config": tiny_base(emitters={"area_px": 16.0}, zernike={"crop_size": 16}),
+        "variables": {"tiff.roi_size": [16, 32], "tiff.noise_params.background": [50, 100]},
+    }
     jobs = expand_jobs(load_batch_config(cfg))
     assert len(jobs) == 4
     j = jobs[-1]
@@ -77,8 +92,9 @@ def test_variables_dotted_paths_and_linked_roi_keys(tmp_path):
 
 def test_bad_batch_configs_name_the_key(tmp_path):
     with pytest.raises(BatchConfigError) as ei:
-        load_batch_config({"base_config": tiny_base(), "variable_configs": {"crop_offset": [[0, 0]]},
-                           "sample_config": {}})
+        load_batch_config(
+            {"base_config": tiny_base(), "variable_configs": {"crop_offset": [[0, 0]]}, "sample_config": {}}
+        )
     p = dict(ei.value.problems)
     assert "ambiguous" in p["variable_configs.crop_offset"]
     assert "did you mean 'sample_configs'" in p["sample_config"]
@@ -94,18 +110,18 @@ def test_original_batch_configs_load(original, tmp_path):
     for name in ("batch_config_100samples_40.json", "batch_config_100samples_256.json"):
         with pytest.raises(BatchConfigError, match="zmap_path.*not found"):
             load_batch_config(original(name))
-        spec = load_batch_config(original(name), zmap=str(original("result_phase_retrieval.h5")),
-                                 output_dir=tmp_path)
+        spec = load_batch_config(original(name), zmap=str(original("result_phase_retrieval.h5")), output_dir=tmp_path)
         jobs = expand_jobs(spec)
         assert len(jobs) == 100 and jobs[0].name == "sample_001" and jobs[-1].name == "sample_100"
         assert all(j.config["emitters"]["frames"] == 200 for j in jobs)
         assert len({j.seed for j in jobs}) == 100
     spec = load_batch_config(original("sample_config.json"), zmap=str(original("result_phase_retrieval.h5")))
     with pytest.raises(BatchConfigError, match="density_mu_sig"):
-        expand_jobs(spec)          # the original silently ran it with defaults
+        expand_jobs(spec)  # the original silently ran it with defaults
 
 
 # ---- the manifest --------------------------------------------------------------------------------
+
 
 def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, caplog, capsys):
     from z2t_dask.batch import Manifest, read_manifest, read_status
@@ -126,10 +142,10 @@ def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, cap
     assert status["completed_jobs"] == ["sample_002"]
     assert status["failed_jobs"][0]["job_id"] == "sample_001"
     assert status["failed_jobs"][0]["error"] == "ValueError: boom"
-    assert list(summarize(out)["jobs"]) == ["sample_001", "sample_002"]        # batch order (index)
+    assert list(summarize(out)["jobs"]) == ["sample_001", "sample_002"]  # batch order (index)
 
     text = (out / MANIFEST).read_text()
-    (out / MANIFEST).write_text(text[: len(text) // 2])                          # a truncated write
+    (out / MANIFEST).write_text(text[: len(text) // 2])  # a truncated write
     with pytest.raises(FormatError, match=r"manifest\.json.*malformed or truncated") as ei:
         read_manifest(out)
     assert str(out / MANIFEST) in str(ei.value) and isinstance(ei.value, Z2TError)
@@ -151,6 +167,7 @@ def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, cap
 
 
 # ---- execution on a LocalCluster ----------------------------------------------------------------
+
 
 @pytest.mark.cluster
 def test_localcluster_grid_batch(client, tmp_path):
@@ -183,11 +200,14 @@ def test_retry_then_success_and_always_failing(client, tmp_path):
     sys.path.insert(0, str(HERE))
     from batch_helpers import always_failing_job, flaky_run_job
 
-    cfg = {"base_output_dir": str(tmp_path / "a"), "base_config": tiny_base(),
-           "sample_configs": {"num_samples": 2, "frames_per_sample": 3}}
+    cfg = {
+        "base_output_dir": str(tmp_path / "a"),
+        "base_config": tiny_base(),
+        "sample_configs": {"num_samples": 2, "frames_per_sample": 3},
+    }
     res = run_batch(cfg, client, retries=2, progress=False, job_fn=flaky_run_job)
     assert res.exit_code == 0
-    assert all(j["attempts"] == 1 for j in res.jobs.values())   # attempts that reached the simulation
+    assert all(j["attempts"] == 1 for j in res.jobs.values())  # attempts that reached the simulation
     cfg["base_output_dir"] = str(tmp_path / "b")
     res = run_batch(cfg, client, retries=1, progress=False, job_fn=always_failing_job)
     assert res.exit_code == 1 and res.failed == ["sample_001", "sample_002"]
@@ -207,9 +227,12 @@ def test_retry_then_success_and_always_failing(client, tmp_path):
 def test_cli_exit_codes(client, tmp_path, capsys):
     addr = client.scheduler.address
     # a job that fails on the workers: its sCMOS map is missing -> exit 1, listed
-    cfg = {"base_output_dir": str(tmp_path / "f"), "retries": 0,
-           "base_config": tiny_base(camera={"model": "scmos", "scmos_offset": str(tmp_path / "nope.npy")}),
-           "sample_configs": {"num_samples": 1, "frames_per_sample": 2}}
+    cfg = {
+        "base_output_dir": str(tmp_path / "f"),
+        "retries": 0,
+        "base_config": tiny_base(camera={"model": "scmos", "scmos_offset": str(tmp_path / "nope.npy")}),
+        "sample_configs": {"num_samples": 1, "frames_per_sample": 2},
+    }
     p = tmp_path / "f.json"
     p.write_text(json.dumps(cfg))
     assert main(["batch", "--config", str(p), "--scheduler", addr, "--no-progress"]) == 1
@@ -229,12 +252,12 @@ def test_changing_one_parameter_redoes_exactly_the_affected_jobs(client, tmp_pat
     cfg = grid_config(tmp_path / "out")
     run_batch(cfg, client, progress=False)
     markers = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob(JOB_MARKER)}
-    cfg["variable_configs"]["num_emitters"] = [5, 12, 15]           # 10 -> 12: 4 jobs change
+    cfg["variable_configs"]["num_emitters"] = [5, 12, 15]  # 10 -> 12: 4 jobs change
     res = run_batch(cfg, client, progress=False)
     s = res.states()
     assert len(s["done"]) == 4 and len(s["skipped"]) == 8
     assert all("num_emitters_12" in n for n in s["done"])
-    for p, t in markers.items():                                    # untouched jobs not redone
+    for p, t in markers.items():  # untouched jobs not redone
         if "num_emitters_10" not in str(p):
             assert p.stat().st_mtime_ns == t
     # a changed base parameter changes every key: nothing silently skipped
@@ -245,18 +268,26 @@ def test_changing_one_parameter_redoes_exactly_the_affected_jobs(client, tmp_pat
 
 # ---- failures of processes ------------------------------------------------------------------------
 
+
 def heavy_config(out, n=6):
-    return {"base_output_dir": str(out), "seed": 9, "strategy": "serial",
-            "base_config": tiny_base(emitters={"num_emitters": 400, "frames": 60}, tiff={"roi_size": 64},
-                                     psf={"patch_size": 21}),
-            "sample_configs": {"num_samples": n, "frames_per_sample": 60}}
+    return {
+        "base_output_dir": str(out),
+        "seed": 9,
+        "strategy": "serial",
+        "base_config": tiny_base(
+            emitters={"num_emitters": 400, "frames": 60}, tiff={"roi_size": 64}, psf={"patch_size": 21}
+        ),
+        "sample_configs": {"num_samples": n, "frames_per_sample": 60},
+    }
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_worker_killed_mid_batch_completes(tmp_path):
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as c,
+    ):
         pids = list(c.run(os.getpid).values())
         killed = []
 
@@ -264,6 +295,7 @@ def test_worker_killed_mid_batch_completes(tmp_path):
             if not killed:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
+
         res = run_batch(heavy_config(tmp_path / "k"), c, progress=kill_once, retries=0)
     assert killed and res.exit_code == 0 and len(res.states()["done"]) == 6
     for name, entry in res.jobs.items():
@@ -282,10 +314,15 @@ def test_job_that_kills_workers_is_reported(tmp_path):
     from batch_helpers import worker_killing_job
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as c:
-            cfg = {"base_output_dir": str(tmp_path), "base_config": tiny_base(),
-                   "sample_configs": {"num_samples": 1, "frames_per_sample": 2}}
+        with (
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as c,
+        ):
+            cfg = {
+                "base_output_dir": str(tmp_path),
+                "base_config": tiny_base(),
+                "sample_configs": {"num_samples": 1, "frames_per_sample": 2},
+            }
             res = run_batch(cfg, c, progress=False, job_fn=worker_killing_job)
     assert res.exit_code == 1
     assert "kills workers (memory?)" in res.jobs["sample_001"]["error"]
@@ -298,8 +335,12 @@ def test_interrupted_driver_resumes_without_redoing(tmp_path):
     out = tmp_path / "r"
     cfgp.write_text(json.dumps(heavy_config(out, n=8)))
     exe = os.path.join(os.path.dirname(sys.executable), "z2t")
-    proc = subprocess.Popen([exe, "batch", "--config", str(cfgp), "--max-workers", "2", "--no-progress"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, "batch", "--config", str(cfgp), "--max-workers", "2", "--no-progress"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     done_before: list[str] = []
     while time.time() < deadline:
@@ -310,23 +351,24 @@ def test_interrupted_driver_resumes_without_redoing(tmp_path):
         if len(done_before) >= 2:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)                  # the driver and its LocalCluster
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its LocalCluster
     proc.wait(timeout=30)
     assert 2 <= len(done_before) < 8
     marker_times = {n: (out / n / JOB_MARKER).stat().st_mtime_ns for n in done_before}
     res = run_batch(cfgp, max_workers=2, progress=False)
     s = res.states()
     assert res.exit_code == 0
-    assert set(done_before) <= set(s["skipped"])          # finished jobs skipped by key ...
+    assert set(done_before) <= set(s["skipped"])  # finished jobs skipped by key ...
     assert len(s.get("done", [])) + len(s["skipped"]) == 8
-    for n, t in marker_times.items():                      # ... and not done twice
+    for n, t in marker_times.items():  # ... and not done twice
         assert (out / n / JOB_MARKER).stat().st_mtime_ns == t
-    assert not list(out.rglob(".*.tmp-*"))                 # nothing half-written left
+    assert not list(out.rglob(".*.tmp-*"))  # nothing half-written left
     for n in res.jobs:
         assert tifffile.TiffFile(out / n / f"{n}.ome.tiff").series[0].shape == (60, 64, 64)
 
 
 # ---- scale-out ----------------------------------------------------------------------------------
+
 
 def _frames_and_truth(folder: Path, name: str):
     frames = tifffile.imread(folder / f"{name.split('/')[-1]}.ome.tiff")
@@ -341,9 +383,25 @@ def test_loopback_scheduler_and_workers_same_bytes_as_localcluster(client, tmp_p
     bindir = os.path.dirname(sys.executable)
     sched_file = tmp_path / "scheduler.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [
+                os.path.join(bindir, "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    ]
     try:
         deadline = time.time() + 60
         while not sched_file.exists() and time.time() < deadline:
@@ -351,9 +409,15 @@ def test_loopback_scheduler_and_workers_same_bytes_as_localcluster(client, tmp_p
         addr = json.loads(sched_file.read_text())["address"]
         assert addr.startswith("tcp://127.0.0.1:")
         for _ in range(2):
-            procs.append(subprocess.Popen([os.path.join(bindir, "dask"), "worker", addr, "--nthreads", "1",
-                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          env=env, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [os.path.join(bindir, "dask"), "worker", addr, "--nthreads", "1", "--no-dashboard"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
         with Client(addr) as c:
             c.wait_for_workers(2, timeout=60)
         cfg = grid_config(tmp_path / "remote")
@@ -389,8 +453,10 @@ def test_slurm_job_script_without_sbatch(tmp_path):
     from z2t_dask.batch.cluster import ClusterError, load_slurm_spec, resolve_client, slurm_cluster
 
     spec = tmp_path / "slurm.yaml"
-    spec.write_text("queue: gpu\naccount: lab123\ncores: 8\nprocesses: 2\nmemory: 32GiB\nwalltime: '02:00:00'\n"
-                    "jobs: 4\njob_script_prologue: ['source ~/venvs/z2t/bin/activate']\n")
+    spec.write_text(
+        "queue: gpu\naccount: lab123\ncores: 8\nprocesses: 2\nmemory: 32GiB\nwalltime: '02:00:00'\n"
+        "jobs: 4\njob_script_prologue: ['source ~/venvs/z2t/bin/activate']\n"
+    )
     assert load_slurm_spec(spec)["jobs"] == 4
     cluster = slurm_cluster(spec, require_sbatch=False)
     try:

@@ -59,7 +59,9 @@ def test_emccd_clips_to_bit_depth_and_picks_dtype():
     assert out12.dtype == np.uint16 and np.all(out12 == 4095)
     assert EMCCD(bit_depth=8).dtype == np.uint8
     # negative values clip to 0 instead of wrapping around
-    dark = EMCCD(em_gain=1.0, spurious_charge=0.0, read_noise_e=50.0, e_per_adu=1.0, baseline=0.0)(flat(0.0, (100, 100)), rng(5))
+    dark = EMCCD(em_gain=1.0, spurious_charge=0.0, read_noise_e=50.0, e_per_adu=1.0, baseline=0.0)(
+        flat(0.0, (100, 100)), rng(5)
+    )
     assert dark.min() == 0 and 0.4 < np.mean(dark == 0) < 0.6 and dark.max() < 1000
 
 
@@ -72,8 +74,17 @@ def test_emccd_without_em_gain_is_poisson_plus_read_noise():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(qe=0.0), dict(qe=1.2), dict(em_gain=0.5), dict(e_per_adu=0.0), dict(read_noise_e=-1.0),
-     dict(spurious_charge=-0.1), dict(bit_depth=0), dict(bit_depth=40), dict(baseline=float("nan"))],
+    [
+        dict(qe=0.0),
+        dict(qe=1.2),
+        dict(em_gain=0.5),
+        dict(e_per_adu=0.0),
+        dict(read_noise_e=-1.0),
+        dict(spurious_charge=-0.1),
+        dict(bit_depth=0),
+        dict(bit_depth=40),
+        dict(baseline=float("nan")),
+    ],
 )
 def test_emccd_rejects_bad_parameters(kwargs):
     name = next(iter(kwargs))

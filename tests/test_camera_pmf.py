@@ -1,4 +1,5 @@
 """Exact camera-chain pmfs and the lookup sampler: moments, independent quadrature, chi-square, routing."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,14 @@ import pytest
 from scipy import integrate, special, stats
 
 from z2t_dask.physics.camera import EMCCD, SCMOS
-from z2t_dask.physics.camera.pmf import (DiscreteSampler, emccd_adu_pmf, emccd_sampler, linear_adu_pmf, linear_sampler,
-                                 poisson_pmf)
+from z2t_dask.physics.camera.pmf import (
+    DiscreteSampler,
+    emccd_adu_pmf,
+    emccd_sampler,
+    linear_adu_pmf,
+    linear_sampler,
+    poisson_pmf,
+)
 
 
 def chi2_pvalue(draws: np.ndarray, values: np.ndarray, pmf: np.ndarray) -> float:
@@ -30,8 +37,11 @@ def chi2_pvalue(draws: np.ndarray, values: np.ndarray, pmf: np.ndarray) -> float
 
 # --------------------------------------------------------------------------- pmfs
 
-@pytest.mark.parametrize(("lam", "gain", "sigma", "s", "b"),
-                         [(45.002, 100.0, 74.4, 45.0, 100.0), (0.3, 300.0, 20.0, 10.0, 50.0), (8.0, 5.0, 3.0, 1.0, 20.0)])
+
+@pytest.mark.parametrize(
+    ("lam", "gain", "sigma", "s", "b"),
+    [(45.002, 100.0, 74.4, 45.0, 100.0), (0.3, 300.0, 20.0, 10.0, 50.0), (8.0, 5.0, 3.0, 1.0, 20.0)],
+)
 def test_emccd_pmf_has_the_chain_moments(lam, gain, sigma, s, b):
     k, p = emccd_adu_pmf(lam, gain, sigma, s, b, 2**16 - 1)
     assert p.sum() == pytest.approx(1.0, abs=1e-12) and np.all(p >= 0)
@@ -54,7 +64,9 @@ def test_emccd_pmf_converged_and_equal_to_independent_quadrature():
         # P(Gamma(N, g) + e <= t) = e^-lam Phi(t/sigma) + sum_n Pois(n) int phi(e) P(Gamma(n, g) <= t - e) de
         def integrand(e: float) -> float:
             n = np.arange(1, 40)
-            return stats.norm.pdf(e, scale=sigma) * (stats.poisson.pmf(n, lam) * special.gammainc(n, (t - e) / gain)).sum()
+            return (
+                stats.norm.pdf(e, scale=sigma) * (stats.poisson.pmf(n, lam) * special.gammainc(n, (t - e) / gain)).sum()
+            )
 
         lo, hi = -12 * sigma, min(t, 12 * sigma)  # the kink of P(Gamma <= t - e) at e = t is an endpoint
         cont = integrate.quad(integrand, lo, hi, limit=400, epsabs=1e-14, epsrel=1e-12)[0] if hi > lo else 0.0
@@ -73,23 +85,26 @@ def test_linear_pmf_moments_and_clipping():
     # a low offset clips at 0: the first value carries all the mass below it
     k0, p0 = linear_adu_pmf(5.0, 1.0, 2.0, -3.0, 255)
     assert k0[0] == 0 and p0[0] == pytest.approx(
-        sum(stats.poisson.pmf(n, 5.0) * stats.norm.cdf((0.5 + 3.0 - n) / 2.0) for n in range(60)), abs=1e-12)
+        sum(stats.poisson.pmf(n, 5.0) * stats.norm.cdf((0.5 + 3.0 - n) / 2.0) for n in range(60)), abs=1e-12
+    )
     # and at max_adu: the last value carries the upper tail
     k1, p1 = linear_adu_pmf(300.0, 1.0, 2.0, 0.0, 255)
-    assert k1[-1] == 255 and p1[-1] == pytest.approx(1 - sum(
-        stats.poisson.pmf(n, 300.0) * stats.norm.cdf((254.5 - n) / 2.0) for n in range(600)), abs=1e-10)
+    assert k1[-1] == 255 and p1[-1] == pytest.approx(
+        1 - sum(stats.poisson.pmf(n, 300.0) * stats.norm.cdf((254.5 - n) / 2.0) for n in range(600)), abs=1e-10
+    )
 
 
 def test_untabulated_chains_return_none():
-    assert emccd_sampler(10.0, 100.0, 0.0, 45.0, 100.0, 65535, "uint16") is None     # no read noise: ties
-    assert emccd_sampler(0.0, 100.0, 74.4, 45.0, 100.0, 65535, "uint16") is None     # nothing to draw
-    assert emccd_sampler(1e7, 1000.0, 74.4, 45.0, 100.0, 65535, "uint16") is None    # table too large
+    assert emccd_sampler(10.0, 100.0, 0.0, 45.0, 100.0, 65535, "uint16") is None  # no read noise: ties
+    assert emccd_sampler(0.0, 100.0, 74.4, 45.0, 100.0, 65535, "uint16") is None  # nothing to draw
+    assert emccd_sampler(1e7, 1000.0, 74.4, 45.0, 100.0, 65535, "uint16") is None  # table too large
     assert linear_sampler(10.0, 0.5, 0.0, 100.0, 65535, "uint16") is None
     assert EMCCD(read_noise_e=0.0).floor_sampler(50.0) is None
-    assert SCMOS(offset=np.full((4, 4), 100.0)).floor_sampler(50.0) is None          # per-pixel maps
+    assert SCMOS(offset=np.full((4, 4), 100.0)).floor_sampler(50.0) is None  # per-pixel maps
 
 
 # --------------------------------------------------------------------------- sampler
+
 
 def test_sampler_is_exact_on_cell_boundaries_and_odd_sizes():
     # CDF steps exactly on 16-bit cell edges and strictly inside cells
@@ -122,14 +137,16 @@ def test_sampler_rejects_bad_tables():
 
 # --------------------------------------------------------------------------- camera routing
 
+
 def test_emccd_background_pixels_follow_the_explicit_chain():
     """Table route (uniform frame) and the explicit draws give the same distribution."""
     cam = EMCCD()
     flat = np.full((1000, 1000), 50.0, np.float32)
     table = cam(flat, np.random.default_rng(3))
     explicit = cam.draw_chain(np.random.default_rng(4), flat)
-    k, p = emccd_adu_pmf(50.0 * cam.qe + cam.spurious_charge, cam.em_gain, cam.read_noise_e, cam.e_per_adu,
-                         cam.baseline, cam.max_adu)
+    k, p = emccd_adu_pmf(
+        50.0 * cam.qe + cam.spurious_charge, cam.em_gain, cam.read_noise_e, cam.e_per_adu, cam.baseline, cam.max_adu
+    )
     assert table.dtype == explicit.dtype == np.uint16
     assert chi2_pvalue(table, k, p) > 1e-4
     assert chi2_pvalue(explicit, k, p) > 1e-4
@@ -139,10 +156,14 @@ def test_emccd_background_pixels_follow_the_explicit_chain():
 def test_pixels_above_the_floor_take_the_explicit_chain():
     cam = EMCCD(em_gain=1.0, read_noise_e=2.0, e_per_adu=1.0, baseline=100.0, spurious_charge=0.0, qe=1.0)
     photons = np.full((600, 600), 30.0, np.float32)
-    photons[:100] = 400.0            # 1/6 of the frame above the floor
+    photons[:100] = 400.0  # 1/6 of the frame above the floor
     out = cam(photons, np.random.default_rng(7)).astype(np.float64)
-    assert out[:100].mean() == pytest.approx(500.0, abs=0.15) and out[:100].var() == pytest.approx(404 + 1 / 12, rel=0.02)
-    assert out[100:].mean() == pytest.approx(130.0, abs=0.05) and out[100:].var() == pytest.approx(34 + 1 / 12, rel=0.02)
+    assert out[:100].mean() == pytest.approx(500.0, abs=0.15) and out[:100].var() == pytest.approx(
+        404 + 1 / 12, rel=0.02
+    )
+    assert out[100:].mean() == pytest.approx(130.0, abs=0.05) and out[100:].var() == pytest.approx(
+        34 + 1 / 12, rel=0.02
+    )
     # a frame mostly above its floor is drawn explicitly: same bytes as the explicit chain
     photons[:400] = 400.0
     assert np.array_equal(cam(photons, np.random.default_rng(8)), cam.draw_chain(np.random.default_rng(8), photons))

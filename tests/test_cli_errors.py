@@ -1,4 +1,5 @@
 """The CLI's exit codes: bad input (any Z2TError, user-path OS errors) -> 2 with the message; our bugs -> 1."""
+
 from __future__ import annotations
 
 import errno
@@ -14,12 +15,14 @@ def test_unknown_format_is_bad_input_naming_the_option(tmp_path, capsys) -> None
     assert main(["simulate", "--output-dir", str(tmp_path), "--frames", "2", "--format", "bmp"]) == 2
     err = capsys.readouterr().err
     assert "--format: unknown format 'bmp'" in err and "Traceback" not in err
-    assert not any(tmp_path.iterdir())            # refused before anything was written
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_codec_the_format_lacks_is_bad_input(tmp_path, capsys) -> None:
-    assert main(["simulate", "--output-dir", str(tmp_path), "--frames", "2", "--format", "hdf5",
-                 "--compression", "zstd"]) == 2
+    assert (
+        main(["simulate", "--output-dir", str(tmp_path), "--frames", "2", "--format", "hdf5", "--compression", "zstd"])
+        == 2
+    )
     assert "--compression" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
@@ -43,10 +46,15 @@ def test_a_bug_is_an_internal_error_not_bad_input(tmp_path, capsys, monkeypatch)
     assert "Traceback" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("exc", "code"), [(FileNotFoundError(errno.ENOENT, "nope", "x.json"), 2),
-                                           (PermissionError(errno.EACCES, "denied", "/out"), 2),
-                                           (OSError(errno.ENOSPC, "No space left on device"), 2),
-                                           (OSError(errno.EIO, "I/O error"), 1)])
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (FileNotFoundError(errno.ENOENT, "nope", "x.json"), 2),
+        (PermissionError(errno.EACCES, "denied", "/out"), 2),
+        (OSError(errno.ENOSPC, "No space left on device"), 2),
+        (OSError(errno.EIO, "I/O error"), 1),
+    ],
+)
 def test_os_errors_about_user_paths_are_bad_input(monkeypatch, exc: OSError, code: int) -> None:
     def failing(args):
         raise exc

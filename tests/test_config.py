@@ -1,4 +1,5 @@
 """Configuration: validation with key-path errors, translation of the original tool's files."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def test_unknown_key_is_named_with_suggestion():
 
 def test_wrong_type_and_range_collected_together():
     with pytest.raises(ConfigError) as ei:
-        load_config({"emitters": {"frames": 0, "intensity_mu": "bright"}, "optical": {"NA": -1.0,
-                                                                                   "use_default_config": False}})
+        load_config(
+            {"emitters": {"frames": 0, "intensity_mu": "bright"}, "optical": {"NA": -1.0, "use_default_config": False}}
+        )
     p = problems(ei.value)
     assert "must be >= 1" in p["emitters.frames"]
     assert "expected a number" in p["emitters.intensity_mu"]
@@ -48,7 +50,7 @@ def test_semantic_checks():
         load_config({"optical": {"NA": 1.6, "use_default_config": False}})
     assert "n_immersion" in problems(ei.value)["optical.NA"]
     with pytest.raises(ConfigError) as ei:
-        load_config({"optical": {"NA": 1.3}})   # explicit optics with use_default_config true
+        load_config({"optical": {"NA": 1.3}})  # explicit optics with use_default_config true
     assert "optical.use_default_config" in problems(ei.value)
     with pytest.raises(ConfigError) as ei:
         load_config({"tiff": {"use_direct_rendering": False}})
@@ -81,21 +83,22 @@ def test_non_square_roi_and_offsets():
     assert cfg.area_xy == (30.0, 20.0)
 
 
-@pytest.mark.parametrize("name,roi,noise", [("batch_config_100samples_40.json", 40, 58.8),
-                                            ("batch_config_100samples_256.json", 256, 10.0)])
+@pytest.mark.parametrize(
+    "name,roi,noise", [("batch_config_100samples_40.json", 40, 58.8), ("batch_config_100samples_256.json", 256, 10.0)]
+)
 def test_original_batch_configs_load(original, name, roi, noise):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cfg = load_config(original(name))
     raw = json.loads(original(name).read_text())["base_config"]
     assert cfg.image_shape == (roi, roi)
-    assert cfg.camera.model == "original"          # the original float noise model
+    assert cfg.camera.model == "original"  # the original float noise model
     assert cfg.tiff.noise_params.readout_noise == noise
     assert cfg.background.photons == raw["tiff"]["noise_params"]["background"]
     assert cfg.emitters.num_emitters == raw["emitters"]["num_emitters"]
     assert cfg.emitters.lifetime_avg == raw["emitters"]["lifetime_avg"]
     assert cfg.emitters.area_px == raw["emitters"]["area_px"]
-    assert cfg.zmap_path == raw["zmap_path"]        # absolute path of the author's disk (checked when used)
+    assert cfg.zmap_path == raw["zmap_path"]  # absolute path of the author's disk (checked when used)
 
 
 def test_original_sample_config_is_rejected_not_silently_defaulted(original):
@@ -136,10 +139,10 @@ def test_original_default_config(original):
     assert cfg.optical.wavelength_nm == 660 and cfg.optical.NA == 1.4 and cfg.optical.n_medium == 1.518
     assert cfg.camera.read_noise_e == 74.4 and cfg.camera.spurious_charge == 0.002
     assert cfg.camera.e_per_adu == pytest.approx(1.020784562122306)
-    assert cfg.background.photons == 50                  # autofluorescence_background
+    assert cfg.background.photons == 50  # autofluorescence_background
     assert (cfg.emitters.t_on, cfg.emitters.t_dark, cfg.emitters.t_bleach) == (3.0, 2.5, 1.5)
     assert cfg.psf.fixed_zernike == {4: 0.1, 5: 0.05, 6: 0.03}
-    assert cfg.optical.ignore_fixed_psf_coeffs           # not applied unless asked, as the original
+    assert cfg.optical.ignore_fixed_psf_coeffs  # not applied unless asked, as the original
     assert "default_config.experiment.name" in cfg.provenance
 
 

@@ -1,4 +1,5 @@
 """The README's generated sections (config reference, CLI reference) are up to date and complete."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,11 @@ def _leaf_keys(cls, prefix=""):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        inner = tp if dataclasses.is_dataclass(tp) else next(
-            (a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+        inner = (
+            tp
+            if dataclasses.is_dataclass(tp)
+            else next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+        )
         if inner is not None:
             yield from _leaf_keys(inner, f"{prefix}{f.name}.")
         else:
@@ -35,7 +39,7 @@ def test_config_reference_lists_every_key_with_unit_and_default():
     for key in _leaf_keys(SimulationConfig):
         assert f"| `{key}` |" in ref, key
     assert "| `optical.wavelength_nm` | number, &gt; 0 | nm | `660.0` |" in ref
-    assert "(built-in: `600`)" in ref                  # emitters.num_emitters of the built-in default
+    assert "(built-in: `600`)" in ref  # emitters.num_emitters of the built-in default
 
 
 def test_cli_reference_lists_every_subcommand():

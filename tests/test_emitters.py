@@ -1,4 +1,5 @@
 """Emitter sampling, photophysics and frame binning."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,10 +29,20 @@ def test_overlap_binning_exact():
 
 def test_original_40x40_density_and_record_layout():
     # the original 40x40 config: 5000 emitters, tau 1, 200 frames -> ~48.5 records per frame (measured)
-    cfg, table, iv, rec = draw({"emitters": {"num_emitters": 5000, "frames": 200, "area_px": 40.0,
-                                             "intensity_mu": 7000.0, "intensity_sigma": 3000.0,
-                                             "lifetime_avg": 1, "z_range_um": 0.8},
-                                "tiff": {"roi_size": 40}})
+    cfg, table, iv, rec = draw(
+        {
+            "emitters": {
+                "num_emitters": 5000,
+                "frames": 200,
+                "area_px": 40.0,
+                "intensity_mu": 7000.0,
+                "intensity_sigma": 3000.0,
+                "lifetime_avg": 1,
+                "z_range_um": 0.8,
+            },
+            "tiff": {"roi_size": 40},
+        }
+    )
     per_frame = len(rec) / 200
     assert 45 < per_frame < 52
     # records ordered by emitter id then frame, frames in range
@@ -50,8 +61,9 @@ def test_original_40x40_density_and_record_layout():
 
 
 def test_margin_emitters_flagged_outside():
-    cfg, table, iv, rec = draw({"emitters": {"num_emitters": 3000, "frames": 5, "margin_px": 4.0},
-                                "tiff": {"roi_width": 30, "roi_height": 10}})
+    cfg, table, iv, rec = draw(
+        {"emitters": {"num_emitters": 3000, "frames": 5, "margin_px": 4.0}, "tiff": {"roi_width": 30, "roi_height": 10}}
+    )
     x, y = table.xyz[:, 0], table.xyz[:, 1]
     assert x.min() < -0.5 and x.max() > 29.5 and y.min() < -0.5 and y.max() > 9.5
     assert x.min() >= -4 and x.max() < 34 and y.min() >= -4 and y.max() < 14
@@ -62,8 +74,18 @@ def test_margin_emitters_flagged_outside():
 
 def test_blinking_statistics():
     t_on, t_dark, t_bleach = 2.0, 5.0, 8.0
-    cfg, table, iv, rec = draw({"emitters": {"num_emitters": 4000, "frames": 400, "model": "blinking",
-                                             "t_on": t_on, "t_dark": t_dark, "t_bleach": t_bleach}})
+    cfg, table, iv, rec = draw(
+        {
+            "emitters": {
+                "num_emitters": 4000,
+                "frames": 400,
+                "model": "blinking",
+                "t_on": t_on,
+                "t_dark": t_dark,
+                "t_bleach": t_bleach,
+            }
+        }
+    )
     idx, start, end = iv
     on = end - start
     # on periods: exponential with rate 1/t_on + 1/t_bleach

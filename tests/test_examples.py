@@ -1,4 +1,5 @@
 """The shipped examples validate and run."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The stack-format registry: one writer signature for every format, compute=False, opener, detection, provenance."""
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,12 @@ def files_under(path: Path) -> dict[str, bytes]:
 def test_builtin_formats_are_registered():
     assert FORMATS[:3] == ("ome-tiff", "ome-zarr", "hdf5")
     assert [get_format(a).name for a in ("tiff", "TIF", "zarr", "ome.zarr", "h5")] == [
-        "ome-tiff", "ome-tiff", "ome-zarr", "ome-zarr", "hdf5"]
+        "ome-tiff",
+        "ome-tiff",
+        "ome-zarr",
+        "ome-zarr",
+        "hdf5",
+    ]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -64,31 +70,37 @@ def test_write_then_open_round_trips_frames_and_pixel_size(tmp_path, fmt, dtype)
     assert out == path and detect_format(out) is entry and entry.probe(out)
     back = open_frames(out)
     assert isinstance(back, da.Array) and back.shape == (9, 12, 20) and back.dtype == np.dtype(dtype)
-    assert np.array_equal(back.compute(), frames.compute())                       # every frame, exactly
+    assert np.array_equal(back.compute(), frames.compute())  # every frame, exactly
     assert np.array_equal(np.concatenate(list(iter_stack_blocks(out, fmt, 4))), frames.compute())
     info = read_stack_info(out)
     assert isinstance(info, StackInfo) and info.format == fmt and info.shape == (9, 12, 20)
     assert info.pixel_size_nm == pytest.approx(PIXEL)
     assert info.units == ("ADU" if dtype == np.uint16 else "photons")
     assert info.attrs["seed"] == 11 and info.attrs["config"] == attrs["config"] and info.attrs["note"] == "a < b & c"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]             # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary left
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_compute_false_returns_a_delayed_and_one_graph_writes_the_same_files(tmp_path, fmt):
     entry = get_format(fmt)
     frames = stack()
-    one = [entry.write(tmp_path / entry.filename(f"one{i}"), frames[i:], pixel_size_nm=PIXEL, attrs={"i": i})
-           for i in (0, 1)]
+    one = [
+        entry.write(tmp_path / entry.filename(f"one{i}"), frames[i:], pixel_size_nm=PIXEL, attrs={"i": i})
+        for i in (0, 1)
+    ]
     (tmp_path / "g").mkdir()
-    delayed = [entry.write(tmp_path / "g" / entry.filename(f"one{i}"), frames[i:], pixel_size_nm=PIXEL,
-                           attrs={"i": i}, compute=False) for i in (0, 1)]
+    delayed = [
+        entry.write(
+            tmp_path / "g" / entry.filename(f"one{i}"), frames[i:], pixel_size_nm=PIXEL, attrs={"i": i}, compute=False
+        )
+        for i in (0, 1)
+    ]
     assert all(isinstance(d, Delayed) for d in delayed)
-    assert not any((tmp_path / "g" / entry.filename(f"one{i}")).exists() for i in (0, 1))   # nothing written yet
+    assert not any((tmp_path / "g" / entry.filename(f"one{i}")).exists() for i in (0, 1))  # nothing written yet
     paths = dask.compute(*delayed)
     assert list(paths) == [tmp_path / "g" / p.name for p in one]
     for a, b in zip(one, paths):
-        assert files_under(a) == files_under(b)                                    # byte-identical files
+        assert files_under(a) == files_under(b)  # byte-identical files
     assert np.array_equal(open_frames(paths[1]).compute(), frames[1:].compute())
 
 
@@ -122,12 +134,13 @@ def test_tiff_carries_the_provenance_of_zarr_and_hdf5_and_is_reproducible(tmp_pa
         opened = open_sample(folder)
         assert opened.format == fmt
         assert opened.attrs["seed"] == 7 == first.seed
-        assert opened.attrs["config"] == attrs["config"]                         # the config JSON, as written
+        assert opened.attrs["config"] == attrs["config"]  # the config JSON, as written
         assert json.loads(opened.attrs["config"]) == json.loads(attrs["config"])
         for key in ("conventions", "zmap", "psf", "z2t_version", "pixel_size_nm", "image_shape", "dtype"):
             assert opened.attrs[key] == attrs[key], (fmt, key)
-        assert opened.pixel_size_nm == pytest.approx((first.config.optical.pixel_size_nm_x,
-                                                      first.config.optical.pixel_size_nm_y))
+        assert opened.pixel_size_nm == pytest.approx(
+            (first.config.optical.pixel_size_nm_x, first.config.optical.pixel_size_nm_y)
+        )
     # same config and seed: byte-identical TIFF (no timestamp, no random UUID); another seed differs
     again = z2t.simulate(cfg, seed=7).save(tmp_path / "again", format="ome-tiff")
     assert (again / "again.ome.tiff").read_bytes() == (folders["ome-tiff"] / "ome_tiff.ome.tiff").read_bytes()
@@ -143,7 +156,7 @@ def test_format_detection_from_every_suffix(tmp_path, fmt):
             assert detect_format(name) is entry, name
             assert format_from_path(name, default=None) == fmt
             assert entry.detect(name)
-    assert format_from_path("movie.png") == "ome-tiff"                           # the default
+    assert format_from_path("movie.png") == "ome-tiff"  # the default
     with pytest.raises(FormatError, match=r"movie\.png: not a frame stack"):
         format_from_path("movie.png", default=None)
     assert detect_format("movie.png") is None
@@ -197,14 +210,14 @@ def test_find_stack_prefers_the_folder_name_and_skips_ground_truth(tmp_path):
     folder = tmp_path / "sample_001"
     folder.mkdir()
     assert find_stack(folder) is None
-    write_frames(folder / "emitters.h5", stack(), pixel_size_nm=100)       # an .h5 with frames: still the truth
+    write_frames(folder / "emitters.h5", stack(), pixel_size_nm=100)  # an .h5 with frames: still the truth
     assert find_stack(folder) is None
     write_frames(folder / "zz.h5", stack(), pixel_size_nm=100)
     assert find_stack(folder) == folder / "zz.h5"
     write_frames(folder / "simulation_40.ome.tiff", stack(), pixel_size_nm=100)
-    assert find_stack(folder) == folder / "simulation_40.ome.tiff"          # TIFF before a shared-suffix .h5
+    assert find_stack(folder) == folder / "simulation_40.ome.tiff"  # TIFF before a shared-suffix .h5
     write_frames(folder / "sample_001.ome.zarr", stack(), pixel_size_nm=100)
-    assert find_stack(folder) == folder / "sample_001.ome.zarr"             # z2t's naming first
+    assert find_stack(folder) == folder / "sample_001.ome.zarr"  # z2t's naming first
 
 
 # --------------------------------------------------------------------------- a new format is one entry
@@ -215,7 +228,7 @@ def _npy_store(request) -> Path:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=request.frames.dtype, shape=request.frames.shape)
         t0 = 0
         for block in request.blocks():
-            out[t0:t0 + len(block)] = block
+            out[t0 : t0 + len(block)] = block
             t0 += len(block)
         out.flush()
         del out
@@ -234,12 +247,22 @@ def _npy_info(path):
 def _npy_blocks(path, block_frames):
     arr = np.load(path, mmap_mode="r")
     for t0 in range(0, arr.shape[0], block_frames):
-        yield np.array(arr[t0:t0 + block_frames])
+        yield np.array(arr[t0 : t0 + block_frames])
 
 
-NPY = StackFormat(name="npy-stack", suffix=".frames.npy", suffixes=(".frames.npy",), aliases=("npy",),
-                  compressions=("none",), default_compression="none", store=_npy_store, open=_npy_open,
-                  info=_npy_info, iter_blocks=_npy_blocks, probe=lambda p: Path(p).is_file())
+NPY = StackFormat(
+    name="npy-stack",
+    suffix=".frames.npy",
+    suffixes=(".frames.npy",),
+    aliases=("npy",),
+    compressions=("none",),
+    default_compression="none",
+    store=_npy_store,
+    open=_npy_open,
+    info=_npy_info,
+    iter_blocks=_npy_blocks,
+    probe=lambda p: Path(p).is_file(),
+)
 
 
 @pytest.fixture
@@ -255,7 +278,7 @@ def test_a_new_format_is_one_registry_entry(tmp_path, npy_format):
     assert sorted(p.name for p in out.iterdir()) == ["emitters.h5", "n.frames.npy"]
     opened = open_sample(out)
     assert opened.format == "npy-stack" and np.array_equal(opened.frames.compute(), s.frames.compute())
-    assert opened.attrs["seed"] == 2                     # no provenance in .npy: the ground truth's attributes
+    assert opened.attrs["seed"] == 2  # no provenance in .npy: the ground truth's attributes
     from z2t_dask.io.emitters_h5 import read_emitters_h5
 
     # the frame copy into emitters.h5 reads the new format back through its block iterator
@@ -271,14 +294,20 @@ def test_deferred_writes_run_on_a_distributed_worker(tmp_path):
     """compute=False under a Client: one worker thread performs each write, computing its own blocks."""
     distributed = pytest.importorskip("distributed")
     frames = stack()
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  memory_limit="1GiB") as cluster, distributed.Client(cluster) as client:
-        delayed = [write_frames(tmp_path / get_format(fmt).filename("w"), frames, pixel_size_nm=PIXEL,
-                                compute=False) for fmt in FORMATS[:3]]
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        delayed = [
+            write_frames(tmp_path / get_format(fmt).filename("w"), frames, pixel_size_nm=PIXEL, compute=False)
+            for fmt in FORMATS[:3]
+        ]
         with distributed.get_task_stream(client) as ts:
             paths = dask.compute(*delayed)
         workers = set(client.scheduler_info()["workers"])
     writes = [t for t in ts.data if str(t["key"]).startswith("z2t-write-")]
-    assert len(writes) == 3 and {t["worker"] for t in writes} <= workers      # each write was one worker task
+    assert len(writes) == 3 and {t["worker"] for t in writes} <= workers  # each write was one worker task
     for path in paths:
         assert np.array_equal(open_frames(path).compute(), frames.compute()), path

@@ -1,4 +1,5 @@
 """HDF5 stacks: round trips with every frame, tiles as HDF5 chunks, frames + ground truth in one file."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,12 @@ from z2t_dask.errors import FormatError
 from z2t_dask.io.emitters_h5 import read_emitters_h5
 from z2t_dask.io.hdf5 import iter_hdf5_blocks, read_hdf5_stack, write_hdf5_stack
 
-CFG = {"tiff": {"roi_width": 70, "roi_height": 60}, "emitters": {"frames": 13, "num_emitters": 50},
-       "psf": {"patch_size": 15}, "render": {"chunk_frames": 4}}
+CFG = {
+    "tiff": {"roi_width": 70, "roi_height": 60},
+    "emitters": {"frames": 13, "num_emitters": 50},
+    "psf": {"patch_size": 15},
+    "render": {"chunk_frames": 4},
+}
 
 
 @pytest.mark.parametrize(("compression", "filter_name"), [(None, None), ("zlib", "gzip"), ("lzf", "lzf")])
@@ -26,7 +31,7 @@ def test_hdf5_stack_round_trip_every_frame(tmp_path, compression, filter_name):
         d = f["frames"]
         assert d.shape == (13, 60, 70) and d.dtype == np.uint16 and d.chunks == (1, 32, 32)
         assert d.compression == filter_name
-        for t in range(13):                       # every frame, in order
+        for t in range(13):  # every frame, in order
             assert np.array_equal(d[t], ref[t]), t
         assert d.attrs["units"] == "ADU" and d.attrs["axes"] == "TYX"
         o = s.config.optical
@@ -42,14 +47,27 @@ def test_hdf5_stack_round_trip_every_frame(tmp_path, compression, filter_name):
 def test_hdf5_stack_failure_leaves_nothing_and_counts_are_checked(tmp_path):
     data = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
     with pytest.raises(ValueError, match="yielded 3 frames but 4 were declared"):
-        write_hdf5_stack(tmp_path / "a.h5", iter([data[:3]]), shape=data.shape, dtype=data.dtype,
-                         pixel_size_nm=(100, 100))
+        write_hdf5_stack(
+            tmp_path / "a.h5", iter([data[:3]]), shape=data.shape, dtype=data.dtype, pixel_size_nm=(100, 100)
+        )
     with pytest.raises(FormatError, match="compression"):
-        write_hdf5_stack(tmp_path / "a.h5", iter([data]), shape=data.shape, dtype=data.dtype,
-                         pixel_size_nm=(100, 100), compression="zstd")
+        write_hdf5_stack(
+            tmp_path / "a.h5",
+            iter([data]),
+            shape=data.shape,
+            dtype=data.dtype,
+            pixel_size_nm=(100, 100),
+            compression="zstd",
+        )
     assert os.listdir(tmp_path) == []
-    write_hdf5_stack(tmp_path / "a.h5", iter([data[:1], data[1], data[2:]]), shape=data.shape, dtype=np.uint16,
-                     pixel_size_nm=(100, 110), units="photons")
+    write_hdf5_stack(
+        tmp_path / "a.h5",
+        iter([data[:1], data[1], data[2:]]),
+        shape=data.shape,
+        dtype=np.uint16,
+        pixel_size_nm=(100, 110),
+        units="photons",
+    )
     assert np.array_equal(read_hdf5_stack(tmp_path / "a.h5"), data)
 
 

@@ -1,13 +1,14 @@
 """``z2t inspect``: sample folder, batch folder (every job), Zmap, emitters.h5, JSON output, bad paths."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
+from conftest import small_config
 from distributed import Client, LocalCluster
 
 import z2t_dask as z2t
-from conftest import small_config
 from z2t_dask.tools.cli import main
 from z2t_dask.tools.summary import InspectError, detect_kind, estimate_snr, format_summary, summarize
 
@@ -34,16 +35,36 @@ def test_sample_folder_summary(sample_dir):
     names = {f["name"] for f in info["files"]}
     assert names == {"sample_007.ome.tiff", "emitters.h5"}
     text = format_summary(info)
-    for word in ("12 frames of 20x24 px", "uint16", "emitters per frame", "photons per record", "estimated SNR",
-                 "seed: 7", "camera emccd"):
+    for word in (
+        "12 frames of 20x24 px",
+        "uint16",
+        "emitters per frame",
+        "photons per record",
+        "estimated SNR",
+        "seed: 7",
+        "camera emccd",
+    ):
         assert word in text
 
 
 def test_cli_inspect_json_and_text(sample_dir, capsys):
     assert main(["inspect", str(sample_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    for key in ("kind", "frames", "height", "width", "dtype", "truth", "snr", "files", "bytes", "config", "seed",
-                "package_version", "stack"):
+    for key in (
+        "kind",
+        "frames",
+        "height",
+        "width",
+        "dtype",
+        "truth",
+        "snr",
+        "files",
+        "bytes",
+        "config",
+        "seed",
+        "package_version",
+        "stack",
+    ):
         assert key in info
     assert main(["inspect", str(sample_dir / "emitters.h5")]) == 0
     assert "emitters" in capsys.readouterr().out
@@ -53,10 +74,17 @@ def test_cli_inspect_json_and_text(sample_dir, capsys):
 
 @pytest.mark.cluster
 def test_batch_folder_reports_every_job(tmp_path, capsys):
-    batch = {"base_output_dir": str(tmp_path / "b"), "seed": 1, "description": "two jobs",
-             "base_config": small_config(), "variable_configs": {"num_emitters": [10, 30]}}
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    batch = {
+        "base_output_dir": str(tmp_path / "b"),
+        "seed": 1,
+        "description": "two jobs",
+        "base_config": small_config(),
+        "variable_configs": {"num_emitters": [10, 30]},
+    }
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         result = z2t.run_batch(batch, client, progress=False)
     assert result.exit_code == 0
     info = summarize(tmp_path / "b")
@@ -100,8 +128,8 @@ def test_snr_estimate_follows_the_noise_model():
     hi = estimate_snr(cfg, 5000.0)["snr"]
     lo = estimate_snr(cfg, 500.0)["snr"]
     assert hi > lo > 0
-    cfg["camera"]["em_gain"] = 1.0                  # no excess noise, but read noise counts fully
+    cfg["camera"]["em_gain"] = 1.0  # no excess noise, but read noise counts fully
     cfg["camera"]["read_noise_e"] = 0.0
-    assert estimate_snr(cfg, 5000.0)["snr"] > hi    # F^2 = 2 costs sqrt(2) at high signal
+    assert estimate_snr(cfg, 5000.0)["snr"] > hi  # F^2 = 2 costs sqrt(2) at high signal
     cfg["camera"]["model"] = "none"
     assert estimate_snr(cfg, 5000.0)["snr"] is None

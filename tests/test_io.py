@@ -118,9 +118,11 @@ def test_iter_frame_blocks_computes_at_most_prefetch_blocks_ahead(prefetch):
 def test_iter_frame_blocks_scheduler_none_uses_active_distributed_client():
     distributed = pytest.importorskip("distributed")
     arr = da.random.default_rng(4).random((12, 8, 8), chunks=(5, 8, 8))
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client, distributed.get_task_stream(client) as tasks:
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+        distributed.get_task_stream(client) as tasks,
+    ):
         blocks = list(iter_frame_blocks(arr, prefetch=2, scheduler=None))
     assert len(tasks.data) > 0  # the blocks ran on the cluster
     np.testing.assert_array_equal(np.concatenate(blocks), arr.compute())
@@ -134,14 +136,16 @@ def test_iter_frame_blocks_rejects_bad_prefetch():
 # --------------------------------------------------------------------------- OME-TIFF
 
 
-@pytest.mark.parametrize(
-    ("compression", "tag"), [(None, 1), ("none", 1), ("zstd", 50000), ("zlib", 8)]
-)
+@pytest.mark.parametrize(("compression", "tag"), [(None, 1), ("none", 1), ("zstd", 50000), ("zlib", 8)])
 def test_ome_tiff_round_trip_from_block_iterator(tmp_path, compression, tag):
     data = movie()
     path = write_ome_tiff(
-        tmp_path / "s.ome.tiff", blocks_of(data), shape=data.shape, dtype=data.dtype,
-        pixel_size_nm=(101.11, 98.83), compression=compression,
+        tmp_path / "s.ome.tiff",
+        blocks_of(data),
+        shape=data.shape,
+        dtype=data.dtype,
+        pixel_size_nm=(101.11, 98.83),
+        compression=compression,
     )
     with tifffile.TiffFile(path) as tif:
         assert len(tif.series) == 1
@@ -162,8 +166,14 @@ def test_ome_tiff_float_provenance_and_bigtiff_override(tmp_path):
     data = movie(np.float32)
     provenance = {"seed": np.int64(7), "config": {"roi": [40, 40]}, "note": "a < b & c"}
     path = write_ome_tiff(
-        tmp_path / "f.ome.tiff", iter(data), shape=data.shape, dtype=np.float32, pixel_size_nm=100.0,
-        description="test movie", metadata=provenance, bigtiff=True,
+        tmp_path / "f.ome.tiff",
+        iter(data),
+        shape=data.shape,
+        dtype=np.float32,
+        pixel_size_nm=100.0,
+        description="test movie",
+        metadata=provenance,
+        bigtiff=True,
     )
     np.testing.assert_array_equal(read_ome_tiff(path), data)
     meta = read_ome_tiff_metadata(path)
@@ -175,9 +185,15 @@ def test_ome_tiff_float_provenance_and_bigtiff_override(tmp_path):
 
 def test_ome_tiff_rejects_lzw(tmp_path):
     data = movie(np.float32)
-    with pytest.raises(FormatError, match="lzw"):     # a FormatError is a ValueError too
-        write_ome_tiff(tmp_path / "x.ome.tiff", iter(data), shape=data.shape, dtype=np.float32,
-                       pixel_size_nm=100, compression="lzw")
+    with pytest.raises(FormatError, match="lzw"):  # a FormatError is a ValueError too
+        write_ome_tiff(
+            tmp_path / "x.ome.tiff",
+            iter(data),
+            shape=data.shape,
+            dtype=np.float32,
+            pixel_size_nm=100,
+            compression="lzw",
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -187,15 +203,22 @@ def test_ome_tiff_frame_count_mismatch_raises_and_leaves_nothing(tmp_path, n_fra
     data = movie()
     frames = [data[i % 9] for i in range(n_frames)]
     with pytest.raises(ValueError, match="shape\\[0\\] = 9"):
-        write_ome_tiff(tmp_path / "bad.ome.tiff", iter(frames), shape=data.shape, dtype=data.dtype,
-                       pixel_size_nm=100, compression=compression)
+        write_ome_tiff(
+            tmp_path / "bad.ome.tiff",
+            iter(frames),
+            shape=data.shape,
+            dtype=data.dtype,
+            pixel_size_nm=100,
+            compression=compression,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_ome_tiff_from_dask_stream_and_original_fixture_metadata(tmp_path):
     arr = da.random.default_rng(1).integers(0, 500, (12, 16, 16), chunks=(5, 16, 16)).astype(np.uint16)
-    path = write_ome_tiff(tmp_path / "d.ome.tiff", iter_frame_blocks(arr), shape=arr.shape,
-                          dtype=arr.dtype, pixel_size_nm=(100, 100))
+    path = write_ome_tiff(
+        tmp_path / "d.ome.tiff", iter_frame_blocks(arr), shape=arr.shape, dtype=arr.dtype, pixel_size_nm=(100, 100)
+    )
     np.testing.assert_array_equal(read_ome_tiff(path), arr.compute())
     meta = read_ome_tiff_metadata(FIXTURES / "simulation_40.ome.tiff")
     assert meta["shape"] == (200, 40, 40) and meta["pixel_size_nm"] == pytest.approx((101.11, 98.83))
@@ -229,20 +252,46 @@ def test_emitters_h5_round_trip_names_dtypes_attrs_units(tmp_path):
     emitters, records, zernike = make_tables()
     frames = da.random.default_rng(2).random((10, 8, 8), chunks=(4, 8, 8)).astype(np.float32)
     attrs = {"seed": 42, "config": {"roi": 40, "camera": {"model": "emccd"}}, "stages": ["a", "b"]}
-    path = write_emitters_h5(tmp_path / "emitters.h5", emitters=emitters, records=records,
-                             zernike_coeffs=zernike, attrs=attrs, frames=frames, units={"frames": "photons"})
+    path = write_emitters_h5(
+        tmp_path / "emitters.h5",
+        emitters=emitters,
+        records=records,
+        zernike_coeffs=zernike,
+        attrs=attrs,
+        frames=frames,
+        units={"frames": "photons"},
+    )
     with h5py.File(path, "r") as f:
-        dtypes = {name: f[name].dtype for name in (
-            "emitters/xyz", "emitters/intensity", "emitters/t0", "emitters/on_time", "emitters/id",
-            "records/xyz", "records/phot", "records/frame_ix", "records/id",
-            "zernike_coeffs/phase", "zernike_coeffs/mag")}
+        dtypes = {
+            name: f[name].dtype
+            for name in (
+                "emitters/xyz",
+                "emitters/intensity",
+                "emitters/t0",
+                "emitters/on_time",
+                "emitters/id",
+                "records/xyz",
+                "records/phot",
+                "records/frame_ix",
+                "records/id",
+                "zernike_coeffs/phase",
+                "zernike_coeffs/mag",
+            )
+        }
         assert f["frames"].chunks == (1, 8, 8) and f["frames"].shape == (10, 8, 8)
         assert isinstance(f.attrs["config"], str)  # dicts stored as JSON strings
     assert dtypes == {
-        "emitters/xyz": np.float32, "emitters/intensity": np.float32, "emitters/t0": np.float32,
-        "emitters/on_time": np.float32, "emitters/id": np.int64, "records/xyz": np.float32,
-        "records/phot": np.float32, "records/frame_ix": np.int64, "records/id": np.int64,
-        "zernike_coeffs/phase": np.float32, "zernike_coeffs/mag": np.float32,
+        "emitters/xyz": np.float32,
+        "emitters/intensity": np.float32,
+        "emitters/t0": np.float32,
+        "emitters/on_time": np.float32,
+        "emitters/id": np.int64,
+        "records/xyz": np.float32,
+        "records/phot": np.float32,
+        "records/frame_ix": np.int64,
+        "records/id": np.int64,
+        "zernike_coeffs/phase": np.float32,
+        "zernike_coeffs/mag": np.float32,
     }
     back = read_emitters_h5(path, load_frames=True)
     assert set(back.emitters) == {"xyz", "intensity", "t0", "on_time", "id"}
@@ -273,26 +322,45 @@ def test_emitters_h5_validation_names_the_dataset(tmp_path):
         with pytest.raises(ValueError, match=name):
             write_emitters_h5(tmp_path / "e.h5", emitters=em, records=rec, zernike_coeffs=zernike)
     with pytest.raises(ValueError, match="zernike_coeffs/mag"):
-        write_emitters_h5(tmp_path / "e.h5", emitters=emitters, records=records,
-                          zernike_coeffs={"phase": zernike["phase"], "mag": zernike["mag"][:10]})
+        write_emitters_h5(
+            tmp_path / "e.h5",
+            emitters=emitters,
+            records=records,
+            zernike_coeffs={"phase": zernike["phase"], "mag": zernike["mag"][:10]},
+        )
     with pytest.raises(ValueError, match="records/frame_ix"):  # frame index beyond the frames written
-        write_emitters_h5(tmp_path / "e.h5", emitters=emitters, records=records, zernike_coeffs=None,
-                          frames=np.zeros((3, 4, 4), np.float32))
+        write_emitters_h5(
+            tmp_path / "e.h5",
+            emitters=emitters,
+            records=records,
+            zernike_coeffs=None,
+            frames=np.zeros((3, 4, 4), np.float32),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_emitters_h5_frames_from_shape_and_block_iterator(tmp_path):
     emitters, records, _ = make_tables()
     frames = movie(np.uint16, (10, 6, 7))
-    path = write_emitters_h5(tmp_path / "a.h5", emitters=emitters, records=records, zernike_coeffs=None,
-                             frames=(frames.shape, iter([frames[:4], frames[4], frames[5:]])))
+    path = write_emitters_h5(
+        tmp_path / "a.h5",
+        emitters=emitters,
+        records=records,
+        zernike_coeffs=None,
+        frames=(frames.shape, iter([frames[:4], frames[4], frames[5:]])),
+    )
     back = read_emitters_h5(path, load_frames=True)
     np.testing.assert_array_equal(back.frames, frames)
     assert back.zernike_coeffs == {}
     for wrong in (frames[:9], np.concatenate([frames, frames[:1]])):  # one frame short / one too many
         with pytest.raises(ValueError, match="declared"):
-            write_emitters_h5(tmp_path / "b.h5", emitters=emitters, records=records, zernike_coeffs=None,
-                              frames=(frames.shape, iter(wrong)))
+            write_emitters_h5(
+                tmp_path / "b.h5",
+                emitters=emitters,
+                records=records,
+                zernike_coeffs=None,
+                frames=(frames.shape, iter(wrong)),
+            )
     assert [p.name for p in tmp_path.iterdir()] == ["a.h5"]
 
 

@@ -1,5 +1,6 @@
 """Bounded memory: peak RSS of streaming writes does not grow with the number of frames;
 non-streaming writes beyond the memory budget are refused with the memory they would need."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 import z2t_dask as z2t
-from z2t_dask.tools.cli import main
 from z2t_dask.engine.streaming import MemoryBudgetError, compute_in_memory
+from z2t_dask.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,9 @@ CHILD = textwrap.dedent("""
 
 
 def peak_rss(frames: int, fmt: str, out: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, str(frames), fmt, str(out)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(frames), fmt, str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -59,10 +61,18 @@ def test_peak_memory_does_not_grow_with_frames(tmp_path, fmt):
 
 def test_no_streaming_refused_beyond_the_budget(tmp_path):
     # 40 x 64 x 64 uint16 = 0.31 MiB; in memory it needs ~2x that: over a 0.25 MiB budget
-    s = z2t.simulate({"tiff": {"roi_size": 64}, "emitters": {"frames": 40, "num_emitters": 20},
-                      "render": {"memory_budget_mb": 0.25}}, seed=0)
+    s = z2t.simulate(
+        {
+            "tiff": {"roi_size": 64},
+            "emitters": {"frames": 40, "num_emitters": 20},
+            "render": {"memory_budget_mb": 0.25},
+        },
+        seed=0,
+    )
     for fmt in ("ome-tiff", "ome-zarr", "hdf5"):
-        with pytest.raises(MemoryBudgetError, match=r"needs about 1 MiB \(2 x 0 MiB .* render.memory_budget_mb is 0 MiB"):
+        with pytest.raises(
+            MemoryBudgetError, match=r"needs about 1 MiB \(2 x 0 MiB .* render.memory_budget_mb is 0 MiB"
+        ):
             s.save(tmp_path / fmt, format=fmt, streaming=False)
     assert list(tmp_path.iterdir()) == []
     # without a configured budget the available memory is the limit: a 61 TiB stack is refused before computing
@@ -78,8 +88,14 @@ def _huge():
 
 
 def test_no_streaming_within_budget_equals_streaming(tmp_path):
-    s = z2t.simulate({"tiff": {"roi_size": 32}, "emitters": {"frames": 12, "num_emitters": 20},
-                      "render": {"memory_budget_mb": 64.0}}, seed=0)
+    s = z2t.simulate(
+        {
+            "tiff": {"roi_size": 32},
+            "emitters": {"frames": 12, "num_emitters": 20},
+            "render": {"memory_budget_mb": 64.0},
+        },
+        seed=0,
+    )
     for fmt in ("ome-tiff", "ome-zarr", "hdf5"):
         a = s.save(tmp_path / f"a_{fmt}", format=fmt)
         b = s.save(tmp_path / f"b_{fmt}", format=fmt, streaming=False)
@@ -91,11 +107,22 @@ def test_no_streaming_within_budget_equals_streaming(tmp_path):
 
 def test_cli_no_streaming_refusal_names_the_memory_needed(tmp_path, capsys, original):
     cfgp = tmp_path / "c.json"
-    cfgp.write_text(json.dumps({"tiff": {"roi_size": 40}, "emitters": {"frames": 200},
-                                "render": {"memory_budget_mb": 0.5}}))
+    cfgp.write_text(
+        json.dumps({"tiff": {"roi_size": 40}, "emitters": {"frames": 200}, "render": {"memory_budget_mb": 0.5}})
+    )
     out = tmp_path / "r.ome.tiff"
-    rc = main(["render", "--h5", str(original("emitters_40.h5")), "--output", str(out), "--config", str(cfgp),
-               "--no-streaming"])
+    rc = main(
+        [
+            "render",
+            "--h5",
+            str(original("emitters_40.h5")),
+            "--output",
+            str(out),
+            "--config",
+            str(cfgp),
+            "--no-streaming",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "needs about 1 MiB" in err and "render.memory_budget_mb" in err and "streaming" in err

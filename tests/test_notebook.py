@@ -1,4 +1,5 @@
 """examples/quickstart.ipynb executes headless (nbclient) in under two minutes."""
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,9 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
     t0 = time.perf_counter()
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(EXAMPLES)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}
+    ).execute()
     elapsed = time.perf_counter() - t0
     assert elapsed < 120, f"notebook took {elapsed:.0f} s"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]

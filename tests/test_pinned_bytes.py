@@ -4,6 +4,7 @@ The digests were taken before the architecture move (issue 11) and must not chan
 refactoring. A change of the physics or of a random-stream definition changes them on purpose:
 then update the digest in the same commit and say why in its message.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,14 +15,22 @@ import pytest
 import z2t_dask as z2t
 
 CASES = {
-    "default_small": ({"emitters": {"frames": 24}, "tiff": {"roi_size": 32}},
-                      "7da81b9d7833039072d5c62ce70fcd4b485be899a36e242126422eaa10a2cb76"),
-    "fast_psf": ({"emitters": {"frames": 12}, "tiff": {"roi_size": 24}, "psf": {"mode": "fast"}},
-                 "3ac1003474e62e9da0f22f0ba1989c76ebfb846f0f99d2a3cfdab3017ebc9b9b"),
-    "segmented": ({"emitters": {"frames": 1300, "num_emitters": 20}, "tiff": {"roi_size": 8}},
-                  "379e4ccafe7bae379a6745ab0489f7ad5d8b65a8604ac530a2048908967848b8"),
-    "scmos": ({"emitters": {"frames": 8}, "tiff": {"roi_size": 16}, "camera": {"model": "scmos"}},
-              "28a51b5a073e761c2e8b0c358e662680fac07601642721146bb60a6707d722a1"),
+    "default_small": (
+        {"emitters": {"frames": 24}, "tiff": {"roi_size": 32}},
+        "7da81b9d7833039072d5c62ce70fcd4b485be899a36e242126422eaa10a2cb76",
+    ),
+    "fast_psf": (
+        {"emitters": {"frames": 12}, "tiff": {"roi_size": 24}, "psf": {"mode": "fast"}},
+        "3ac1003474e62e9da0f22f0ba1989c76ebfb846f0f99d2a3cfdab3017ebc9b9b",
+    ),
+    "segmented": (
+        {"emitters": {"frames": 1300, "num_emitters": 20}, "tiff": {"roi_size": 8}},
+        "379e4ccafe7bae379a6745ab0489f7ad5d8b65a8604ac530a2048908967848b8",
+    ),
+    "scmos": (
+        {"emitters": {"frames": 8}, "tiff": {"roi_size": 16}, "camera": {"model": "scmos"}},
+        "28a51b5a073e761c2e8b0c358e662680fac07601642721146bb60a6707d722a1",
+    ),
 }
 
 
@@ -30,8 +39,21 @@ def sample_digest(sample: z2t.Sample) -> str:
     h = hashlib.sha256()
     frames = sample.frames.compute(scheduler="sync")
     e, r = sample.emitters, sample.records
-    arrays = [frames, e.xyz, e.intensity, e.t0, e.on_time, e.id, r.xyz, r.phot, r.frame_ix, r.id, r.inside,
-              sample.zernike_phase, sample.zernike_mag]
+    arrays = [
+        frames,
+        e.xyz,
+        e.intensity,
+        e.t0,
+        e.on_time,
+        e.id,
+        r.xyz,
+        r.phot,
+        r.frame_ix,
+        r.id,
+        r.inside,
+        sample.zernike_phase,
+        sample.zernike_mag,
+    ]
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(str(a.dtype).encode())

@@ -1,4 +1,5 @@
 """One sample end to end: files, original layout, atomicity, the original's emitters.h5, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,17 @@ import z2t_dask as z2t
 from z2t_dask.tools.cli import main
 
 ORIGINAL_DATASETS = {
-    "emitters/xyz": np.float32, "emitters/intensity": np.float32, "emitters/t0": np.float32,
-    "emitters/on_time": np.float32, "emitters/id": np.int64, "records/xyz": np.float32,
-    "records/phot": np.float32, "records/frame_ix": np.int64, "records/id": np.int64,
-    "zernike_coeffs/phase": np.float32, "zernike_coeffs/mag": np.float32,
+    "emitters/xyz": np.float32,
+    "emitters/intensity": np.float32,
+    "emitters/t0": np.float32,
+    "emitters/on_time": np.float32,
+    "emitters/id": np.int64,
+    "records/xyz": np.float32,
+    "records/phot": np.float32,
+    "records/frame_ix": np.int64,
+    "records/id": np.int64,
+    "zernike_coeffs/phase": np.float32,
+    "zernike_coeffs/mag": np.float32,
 }
 
 
@@ -58,8 +66,10 @@ def test_save_refuses_existing_and_failure_leaves_nothing(tmp_path):
 
     def boom(block):
         raise RuntimeError("worker died")
-    bad.frames = bad.frames.map_blocks(lambda b, block_info=None: b if block_info[0]["chunk-location"][0] < 2
-                                       else boom(b), dtype=bad.frames.dtype)
+
+    bad.frames = bad.frames.map_blocks(
+        lambda b, block_info=None: b if block_info[0]["chunk-location"][0] < 2 else boom(b), dtype=bad.frames.dtype
+    )
     with pytest.raises(RuntimeError, match="worker died"):
         bad.save(tmp_path / "b")
     assert sorted(os.listdir(tmp_path)) == ["a"]
@@ -79,7 +89,7 @@ def test_render_original_emitters_h5(original):
     # the original float model: background 100 photons, read noise 58.8 -> mean ~ 100 + signal, clipped at 0
     assert frames.min() >= 0
     signal = frames.mean(axis=(1, 2)) - 100
-    assert np.corrcoef(signal, counts[:20])[0, 1] > 0.5    # brighter frames where more records are on
+    assert np.corrcoef(signal, counts[:20])[0, 1] > 0.5  # brighter frames where more records are on
     lazy = z2t.render_emitters(original("emitters_40.h5"), cfg)
     assert lazy.shape == (200, 40, 40)
 
@@ -87,10 +97,22 @@ def test_render_original_emitters_h5(original):
 def test_zmap_crop_offset_uses_the_right_window(original, tmp_path):
     # the same emitters rendered at two crop offsets of the original Zmap see different aberrations
     base = small_config(camera={"model": "none"})
-    a = z2t.simulate({**base, "zmap_path": str(original("result_phase_retrieval.h5")),
-                      "tiff": {"roi_width": 24, "roi_height": 20, "crop_offset": [0, 0]}}, seed=3)
-    b = z2t.simulate({**base, "zmap_path": str(original("result_phase_retrieval.h5")),
-                      "tiff": {"roi_width": 24, "roi_height": 20, "crop_offset": [200, 120]}}, seed=3)
+    a = z2t.simulate(
+        {
+            **base,
+            "zmap_path": str(original("result_phase_retrieval.h5")),
+            "tiff": {"roi_width": 24, "roi_height": 20, "crop_offset": [0, 0]},
+        },
+        seed=3,
+    )
+    b = z2t.simulate(
+        {
+            **base,
+            "zmap_path": str(original("result_phase_retrieval.h5")),
+            "tiff": {"roi_width": 24, "roi_height": 20, "crop_offset": [200, 120]},
+        },
+        seed=3,
+    )
     assert np.array_equal(a.emitters.xyz, b.emitters.xyz)
     assert not np.allclose(a.zernike_phase, b.zernike_phase)
     zm = z2t.read_zmap(original("result_phase_retrieval.h5"))
@@ -122,13 +144,39 @@ def test_cli_simulate_default_and_bad_config(tmp_path, capsys):
 
 def test_cli_render_streaming_equals_in_memory(tmp_path, original):
     cfgp = tmp_path / "c.json"
-    cfgp.write_text(json.dumps({"tiff": {"roi_size": 40}, "emitters": {"frames": 200},
-                                "camera": {"model": "emccd"}}))
+    cfgp.write_text(json.dumps({"tiff": {"roi_size": 40}, "emitters": {"frames": 200}, "camera": {"model": "emccd"}}))
     a, b = tmp_path / "a.ome.tiff", tmp_path / "b.ome.tiff"
-    assert main(["render", "--h5", str(original("emitters_40.h5")), "--output", str(a), "--config", str(cfgp),
-                 "--chunk-size", "7"]) == 0
-    assert main(["render", "--h5", str(original("emitters_40.h5")), "--output", str(b), "--config", str(cfgp),
-                 "--no-streaming"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--h5",
+                str(original("emitters_40.h5")),
+                "--output",
+                str(a),
+                "--config",
+                str(cfgp),
+                "--chunk-size",
+                "7",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "render",
+                "--h5",
+                str(original("emitters_40.h5")),
+                "--output",
+                str(b),
+                "--config",
+                str(cfgp),
+                "--no-streaming",
+            ]
+        )
+        == 0
+    )
     ta, tb = tifffile.imread(a), tifffile.imread(b)
     assert ta.shape == (200, 40, 40) and np.array_equal(ta, tb)
     assert main(["render", "--h5", str(tmp_path / "none.h5"), "--output", str(tmp_path / "x.ome.tiff")]) == 2
@@ -136,8 +184,9 @@ def test_cli_render_streaming_equals_in_memory(tmp_path, original):
 
 def test_console_script_runs(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "z2t")
-    r = subprocess.run([exe, "simulate", "--output-dir", str(tmp_path), "--frames", "5"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [exe, "simulate", "--output-dir", str(tmp_path), "--frames", "5"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "sample_000" / "emitters.h5").exists()
 
@@ -145,8 +194,10 @@ def test_console_script_runs(tmp_path):
 def test_original_emitters_render_consistent_with_the_original_tiff(original):
     # the same records through our physics (noise-free) vs the original's noisy float TIFF:
     # per-frame collected photons must agree (background 100 photons/px in the original)
-    cfg = z2t.load_config(original("batch_config_100samples_40.json"),
-                          overrides={"camera": {"model": "none"}, "background": {"photons": 0.0}})
+    cfg = z2t.load_config(
+        original("batch_config_100samples_40.json"),
+        overrides={"camera": {"model": "none"}, "background": {"photons": 0.0}},
+    )
     ours = z2t.render_emitters(original("emitters_40.h5"), cfg).compute().sum(axis=(1, 2))
     theirs = tifffile.imread(original("simulation_40.ome.tiff")).astype(np.float64).sum(axis=(1, 2)) - 100 * 40 * 40
     assert np.corrcoef(ours, theirs)[0, 1] > 0.98
@@ -157,8 +208,21 @@ def test_cli_formats_simulate_and_render(tmp_path, capsys, original):
     import h5py
     import zarr
 
-    rc = main(["simulate", "--output-dir", str(tmp_path), "--seed", "2", "--frames", "6", "--format", "ome-zarr",
-               "--tile-size", "32"])
+    rc = main(
+        [
+            "simulate",
+            "--output-dir",
+            str(tmp_path),
+            "--seed",
+            "2",
+            "--frames",
+            "6",
+            "--format",
+            "ome-zarr",
+            "--tile-size",
+            "32",
+        ]
+    )
     assert rc == 0
     folder = tmp_path / "sample_002"
     assert sorted(p.name for p in folder.iterdir()) == ["emitters.h5", "sample_002.ome.zarr"]
@@ -166,8 +230,21 @@ def test_cli_formats_simulate_and_render(tmp_path, capsys, original):
     assert arr.shape == (6, 64, 64) and arr.chunks[1:] == (32, 32)
     assert "sample_002.ome.zarr" in capsys.readouterr().out
     # a compression the format lacks is a bad input naming the option
-    rc = main(["simulate", "--output-dir", str(tmp_path), "--seed", "3", "--frames", "4", "--format", "hdf5",
-               "--compression", "zstd"])
+    rc = main(
+        [
+            "simulate",
+            "--output-dir",
+            str(tmp_path),
+            "--seed",
+            "3",
+            "--frames",
+            "4",
+            "--format",
+            "hdf5",
+            "--compression",
+            "zstd",
+        ]
+    )
     assert rc == 2 and "--compression" in capsys.readouterr().err and not (tmp_path / "sample_003").exists()
     # the config key names the format of batch and simulate outputs
     cfgp = tmp_path / "c.json"
@@ -177,8 +254,15 @@ def test_cli_formats_simulate_and_render(tmp_path, capsys, original):
         assert f["frames"].shape == (5, 40, 40)
     # render: the format follows the output suffix unless --format is given
     for name, fmt in (("r.h5", None), ("r.ome.zarr", None), ("r2.h5", "ome-tiff")):
-        args = ["render", "--h5", str(original("emitters_40.h5")), "--output", str(tmp_path / name), "--config",
-                str(cfgp)] + (["--format", fmt] if fmt else [])
+        args = [
+            "render",
+            "--h5",
+            str(original("emitters_40.h5")),
+            "--output",
+            str(tmp_path / name),
+            "--config",
+            str(cfgp),
+        ] + (["--format", fmt] if fmt else [])
         assert main(args) == 0, name
     with h5py.File(tmp_path / "r.h5") as f:
         assert f["frames"].shape == (200, 40, 40)

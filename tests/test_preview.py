@@ -1,13 +1,14 @@
 """Previews: marker coordinates match the ground truth and the frames; PNGs are written; clear errors."""
+
 from __future__ import annotations
 
 import sys
 
 import numpy as np
 import pytest
+from conftest import small_config
 
 import z2t_dask as z2t
-from conftest import small_config
 from z2t_dask.tools.cli import main
 from z2t_dask.tools.preview import PreviewError, default_output, frame_markers, pick_frames, preview
 
@@ -25,7 +26,7 @@ def test_frame_markers_are_the_records_of_that_frame():
     frame_ix = np.array([3, 3, 3, 4])
     inside = np.array([True, True, False, True])
     ins, edge = frame_markers(xyz, frame_ix, inside, 3)
-    np.testing.assert_array_equal(ins, [[1.0, 2.0], [30.2, 5.5]])   # (x = column, y = row) px
+    np.testing.assert_array_equal(ins, [[1.0, 2.0], [30.2, 5.5]])  # (x = column, y = row) px
     np.testing.assert_array_equal(edge, [[-1.5, 4.0]])
     ins, edge = frame_markers(xyz, frame_ix, inside, 9)
     assert ins.shape == (0, 2) and edge.shape == (0, 2)
@@ -39,8 +40,11 @@ def test_pick_frames_spreads_over_the_movie_and_prefers_busy_frames():
 
 def test_markers_sit_on_the_emitters_in_noise_free_frames():
     """Each isolated in-focus emitter's brightest pixel is within 1 px of its marker (imshow convention)."""
-    cfg = small_config(emitters={"num_emitters": 12, "z_range_um": 0.0, "margin_px": 0.0, "intensity_sigma": 0.0},
-                       camera={"model": "none"}, background={"photons": 0.0})
+    cfg = small_config(
+        emitters={"num_emitters": 12, "z_range_um": 0.0, "margin_px": 0.0, "intensity_sigma": 0.0},
+        camera={"model": "none"},
+        background={"photons": 0.0},
+    )
     cfg["zernike"]["synthetic_rms_rad"] = 0.0
     sample = z2t.simulate(cfg, seed=4)
     rec = sample.records
@@ -51,9 +55,9 @@ def test_markers_sit_on_the_emitters_in_noise_free_frames():
         for x, y in ins:
             others = np.hypot(ins[:, 0] - x, ins[:, 1] - y)
             if np.sort(others)[1:2].min(initial=99) < 8 or not (2 <= x <= 21 and 2 <= y <= 17):
-                continue                                   # overlapping or at the border: ambiguous
+                continue  # overlapping or at the border: ambiguous
             r, c = int(round(y)), int(round(x))
-            win = frames[t, r - 2:r + 3, c - 2:c + 3]
+            win = frames[t, r - 2 : r + 3, c - 2 : c + 3]
             dr, dc = np.unravel_index(np.argmax(win), win.shape)
             assert abs(r - 2 + dr - y) <= 1.0 and abs(c - 2 + dc - x) <= 1.0, (t, x, y)
             checked += 1
@@ -74,7 +78,7 @@ def test_cli_preview_sample_batch_zmap_and_bad_path(tmp_path, original, capsys, 
     sample.save(tmp_path / "sample_003")
     assert main(["preview", str(tmp_path / "sample_003"), "-o", str(tmp_path / "s.png"), "--frames", "3"]) == 0
     assert (tmp_path / "s.png").stat().st_size > 20_000
-    assert main(["preview", str(tmp_path / "sample_003" / "emitters.h5"), "--frames", "2"]) == 0   # stack beside it
+    assert main(["preview", str(tmp_path / "sample_003" / "emitters.h5"), "--frames", "2"]) == 0  # stack beside it
     assert (tmp_path / "emitters_preview.png").is_file()
     assert "wrote" in capsys.readouterr().out
     assert main(["preview", str(tmp_path / "missing")]) == 2
@@ -88,7 +92,7 @@ def test_cli_preview_zmap(tmp_path, original):
     assert main(["preview", str(original("result_phase_retrieval.h5")), "-o", str(tmp_path / "z.png")]) == 0
     assert (tmp_path / "z.png").stat().st_size > 50_000
     h, w, _ = _png_shape(tmp_path / "z.png")
-    assert h > w > 500                                   # maps on top, PSF gallery below
+    assert h > w > 500  # maps on top, PSF gallery below
 
 
 def test_default_output_names():
@@ -99,7 +103,7 @@ def test_default_output_names():
 
 def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
     sample = z2t.simulate(small_config(), seed=1)
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)      # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
     with pytest.raises(PreviewError, match=r"z2t-dask\[plot\]"):
         sample.preview(tmp_path / "p.png")
     with pytest.raises(PreviewError):

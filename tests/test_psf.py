@@ -439,8 +439,12 @@ def test_concurrent_threads_give_the_same_bytes() -> None:
     phase, z, dx, dy, _ = random_inputs(40, 21, seed=9)
     ref = model.compute(phase, z, dx, dy)
     with ThreadPoolExecutor(4) as pool:
-        outs = list(pool.map(lambda s: model.compute(phase[s], z[s], dx[s], dy[s]),
-                             [slice(0, 40), slice(0, 13), slice(13, 40), slice(0, 40)]))
+        outs = list(
+            pool.map(
+                lambda s: model.compute(phase[s], z[s], dx[s], dy[s]),
+                [slice(0, 40), slice(0, 13), slice(13, 40), slice(0, 40)],
+            )
+        )
     assert np.array_equal(outs[0], ref) and np.array_equal(outs[3], ref)
     assert np.array_equal(np.concatenate(outs[1:3]), ref)
 
@@ -478,7 +482,12 @@ def test_same_bytes_for_any_blas_thread_count() -> None:
         digests.add(res.stdout.strip())
     rng = np.random.default_rng(3)
     n = 40
-    here = make().compute(rng.normal(0, 0.3, (n, 21)), rng.uniform(-1, 1, n), rng.uniform(-0.5, 0.5, n),
-                          rng.uniform(-0.5, 0.5, n), rng.normal(0, 0.1, (n, 21)))
+    here = make().compute(
+        rng.normal(0, 0.3, (n, 21)),
+        rng.uniform(-1, 1, n),
+        rng.uniform(-0.5, 0.5, n),
+        rng.uniform(-0.5, 0.5, n),
+        rng.normal(0, 0.1, (n, 21)),
+    )
     digests.add(hashlib.sha1(here.tobytes()).hexdigest())
     assert len(digests) == 1, digests

@@ -1,4 +1,5 @@
 """Fast PSF mode: the library's error bound against the exact model, determinism, fallbacks."""
+
 from __future__ import annotations
 
 import json
@@ -7,16 +8,15 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import small_config
 
 import z2t_dask as z2t
 from z2t_dask.config import ConfigError
+from z2t_dask.engine.assembly import make_psf_model
 from z2t_dask.physics.optics import psf_library
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary
-from z2t_dask.engine.assembly import make_psf_model
 from z2t_dask.physics.zmap import SyntheticZmap
-
-from conftest import small_config
 
 #: The bound stated in the docs and config: relative L2 error per PSF.
 BOUND = 0.01
@@ -52,8 +52,9 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def lib() -> PSFLibrary:
     """A small library (17-px patches, 64-px window) over a varying field, +-0.5 um."""
-    return PSFLibrary.from_field(make_exact(patch_size=17, window_px=64), field, (-2, 42, -2, 42), (-0.5, 0.5),
-                                 error_samples=64)
+    return PSFLibrary.from_field(
+        make_exact(patch_size=17, window_px=64), field, (-2, 42, -2, 42), (-0.5, 0.5), error_samples=64
+    )
 
 
 def test_error_bound_over_field_z_and_subpixel(lib: PSFLibrary) -> None:
@@ -73,8 +74,9 @@ def test_default_model_error_bound_and_speed_structure() -> None:
     """The default exact model (33-px patch, 128-px window), one field node: within the bound."""
     exact = make_exact()
     const = field(np.array([20.0]), np.array([20.0]))[0]
-    lib = PSFLibrary.from_field(exact, lambda x, y: (np.repeat(const, np.size(x), 0), None), (0, 40, 0, 40),
-                                (-0.3, 0.3), error_samples=0)
+    lib = PSFLibrary.from_field(
+        exact, lambda x, y: (np.repeat(const, np.size(x), 0), None), (0, 40, 0, 40), (-0.3, 0.3), error_samples=0
+    )
     assert lib.grid == (1, 1)
     n = 48
     rng = np.random.default_rng(2)
@@ -177,8 +179,7 @@ def test_config_fast_mode_keys() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="subpixel"):
-            PSFLibrary(exact=make_exact(), nodes=np.zeros((1, 20)), grid=(1, 1), node_xy=np.zeros((1, 2)),
-                       subpixel=5)
+            PSFLibrary(exact=make_exact(), nodes=np.zeros((1, 20)), grid=(1, 1), node_xy=np.zeros((1, 2)), subpixel=5)
 
 
 def test_same_bytes_for_any_blas_thread_count() -> None:

@@ -1,4 +1,5 @@
 """The lazy frame stack: determinism across chunkings and schedulers, every frame, photon bookkeeping."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,7 @@ import pytest
 from conftest import small_config
 
 import z2t_dask as z2t
-from z2t_dask.engine.render import PURPOSE_NOISE, expected_signal, stream
+from z2t_dask.engine.render import PURPOSE_NOISE, stream
 
 
 def one_emitter_sample(c, x, y, z=0.0, phot=1000.0):
@@ -18,8 +19,13 @@ def one_emitter_sample(c, x, y, z=0.0, phot=1000.0):
     from z2t_dask.testing import sample_from_arrays
 
     T = c.emitters.frames
-    table = EmitterTable(xyz=np.array([[x, y, z]]), intensity=np.array([phot]), t0=np.array([0.0]),
-                         on_time=np.array([float(T)]), id=np.array([0]))
+    table = EmitterTable(
+        xyz=np.array([[x, y, z]]),
+        intensity=np.array([phot]),
+        t0=np.array([0.0]),
+        on_time=np.array([float(T)]),
+        id=np.array([0]),
+    )
     rec = make_records(table, (np.array([0]), np.array([0.0]), np.array([float(T)])), T, c.image_shape)
     phase = np.zeros((1, c.psf.n_modes))
     return sample_from_arrays(c, table, rec, phase, seed=0)
@@ -62,8 +68,13 @@ def test_same_bytes_on_processes_scheduler(cfg):
 
 
 def test_every_frame_present_when_most_are_empty():
-    c = z2t.load_config(small_config(emitters={"num_emitters": 2, "frames": 50, "lifetime_avg": 0.5},
-                                     camera={"model": "none"}, background={"photons": 0.0}))
+    c = z2t.load_config(
+        small_config(
+            emitters={"num_emitters": 2, "frames": 50, "lifetime_avg": 0.5},
+            camera={"model": "none"},
+            background={"photons": 0.0},
+        )
+    )
     s = z2t.simulate(c, seed=3, chunk_frames=8)
     frames = s.frames.compute()
     assert frames.shape[0] == 50
@@ -71,18 +82,30 @@ def test_every_frame_present_when_most_are_empty():
     assert len(on) < 10
     for t in range(50):
         lit = frames[t].sum() > 0
-        assert lit == (t in on and s.records.phot[s.records.frame_ix == t].sum() > 0
-                       and frames[t].sum() > 0), t
+        assert lit == (t in on and s.records.phot[s.records.frame_ix == t].sum() > 0 and frames[t].sum() > 0), t
     assert all(frames[t].sum() == 0 for t in range(50) if t not in on)
 
 
 def test_noise_free_frame_equals_sum_of_psfs_and_conserves_photons():
     # one in-focus emitter in the middle of a big image: collected photons ~ phot (PSF integrates to 1)
-    c = z2t.load_config({"emitters": {"num_emitters": 1, "frames": 3, "z_range_um": 0.0, "intensity_sigma": 0.0,
-                                      "intensity_mu": 1000.0, "lifetime_avg": 50.0, "area_px": [1.0, 1.0]},
-                         "tiff": {"roi_size": 65, "crop_offset": [0, 0]}, "psf": {"patch_size": 61},
-                         "camera": {"model": "none"}, "background": {"photons": 0.0},
-                         "zernike": {"synthetic_rms_rad": 0.0}})
+    c = z2t.load_config(
+        {
+            "emitters": {
+                "num_emitters": 1,
+                "frames": 3,
+                "z_range_um": 0.0,
+                "intensity_sigma": 0.0,
+                "intensity_mu": 1000.0,
+                "lifetime_avg": 50.0,
+                "area_px": [1.0, 1.0],
+            },
+            "tiff": {"roi_size": 65, "crop_offset": [0, 0]},
+            "psf": {"patch_size": 61},
+            "camera": {"model": "none"},
+            "background": {"photons": 0.0},
+            "zernike": {"synthetic_rms_rad": 0.0},
+        }
+    )
     s = one_emitter_sample(c, 32.3, 31.8)
     frames = s.frames.compute()
     for t, phot in zip(s.records.frame_ix, s.records.phot):
@@ -95,14 +118,26 @@ def test_noise_free_frame_equals_sum_of_psfs_and_conserves_photons():
 
 
 def test_edge_emitter_lights_the_image_edge():
-    c = z2t.load_config({"emitters": {"num_emitters": 1, "frames": 2, "z_range_um": 0.0, "intensity_sigma": 0.0,
-                                      "intensity_mu": 5000.0, "lifetime_avg": 50.0},
-                         "tiff": {"roi_size": 16}, "psf": {"patch_size": 21},
-                         "camera": {"model": "none"}, "background": {"photons": 0.0}})
-    s = one_emitter_sample(c, -1.5, 8.0, phot=5000.0)   # 1.5 px left of pixel 0's centre
+    c = z2t.load_config(
+        {
+            "emitters": {
+                "num_emitters": 1,
+                "frames": 2,
+                "z_range_um": 0.0,
+                "intensity_sigma": 0.0,
+                "intensity_mu": 5000.0,
+                "lifetime_avg": 50.0,
+            },
+            "tiff": {"roi_size": 16},
+            "psf": {"patch_size": 21},
+            "camera": {"model": "none"},
+            "background": {"photons": 0.0},
+        }
+    )
+    s = one_emitter_sample(c, -1.5, 8.0, phot=5000.0)  # 1.5 px left of pixel 0's centre
     f = s.frames.compute()
     t = int(s.records.frame_ix[0])
-    assert f[t][:, 0].sum() > 0.02 * s.records.phot[0]       # edge column is lit
+    assert f[t][:, 0].sum() > 0.02 * s.records.phot[0]  # edge column is lit
     assert f[t][:, 0].sum() > f[t][:, 3].sum()
 
 
@@ -110,7 +145,7 @@ def test_noise_streams_are_per_frame_and_independent():
     a = stream(1, PURPOSE_NOISE, 5).random(4)
     b = stream(1, PURPOSE_NOISE, 5).random(4)
     c = stream(1, PURPOSE_NOISE, 6).random(4)
-    d = stream(2, PURPOSE_NOISE, 4).random(4)   # no (seed + t) collisions
+    d = stream(2, PURPOSE_NOISE, 4).random(4)  # no (seed + t) collisions
     e = stream(1, PURPOSE_NOISE, 5 + 1 - 1).random(4)
     assert np.array_equal(a, b) and np.array_equal(a, e)
     assert not np.array_equal(a, c) and not np.array_equal(c, d)
@@ -126,19 +161,31 @@ def test_scmos_maps_from_npy_are_cropped_to_the_roi(tmp_path):
     # chip-sized maps; the ROI at crop_offset [x=5, y=3] must see the matching window
     H, W = 40, 50
     offset = np.full((H, W), 100.0, np.float32)
-    offset[3:3 + 8, 5:5 + 10] = 300.0           # exactly the ROI window
+    offset[3 : 3 + 8, 5 : 5 + 10] = 300.0  # exactly the ROI window
     np.save(tmp_path / "offset.npy", offset)
     np.save(tmp_path / "variance.npy", np.full((H, W), 1e-6, np.float32))
     np.save(tmp_path / "gain.npy", np.full((H, W), 2.0, np.float32))
-    c = z2t.load_config({"emitters": {"num_emitters": 0, "frames": 2},
-                         "tiff": {"roi_width": 10, "roi_height": 8, "crop_offset": [5, 3]},
-                         "camera": {"model": "scmos", "qe": 1.0, "scmos_offset": str(tmp_path / "offset.npy"),
-                                    "scmos_variance": str(tmp_path / "variance.npy"),
-                                    "scmos_gain": str(tmp_path / "gain.npy")},
-                         "background": {"photons": 0.0}})
+    c = z2t.load_config(
+        {
+            "emitters": {"num_emitters": 0, "frames": 2},
+            "tiff": {"roi_width": 10, "roi_height": 8, "crop_offset": [5, 3]},
+            "camera": {
+                "model": "scmos",
+                "qe": 1.0,
+                "scmos_offset": str(tmp_path / "offset.npy"),
+                "scmos_variance": str(tmp_path / "variance.npy"),
+                "scmos_gain": str(tmp_path / "gain.npy"),
+            },
+            "background": {"photons": 0.0},
+        }
+    )
     f = z2t.simulate(c, seed=0).frames.compute()
     assert f.shape == (2, 8, 10) and np.all(f == 300)
-    c2 = z2t.load_config({**z2t.config.config_to_dict(c), "camera": {
-        **z2t.config.config_to_dict(c)["camera"], "scmos_offset": str(tmp_path / "missing.npy")}})
+    c2 = z2t.load_config(
+        {
+            **z2t.config.config_to_dict(c),
+            "camera": {**z2t.config.config_to_dict(c)["camera"], "scmos_offset": str(tmp_path / "missing.npy")},
+        }
+    )
     with pytest.raises(FileNotFoundError, match="scmos_offset"):
         z2t.simulate(c2, seed=0)

@@ -1,4 +1,5 @@
 """Tiled frames: byte identity with whole frames, border emitters, automatic chunking, ordered assembly."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,30 +10,45 @@ import pytest
 import tifffile
 
 import z2t_dask as z2t
-from z2t_dask.physics.emitters import EmitterTable, make_records
-from z2t_dask.engine.streaming import iter_frame_blocks
 from z2t_dask.engine.render import NOISE_BLOCK, choose_chunks, frames_array
+from z2t_dask.engine.streaming import iter_frame_blocks
+from z2t_dask.physics.emitters import EmitterTable, make_records
 from z2t_dask.testing import sample_from_arrays
 
 H, W, T = 600, 560, 5
 
 
-def corner_sample(camera: dict, tile: int = 128, background: float = 50.0, n_random: int = 60,
-                  aberration_rad: float = 0.2):
+def corner_sample(
+    camera: dict, tile: int = 128, background: float = 50.0, n_random: int = 60, aberration_rad: float = 0.2
+):
     """Random emitters plus emitters exactly on tile corners (pixel edge and pixel centre) and outside the edge."""
-    c = z2t.load_config({"tiff": {"roi_width": W, "roi_height": H}, "emitters": {"frames": T},
-                         "psf": {"patch_size": 21}, "camera": camera, "background": {"photons": background}})
+    c = z2t.load_config(
+        {
+            "tiff": {"roi_width": W, "roi_height": H},
+            "emitters": {"frames": T},
+            "psf": {"patch_size": 21},
+            "camera": camera,
+            "background": {"photons": background},
+        }
+    )
     rng = np.random.default_rng(0)
-    special = np.array([[tile - 0.5, tile - 0.5, 0.0],          # on the corner of 4 tiles (pixel edges)
-                        [float(2 * tile), float(tile), 0.2],      # on a corner, at a pixel centre
-                        [float(NOISE_BLOCK), float(NOISE_BLOCK) - 0.5, -0.3],   # on the noise-grid corner
-                        [-2.0, 150.0, 0.0], [W + 1.5, H + 1.0, 0.0]])           # outside: lights the edge
-    rand = np.column_stack([rng.uniform(-5, W + 5, n_random), rng.uniform(-5, H + 5, n_random),
-                            rng.uniform(-0.5, 0.5, n_random)])
+    special = np.array(
+        [
+            [tile - 0.5, tile - 0.5, 0.0],  # on the corner of 4 tiles (pixel edges)
+            [float(2 * tile), float(tile), 0.2],  # on a corner, at a pixel centre
+            [float(NOISE_BLOCK), float(NOISE_BLOCK) - 0.5, -0.3],  # on the noise-grid corner
+            [-2.0, 150.0, 0.0],
+            [W + 1.5, H + 1.0, 0.0],
+        ]
+    )  # outside: lights the edge
+    rand = np.column_stack(
+        [rng.uniform(-5, W + 5, n_random), rng.uniform(-5, H + 5, n_random), rng.uniform(-0.5, 0.5, n_random)]
+    )
     xyz = np.vstack([special, rand])
     n = len(xyz)
-    table = EmitterTable(xyz=xyz, intensity=np.full(n, 4000.0), t0=rng.uniform(-1, T, n),
-                         on_time=rng.uniform(1, 4, n), id=np.arange(n))
+    table = EmitterTable(
+        xyz=xyz, intensity=np.full(n, 4000.0), t0=rng.uniform(-1, T, n), on_time=rng.uniform(1, 4, n), id=np.arange(n)
+    )
     table.t0[: len(special)] = 0.0
     table.on_time[: len(special)] = float(T)
     records = make_records(table, (np.arange(n), table.t0, table.t0 + table.on_time), T, c.image_shape)
@@ -44,8 +60,10 @@ def digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-@pytest.mark.parametrize(("camera", "tilings"), [({"model": "emccd"}, ((128, 1), (512, 2), (100, 3), (75, 4))),
-                                                ({"model": "original"}, ((100, 2),))])
+@pytest.mark.parametrize(
+    ("camera", "tilings"),
+    [({"model": "emccd"}, ((128, 1), (512, 2), (100, 3), (75, 4))), ({"model": "original"}, ((100, 2),))],
+)
 @pytest.mark.slow
 def test_tiled_stack_is_byte_identical_to_whole_frames(camera, tilings):
     s = corner_sample(camera)
@@ -68,7 +86,7 @@ def test_emitter_on_a_tile_corner_lights_all_four_tiles():
     quads = [f[118:128, 118:128], f[118:128, 128:138], f[128:138, 118:128], f[128:138, 128:138]]
     sums = [q.sum() for q in quads]
     assert all(v > 0.15 * sum(sums) for v in sums), sums
-    assert max(sums) / min(sums) < 1.01       # an unaberrated in-focus PSF is symmetric about the corner
+    assert max(sums) / min(sums) < 1.01  # an unaberrated in-focus PSF is symmetric about the corner
     # emitters just outside the image light its edge
     assert f[140:160, 0].sum() > 0.01 * 4000
 
@@ -84,8 +102,11 @@ def test_background_free_tiles_equal_expected_signal_rectangles():
 
 def test_scmos_pixel_maps_are_tiled_consistently(tmp_path):
     rng = np.random.default_rng(3)
-    for name, value in (("offset", rng.uniform(90, 110, (H, W))), ("variance", rng.uniform(1, 5, (H, W))),
-                        ("gain", rng.uniform(0.4, 0.6, (H, W)))):
+    for name, value in (
+        ("offset", rng.uniform(90, 110, (H, W))),
+        ("variance", rng.uniform(1, 5, (H, W))),
+        ("gain", rng.uniform(0.4, 0.6, (H, W))),
+    ):
         np.save(tmp_path / f"{name}.npy", value.astype(np.float32))
     cam = {"model": "scmos", **{f"scmos_{k}": str(tmp_path / f"{k}.npy") for k in ("offset", "variance", "gain")}}
     s = corner_sample(cam)
@@ -102,8 +123,8 @@ def test_chunks_chosen_from_the_memory_target():
     # a frame larger than the target: square tiles, multiples of the noise grid
     ct, ty, tx = choose_chunks((4096, 4096), 100, 2, chunk_mb=16)
     assert ty == tx and ty % NOISE_BLOCK == 0 and ty * tx * 2 * ct <= 16 * 2**20 and ty < 4096
-    assert choose_chunks((2048, 2048), 100, 4, chunk_mb=1) == (1, 512, 512)     # float32: 1 MiB tiles
-    assert choose_chunks((2048, 2048), 100, 2, chunk_mb=1) == (2, 512, 512)     # uint16: 2 tiles of 0.5 MiB
+    assert choose_chunks((2048, 2048), 100, 4, chunk_mb=1) == (1, 512, 512)  # float32: 1 MiB tiles
+    assert choose_chunks((2048, 2048), 100, 2, chunk_mb=1) == (2, 512, 512)  # uint16: 2 tiles of 0.5 MiB
     # user overrides
     assert choose_chunks((1200, 1200), 200, 2, chunk_frames=3, tile_size=500) == (3, 500, 500)
     with pytest.raises(ValueError, match="render.tile_size"):
@@ -111,8 +132,11 @@ def test_chunks_chosen_from_the_memory_target():
     with pytest.raises(ValueError, match="render.chunk_mb"):
         choose_chunks((100, 100), 5, 2, chunk_mb=-1)
     # the config keys drive simulate()
-    cfg = {"tiff": {"roi_width": 300, "roi_height": 200}, "emitters": {"frames": 7, "num_emitters": 5},
-           "render": {"tile_size": 128, "chunk_frames": 3}}
+    cfg = {
+        "tiff": {"roi_width": 300, "roi_height": 200},
+        "emitters": {"frames": 7, "num_emitters": 5},
+        "render": {"tile_size": 128, "chunk_frames": 3},
+    }
     s = z2t.simulate(cfg, seed=0)
     assert s.frames.chunks == ((3, 3, 1), (128, 72), (128, 128, 44))
     s = z2t.simulate({**cfg, "tiff": {"roi_width": 700, "roi_height": 200}, "render": {"chunk_mb": 0.05}}, seed=0)
@@ -133,7 +157,7 @@ def test_tiled_stack_streams_whole_frames_in_order_and_round_trips_through_bigti
     out = s.save(tmp_path / "tiled", format="ome-tiff", compression="zlib")
     with tifffile.TiffFile(out / "tiled.ome.tiff") as tf:
         assert tf.is_bigtiff and len(tf.pages) == T and tf.series[0].axes == "TYX"
-        assert tf.pages[0].compression == 8 and tf.pages[0].predictor == 1   # deflate, no predictor
+        assert tf.pages[0].compression == 8 and tf.pages[0].predictor == 1  # deflate, no predictor
         assert np.array_equal(tf.asarray(), ref)
     with pytest.raises(ValueError, match="lzw"):
         s.save(tmp_path / "lzw", format="ome-tiff", compression="lzw")

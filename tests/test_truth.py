@@ -1,5 +1,6 @@
 """Ground truth drawn in time segments: the same distribution as one draw, the same frames as an
 in-memory truth, streamed to emitters.h5 / CSV, and a bounded cache."""
+
 from __future__ import annotations
 
 import pickle
@@ -10,9 +11,9 @@ import pytest
 from scipy import stats
 
 import z2t_dask as z2t
-from z2t_dask.physics.emitters import activation_window
-from z2t_dask.io.emitters_h5 import write_emitters_h5_parts
 from z2t_dask.engine.assembly import aberration_field, make_zmap
+from z2t_dask.io.emitters_h5 import write_emitters_h5_parts
+from z2t_dask.physics.emitters import activation_window
 from z2t_dask.physics.truth import SEGMENT_CACHE, TRUTH_SEGMENT_FRAMES, SegmentedTruth
 from z2t_dask.testing import sample_from_arrays
 
@@ -21,9 +22,22 @@ T_LONG = 2 * TRUTH_SEGMENT_FRAMES + 100
 
 
 def long_config(model: str = "single", frames: int = T_LONG, num_emitters: int = 900, **emitters) -> dict:
-    return {"tiff": {"roi_size": 24}, "psf": {"patch_size": 9}, "background": {"photons": 5.0},
-            "emitters": {"frames": frames, "num_emitters": num_emitters, "model": model, "lifetime_avg": 2.0,
-                         "t_on": 1.5, "t_dark": 4.0, "t_bleach": 6.0, "z_range_um": 0.4, **emitters}}
+    return {
+        "tiff": {"roi_size": 24},
+        "psf": {"patch_size": 9},
+        "background": {"photons": 5.0},
+        "emitters": {
+            "frames": frames,
+            "num_emitters": num_emitters,
+            "model": model,
+            "lifetime_avg": 2.0,
+            "t_on": 1.5,
+            "t_dark": 4.0,
+            "t_bleach": 6.0,
+            "z_range_um": 0.4,
+            **emitters,
+        },
+    }
 
 
 @pytest.mark.parametrize("model", ["single", "blinking"])
@@ -36,7 +50,7 @@ def test_segmented_truth_is_one_ordered_table(model):
     assert truth.n_emitters == len(e) == 900 and truth.n_records == len(r)
     np.testing.assert_array_equal(e.id, np.arange(900))
     key = r.id.astype(np.int64) * T_LONG + r.frame_ix
-    assert np.all(np.diff(key) > 0)                               # by emitter id, then frame; no duplicates
+    assert np.all(np.diff(key) > 0)  # by emitter id, then frame; no duplicates
     assert r.frame_ix.min() >= 0 and r.frame_ix.max() < T_LONG
     np.testing.assert_array_equal(r.xyz, e.xyz[r.id].astype(np.float32))
     assert np.all(r.phot > 0) and np.all(r.phot <= e.intensity[r.id].astype(np.float32))
@@ -84,7 +98,7 @@ def test_segmented_frames_equal_frames_of_the_same_truth_in_memory():
     s = z2t.simulate(cfg, seed=2, chunk_frames=32)
     part = s.truth.materialize()
     ref = sample_from_arrays(s.config, part.emitters, part.records, part.phase, part.mag, seed=2, chunk_frames=7)
-    lazy = z2t.simulate(cfg, seed=2, chunk_frames=7)   # fresh truth: nothing materialised
+    lazy = z2t.simulate(cfg, seed=2, chunk_frames=7)  # fresh truth: nothing materialised
     assert not lazy.truth.is_materialized
     a, b, c = s.compute(), ref.compute(), lazy.compute()
     np.testing.assert_array_equal(a, b)
@@ -97,7 +111,7 @@ def test_segmented_frames_equal_frames_of_the_same_truth_in_memory():
     assert len(set(seg_of.tolist())) >= 2
     assert np.all(np.diff(w.frame_ix) >= 0)
     f = w.frame_ix
-    assert all(np.all(np.diff(w.ids[f == k]) > 0) for k in np.unique(f))    # by frame, then id
+    assert all(np.all(np.diff(w.ids[f == k]) > 0) for k in np.unique(f))  # by frame, then id
 
 
 def test_segment_cache_is_bounded_and_not_pickled():
@@ -117,7 +131,7 @@ def test_segment_cache_is_bounded_and_not_pickled():
 def test_long_sample_streams_its_truth_into_emitters_h5_and_csv(tmp_path):
     s = z2t.simulate({**long_config(), "output": {"write_csv": True}}, seed=9)
     out = s.save(tmp_path / "long", format="hdf5")
-    assert not s.truth.is_materialized                                 # written segment by segment
+    assert not s.truth.is_materialized  # written segment by segment
     part = s.truth.materialize()
     with h5py.File(out / "emitters.h5", "r") as f:
         np.testing.assert_array_equal(f["emitters/xyz"][()], part.emitters.xyz.astype(np.float32))
@@ -135,8 +149,13 @@ def test_long_sample_streams_its_truth_into_emitters_h5_and_csv(tmp_path):
 
 
 def _part(n: int, m: int, id0: int = 0, k: int = 4):
-    em = {"xyz": np.zeros((n, 3)), "intensity": np.ones(n), "t0": np.zeros(n), "on_time": np.ones(n),
-          "id": np.arange(id0, id0 + n)}
+    em = {
+        "xyz": np.zeros((n, 3)),
+        "intensity": np.ones(n),
+        "t0": np.zeros(n),
+        "on_time": np.ones(n),
+        "id": np.arange(id0, id0 + n),
+    }
     rec = {"xyz": np.zeros((m, 3)), "phot": np.ones(m), "frame_ix": np.arange(m), "id": np.full(m, id0)}
     return em, rec, {"phase": np.zeros((n, k)), "mag": np.zeros((n, k))}
 
@@ -175,13 +194,13 @@ def test_frames_no_segment_reaches_are_background_only():
     truth = s.truth
     reached = np.zeros(T_LONG, bool)
     for seg in truth.segments:
-        reached[max(seg.first_frame, 0):seg.last_frame + 1] = True
+        reached[max(seg.first_frame, 0) : seg.last_frame + 1] = True
     empty = np.flatnonzero(~reached)
-    assert empty.size > 1000                                     # 3 emitters: most frames are reached by none
+    assert empty.size > 1000  # 3 emitters: most frames are reached by none
     w = truth.window(int(empty[0]), int(empty[0]) + 1)
     assert w.frame_ix.size == 0 and w.em_phase.shape == (0, truth.n_modes)
     frames = s.compute()
-    np.testing.assert_array_equal(frames[empty], np.float32(5.0))   # background photons, no noise
+    np.testing.assert_array_equal(frames[empty], np.float32(5.0))  # background photons, no noise
     lit = np.unique(s.records.frame_ix)
     assert np.all(frames[lit].max(axis=(1, 2)) > 5.0)
 
@@ -196,8 +215,12 @@ def test_segmented_sample_written_by_cluster_workers_equals_local_render(tmp_pat
     s = z2t.simulate(long_config(frames=TRUTH_SEGMENT_FRAMES + 300, num_emitters=600), seed=6, chunk_frames=100)
     assert s.truth.n_segments == 2
     ref = s.frames.compute(scheduler="threads")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  memory_limit="1GiB") as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
         out = s.save(tmp_path / "d", format="ome-zarr")
     np.testing.assert_array_equal(read_ome_zarr(out / "d.ome.zarr").compute(), ref)
     with h5py.File(out / "emitters.h5", "r") as f:

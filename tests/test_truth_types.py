@@ -1,4 +1,5 @@
 """One type for the ground truth: a simulated sample and the folder it was saved to give the same."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,17 +30,24 @@ def test_same_columns_by_attribute_and_key(saved, table: str) -> None:
     assert a.keys() == b.keys() and len(a) == len(b) > 0
     for name in a.keys():
         assert getattr(a, name) is a[name] and getattr(b, name) is b[name]
-        np.testing.assert_array_equal(a[name], b[name])   # the file stores exactly the simulated values
+        np.testing.assert_array_equal(a[name], b[name])  # the file stores exactly the simulated values
     assert dict(a.items()).keys() == a.as_dict().keys()
     with pytest.raises(KeyError, match="no column 'nope'"):
         a["nope"]
 
 
 def test_original_files_get_inside_from_the_image_and_keep_extra_columns() -> None:
-    rec = Records.from_mapping({"xyz": np.array([[0.0, 0.0, 0.0], [9.6, 2.0, 0.1]]), "phot": np.ones(2),
-                                "frame_ix": np.zeros(2, np.int64), "id": np.arange(2), "bg": np.full(2, 7.0)},
-                               image_shape=(10, 10))
-    assert rec.inside.tolist() == [True, False]          # x = 9.6 >= W - 0.5
+    rec = Records.from_mapping(
+        {
+            "xyz": np.array([[0.0, 0.0, 0.0], [9.6, 2.0, 0.1]]),
+            "phot": np.ones(2),
+            "frame_ix": np.zeros(2, np.int64),
+            "id": np.arange(2),
+            "bg": np.full(2, 7.0),
+        },
+        image_shape=(10, 10),
+    )
+    assert rec.inside.tolist() == [True, False]  # x = 9.6 >= W - 0.5
     assert rec["bg"].tolist() == [7.0, 7.0] and "bg" in rec and rec.keys()[-1] == "bg"
     em = EmitterTable.from_mapping({"xyz": np.zeros((3, 3))})
     assert em.id.tolist() == [0, 1, 2] and em.intensity.tolist() == [0.0, 0.0, 0.0]

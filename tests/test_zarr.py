@@ -1,4 +1,5 @@
 """OME-Zarr: NGFF metadata, round trips (zarr v3 and v2), resume after a killed writer, distributed writes."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,14 @@ from z2t_dask.engine.streaming import resolve_scheduler
 from z2t_dask.io.atomic import partial_sibling, resumable_dir
 from z2t_dask.io.zarr import PROGRESS_DIR, NGFFError, read_ome_zarr, storage_chunks, validate_ngff, write_ome_zarr
 
-CFG = {"tiff": {"roi_width": 72, "roi_height": 64}, "emitters": {"frames": 20, "num_emitters": 60},
-       "psf": {"patch_size": 15}, "render": {"chunk_frames": 2, "tile_size": 32}}
-TILES = 2 * 3                       # 64 x 72 px in 32 px tiles
-BLOCKS = 10 * TILES                 # 20 frames in chunks of 2
+CFG = {
+    "tiff": {"roi_width": 72, "roi_height": 64},
+    "emitters": {"frames": 20, "num_emitters": 60},
+    "psf": {"patch_size": 15},
+    "render": {"chunk_frames": 2, "tile_size": 32},
+}
+TILES = 2 * 3  # 64 x 72 px in 32 px tiles
+BLOCKS = 10 * TILES  # 20 frames in chunks of 2
 
 
 def files_under(root: Path) -> dict[str, bytes]:
@@ -39,7 +44,10 @@ def test_ome_zarr_round_trip_and_ngff_metadata(tmp_path, zarr_format):
     ms = validate_ngff(stack)
     assert ms["version"] == {3: "0.5", 2: "0.4"}[zarr_format]
     assert [(a["name"], a["type"], a.get("unit")) for a in ms["axes"]] == [
-        ("t", "time", None), ("y", "space", "micrometer"), ("x", "space", "micrometer")]
+        ("t", "time", None),
+        ("y", "space", "micrometer"),
+        ("x", "space", "micrometer"),
+    ]
     o = s.config.optical
     scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
     assert scale == pytest.approx([1.0, o.pixel_size_nm_y / 1000, o.pixel_size_nm_x / 1000])
@@ -53,7 +61,7 @@ def test_ome_zarr_round_trip_and_ngff_metadata(tmp_path, zarr_format):
     else:
         meta = json.loads((stack / "0" / ".zarray").read_text())
         assert meta["compressor"]["id"] == "zstd" and meta["dimension_separator"] == "/"
-    assert not list(tmp_path.glob(".*"))        # no partial or temporary left
+    assert not list(tmp_path.glob(".*"))  # no partial or temporary left
 
 
 def test_validate_ngff_reports_layout_errors(tmp_path):
@@ -62,7 +70,7 @@ def test_validate_ngff_reports_layout_errors(tmp_path):
     group = zarr.open_group(store=str(stack), mode="r+")
     good = group.attrs["ome"]
     bad = json.loads(json.dumps(good))
-    bad["multiscales"][0]["axes"] = [good["multiscales"][0]["axes"][i] for i in (1, 0, 2)]   # space before time
+    bad["multiscales"][0]["axes"] = [good["multiscales"][0]["axes"][i] for i in (1, 0, 2)]  # space before time
     bad["multiscales"][0]["axes"][2]["unit"] = "pixel"
     bad["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] = [1.0, 0.1]
     group.attrs["ome"] = bad
@@ -83,7 +91,7 @@ def test_storage_chunks_align_with_dask_blocks():
     assert storage_chunks(((5, 5, 2), (1200,), (1200,)), 2) == (1, 1200, 1200)
     assert storage_chunks(((32, 32, 8), (40,), (40,)), 2) == (32, 40, 40)
     assert storage_chunks(((6, 6, 6), (256, 256, 88), (600,)), 2) == (6, 256, 600)
-    assert storage_chunks(((4, 6, 6), (64,), (64,)), 4)[0] == 2                 # gcd of irregular chunks
+    assert storage_chunks(((4, 6, 6), (64,), (64,)), 4)[0] == 2  # gcd of irregular chunks
 
 
 CHILD = textwrap.dedent("""
@@ -109,8 +117,12 @@ def test_zarr_resume_after_killed_writer_equals_uninterrupted(tmp_path):
     final = tmp_path / "k.ome.zarr"
     progress = partial_sibling(final) / PROGRESS_DIR
     root = Path(__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(final)], cwd=root,
-                             env={**os.environ, "PYTHONPATH": str(root)}, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(final)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and child.poll() is None:
         if progress.is_dir() and len(os.listdir(progress)) >= 5:
@@ -120,7 +132,7 @@ def test_zarr_resume_after_killed_writer_equals_uninterrupted(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait()
     done = len(os.listdir(progress))
-    assert not final.exists() and 5 <= done < BLOCKS      # interrupted
+    assert not final.exists() and 5 <= done < BLOCKS  # interrupted
 
     s = z2t.simulate(CFG, seed=5)
     report = write_ome_zarr(final, s.frames, pixel_size_nm=(100, 100), fingerprint="fp-test")
@@ -131,7 +143,7 @@ def test_zarr_resume_after_killed_writer_equals_uninterrupted(tmp_path):
     assert ref.blocks_written == BLOCKS
     assert np.array_equal(read_ome_zarr(final).compute(), s.frames.compute())
     a, b = files_under(final / "0"), files_under(tmp_path / "ref.ome.zarr" / "0")
-    assert a.keys() == b.keys() and a == b                 # every chunk file byte-identical
+    assert a.keys() == b.keys() and a == b  # every chunk file byte-identical
     # a finished output with the same fingerprint is not written again
     assert write_ome_zarr(final, s.frames, pixel_size_nm=(100, 100), fingerprint="fp-test").blocks_written == 0
     with pytest.raises(FileExistsError):
@@ -160,12 +172,12 @@ def test_interrupted_sample_save_resumes_only_missing_blocks(tmp_path):
     calls.clear()
     s.frames = good.map_blocks(lambda b: calls.append(1) or b, meta=meta)
     s.save(tmp_path / "x", format="ome-zarr", scheduler="sync")
-    assert len(calls) == BLOCKS - done                    # only the missing blocks are computed again
+    assert len(calls) == BLOCKS - done  # only the missing blocks are computed again
     assert not partial_sibling(tmp_path / "x").exists()
     s.frames = good
     ref = s.save(tmp_path / "ref", format="ome-zarr")
     assert files_under(tmp_path / "x" / "x.ome.zarr" / "0") == files_under(ref / "ref.ome.zarr" / "0")
-    with pytest.raises(FileExistsError):                  # a finished folder is never replaced silently
+    with pytest.raises(FileExistsError):  # a finished folder is never replaced silently
         z2t.simulate(CFG, seed=3).save(tmp_path / "x", format="ome-zarr")
 
 
@@ -190,7 +202,7 @@ def test_store_runs_in_bounded_batches_with_the_same_bytes(tmp_path, monkeypatch
     assert sum(calls) == BLOCKS and max(calls) <= 8 and len(calls) >= BLOCKS // 8
     assert files_under(out / "b.ome.zarr" / "0") == files_under(ref / "ref.ome.zarr" / "0")
     # the grouping itself: consecutive, never above the limit unless one source alone is larger
-    sources = [s.frames[:2], s.frames[2:6], s.frames[6:8], s.frames[8:20]]   # 6, 12, 6 and 36 blocks
+    sources = [s.frames[:2], s.frames[2:6], s.frames[6:8], s.frames[8:20]]  # 6, 12, 6 and 36 blocks
     assert list(zio.store_batches(sources, limit=12)) == [[0], [1], [2], [3]]
     assert list(zio.store_batches(sources, limit=20)) == [[0, 1], [2], [3]]
 
@@ -204,7 +216,7 @@ def test_resumable_dir_keeps_its_progress_but_not_another_contents(tmp_path):
                 seen.append(sorted(p.name for p in work.iterdir() if p.name != ".z2t-partial"))
                 (work / f"{fingerprint}-{len(seen[-1])}").write_text("x")
                 raise RuntimeError("killed")
-    assert seen == [[], ["a-0"], []]       # the second "a" run resumed; "b" started from an empty folder
+    assert seen == [[], ["a-0"], []]  # the second "a" run resumed; "b" started from an empty folder
     assert sorted(p.name for p in partial_sibling(final).iterdir()) == [".z2t-partial", "b-0"]
     with resumable_dir(final, fingerprint="b") as work:
         assert (work / "b-0").exists()
@@ -217,17 +229,21 @@ def test_distributed_client_writes_zarr_chunks_on_workers_and_tiff_in_order(tmp_
     distributed = pytest.importorskip("distributed")
     s = z2t.simulate(CFG, seed=4)
     ref = s.frames.compute()
-    assert resolve_scheduler("auto") == "threads"                   # no client: local threads
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  memory_limit="1GiB") as cluster, distributed.Client(cluster) as client:
-        assert resolve_scheduler("auto") is None                     # the active client
+    assert resolve_scheduler("auto") == "threads"  # no client: local threads
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        assert resolve_scheduler("auto") is None  # the active client
         with distributed.get_task_stream(client) as ts:
-            out = s.save(tmp_path / "d", format="ome-zarr")          # scheduler="auto" finds the client
+            out = s.save(tmp_path / "d", format="ome-zarr")  # scheduler="auto" finds the client
         store_workers = {t["worker"] for t in ts.data if "store" in t["key"][0] if isinstance(t["key"], tuple)}
-        assert len(store_workers) == 2                               # both workers wrote chunks
+        assert len(store_workers) == 2  # both workers wrote chunks
         with distributed.get_task_stream(client) as ts:
             tif = s.save(tmp_path / "t", format="ome-tiff")
-        assert len(ts.data) >= s.frames.npartitions                  # the blocks ran on the cluster
+        assert len(ts.data) >= s.frames.npartitions  # the blocks ran on the cluster
         pids = client.run(os.getpid)
     assert os.getpid() not in pids.values()
     assert np.array_equal(read_ome_zarr(out / "d.ome.zarr").compute(), ref)

@@ -124,9 +124,7 @@ def test_closed_forms() -> None:
     rho = rng.uniform(0, 1, 50)
     th = rng.uniform(-np.pi, np.pi, 50)
     np.testing.assert_allclose(zernike_nm(2, 0, rho, th), math.sqrt(3) * (2 * rho**2 - 1))
-    np.testing.assert_allclose(
-        zernike_nm(4, 0, rho, th), math.sqrt(5) * (6 * rho**4 - 6 * rho**2 + 1), atol=1e-12
-    )
+    np.testing.assert_allclose(zernike_nm(4, 0, rho, th), math.sqrt(5) * (6 * rho**4 - 6 * rho**2 + 1), atol=1e-12)
     np.testing.assert_allclose(zernike_nm(2, 2, rho, th), math.sqrt(6) * rho**2 * np.cos(2 * th))
     np.testing.assert_allclose(zernike_nm(2, -2, rho, th), math.sqrt(6) * rho**2 * np.sin(2 * th))
     np.testing.assert_allclose(

@@ -1,4 +1,5 @@
 """Zmaps: the original result.h5, conventions and units, lazy windows, NaN beads, synthetic maps."""
+
 from __future__ import annotations
 
 import warnings
@@ -19,7 +20,7 @@ def test_original_result_h5_reads_with_legacy_convention(original):
     with h5py.File(path) as f:
         maps = f["z_maps/phase"][()]
     # at a pixel centre the cubic B-spline interpolates exactly: value at (x=c, y=r) is maps[:, r, c]
-    r, c = 140, 260          # a bead: coords are (y, x) = (140, 260)
+    r, c = 140, 260  # a bead: coords are (y, x) = (140, 260)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ph, _ = z.coefficients(np.array([float(c)]), np.array([float(r)]))
@@ -35,8 +36,8 @@ def test_original_result_h5_reads_with_legacy_convention(original):
 
 def test_legacy_invalid_modes_dropped_with_warning():
     coeffs = np.zeros(21)
-    coeffs[3] = 0.5          # (1, 0): parity-invalid in the legacy ordering
-    coeffs[4] = 0.2          # (2, 2) -> Noll 6
+    coeffs[3] = 0.5  # (1, 0): parity-invalid in the legacy ordering
+    coeffs[4] = 0.2  # (2, 2) -> Noll 6
     with pytest.warns(UserWarning, match="dropped invalid modes"):
         out = legacy_to_noll(coeffs)
     assert out[5] == pytest.approx(0.2) and np.count_nonzero(out) == 1
@@ -46,7 +47,7 @@ def test_legacy_invalid_modes_dropped_with_warning():
 
 def test_window_read_equals_whole_map_interpolation(original):
     path = original("result_phase_retrieval.h5")
-    z = read_zmap(path, convention="noll")        # no reordering: compare raw interpolation
+    z = read_zmap(path, convention="noll")  # no reordering: compare raw interpolation
     with h5py.File(path) as f:
         maps = f["z_maps/phase"][()].astype(np.float64)
     rng = np.random.default_rng(1)
@@ -73,7 +74,7 @@ def _write_zmap(path, maps, coords=None, mag=None, ncc=None, **attrs):
 
 def test_declared_osa_waves_convention(tmp_path):
     maps = np.zeros((15, 20, 30))
-    maps[12] = 0.05            # OSA 12 = (4, 0) spherical, in waves
+    maps[12] = 0.05  # OSA 12 = (4, 0) spherical, in waves
     p = tmp_path / "z.h5"
     _write_zmap(p, maps, convention="osa", units="waves")
     z = read_zmap(p)
@@ -90,20 +91,20 @@ def test_declared_osa_waves_convention(tmp_path):
 
 def test_nan_beads_ignored_and_magnitude_axes_correct(tmp_path):
     maps = np.zeros((21, 100, 300))
-    coords = [[10, 200], [80, 20], [50, 150], [90, 280], [5, 5], [60, 60]]    # (y, x)
+    coords = [[10, 200], [80, 20], [50, 150], [90, 280], [5, 5], [60, 60]]  # (y, x)
     mag = np.zeros((6, 21))
     mag[:, 0] = 1.0
-    mag[:, 4] = [0.3, -0.2, 0.1, 0.0, 0.05, -0.1]       # legacy l=4 = (2, 2) -> Noll 6
-    mag[5] = np.nan                                     # a rejected bead
+    mag[:, 4] = [0.3, -0.2, 0.1, 0.0, 0.05, -0.1]  # legacy l=4 = (2, 2) -> Noll 6
+    mag[5] = np.nan  # a rejected bead
     ncc = [0.95, 0.96, 0.97, 0.95, 0.96, np.nan]
     p = tmp_path / "z.h5"
     _write_zmap(p, maps, coords, mag, ncc)
     z = read_zmap(p)
     assert len(z.beads()["x"]) == 5
-    _, m = z.coefficients(np.array([200.0, 20.0]), np.array([10.0, 80.0]))   # at beads 0 and 1 (x, y)
+    _, m = z.coefficients(np.array([200.0, 20.0]), np.array([10.0, 80.0]))  # at beads 0 and 1 (x, y)
     assert np.all(np.isfinite(m))
     assert m[0, 5] == pytest.approx(0.3, abs=1e-5) and m[1, 5] == pytest.approx(-0.2, abs=1e-5)
-    assert np.all(m[:, 0] == 0)      # amplitude piston removed
+    assert np.all(m[:, 0] == 0)  # amplitude piston removed
 
 
 def test_missing_dataset_and_file_errors(tmp_path):

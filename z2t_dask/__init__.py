@@ -9,6 +9,7 @@ the ``TYPE_CHECKING`` block below lets IDEs and type checkers see them. The pack
 (config -> physics -> engine -> io -> sample -> batch -> tools) are described in
 ``docs/architecture.md``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,17 +17,39 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_ERRORS = ("Z2TError", "Z2TWarning", "ConfigError", "BatchConfigError", "LegacyKeyWarning", "ZmapError", "FormatError",
-           "NGFFError", "MemoryBudgetError", "ClusterError", "InspectError", "PreviewError")
+_ERRORS = (
+    "Z2TError",
+    "Z2TWarning",
+    "ConfigError",
+    "BatchConfigError",
+    "LegacyKeyWarning",
+    "ZmapError",
+    "FormatError",
+    "NGFFError",
+    "MemoryBudgetError",
+    "ClusterError",
+    "InspectError",
+    "PreviewError",
+)
 
 #: public name -> module (relative to the package) that defines it
 _EXPORTS = {
     **{name: "errors" for name in _ERRORS},
-    "SimulationConfig": "config", "default_config": "config", "load_config": "config",
-    "Sample": "sample", "simulate": "sample", "render_emitters": "sample", "load_sample_h5": "sample",
-    "read_zmap": "physics.zmap", "SyntheticZmap": "physics.zmap",
-    "run_batch": "batch", "load_batch_config": "batch", "expand_jobs": "batch",
-    "open_sample": "tools.results", "open_stack": "tools.results", "summarize": "tools.summary",
+    "SimulationConfig": "config",
+    "default_config": "config",
+    "load_config": "config",
+    "Sample": "sample",
+    "simulate": "sample",
+    "render_emitters": "sample",
+    "load_sample_h5": "sample",
+    "read_zmap": "physics.zmap",
+    "SyntheticZmap": "physics.zmap",
+    "run_batch": "batch",
+    "load_batch_config": "batch",
+    "expand_jobs": "batch",
+    "open_sample": "tools.results",
+    "open_stack": "tools.results",
+    "summarize": "tools.summary",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -34,9 +57,20 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:  # what the lazy __getattr__ returns, for IDEs and type checkers
     from z2t_dask.batch import expand_jobs, load_batch_config, run_batch
     from z2t_dask.config import SimulationConfig, default_config, load_config
-    from z2t_dask.errors import (BatchConfigError, ClusterError, ConfigError, FormatError, InspectError,
-                                 LegacyKeyWarning, MemoryBudgetError, NGFFError, PreviewError, Z2TError, Z2TWarning,
-                                 ZmapError)
+    from z2t_dask.errors import (
+        BatchConfigError,
+        ClusterError,
+        ConfigError,
+        FormatError,
+        InspectError,
+        LegacyKeyWarning,
+        MemoryBudgetError,
+        NGFFError,
+        PreviewError,
+        Z2TError,
+        Z2TWarning,
+        ZmapError,
+    )
     from z2t_dask.physics.zmap import SyntheticZmap, read_zmap
     from z2t_dask.sample import Sample, load_sample_h5, render_emitters, simulate
     from z2t_dask.tools.results import open_sample, open_stack

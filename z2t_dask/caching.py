@@ -8,6 +8,7 @@ that many bytes (``nbytes`` of the values); the newest entry always stays.
 
 This module imports nothing from the package: every layer may use it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,8 +59,9 @@ class BuildOnceCache(Generic[V]):
             return value
 
     def _evict(self) -> None:
-        while len(self._data) > 1 and (len(self._data) > self.max_entries or (
-                self.max_bytes is not None and self._nbytes() > self.max_bytes)):
+        while len(self._data) > 1 and (
+            len(self._data) > self.max_entries or (self.max_bytes is not None and self._nbytes() > self.max_bytes)
+        ):
             self._data.popitem(last=False)
 
     def _nbytes(self) -> int:

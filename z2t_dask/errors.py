@@ -9,6 +9,7 @@ zarr-python does.
 
 This module imports nothing from the package: every layer may raise these.
 """
+
 from __future__ import annotations
 
 __all__ = [

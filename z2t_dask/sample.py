@@ -6,28 +6,41 @@
 dask.array<z2t-frames-…, shape=(100, 64, 64), dtype=uint16, chunksize=(32, 64, 64)>
 >>> sample.save("out/sample_001")               # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from z2t_dask import __version__
-from z2t_dask.errors import ConfigError, FormatError
 from z2t_dask.config import SimulationConfig, config_to_dict, load_config
-from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
 from z2t_dask.engine.assembly import aberration_field, make_camera, make_psf_model, make_zmap
 from z2t_dask.engine.render import FramePlan, frames_array
+from z2t_dask.errors import ConfigError, FormatError
+from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
 from z2t_dask.physics.truth import InMemoryTruth, SegmentedTruth, Truth, TruthPart, compact_records
 from z2t_dask.physics.zmap import Zmap, legacy_to_noll
 
-__all__ = ["Sample", "simulate", "render_emitters", "load_sample_h5", "write_stack", "write_tiff",
-           "write_zarr", "write_hdf5", "write_ground_truth", "stack_fingerprint", "CONVENTIONS"]
+__all__ = [
+    "Sample",
+    "simulate",
+    "render_emitters",
+    "load_sample_h5",
+    "write_stack",
+    "write_tiff",
+    "write_zarr",
+    "write_hdf5",
+    "write_ground_truth",
+    "stack_fingerprint",
+    "CONVENTIONS",
+]
 
 log = logging.getLogger("z2t_dask")
 
@@ -40,8 +53,8 @@ CONVENTIONS = {
     "zernike": "zernike_coeffs/*: Noll order (index 0 = j 1, piston), RMS-normalised over the unit pupil, radians",
     "frame_ix": "records/frame_ix = TIFF page index; every frame 0..T-1 is present",
     "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, ...)): emitters (0,) (samples of more "
-                      "than 1000 frames: segment sizes (0,), time segment k of 1000 frames of activation "
-                      "time (0, 1, k)); camera noise (1, frame, block_row, block_col) on a fixed 512x512 px grid",
+    "than 1000 frames: segment sizes (0,), time segment k of 1000 frames of activation "
+    "time (0, 1, k)); camera noise (1, frame, block_row, block_col) on a fixed 512x512 px grid",
 }
 
 
@@ -129,8 +142,17 @@ class Sample:
             **self.extra_attrs,
         }
 
-    def save(self, path: str | os.PathLike, *, format: str | None = None, compression: str | None = None,
-             overwrite: bool = False, scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        format: str | None = None,
+        compression: str | None = None,
+        overwrite: bool = False,
+        scheduler: Any = "auto",
+        prefetch: int = 2,
+        streaming: bool = True,
+    ) -> Path:
         """Write the sample folder ``<path>/<name>.<stack>`` + ``<path>/emitters.h5``, atomically.
 
         The folder is written under a temporary name and renamed when complete, so a crash never
@@ -174,17 +196,25 @@ class Sample:
         if not streaming:
             from z2t_dask.engine.streaming import require_memory
 
-            require_memory(self.frames, **_memory_budget(self))   # refuse before creating anything
+            require_memory(self.frames, **_memory_budget(self))  # refuse before creating anything
         final = Path(path)
         final.parent.mkdir(parents=True, exist_ok=True)
         if entry.resumable:
-            folder = resumable_dir(final, fingerprint=stack_fingerprint(self, entry.name, compression),
-                                   overwrite=overwrite)
+            folder = resumable_dir(
+                final, fingerprint=stack_fingerprint(self, entry.name, compression), overwrite=overwrite
+            )
         else:
             folder = atomic_dir(final, overwrite=overwrite)
         with folder as tmp:
-            stack = write_stack(self, Path(tmp) / entry.filename(final.name), format=entry.name,
-                                compression=compression, scheduler=scheduler, prefetch=prefetch, streaming=streaming)
+            stack = write_stack(
+                self,
+                Path(tmp) / entry.filename(final.name),
+                format=entry.name,
+                compression=compression,
+                scheduler=scheduler,
+                prefetch=prefetch,
+                streaming=streaming,
+            )
             write_ground_truth(self, Path(tmp), stack=(stack, entry.name))
         log.info("wrote %s", final)
         return final
@@ -194,7 +224,10 @@ class Sample:
         return self.frames.compute(scheduler=scheduler)
 
     def preview(self, path: str | os.PathLike, **kwargs: Any) -> Path:
-        """PNG: frames with ground-truth markers, photon histogram (see :func:`z2t_dask.tools.preview.preview_sample`)."""
+        """PNG: frames with ground-truth markers, photon histogram.
+
+        See :func:`z2t_dask.tools.preview.preview_sample` (needs matplotlib: ``pip install ".[plot]"``).
+        """
         from z2t_dask.tools.preview import preview_sample
 
         return preview_sample(self, path, **kwargs)
@@ -204,10 +237,17 @@ def stack_fingerprint(sample: Sample, fmt: str, compression: str | None = None) 
     """Identity of a sample's stack on disk: config, seed, version, shape, chunks, dtype, format, codec."""
     import hashlib
 
-    doc = {"config": config_to_dict(sample.config), "seed": int(sample.seed), "version": __version__,
-           "shape": list(sample.frames.shape), "chunks": [list(c) for c in sample.frames.chunks],
-           "dtype": str(sample.frames.dtype), "format": fmt, "compression": compression,
-           "truth": [sample.truth.n_emitters, sample.truth.n_records]}
+    doc = {
+        "config": config_to_dict(sample.config),
+        "seed": int(sample.seed),
+        "version": __version__,
+        "shape": list(sample.frames.shape),
+        "chunks": [list(c) for c in sample.frames.chunks],
+        "dtype": str(sample.frames.dtype),
+        "format": fmt,
+        "compression": compression,
+        "truth": [sample.truth.n_emitters, sample.truth.n_records],
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -215,15 +255,20 @@ def _memory_budget(sample: Sample) -> dict[str, Any]:
     """Arguments of the memory-budget check of a non-streaming write (``render.memory_budget_mb``)."""
     budget = sample.config.render.memory_budget_mb
     t, h, w = sample.frames.shape
-    return {"budget_bytes": None if budget is None else budget * 2**20,
-            "what": f"the {t}x{h}x{w} {sample.frames.dtype} stack"}
+    return {
+        "budget_bytes": None if budget is None else budget * 2**20,
+        "what": f"the {t}x{h}x{w} {sample.frames.dtype} stack",
+    }
 
 
 def _stream_options(sample: Sample) -> dict[str, Any]:
     """Memory options of every stack writer from ``render.*``: the budget of a non-streaming write,
     ``gc.collect()`` every ``render.gc_frequency`` blocks, malloc release when ``render.tune_malloc``."""
-    return {"memory_budget_bytes": _memory_budget(sample)["budget_bytes"],
-            "gc_every": sample.config.render.gc_frequency, "release": _release_hook(sample)}
+    return {
+        "memory_budget_bytes": _memory_budget(sample)["budget_bytes"],
+        "gc_every": sample.config.render.gc_frequency,
+        "release": _release_hook(sample),
+    }
 
 
 def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> Iterator[np.ndarray]:
@@ -231,8 +276,13 @@ def _iter_blocks(sample: Sample, scheduler, prefetch: int, streaming: bool) -> I
     from z2t_dask.engine.streaming import resolve_scheduler
     from z2t_dask.io.blocks import ordered_blocks
 
-    return ordered_blocks(sample.frames, scheduler=resolve_scheduler(scheduler), prefetch=prefetch,
-                          streaming=streaming, **_stream_options(sample))
+    return ordered_blocks(
+        sample.frames,
+        scheduler=resolve_scheduler(scheduler),
+        prefetch=prefetch,
+        streaming=streaming,
+        **_stream_options(sample),
+    )
 
 
 def _release_hook(sample: Sample) -> Any:
@@ -259,19 +309,33 @@ def _format_options(sample: Sample, entry: Any, compression: str | None) -> tupl
     format options the config sets (``tiff.bigtiff``, ``output.zarr_format``; resumable formats get the
     sample's fingerprint)."""
     cfg = sample.config
-    defaults = {"ome-tiff": cfg.tiff.compression, "ome-zarr": cfg.output.zarr_compression,
-                "hdf5": cfg.output.hdf5_compression}
+    defaults = {
+        "ome-tiff": cfg.tiff.compression,
+        "ome-zarr": cfg.output.zarr_compression,
+        "hdf5": cfg.output.hdf5_compression,
+    }
     comp = compression or defaults.get(entry.name) or entry.default_compression
-    by_format: dict[str, dict[str, Any]] = {"ome-tiff": {"bigtiff": cfg.tiff.bigtiff},
-                                            "ome-zarr": {"zarr_format": cfg.output.zarr_format}}
+    by_format: dict[str, dict[str, Any]] = {
+        "ome-tiff": {"bigtiff": cfg.tiff.bigtiff},
+        "ome-zarr": {"zarr_format": cfg.output.zarr_format},
+    }
     options = by_format.get(entry.name, {})
     if entry.resumable:
         options = {**options, "fingerprint": stack_fingerprint(sample, entry.name, comp), "overwrite": True}
     return comp, options
 
 
-def write_stack(sample: Sample, path: str | os.PathLike, *, format: str = "ome-tiff", compression: str | None = None,
-                scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True, compute: bool = True) -> Any:
+def write_stack(
+    sample: Sample,
+    path: str | os.PathLike,
+    *,
+    format: str = "ome-tiff",
+    compression: str | None = None,
+    scheduler: Any = "auto",
+    prefetch: int = 2,
+    streaming: bool = True,
+    compute: bool = True,
+) -> Any:
     """Write a sample's frames as one stack file/folder of a registered format (see :meth:`Sample.save`).
 
     The stack carries the sample's provenance (:meth:`Sample.attrs`), pixel size and units in every
@@ -283,34 +347,87 @@ def write_stack(sample: Sample, path: str | os.PathLike, *, format: str = "ome-t
     entry = get_format(format, "format")
     entry.check_compression(compression)
     comp, options = _format_options(sample, entry, compression)
-    return entry.write(Path(path), sample.frames, compression=comp, pixel_size_nm=_pixel_size(sample),
-                       attrs=sample.attrs(), units=_units(sample), scheduler=scheduler, prefetch=prefetch,
-                       streaming=streaming, compute=compute, **_stream_options(sample), **options)
+    return entry.write(
+        Path(path),
+        sample.frames,
+        compression=comp,
+        pixel_size_nm=_pixel_size(sample),
+        attrs=sample.attrs(),
+        units=_units(sample),
+        scheduler=scheduler,
+        prefetch=prefetch,
+        streaming=streaming,
+        compute=compute,
+        **_stream_options(sample),
+        **options,
+    )
 
 
-def write_tiff(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
-               prefetch: int = 2, streaming: bool = True) -> Path:
+def write_tiff(
+    sample: Sample,
+    path: Path,
+    *,
+    compression: str | None = None,
+    scheduler: Any = "auto",
+    prefetch: int = 2,
+    streaming: bool = True,
+) -> Path:
     """Stream a sample's frames into one OME-TIFF series ``(T, Y, X)`` (ordered; through the client if any)."""
-    return write_stack(sample, path, format="ome-tiff", compression=compression, scheduler=scheduler,
-                       prefetch=prefetch, streaming=streaming)
+    return write_stack(
+        sample,
+        path,
+        format="ome-tiff",
+        compression=compression,
+        scheduler=scheduler,
+        prefetch=prefetch,
+        streaming=streaming,
+    )
 
 
-def write_zarr(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
-               prefetch: int = 2, streaming: bool = True) -> Path:
+def write_zarr(
+    sample: Sample,
+    path: Path,
+    *,
+    compression: str | None = None,
+    scheduler: Any = "auto",
+    prefetch: int = 2,
+    streaming: bool = True,
+) -> Path:
     """Write a sample's frames as an OME-Zarr image, blocks stored in parallel (by the workers with a Client).
 
     Resumable: an interrupted write of the same sample continues where it stopped. ``prefetch``
     is unused (blocks are stored in any order).
     """
-    return write_stack(sample, path, format="ome-zarr", compression=compression, scheduler=scheduler,
-                       prefetch=prefetch, streaming=streaming)
+    return write_stack(
+        sample,
+        path,
+        format="ome-zarr",
+        compression=compression,
+        scheduler=scheduler,
+        prefetch=prefetch,
+        streaming=streaming,
+    )
 
 
-def write_hdf5(sample: Sample, path: Path, *, compression: str | None = None, scheduler: Any = "auto",
-               prefetch: int = 2, streaming: bool = True) -> Path:
+def write_hdf5(
+    sample: Sample,
+    path: Path,
+    *,
+    compression: str | None = None,
+    scheduler: Any = "auto",
+    prefetch: int = 2,
+    streaming: bool = True,
+) -> Path:
     """Stream a sample's frames into ``<name>.h5`` (dataset ``frames``, HDF5 chunks of one frame or tile)."""
-    return write_stack(sample, path, format="hdf5", compression=compression, scheduler=scheduler,
-                       prefetch=prefetch, streaming=streaming)
+    return write_stack(
+        sample,
+        path,
+        format="hdf5",
+        compression=compression,
+        scheduler=scheduler,
+        prefetch=prefetch,
+        streaming=streaming,
+    )
 
 
 def _mag_or_zeros(part: TruthPart, n_modes: int) -> np.ndarray:
@@ -335,59 +452,111 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
     frames = None
     if sample.config.output.frames_in_h5:
         block = max(1, int(sample.frames.chunksize[0]))
-        source = (iter_stack_blocks(stack[0], stack[1], block) if stack is not None
-                  else _iter_blocks(sample, "auto", 2, True))
+        source = (
+            iter_stack_blocks(stack[0], stack[1], block) if stack is not None else _iter_blocks(sample, "auto", 2, True)
+        )
         frames = (sample.frames.shape, source)
 
     def parts() -> Iterator[tuple[dict, dict, dict]]:
         for p in truth.parts():
             e, r = p.emitters, p.records
-            yield ({"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
-                   {"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
-                   {"phase": p.phase, "mag": _mag_or_zeros(p, truth.n_modes)})
+            yield (
+                {"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
+                {"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
+                {"phase": p.phase, "mag": _mag_or_zeros(p, truth.n_modes)},
+            )
 
     path = Path(folder) / "emitters.h5"
     write_emitters_h5_parts(
-        path, parts(), n_emitters=truth.n_emitters, n_records=truth.n_records, n_modes=truth.n_modes,
-        attrs=sample.attrs(), frames=frames,
-        units={"records/inside": "bool (emitter centre inside the image: -0.5 <= x < W-0.5, -0.5 <= y < H-0.5)",
-               "zernike_coeffs/phase": "rad (RMS-normalised Zernike phase, Noll order, index 0 = j 1)",
-               "zernike_coeffs/mag": "1 (pupil amplitude Zernike coefficients, Noll order; 0 = none)",
-               **({"frames": _units(sample)} if frames is not None else {})})
+        path,
+        parts(),
+        n_emitters=truth.n_emitters,
+        n_records=truth.n_records,
+        n_modes=truth.n_modes,
+        attrs=sample.attrs(),
+        frames=frames,
+        units={
+            "records/inside": "bool (emitter centre inside the image: -0.5 <= x < W-0.5, -0.5 <= y < H-0.5)",
+            "zernike_coeffs/phase": "rad (RMS-normalised Zernike phase, Noll order, index 0 = j 1)",
+            "zernike_coeffs/mag": "1 (pupil amplitude Zernike coefficients, Noll order; 0 = none)",
+            **({"frames": _units(sample)} if frames is not None else {}),
+        },
+    )
     if sample.config.output.write_csv:
         from z2t_dask.io.csv import write_records_csv
+
         write_records_csv(Path(folder) / "ground_truth.csv", (p.records.as_dict() for p in truth.parts()))
     return path
 
 
-def _sample_from_truth(cfg: SimulationConfig, seed: int, table: EmitterTable, records: Records,
-                       phase: np.ndarray, mag: np.ndarray | None, zmap_info: dict,
-                       chunk_frames: int | None, extra_attrs: dict | None = None,
-                       tile_size: int | None = None) -> Sample:
+def _sample_from_truth(
+    cfg: SimulationConfig,
+    seed: int,
+    table: EmitterTable,
+    records: Records,
+    phase: np.ndarray,
+    mag: np.ndarray | None,
+    zmap_info: dict,
+    chunk_frames: int | None,
+    extra_attrs: dict | None = None,
+    tile_size: int | None = None,
+) -> Sample:
     """A sample rendering truth given as arrays (held in memory, records of a frame in their order)."""
     # Ground truth in the dtypes the file stores (float32 values; int32 indices in memory): the
     # PSFs are rendered from exactly the stored coefficients.
-    part = TruthPart(emitters=table, records=compact_records(records),
-                     phase=np.ascontiguousarray(phase, np.float32),
-                     mag=None if mag is None else np.ascontiguousarray(mag, np.float32))
-    return _sample(cfg, seed, InMemoryTruth(part, cfg.emitters.frames), zmap_info, chunk_frames, extra_attrs,
-                   tile_size)
+    part = TruthPart(
+        emitters=table,
+        records=compact_records(records),
+        phase=np.ascontiguousarray(phase, np.float32),
+        mag=None if mag is None else np.ascontiguousarray(mag, np.float32),
+    )
+    return _sample(cfg, seed, InMemoryTruth(part, cfg.emitters.frames), zmap_info, chunk_frames, extra_attrs, tile_size)
 
 
-def _sample(cfg: SimulationConfig, seed: int, truth: Truth, zmap_info: dict, chunk_frames: int | None,
-            extra_attrs: dict | None = None, tile_size: int | None = None) -> Sample:
-    plan = FramePlan(seed=int(seed), frames=cfg.emitters.frames, image_shape=cfg.image_shape, truth=truth,
-                     psf=make_psf_model(cfg), camera=make_camera(cfg), background=float(cfg.background.photons),
-                     psf_batch=int(cfg.psf.batch_size))
-    frames = frames_array(plan, chunk_frames or cfg.render.chunk_frames, tile_size=tile_size or cfg.render.tile_size,
-                          chunk_mb=cfg.render.chunk_mb)
-    return Sample(config=cfg, seed=int(seed), truth=truth, frames=frames, zmap_info=zmap_info,
-                  extra_attrs=extra_attrs or {}, plan=plan)
+def _sample(
+    cfg: SimulationConfig,
+    seed: int,
+    truth: Truth,
+    zmap_info: dict,
+    chunk_frames: int | None,
+    extra_attrs: dict | None = None,
+    tile_size: int | None = None,
+) -> Sample:
+    plan = FramePlan(
+        seed=int(seed),
+        frames=cfg.emitters.frames,
+        image_shape=cfg.image_shape,
+        truth=truth,
+        psf=make_psf_model(cfg),
+        camera=make_camera(cfg),
+        background=float(cfg.background.photons),
+        psf_batch=int(cfg.psf.batch_size),
+    )
+    frames = frames_array(
+        plan,
+        chunk_frames or cfg.render.chunk_frames,
+        tile_size=tile_size or cfg.render.tile_size,
+        chunk_mb=cfg.render.chunk_mb,
+    )
+    return Sample(
+        config=cfg,
+        seed=int(seed),
+        truth=truth,
+        frames=frames,
+        zmap_info=zmap_info,
+        extra_attrs=extra_attrs or {},
+        plan=plan,
+    )
 
 
-def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None,
-             seed: int | None = None, *, zmap: str | os.PathLike | Zmap | None = None,
-             chunk_frames: int | None = None, tile_size: int | None = None) -> Sample:
+def simulate(
+    config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None,
+    seed: int | None = None,
+    *,
+    zmap: str | os.PathLike | Zmap | None = None,
+    chunk_frames: int | None = None,
+    tile_size: int | None = None,
+) -> Sample:
     """Simulate one sample lazily.
 
     Emitters and records are drawn now (milliseconds; a sample of more than
@@ -411,7 +580,7 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     """
     cfg = config if isinstance(config, SimulationConfig) else load_config(config)
     if isinstance(zmap, (str, os.PathLike)):
-        cfg = replace(cfg, zmap_path=str(zmap))   # a new config: the caller's is never changed
+        cfg = replace(cfg, zmap_path=str(zmap))  # a new config: the caller's is never changed
         zmap = None
     if seed is None:
         seed = cfg.emitters.seed if cfg.emitters.seed is not None else 0
@@ -427,8 +596,14 @@ def simulate(config: str | os.PathLike | Mapping[str, Any] | SimulationConfig | 
     return sample
 
 
-def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
-                   chunk_frames: int | None = None, tile_size: int | None = None) -> Sample:
+def load_sample_h5(
+    h5_path: str | os.PathLike,
+    config=None,
+    *,
+    seed: int = 0,
+    chunk_frames: int | None = None,
+    tile_size: int | None = None,
+) -> Sample:
     """A :class:`Sample` rendering the emitters and records of an existing ``emitters.h5``.
 
     Files written by the original tool carry legacy 21-index coefficients (read through the
@@ -448,18 +623,23 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
         raise FormatError(f"{h5_path}: emitters/id must be 0..N-1 in order")
     frame_ix = np.asarray(rec["frame_ix"], np.int64)
     frames = max(int(cfg.emitters.frames), int(frame_ix.max()) + 1 if frame_ix.size else 0)
-    if frames != cfg.emitters.frames:   # a new config: the caller's is never changed
+    if frames != cfg.emitters.frames:  # a new config: the caller's is never changed
         cfg = replace(cfg, emitters=replace(cfg.emitters, frames=frames))
     rec_xyz = np.asarray(rec["xyz"], np.float64)
     rec_ids = np.asarray(rec["id"], np.int64)
     if rec_ids.size and (rec_ids.min() < 0 or rec_ids.max() >= n):
         raise FormatError(f"{h5_path}: records/id out of range 0..{n - 1}")
     inside = inside_image(rec_xyz[:, :2], cfg.image_shape)
-    records = Records(xyz=rec_xyz, phot=np.asarray(rec["phot"], np.float64), frame_ix=frame_ix, id=rec_ids,
-                      inside=inside)
-    table = EmitterTable(xyz=xyz, intensity=np.asarray(em.get("intensity", np.zeros(n)), np.float64),
-                         t0=np.asarray(em.get("t0", np.zeros(n)), np.float64),
-                         on_time=np.asarray(em.get("on_time", np.zeros(n)), np.float64), id=ids)
+    records = Records(
+        xyz=rec_xyz, phot=np.asarray(rec["phot"], np.float64), frame_ix=frame_ix, id=rec_ids, inside=inside
+    )
+    table = EmitterTable(
+        xyz=xyz,
+        intensity=np.asarray(em.get("intensity", np.zeros(n)), np.float64),
+        t0=np.asarray(em.get("t0", np.zeros(n)), np.float64),
+        on_time=np.asarray(em.get("on_time", np.zeros(n)), np.float64),
+        id=ids,
+    )
     zc = f.zernike_coeffs
     k = cfg.psf.n_modes
     declared = str(f.attrs.get("zernike_convention", "")) if f.attrs else ""
@@ -468,9 +648,9 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
         mg = np.asarray(zc.get("mag", np.zeros_like(ph)), np.float64)
         if "z2t_version" in f.attrs or declared == "noll-rad":
             phase = np.zeros((n, k))
-            phase[:, :min(k, ph.shape[1])] = ph[:, :k]
+            phase[:, : min(k, ph.shape[1])] = ph[:, :k]
             mag = np.zeros((n, k))
-            mag[:, :min(k, mg.shape[1])] = mg[:, :k]
+            mag[:, : min(k, mg.shape[1])] = mg[:, :k]
             info = {"kind": "emitters.h5", "source_convention": "noll", "path": str(h5_path)}
         else:
             phase = legacy_to_noll(ph, k)
@@ -480,14 +660,26 @@ def load_sample_h5(h5_path: str | os.PathLike, config=None, *, seed: int = 0,
         phase = phase * cfg.zernike.scale
         mag = mag if np.any(np.abs(mag) > 1e-9) else None
     elif zc and "phase" in zc:
-        raise FormatError(f"{h5_path}: zernike_coeffs/phase has {zc['phase'].shape[0]} rows for {n} emitters "
-                         "(the original's crop bug, D13); drop zernike_coeffs to recompute them from the Zmap")
+        raise FormatError(
+            f"{h5_path}: zernike_coeffs/phase has {zc['phase'].shape[0]} rows for {n} emitters "
+            "(the original's crop bug, D13); drop zernike_coeffs to recompute them from the Zmap"
+        )
     else:
         field = aberration_field(cfg)
         phase, mag = field(xyz[:, :2])
         info = field.describe()
-    return _sample_from_truth(cfg, seed, table, records, phase, mag, info, chunk_frames,
-                              extra_attrs={"rendered_from": str(h5_path)}, tile_size=tile_size)
+    return _sample_from_truth(
+        cfg,
+        seed,
+        table,
+        records,
+        phase,
+        mag,
+        info,
+        chunk_frames,
+        extra_attrs={"rendered_from": str(h5_path)},
+        tile_size=tile_size,
+    )
 
 
 def render_emitters(h5_path: str | os.PathLike, config=None, *, seed: int = 0, chunk_frames: int | None = None):

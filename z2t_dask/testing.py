@@ -35,6 +35,7 @@ Examples
 >>> bool(abs(sample.compute() - naive_expected_photons(sample)).max() < 1e-3)
 True
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,10 +53,22 @@ if TYPE_CHECKING:
     from z2t_dask.physics.emitters import EmitterTable, Records
     from z2t_dask.sample import Sample
 
-__all__ = ["TINY_CONFIG", "NaiveOptics", "emitter_table", "naive_emccd", "naive_expected_photons", "naive_frames",
-           "naive_psf", "sample_from_arrays", "tiny_config", "tiny_config_dict", "validate_ngff"]
+__all__ = [
+    "TINY_CONFIG",
+    "NaiveOptics",
+    "emitter_table",
+    "naive_emccd",
+    "naive_expected_photons",
+    "naive_frames",
+    "naive_psf",
+    "sample_from_arrays",
+    "tiny_config",
+    "tiny_config_dict",
+    "validate_ngff",
+]
 
 # --------------------------------------------------------------------------- small configs
+
 
 def _frozen(value: Any) -> Any:
     """A read-only view of nested mappings and lists (mappings -> mappingproxy, lists -> tuples)."""
@@ -76,14 +89,23 @@ def _thawed(value: Any) -> Any:
 
 
 #: The sections :func:`tiny_config` starts from (read-only; :func:`tiny_config_dict` gives a plain copy).
-TINY_CONFIG: Mapping[str, Mapping[str, Any]] = _frozen({
-    "tiff": {"roi_width": 24, "roi_height": 20},                 # px; non-square on purpose
-    "emitters": {"num_emitters": 30, "frames": 6, "margin_px": 2.0, "intensity_mu": 3000.0,
-                 "intensity_sigma": 500.0, "lifetime_avg": 2.0, "z_range_um": 0.5},  # photons/frame, frames, µm
-    "psf": {"patch_size": 15},                                   # px
-    "camera": {"model": "emccd"},
-    "zernike": {"synthetic_shape": [64, 64]},                    # px of the synthetic Zmap (covers the ROI)
-})
+TINY_CONFIG: Mapping[str, Mapping[str, Any]] = _frozen(
+    {
+        "tiff": {"roi_width": 24, "roi_height": 20},  # px; non-square on purpose
+        "emitters": {
+            "num_emitters": 30,
+            "frames": 6,
+            "margin_px": 2.0,
+            "intensity_mu": 3000.0,
+            "intensity_sigma": 500.0,
+            "lifetime_avg": 2.0,
+            "z_range_um": 0.5,
+        },  # photons/frame, frames, µm
+        "psf": {"patch_size": 15},  # px
+        "camera": {"model": "emccd"},
+        "zernike": {"synthetic_shape": [64, 64]},  # px of the synthetic Zmap (covers the ROI)
+    }
+)
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,6 +167,7 @@ def tiny_config(**sections: Mapping[str, Any] | Any) -> SimulationConfig:
 
 # --------------------------------------------------------------------------- samples from arrays
 
+
 def emitter_table(xyz: Any, intensity: Any, *, t0: Any = 0.0, on_time: Any) -> EmitterTable:
     """Per-emitter ground truth from arrays (ids ``0 .. N-1``).
 
@@ -175,22 +198,37 @@ def emitter_table(xyz: Any, intensity: Any, *, t0: Any = 0.0, on_time: Any) -> E
     if xyz.ndim != 2 or xyz.shape[1] != 3:
         raise ValueError(f"xyz must have shape (N, 3), got {xyz.shape}")
     n = xyz.shape[0]
-    cols = {name: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy()
-            for name, v in (("intensity", intensity), ("t0", t0), ("on_time", on_time))}
+    cols = {
+        name: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy()
+        for name, v in (("intensity", intensity), ("t0", t0), ("on_time", on_time))
+    }
     for name, arr in (("xyz", xyz), *cols.items()):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must be finite")
     for name in ("intensity", "on_time"):
         if np.any(cols[name] < 0):
             raise ValueError(f"{name} must be >= 0")
-    return EmitterTable(xyz=xyz.astype(np.float32).astype(np.float64), intensity=cols["intensity"],
-                        t0=cols["t0"], on_time=cols["on_time"], id=np.arange(n, dtype=np.int64))
+    return EmitterTable(
+        xyz=xyz.astype(np.float32).astype(np.float64),
+        intensity=cols["intensity"],
+        t0=cols["t0"],
+        on_time=cols["on_time"],
+        id=np.arange(n, dtype=np.int64),
+    )
 
 
-def sample_from_arrays(config: SimulationConfig | Mapping[str, Any], emitters: EmitterTable,
-                       records: Records | None = None, phase: Any = None, mag: Any = None, *, seed: int = 0,
-                       chunk_frames: int | None = None, tile_size: int | None = None,
-                       zmap_info: Mapping[str, Any] | None = None) -> Sample:
+def sample_from_arrays(
+    config: SimulationConfig | Mapping[str, Any],
+    emitters: EmitterTable,
+    records: Records | None = None,
+    phase: Any = None,
+    mag: Any = None,
+    *,
+    seed: int = 0,
+    chunk_frames: int | None = None,
+    tile_size: int | None = None,
+    zmap_info: Mapping[str, Any] | None = None,
+) -> Sample:
     """A lazy sample rendering ground truth given as arrays (held in memory).
 
     The frames are rendered exactly as :func:`z2t_dask.simulate` renders a drawn truth (same
@@ -240,20 +278,33 @@ def sample_from_arrays(config: SimulationConfig | Mapping[str, Any], emitters: E
         intervals = (np.arange(n), emitters.t0, emitters.t0 + emitters.on_time)
         records = make_records(emitters, intervals, frames, cfg.image_shape)
     if len(records) and (records.id.min() < 0 or records.id.max() >= n):
-        raise ValueError(f"records/id must lie in [0, {n}) (the emitters' ids), got "
-                         f"[{records.id.min()}, {records.id.max()}]")
+        raise ValueError(
+            f"records/id must lie in [0, {n}) (the emitters' ids), got [{records.id.min()}, {records.id.max()}]"
+        )
     if len(records) and (records.frame_ix.min() < 0 or records.frame_ix.max() >= frames):
-        raise ValueError(f"records/frame_ix must lie in [0, {frames}) (emitters.frames), got "
-                         f"[{records.frame_ix.min()}, {records.frame_ix.max()}]")
+        raise ValueError(
+            f"records/frame_ix must lie in [0, {frames}) (emitters.frames), got "
+            f"[{records.frame_ix.min()}, {records.frame_ix.max()}]"
+        )
     phase = np.zeros((n, k)) if phase is None else np.asarray(phase)
     for name, arr in (("phase", phase), ("mag", mag)):
         if arr is not None and np.shape(arr) != (n, k):
             raise ValueError(f"{name} must have shape (N, psf.n_modes) = ({n}, {k}), got {np.shape(arr)}")
-    return _sample_from_truth(cfg, int(seed), emitters, records, phase, None if mag is None else np.asarray(mag),
-                              dict(zmap_info or {}), chunk_frames, tile_size=tile_size)
+    return _sample_from_truth(
+        cfg,
+        int(seed),
+        emitters,
+        records,
+        phase,
+        None if mag is None else np.asarray(mag),
+        dict(zmap_info or {}),
+        chunk_frames,
+        tile_size=tile_size,
+    )
 
 
 # --------------------------------------------------------------------------- NGFF (re-export)
+
 
 def __getattr__(name: str) -> Any:
     if name == "validate_ngff":  # imported on first use: keeps this module cheap to import
@@ -268,6 +319,7 @@ def __dir__() -> list[str]:
 
 
 # --------------------------------------------------------------------------- naive reference renderer
+
 
 @dataclass(frozen=True)
 class NaiveOptics:
@@ -306,14 +358,22 @@ class NaiveOptics:
     @classmethod
     def from_model(cls, model: Any) -> NaiveOptics:
         """The optics of a :class:`~z2t_dask.physics.optics.psf.PupilPSF` (e.g. ``sample.plan.psf``)."""
-        return cls(wavelength_nm=model.wavelength_nm, na=model.na, n_medium=model.n_medium,
-                   pixel_size_nm_x=model.pixel_size_nm_x, pixel_size_nm_y=model.pixel_size_nm_y,
-                   patch_size=model.patch_size, sampling=model.sampling, window=model.window,
-                   intensity_window=model.intensity_window)
+        return cls(
+            wavelength_nm=model.wavelength_nm,
+            na=model.na,
+            n_medium=model.n_medium,
+            pixel_size_nm_x=model.pixel_size_nm_x,
+            pixel_size_nm_y=model.pixel_size_nm_y,
+            patch_size=model.patch_size,
+            sampling=model.sampling,
+            window=model.window,
+            intensity_window=model.intensity_window,
+        )
 
 
-def naive_psf(phase: np.ndarray, z_um: float, dx: float, dy: float, o: NaiveOptics,
-              mag: np.ndarray | None = None) -> np.ndarray:
+def naive_psf(
+    phase: np.ndarray, z_um: float, dx: float, dy: float, o: NaiveOptics, mag: np.ndarray | None = None
+) -> np.ndarray:
     """One pixel-integrated PSF patch ``(p, p)`` float64, everything rebuilt from scratch.
 
     The same model as :class:`~z2t_dask.physics.optics.psf.PupilPSF` (scalar pupil, exact
@@ -385,9 +445,18 @@ def naive_psf(phase: np.ndarray, z_um: float, dx: float, dy: float, o: NaiveOpti
     return img[np.ix_(sel, sel)] * (s * s / energy) if energy > 0 else np.zeros((o.patch_size,) * 2)
 
 
-def naive_frames(o: NaiveOptics, shape: tuple[int, int], frames: int, rec_frame: np.ndarray,
-                 rec_id: np.ndarray, rec_phot: np.ndarray, em_xyz: np.ndarray, em_phase: np.ndarray,
-                 em_mag: np.ndarray | None = None, limit: int | None = None) -> np.ndarray:
+def naive_frames(
+    o: NaiveOptics,
+    shape: tuple[int, int],
+    frames: int,
+    rec_frame: np.ndarray,
+    rec_id: np.ndarray,
+    rec_phot: np.ndarray,
+    em_xyz: np.ndarray,
+    em_phase: np.ndarray,
+    em_mag: np.ndarray | None = None,
+    limit: int | None = None,
+) -> np.ndarray:
     """Expected signal photons ``(frames, H, W)`` float64: one PSF per record, added in a Python loop.
 
     Parameters
@@ -456,16 +525,34 @@ def naive_expected_photons(sample: Sample, *, background: bool = True) -> np.nda
     optics = NaiveOptics.from_model(getattr(plan.psf, "exact", plan.psf))
     part = sample.truth.materialize()
     rec = part.records
-    out = naive_frames(optics, tuple(plan.image_shape), int(plan.frames), rec.frame_ix, rec.id - part.id0, rec.phot,
-                       part.emitters.xyz, part.phase, part.mag)
+    out = naive_frames(
+        optics,
+        tuple(plan.image_shape),
+        int(plan.frames),
+        rec.frame_ix,
+        rec.id - part.id0,
+        rec.phot,
+        part.emitters.xyz,
+        part.phase,
+        part.mag,
+    )
     if background:
         out += float(plan.background)
     return out
 
 
-def naive_emccd(photons: np.ndarray, rng: np.random.Generator, *, qe: float, em_gain: float,
-                spurious_charge: float, read_noise_e: float, e_per_adu: float, baseline: float,
-                bit_depth: int) -> np.ndarray:
+def naive_emccd(
+    photons: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    qe: float,
+    em_gain: float,
+    spurious_charge: float,
+    read_noise_e: float,
+    e_per_adu: float,
+    baseline: float,
+    bit_depth: int,
+) -> np.ndarray:
     """One EMCCD frame the direct way: Poisson, Gamma (0 stays 0), Normal, rint, clip (uint16/32).
 
     Parameters

@@ -12,6 +12,7 @@
 Public names are imported lazily (PEP 562): ``import z2t_dask.batch`` (e.g. by a tool that only
 reads a manifest) imports neither the config layer nor Dask.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -33,8 +34,19 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
-    **{name: "spec" for name in ("BatchConfigError", "BatchSpec", "Job", "SCHEMA_VERSION", "expand_jobs", "job_key",
-                                 "job_seed", "load_batch_config")},
+    **{
+        name: "spec"
+        for name in (
+            "BatchConfigError",
+            "BatchSpec",
+            "Job",
+            "SCHEMA_VERSION",
+            "expand_jobs",
+            "job_key",
+            "job_seed",
+            "load_batch_config",
+        )
+    },
     **{name: "jobs" for name in ("JOB_MARKER", "run_job")},
     **{name: "manifest" for name in ("MANIFEST", "Manifest", "read_manifest", "read_status")},
     **{name: "runner" for name in ("BatchResult", "run_batch")},

@@ -11,6 +11,7 @@ file's content) — ``queue``, ``account``, ``cores``, ``processes``, ``memory``
 ``jobs`` (how many SLURM jobs to ask for). Keys left out fall back to dask-jobqueue's own
 configuration (``~/.config/dask/jobqueue.yaml``, ``DASK_JOBQUEUE__SLURM__*``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,9 +25,23 @@ from z2t_dask.errors import ClusterError
 
 __all__ = ["SLURM_KEYS", "ClusterError", "load_slurm_spec", "resolve_client", "slurm_cluster"]
 
-SLURM_KEYS = ("queue", "account", "cores", "processes", "memory", "walltime", "job_extra_directives",
-              "job_script_prologue", "python", "local_directory", "interface", "job_name", "jobs",
-              "worker_extra_args", "death_timeout")
+SLURM_KEYS = (
+    "queue",
+    "account",
+    "cores",
+    "processes",
+    "memory",
+    "walltime",
+    "job_extra_directives",
+    "job_script_prologue",
+    "python",
+    "local_directory",
+    "interface",
+    "job_name",
+    "jobs",
+    "worker_extra_args",
+    "death_timeout",
+)
 
 
 def load_slurm_spec(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -42,7 +57,7 @@ def load_slurm_spec(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, 
         spec = yaml.safe_load(p.read_text()) or {}
         if not isinstance(spec, dict):
             raise ClusterError(f"{p}: expected a mapping of SLURM settings")
-    if "slurm" in spec and isinstance(spec["slurm"], Mapping):        # jobqueue.yaml style nesting
+    if "slurm" in spec and isinstance(spec["slurm"], Mapping):  # jobqueue.yaml style nesting
         spec = dict(spec["slurm"])
     spec = {k.replace("-", "_"): v for k, v in spec.items()}
     unknown = sorted(set(spec) - set(SLURM_KEYS))
@@ -71,8 +86,15 @@ def slurm_cluster(spec: str | os.PathLike | Mapping[str, Any], *, require_sbatch
 
 
 @contextlib.contextmanager
-def resolve_client(client: Any = None, *, max_workers: int | None = None, threads_per_worker: int = 1,
-                   dashboard: bool = False, slurm: Any = None, memory_limit: str | None = None) -> Iterator[Any]:
+def resolve_client(
+    client: Any = None,
+    *,
+    max_workers: int | None = None,
+    threads_per_worker: int = 1,
+    dashboard: bool = False,
+    slurm: Any = None,
+    memory_limit: str | None = None,
+) -> Iterator[Any]:
     """Yield a ``distributed.Client`` (see module doc); close only what was created here.
 
     Parameters
@@ -110,9 +132,12 @@ def resolve_client(client: Any = None, *, max_workers: int | None = None, thread
                 c = get_client()
             except ValueError:
                 n = max_workers or os.cpu_count() or 1
-                kwargs: dict[str, Any] = {"n_workers": n, "threads_per_worker": threads_per_worker,
-                                          "processes": True,
-                                          "dashboard_address": ":0" if dashboard else None}
+                kwargs: dict[str, Any] = {
+                    "n_workers": n,
+                    "threads_per_worker": threads_per_worker,
+                    "processes": True,
+                    "dashboard_address": ":0" if dashboard else None,
+                }
                 if memory_limit:
                     kwargs["memory_limit"] = memory_limit
                 if dashboard:

@@ -6,6 +6,7 @@ their sizes and sha256, timings), so running it again with the same key is a no-
 ``<output>/.z2t_attempts/<key>`` that the client reads back (:func:`read_attempts`): Dask retries
 and killed workers are counted too. Workers never touch the manifest.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from z2t_dask.errors import FormatError
 from z2t_dask.batch.spec import Job
+from z2t_dask.errors import FormatError
 
 __all__ = ["ATTEMPTS_DIR", "JOB_MARKER", "finished_marker", "read_attempts", "read_marker", "run_job"]
 
@@ -124,10 +125,20 @@ def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strate
             sample.save(folder, overwrite=True, scheduler=client.get)
     else:
         sample.save(folder, overwrite=True, scheduler="sync")
-    info = {"key": job.key, "name": job.name, "seed": job.seed, "params": job.params,
-            "outputs": _outputs(folder), "seconds": round(time.time() - t0, 3), "attempt": attempt,
-            "frames": int(sample.frames.shape[0]), "records": int(sample.truth.n_records),
-            "finished": time.time(), "host": os.uname().nodename, "pid": os.getpid()}
+    info = {
+        "key": job.key,
+        "name": job.name,
+        "seed": job.seed,
+        "params": job.params,
+        "outputs": _outputs(folder),
+        "seconds": round(time.time() - t0, 3),
+        "attempt": attempt,
+        "frames": int(sample.frames.shape[0]),
+        "records": int(sample.truth.n_records),
+        "finished": time.time(),
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+    }
     with atomic_path(folder / JOB_MARKER) as tmp:
         Path(tmp).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
     return info

@@ -20,6 +20,7 @@ Beside it, the original tool's ``batch_status.json`` (``completed_jobs``, ``fail
 Readers (``z2t inspect``, ``z2t preview``) use :func:`read_manifest` / :func:`read_status`, which
 name the file in their error on a malformed or truncated document.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,10 @@ def read_manifest(folder_or_path: str | os.PathLike) -> dict[str, Any]:
     path = _file(folder_or_path, MANIFEST)
     doc = _read_object(path, "batch manifest")
     if not isinstance(doc.get("jobs", {}), dict):
-        raise FormatError(f"{path}: unreadable batch manifest: 'jobs' must be a mapping of job folder -> entry, "
-                          f"got {type(doc['jobs']).__name__}")
+        raise FormatError(
+            f"{path}: unreadable batch manifest: 'jobs' must be a mapping of job folder -> entry, "
+            f"got {type(doc['jobs']).__name__}"
+        )
     return doc
 
 
@@ -135,8 +138,12 @@ class Manifest:
                     self.data = loaded
             except ValueError:
                 log.warning("manifest %s unreadable; starting a new one", self.path)
-        self.data["batch"] = {"description": spec.description, "source": spec.source, "seed": spec.seed,
-                              "retries": spec.retries}
+        self.data["batch"] = {
+            "description": spec.description,
+            "source": spec.source,
+            "seed": spec.seed,
+            "retries": spec.retries,
+        }
         self.completed_order: list[str] = []
         self.session_start = time.time()
 
@@ -152,12 +159,22 @@ class Manifest:
         self.data["updated"] = time.time()
         with atomic_path(self.path) as tmp:
             Path(tmp).write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
-        status = {"completed_jobs": self.completed_order + sorted(
-                      n for n, j in self.jobs.items() if j["state"] in ("done", "skipped")
-                      and n not in self.completed_order),
-                  "failed_jobs": [{"job_id": n, "error": (j.get("error") or "").strip().splitlines()[-1:][0]
-                                   if j.get("error") else "", "timestamp": j.get("finished")}
-                                  for n, j in sorted(self.jobs.items()) if j["state"] == "failed"],
-                  "start_time": self.session_start, "last_update": time.time()}
+        status = {
+            "completed_jobs": self.completed_order
+            + sorted(
+                n for n, j in self.jobs.items() if j["state"] in ("done", "skipped") and n not in self.completed_order
+            ),
+            "failed_jobs": [
+                {
+                    "job_id": n,
+                    "error": (j.get("error") or "").strip().splitlines()[-1:][0] if j.get("error") else "",
+                    "timestamp": j.get("finished"),
+                }
+                for n, j in sorted(self.jobs.items())
+                if j["state"] == "failed"
+            ],
+            "start_time": self.session_start,
+            "last_update": time.time(),
+        }
         with atomic_path(self.out / STATUS) as tmp:
             Path(tmp).write_text(json.dumps(status, indent=2))

@@ -12,6 +12,7 @@ changed or unfinished ones, leaves failed ones failed unless ``retry_failed``; t
 ``batch_status.json`` is written beside it for existing scripts. The log goes to ``batch.log`` in
 the output folder. Exit codes: 0 all done, 1 some failed, 2 bad config.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,16 +85,17 @@ class BatchResult:
     def summary(self) -> str:
         """Human summary: done / skipped / failed, with errors and output paths."""
         s = self.states()
-        lines = [f"batch {self.output_dir}: {len(self.jobs)} jobs in {self.seconds:.1f} s: "
-                 f"{len(s.get('done', []))} done, {len(s.get('skipped', []))} skipped (already done), "
-                 f"{len(s.get('failed', []))} failed" +
-                 "".join(f", {len(v)} {k}" for k, v in s.items() if k not in ("done", "skipped", "failed"))]
+        lines = [
+            f"batch {self.output_dir}: {len(self.jobs)} jobs in {self.seconds:.1f} s: "
+            f"{len(s.get('done', []))} done, {len(s.get('skipped', []))} skipped (already done), "
+            f"{len(s.get('failed', []))} failed"
+            + "".join(f", {len(v)} {k}" for k, v in s.items() if k not in ("done", "skipped", "failed"))
+        ]
         for name in self.failed:
             err = (self.jobs[name].get("error") or "").strip().splitlines()
             lines.append(f"  FAILED {name}: {err[-1] if err else '?'} (attempts: {self.jobs[name].get('attempts')})")
         lines.append(f"  manifest: {self.output_dir / MANIFEST}")
         return "\n".join(lines)
-
 
 
 def _progress_line(done: int, failed: int, total: int, t0: float) -> str:
@@ -118,7 +120,7 @@ class _ProgressBar:
                 self.widget = ipywidgets.IntProgress(min=0, max=total, description="z2t batch")
                 self.label = ipywidgets.Label(f"0/{total}")
                 display(ipywidgets.HBox([self.widget, self.label]))
-        except Exception:   # no IPython / ipywidgets: text bar
+        except Exception:  # no IPython / ipywidgets: text bar
             self.widget = None
 
     def update(self, done: int, failed: int) -> None:
@@ -151,12 +153,24 @@ def _add_log_file(out: Path) -> logging.Handler:
     return h
 
 
-def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client: Any = None, *,
-              max_workers: int | None = None, retries: int | None = None, resume: bool = True,
-              retry_failed: bool = False, clean: bool = False, strategy: str | None = None,
-              progress: bool | Callable[[dict], None] = True, dashboard: bool = False, slurm: Any = None,
-              output_dir: str | os.PathLike | None = None, zmap: str | None = None, seed: int | None = None,
-              job_fn: Callable[..., dict] | None = None) -> BatchResult:
+def run_batch(
+    config: str | os.PathLike | Mapping[str, Any] | BatchSpec,
+    client: Any = None,
+    *,
+    max_workers: int | None = None,
+    retries: int | None = None,
+    resume: bool = True,
+    retry_failed: bool = False,
+    clean: bool = False,
+    strategy: str | None = None,
+    progress: bool | Callable[[dict], None] = True,
+    dashboard: bool = False,
+    slurm: Any = None,
+    output_dir: str | os.PathLike | None = None,
+    zmap: str | None = None,
+    seed: int | None = None,
+    job_fn: Callable[..., dict] | None = None,
+) -> BatchResult:
     """Run a batch on a Dask cluster; resumable.
 
     Parameters
@@ -186,8 +200,11 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
     """
     from z2t_dask.batch.cluster import resolve_client
 
-    spec = config if isinstance(config, BatchSpec) else load_batch_config(config, zmap=zmap, output_dir=output_dir,
-                                                                          seed=seed)
+    spec = (
+        config
+        if isinstance(config, BatchSpec)
+        else load_batch_config(config, zmap=zmap, output_dir=output_dir, seed=seed)
+    )
     if output_dir is not None and isinstance(config, BatchSpec):
         spec.output_dir = Path(output_dir)
     jobs = expand_jobs(spec)
@@ -207,10 +224,20 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
         to_run: list[Job] = []
         for job in jobs:
             prev = manifest.jobs.get(job.name)
-            entry = {"key": job.key, "seed": job.seed, "params": job.params, "index": job.index,
-                     "attempts": prev.get("attempts", 0) if prev and prev.get("key") == job.key else 0}
-            if resume and prev and prev.get("key") == job.key and prev.get("state") in ("done", "skipped") \
-                    and finished_marker(out / job.name, job.key) is not None:
+            entry = {
+                "key": job.key,
+                "seed": job.seed,
+                "params": job.params,
+                "index": job.index,
+                "attempts": prev.get("attempts", 0) if prev and prev.get("key") == job.key else 0,
+            }
+            if (
+                resume
+                and prev
+                and prev.get("key") == job.key
+                and prev.get("state") in ("done", "skipped")
+                and finished_marker(out / job.name, job.key) is not None
+            ):
                 manifest.jobs[job.name] = {**prev, "state": "skipped"}
                 continue
             if resume and prev and prev.get("key") == job.key and prev.get("state") == "failed" and not retry_failed:
@@ -228,8 +255,9 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
         log.info("batch %s: %d jobs, %d to run, output %s", spec.source or "<dict>", len(jobs), len(to_run), out)
         dashboard_link = None
         if to_run:
-            with resolve_client(client, max_workers=max_workers or spec.max_workers, dashboard=dashboard,
-                                slurm=slurm) as c:
+            with resolve_client(
+                client, max_workers=max_workers or spec.max_workers, dashboard=dashboard, slurm=slurm
+            ) as c:
                 if dashboard or slurm is not None:
                     dashboard_link = getattr(c, "dashboard_link", None)
                     if dashboard_link:
@@ -239,16 +267,18 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
                 chosen = strategy or spec.strategy
                 if chosen == "auto":
                     chosen = "serial" if len(to_run) >= 2 * threads else "spread"
-                log.info("strategy %s (%d jobs, %d worker threads), retries %d", chosen, len(to_run), threads,
-                         n_retries)
+                log.info(
+                    "strategy %s (%d jobs, %d worker threads), retries %d", chosen, len(to_run), threads, n_retries
+                )
                 _execute(c, to_run, manifest, out, job_fn or run_job, chosen, n_retries, progress)
-        stale = _clean_stale_temps(out)      # e.g. the temp folder of a worker that was killed mid-job
+        stale = _clean_stale_temps(out)  # e.g. the temp folder of a worker that was killed mid-job
         if stale:
             log.info("removed %d temporary leftovers of killed or interrupted jobs", stale)
         manifest.data["runs"][-1]["finished"] = time.time()
         manifest.write()
-        result = BatchResult(out, {n: j for n, j in manifest.jobs.items() if n in in_batch},
-                             time.time() - t_start, dashboard_link)
+        result = BatchResult(
+            out, {n: j for n, j in manifest.jobs.items() if n in in_batch}, time.time() - t_start, dashboard_link
+        )
         log.info("%s", result.summary())
         return result
     finally:
@@ -256,8 +286,16 @@ def run_batch(config: str | os.PathLike | Mapping[str, Any] | BatchSpec, client:
         handler.close()
 
 
-def _execute(c: Any, to_run: list[Job], manifest: Manifest, out: Path, fn: Callable, strategy: str,
-             retries: int, progress: bool | Callable) -> None:
+def _execute(
+    c: Any,
+    to_run: list[Job],
+    manifest: Manifest,
+    out: Path,
+    fn: Callable,
+    strategy: str,
+    retries: int,
+    progress: bool | Callable,
+) -> None:
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
@@ -265,8 +303,9 @@ def _execute(c: Any, to_run: list[Job], manifest: Manifest, out: Path, fn: Calla
     for job in to_run:
         manifest.jobs[job.name]["state"] = "running"
         manifest.jobs[job.name]["submitted"] = time.time()
-        fut = c.submit(fn, job.to_dict(), str(out), strategy=strategy, key=f"z2t-job-{job.key}",
-                       retries=retries, pure=False)
+        fut = c.submit(
+            fn, job.to_dict(), str(out), strategy=strategy, key=f"z2t-job-{job.key}", retries=retries, pure=False
+        )
         futures[fut] = job
     manifest.write()
     n_done = n_failed = 0
@@ -277,24 +316,42 @@ def _execute(c: Any, to_run: list[Job], manifest: Manifest, out: Path, fn: Calla
             entry = manifest.jobs[job.name]
             if fut.status == "finished":
                 info = fut.result()
-                entry.update({"state": "done", "outputs": info.get("outputs", {}), "seconds": info.get("seconds"),
-                              "finished": info.get("finished", time.time()), "error": None, "traceback": None,
-                              "attempts": read_attempts(out, job.key) or info.get("attempt", 1),
-                              "host": info.get("host"), "records": info.get("records"),
-                              "frames": info.get("frames")})
+                entry.update(
+                    {
+                        "state": "done",
+                        "outputs": info.get("outputs", {}),
+                        "seconds": info.get("seconds"),
+                        "finished": info.get("finished", time.time()),
+                        "error": None,
+                        "traceback": None,
+                        "attempts": read_attempts(out, job.key) or info.get("attempt", 1),
+                        "host": info.get("host"),
+                        "records": info.get("records"),
+                        "frames": info.get("frames"),
+                    }
+                )
                 manifest.completed_order.append(job.name)
                 n_done += 1
                 log.info("done %s in %ss", job.name, info.get("seconds"))
             else:
                 exc = fut.exception()
                 if isinstance(exc, KilledWorker):
-                    msg = (f"this job kills workers (memory?): {exc}; the worker running it died "
-                           "repeatedly (distributed.scheduler.allowed-failures)")
+                    msg = (
+                        f"this job kills workers (memory?): {exc}; the worker running it died "
+                        "repeatedly (distributed.scheduler.allowed-failures)"
+                    )
                 else:
                     msg = f"{type(exc).__name__}: {exc}"
                 trace = "".join(tb.format_tb(fut.traceback())) if fut.traceback() is not None else ""
-                entry.update({"state": "failed", "error": msg, "traceback": trace, "finished": time.time(),
-                              "attempts": read_attempts(out, job.key)})
+                entry.update(
+                    {
+                        "state": "failed",
+                        "error": msg,
+                        "traceback": trace,
+                        "finished": time.time(),
+                        "attempts": read_attempts(out, job.key),
+                    }
+                )
                 n_failed += 1
                 log.error("failed %s: %s", job.name, msg)
             fut.release()

@@ -15,6 +15,7 @@ and a key: the hash of its fully resolved config, seed and name (:func:`job_key`
 compares keys to decide which jobs changed. Nothing here touches files other than the batch
 config itself.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,19 @@ __all__ = [
 #: Version of the batch files' schema (the manifest's ``schema``); part of every job key.
 SCHEMA_VERSION = 1
 
-_TOP_KEYS = ("description", "version", "base_output_dir", "max_workers", "base_config", "sample_configs",
-             "variables", "variable_configs", "seed", "retries", "strategy")
+_TOP_KEYS = (
+    "description",
+    "version",
+    "base_output_dir",
+    "max_workers",
+    "base_config",
+    "sample_configs",
+    "variables",
+    "variable_configs",
+    "seed",
+    "retries",
+    "strategy",
+)
 _SAMPLE_KEYS = ("num_samples", "frames_per_sample", "sample_naming", "description")
 # keys that the original configs keep equal to the ROI size: varied together with it
 _LINKED_TO_ROI = ("zernike.crop_size", "emitters.area_px")
@@ -78,9 +90,9 @@ class Job:
     """One sample to produce."""
 
     index: int
-    name: str                 # folder relative to the batch output dir
-    params: dict              # grid values and sample id of this job
-    config: dict              # fully resolved sample config
+    name: str  # folder relative to the batch output dir
+    params: dict  # grid values and sample id of this job
+    config: dict  # fully resolved sample config
     seed: int
     key: str
 
@@ -120,8 +132,13 @@ def _leaf_paths(d: Mapping, prefix: str = "") -> list[str]:
     return out
 
 
-def load_batch_config(source: str | os.PathLike | Mapping[str, Any], *, zmap: str | None = None,
-                      output_dir: str | os.PathLike | None = None, seed: int | None = None) -> BatchSpec:
+def load_batch_config(
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    zmap: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+    seed: int | None = None,
+) -> BatchSpec:
     """Read and validate a batch config (the original tool's format plus ``variable_configs``).
 
     Raises
@@ -142,6 +159,7 @@ def load_batch_config(source: str | os.PathLike | Mapping[str, Any], *, zmap: st
         try:
             if p.suffix.lower() in (".yaml", ".yml"):
                 import yaml
+
                 data = yaml.safe_load(p.read_text("utf-8"))
             else:
                 data = json.loads(p.read_text("utf-8"))
@@ -152,8 +170,13 @@ def load_batch_config(source: str | os.PathLike | Mapping[str, Any], *, zmap: st
     for k in data:
         if k not in _TOP_KEYS:
             close = difflib.get_close_matches(k, _TOP_KEYS, 1)
-            problems.append((k, "unknown key" + (f"; did you mean '{close[0]}'?" if close else
-                                                 f"; known keys: {', '.join(_TOP_KEYS)}")))
+            problems.append(
+                (
+                    k,
+                    "unknown key"
+                    + (f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(_TOP_KEYS)}"),
+                )
+            )
     base = data.get("base_config", {})
     if not isinstance(base, dict):
         problems.append(("base_config", "expected a mapping (one sample's config)"))
@@ -166,8 +189,12 @@ def load_batch_config(source: str | os.PathLike | Mapping[str, Any], *, zmap: st
     zp = base.get("zmap_path")
     if isinstance(zp, str) and not Path(zp).is_file():
         problems.append(("base_config.zmap_path", f"Zmap file not found: {zp} (override with --zmap / zmap=)"))
-    spec = BatchSpec(base_config=base, output_dir=Path(output_dir or data.get("base_output_dir") or "batch_output"),
-                     description=str(data.get("description", "")), source=src)
+    spec = BatchSpec(
+        base_config=base,
+        output_dir=Path(output_dir or data.get("base_output_dir") or "batch_output"),
+        description=str(data.get("description", "")),
+        source=src,
+    )
     mw = data.get("max_workers")
     if mw is not None and (not isinstance(mw, int) or isinstance(mw, bool) or mw < 1):
         problems.append(("max_workers", f"expected a positive integer, got {mw!r}"))
@@ -193,8 +220,9 @@ def load_batch_config(source: str | os.PathLike | Mapping[str, Any], *, zmap: st
             for k in sc:
                 if k not in _SAMPLE_KEYS:
                     close = difflib.get_close_matches(k, _SAMPLE_KEYS, 1)
-                    problems.append((f"sample_configs.{k}", "unknown key" + (f"; did you mean '{close[0]}'?"
-                                                                            if close else "")))
+                    problems.append(
+                        (f"sample_configs.{k}", "unknown key" + (f"; did you mean '{close[0]}'?" if close else ""))
+                    )
             ns = sc.get("num_samples", 5)
             if not isinstance(ns, int) or isinstance(ns, bool) or ns < 1:
                 problems.append(("sample_configs.num_samples", f"expected a positive integer, got {ns!r}"))
@@ -247,11 +275,16 @@ def _grid_axes(data: Mapping, base: dict, problems: list) -> list[tuple[str, lis
             hits = sorted({p for p in paths if p.split(".")[-1] == leaf and not p.startswith("provenance")})
             if not hits:
                 close = difflib.get_close_matches(leaf, sorted({p.split(".")[-1] for p in paths}), 1)
-                problems.append((f"variable_configs.{leaf}", "no such key in the config" +
-                                 (f"; did you mean '{close[0]}'?" if close else "")))
+                problems.append(
+                    (
+                        f"variable_configs.{leaf}",
+                        "no such key in the config" + (f"; did you mean '{close[0]}'?" if close else ""),
+                    )
+                )
             elif len(hits) > 1:
-                problems.append((f"variable_configs.{leaf}",
-                                 f"ambiguous: matches {', '.join(hits)}; use the dotted path"))
+                problems.append(
+                    (f"variable_configs.{leaf}", f"ambiguous: matches {', '.join(hits)}; use the dotted path")
+                )
             else:
                 axes.append((hits[0], vals))
     seen = set()
@@ -264,8 +297,14 @@ def _grid_axes(data: Mapping, base: dict, problems: list) -> list[tuple[str, lis
 
 def job_key(config: Mapping[str, Any], seed: int, name: str) -> str:
     """Hash of a job's fully resolved config, seed and name (stable across runs and machines)."""
-    canon = json.dumps({"schema": SCHEMA_VERSION, "config": config, "seed": int(seed), "name": name},
-                       sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=str)
+    canon = json.dumps(
+        {"schema": SCHEMA_VERSION, "config": config, "seed": int(seed), "name": name},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+        default=str,
+    )
     return hashlib.sha256(canon.encode()).hexdigest()[:20]
 
 
@@ -291,8 +330,11 @@ def expand_jobs(spec: BatchSpec) -> list[Job]:
     problems: list[tuple[str, str]] = []
     names: set[str] = set()
     for gi, point in enumerate(points):
-        grid_name = (f"job_{gi:04d}_" + "_".join(f"{k.split('.')[-1]}_{_fmt_value(v)}" for k, v in zip(keys, point))
-                     if spec.grid else "")
+        grid_name = (
+            f"job_{gi:04d}_" + "_".join(f"{k.split('.')[-1]}_{_fmt_value(v)}" for k, v in zip(keys, point))
+            if spec.grid
+            else ""
+        )
         for sid in samples:
             cfg = copy.deepcopy(spec.base_config)
             params: dict[str, Any] = {}
@@ -321,8 +363,16 @@ def expand_jobs(spec: BatchSpec) -> list[Job]:
             except ConfigError as exc:
                 problems.extend((f"{name}: {k}", m) for k, m in exc.problems)
                 continue
-            jobs.append(Job(index=len(jobs), name=name, params=params, config=resolved, seed=seed,
-                            key=job_key(resolved, seed, name)))
+            jobs.append(
+                Job(
+                    index=len(jobs),
+                    name=name,
+                    params=params,
+                    config=resolved,
+                    seed=seed,
+                    key=job_key(resolved, seed, name),
+                )
+            )
     if problems:
         raise BatchConfigError(problems, spec.source)
     return jobs

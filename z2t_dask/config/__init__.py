@@ -6,6 +6,7 @@
   sections, the built-in default);
 * :mod:`z2t_dask.config.legacy`: translation of the original tool's files and key names.
 """
+
 from __future__ import annotations
 
 from z2t_dask.config.schema import (

@@ -20,6 +20,7 @@ Keys the original read but never used are rejected with a message, except a few 
 keys of ``default_config.json`` (``experiment.*`` ...), kept as provenance and reported with a
 :class:`~z2t_dask.errors.LegacyKeyWarning`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,14 @@ __all__ = [
 
 # camera_parameters.json -> camera section (value transforms handled in translate_camera)
 _CAMERA_ALIASES = {
-    "QE": "qe", "EMGain": "em_gain", "A2D": "e_per_adu", "e_adu": "e_per_adu",
-    "offset": "baseline", "max_adu": "bit_depth", "chipszh": "chip_height", "chipszw": "chip_width",
+    "QE": "qe",
+    "EMGain": "em_gain",
+    "A2D": "e_per_adu",
+    "e_adu": "e_per_adu",
+    "offset": "baseline",
+    "max_adu": "bit_depth",
+    "chipszh": "chip_height",
+    "chipszw": "chip_width",
 }
 
 
@@ -69,8 +76,12 @@ def translate_camera(cam: Mapping[str, Any], out: dict[str, Any], problems: list
             optical["pixel_size_nm_x" if key.endswith("x") else "pixel_size_nm_y"] = value
             optical["use_default_config"] = False
         elif key == "max_adu":
-            if isinstance(value, (int, float)) and value > 0 and float(value + 1).is_integer() and \
-                    (int(value) + 1) & int(value) == 0:
+            if (
+                isinstance(value, (int, float))
+                and value > 0
+                and float(value + 1).is_integer()
+                and (int(value) + 1) & int(value) == 0
+            ):
                 sim_cam["bit_depth"] = int(value + 1).bit_length() - 1
             else:
                 problems.append((path, f"expected 2**bits - 1 (e.g. 65535), got {value!r}"))
@@ -110,12 +121,23 @@ def is_default_config(d: Mapping[str, Any]) -> bool:
 # default_config.json keys with no effect on the simulation (the original ignored them too);
 # they are kept as provenance and reported with a LegacyKeyWarning.
 _DEFAULT_CONFIG_DESCRIPTIVE = {
-    "optical.psf_patch_size", "optical.ao_strength_factor",
-    "emitter.n_emitters", "emitter.total_photons", "emitter.full_roi_size", "emitter.emitter_on_prob",
-    "emitter.min_z_um", "emitter.max_z_um",
-    "photophysics.quantum_yield", "photophysics.laser_power_w_cm2", "photophysics.molar_extinction_coeff",
-    "photophysics.wavelength_nm", "photophysics.sub_frame_resolution",
-    "simulation.n_samples", "simulation.output_dir", "experiment.*", "psf.type",
+    "optical.psf_patch_size",
+    "optical.ao_strength_factor",
+    "emitter.n_emitters",
+    "emitter.total_photons",
+    "emitter.full_roi_size",
+    "emitter.emitter_on_prob",
+    "emitter.min_z_um",
+    "emitter.max_z_um",
+    "photophysics.quantum_yield",
+    "photophysics.laser_power_w_cm2",
+    "photophysics.molar_extinction_coeff",
+    "photophysics.wavelength_nm",
+    "photophysics.sub_frame_resolution",
+    "simulation.n_samples",
+    "simulation.output_dir",
+    "experiment.*",
+    "psf.type",
 }
 
 
@@ -143,8 +165,12 @@ def translate_default_config(d: Mapping[str, Any], problems: list) -> dict[str, 
                 else:
                     problems.append((path, "unknown key"))
             elif section == "camera":
-                translate_camera({key: value, **({"e_adu": body["e_adu"]} if key == "var" and "e_adu" in body else {})},
-                                  out, problems, section)
+                translate_camera(
+                    {key: value, **({"e_adu": body["e_adu"]} if key == "var" and "e_adu" in body else {})},
+                    out,
+                    problems,
+                    section,
+                )
             elif section == "photophysics":
                 mapping = {"T_ON": "t_on", "T_DARK": "t_dark", "T_BLEACH": "t_bleach"}
                 if key in mapping:
@@ -182,7 +208,9 @@ def translate_default_config(d: Mapping[str, Any], problems: list) -> dict[str, 
         warnings.warn(
             "default_config.json keys with no effect on the simulation (the original tool ignored them "
             "too); kept as provenance only: " + ", ".join(sorted(descriptive)),
-            LegacyKeyWarning, stacklevel=4)
+            LegacyKeyWarning,
+            stacklevel=4,
+        )
     return out
 
 
@@ -229,28 +257,57 @@ def translate_pipeline(d: Mapping[str, Any], problems: list) -> dict[str, Any]:
                 problems.append(("emitters.xy_unit", f"only 'px' (camera pixels) is supported, got {v!r}"))
         if "z_range" in em:
             v = em.pop("z_range")
-            if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(a, (int, float)) for a in v) \
-                    and v[0] == -v[1] and v[1] >= 0:
-                em.setdefault("z_range_um", v[1] / 1000.0)   # DECODE-style z range in nm
+            if (
+                isinstance(v, (list, tuple))
+                and len(v) == 2
+                and all(isinstance(a, (int, float)) for a in v)
+                and v[0] == -v[1]
+                and v[1] >= 0
+            ):
+                em.setdefault("z_range_um", v[1] / 1000.0)  # DECODE-style z range in nm
             else:
-                problems.append(("emitters.z_range", (f"expected a symmetric [-z, z] range in nm, got {v!r}; "
-                                  "use z_range_um")))
+                problems.append(
+                    ("emitters.z_range", (f"expected a symmetric [-z, z] range in nm, got {v!r}; use z_range_um"))
+                )
         if "lifetime" in em:
-            problems.append(("emitters.lifetime", ("ambiguous original key (the original ignored it); "
-                              "use lifetime_avg (mean on-time in frames)")))
+            problems.append(
+                (
+                    "emitters.lifetime",
+                    ("ambiguous original key (the original ignored it); use lifetime_avg (mean on-time in frames)"),
+                )
+            )
             em.pop("lifetime")
         if "density_mu_sig" in em:
-            problems.append(("emitters.density_mu_sig", ("not supported (the original ignored it and ran with "
-                              "defaults); set num_emitters per movie")))
+            problems.append(
+                (
+                    "emitters.density_mu_sig",
+                    ("not supported (the original ignored it and ran with defaults); set num_emitters per movie"),
+                )
+            )
             em.pop("density_mu_sig")
         out["emitters"] = em
     # camera section may use the original names
     cam = out.get("camera")
-    if isinstance(cam, Mapping) and any(k in cam for k in (*_CAMERA_ALIASES, "var", "cam_pxszx", "cam_pxszy",
-                                                           "scmos_var", "cam_pth", "view_type",
-                                                           "autofluorescence_background")):
-        plain = {k: v for k, v in cam.items() if k not in _CAMERA_ALIASES and k not in
-                 ("var", "cam_pxszx", "cam_pxszy", "scmos_var", "cam_pth", "view_type", "autofluorescence_background")}
+    if isinstance(cam, Mapping) and any(
+        k in cam
+        for k in (
+            *_CAMERA_ALIASES,
+            "var",
+            "cam_pxszx",
+            "cam_pxszy",
+            "scmos_var",
+            "cam_pth",
+            "view_type",
+            "autofluorescence_background",
+        )
+    ):
+        plain = {
+            k: v
+            for k, v in cam.items()
+            if k not in _CAMERA_ALIASES
+            and k
+            not in ("var", "cam_pxszx", "cam_pxszy", "scmos_var", "cam_pth", "view_type", "autofluorescence_background")
+        }
         legacy = {k: v for k, v in cam.items() if k not in plain}
         out["camera"] = plain
         translate_camera(legacy, out, problems, "camera")
@@ -260,8 +317,9 @@ def translate_pipeline(d: Mapping[str, Any], problems: list) -> dict[str, Any]:
         out.setdefault("camera", {})["model"] = "original"
     if isinstance(tiff, Mapping) and tiff.get("add_noise") is False:
         if isinstance(out.get("camera"), dict) and out["camera"].get("model") not in (None, "none"):
-            problems.append(("tiff.add_noise", ("false contradicts camera.model "
-                              f"{out['camera']['model']!r}; remove one")))
+            problems.append(
+                ("tiff.add_noise", (f"false contradicts camera.model {out['camera']['model']!r}; remove one"))
+            )
         out.setdefault("camera", {})["model"] = "none"
     return out
 
@@ -282,8 +340,9 @@ def unwrap_batch_config(data: dict[str, Any], source_name: str | None) -> dict[s
 
 def _valid_photons(value: Any) -> bool:
     """Whether ``value`` passes validation as a photon count (a finite number >= 0)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-            and value >= 0)
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)) and value >= 0
+    )
 
 
 def apply_original_noise_model(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ Units: lengths of the optics in nm, positions in camera pixels, z in µm, times 
 photons per frame, Zernike coefficients in radians RMS (Noll order) unless a Zmap declares
 otherwise.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,19 +54,27 @@ class OpticalConfig:
     """Microscope optics. Defaults are the original ``default_config.json`` values."""
 
     wavelength_nm: float = field(default=660.0, metadata=_meta("emission wavelength in vacuum", "nm", gt=0))
-    pixel_size_nm_x: float = field(default=101.11, metadata=_meta(
-        "camera pixel pitch along x (columns), object space", "nm", gt=0))
-    pixel_size_nm_y: float = field(default=98.83, metadata=_meta(
-        "camera pixel pitch along y (rows), object space", "nm", gt=0))
+    pixel_size_nm_x: float = field(
+        default=101.11, metadata=_meta("camera pixel pitch along x (columns), object space", "nm", gt=0)
+    )
+    pixel_size_nm_y: float = field(
+        default=98.83, metadata=_meta("camera pixel pitch along y (rows), object space", "nm", gt=0)
+    )
     NA: float = field(default=1.4, metadata=_meta("numerical aperture of the objective", "", gt=0))
-    n_medium: float = field(default=1.518, metadata=_meta(
-        "refractive index of the sample medium (defocus phase uses it)", "", gt=1.0 - 1e-9))
-    n_immersion: float = field(default=1.518, metadata=_meta(
-        "refractive index of the immersion medium (must exceed NA)", "", gt=0))
-    use_default_config: bool = field(default=True, metadata=_meta(
-        "original key: true = use these defaults; giving explicit optics with true is an error", ""))
-    ignore_fixed_psf_coeffs: bool = field(default=True, metadata=_meta(
-        "original key: false applies psf.fixed_zernike to every emitter", ""))
+    n_medium: float = field(
+        default=1.518,
+        metadata=_meta("refractive index of the sample medium (defocus phase uses it)", "", gt=1.0 - 1e-9),
+    )
+    n_immersion: float = field(
+        default=1.518, metadata=_meta("refractive index of the immersion medium (must exceed NA)", "", gt=0)
+    )
+    use_default_config: bool = field(
+        default=True,
+        metadata=_meta("original key: true = use these defaults; giving explicit optics with true is an error", ""),
+    )
+    ignore_fixed_psf_coeffs: bool = field(
+        default=True, metadata=_meta("original key: false applies psf.fixed_zernike to every emitter", "")
+    )
     description: str = field(default="", metadata=_meta("free text", ""))
 
 
@@ -73,54 +82,96 @@ class OpticalConfig:
 class PSFConfig:
     """Pupil PSF numerics."""
 
-    mode: Literal["exact", "fast"] = field(default="exact", metadata=_meta(
-        "PSF model: 'exact' = scalar pupil PSF per emitter; 'fast' = interpolated library of exact PSFs over field, z "
-        "and sub-pixel offset (its measured error is stored in the output metadata)", ""))
-    patch_size: int = field(default=33, metadata=_meta(
-        "side of the rendered PSF patch (odd); light beyond it is lost", "camera px", ge=3))
-    oversampling: int | None = field(default=None, metadata=_meta(
-        "fine-grid oversampling; null = Nyquist-safe automatic", "", ge=1))
+    mode: Literal["exact", "fast"] = field(
+        default="exact",
+        metadata=_meta(
+            "PSF model: 'exact' = scalar pupil PSF per emitter; 'fast' = interpolated library of exact PSFs over "
+            "field, z "
+            "and sub-pixel offset (its measured error is stored in the output metadata)",
+            "",
+        ),
+    )
+    patch_size: int = field(
+        default=33, metadata=_meta("side of the rendered PSF patch (odd); light beyond it is lost", "camera px", ge=3)
+    )
+    oversampling: int | None = field(
+        default=None, metadata=_meta("fine-grid oversampling; null = Nyquist-safe automatic", "", ge=1)
+    )
     n_modes: int = field(default=21, metadata=_meta("number of Noll Zernike modes (j = 1..n_modes)", "", ge=1, le=66))
-    fixed_zernike: dict = field(default_factory=dict, metadata=_meta(
-        "Noll index -> extra phase added to every emitter (applied when optical.ignore_fixed_psf_coeffs is false)",
-        "rad RMS"))
+    fixed_zernike: dict = field(
+        default_factory=dict,
+        metadata=_meta(
+            "Noll index -> extra phase added to every emitter (applied when optical.ignore_fixed_psf_coeffs is false)",
+            "rad RMS",
+        ),
+    )
     batch_size: int = field(default=256, metadata=_meta("emitters per FFT batch (memory bound)", "", ge=1))
-    fast_dz_um: float = field(default=0.025, metadata=_meta(
-        "fast mode: largest z spacing of the library planes (linear interpolation)", "um", gt=0))
-    fast_subpixel: int = field(default=8, metadata=_meta(
-        "fast mode: sub-pixel offsets per pixel in the library (even)", "", ge=2))
-    fast_span_rad: float = field(default=0.05, metadata=_meta(
-        "fast mode: largest RMS aberration change across a field cell of the library", "rad", gt=0))
-    fast_tol_rad: float = field(default=0.002, metadata=_meta(
-        "fast mode: emitters whose aberrations are farther (RMS wavefront) from the library's field interpolation use "
-        "the exact model", "rad", ge=0))
-    fast_max_mib: float = field(default=256.0, metadata=_meta(
-        "fast mode: memory cap of the library tables per process (coarser field cells beyond it)", "MiB", gt=0))
+    fast_dz_um: float = field(
+        default=0.025,
+        metadata=_meta("fast mode: largest z spacing of the library planes (linear interpolation)", "um", gt=0),
+    )
+    fast_subpixel: int = field(
+        default=8, metadata=_meta("fast mode: sub-pixel offsets per pixel in the library (even)", "", ge=2)
+    )
+    fast_span_rad: float = field(
+        default=0.05,
+        metadata=_meta("fast mode: largest RMS aberration change across a field cell of the library", "rad", gt=0),
+    )
+    fast_tol_rad: float = field(
+        default=0.002,
+        metadata=_meta(
+            "fast mode: emitters whose aberrations are farther (RMS wavefront) from the library's field "
+            "interpolation use "
+            "the exact model",
+            "rad",
+            ge=0,
+        ),
+    )
+    fast_max_mib: float = field(
+        default=256.0,
+        metadata=_meta(
+            "fast mode: memory cap of the library tables per process (coarser field cells beyond it)", "MiB", gt=0
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class ZernikeConfig:
     """Zmap handling (the original ``zernike`` section) and the synthetic default Zmap."""
 
-    crop_size: int | None = field(default=None, metadata=_meta(
-        "original key: must equal the ROI size when given", "px", ge=1))
-    crop_offset: list | None = field(default=None, metadata=_meta(
-        "[x, y] offset of the ROI on the camera chip / Zmap (same as tiff.crop_offset)", "px"))
-    interpolation_method: Literal["cubic", "linear", "nearest"] = field(default="cubic", metadata=_meta(
-        "per-emitter interpolation of the coefficient maps (cubic B-spline, linear, nearest)", ""))
-    convention: Literal["auto", "legacy21", "noll", "osa"] = field(default="auto", metadata=_meta(
-        "index order of the Zmap modes; auto = the file's declared convention, else legacy21 for 21-mode maps", ""))
-    units: Literal["auto", "rad", "waves", "nm"] = field(default="auto", metadata=_meta(
-        "unit of the Zmap coefficients; auto = declared, else rad", ""))
-    scale: float = field(default=1.0, metadata=_meta(
-        "multiplies every phase coefficient (aberration strength sweeps)", "", ge=0))
-    synthetic_rms_rad: float = field(default=0.35, metadata=_meta(
-        "RMS of the synthetic default Zmap's aberrations (no zmap_path)", "rad", ge=0))
+    crop_size: int | None = field(
+        default=None, metadata=_meta("original key: must equal the ROI size when given", "px", ge=1)
+    )
+    crop_offset: list | None = field(
+        default=None,
+        metadata=_meta("[x, y] offset of the ROI on the camera chip / Zmap (same as tiff.crop_offset)", "px"),
+    )
+    interpolation_method: Literal["cubic", "linear", "nearest"] = field(
+        default="cubic",
+        metadata=_meta("per-emitter interpolation of the coefficient maps (cubic B-spline, linear, nearest)", ""),
+    )
+    convention: Literal["auto", "legacy21", "noll", "osa"] = field(
+        default="auto",
+        metadata=_meta(
+            "index order of the Zmap modes; auto = the file's declared convention, else legacy21 for 21-mode maps", ""
+        ),
+    )
+    units: Literal["auto", "rad", "waves", "nm"] = field(
+        default="auto", metadata=_meta("unit of the Zmap coefficients; auto = declared, else rad", "")
+    )
+    scale: float = field(
+        default=1.0, metadata=_meta("multiplies every phase coefficient (aberration strength sweeps)", "", ge=0)
+    )
+    synthetic_rms_rad: float = field(
+        default=0.35, metadata=_meta("RMS of the synthetic default Zmap's aberrations (no zmap_path)", "rad", ge=0)
+    )
     synthetic_seed: int = field(default=0, metadata=_meta("seed of the synthetic default Zmap", "", ge=0))
-    synthetic_shape: list = field(default_factory=lambda: [1200, 1200], metadata=_meta(
-        "[height, width] of the synthetic Zmap (the chip)", "px"))
-    num_plot: int = field(default=0, metadata=_meta(
-        "original plotting key: only 0 / no plots is accepted (use previews)", "", ge=0))
+    synthetic_shape: list = field(
+        default_factory=lambda: [1200, 1200], metadata=_meta("[height, width] of the synthetic Zmap (the chip)", "px")
+    )
+    num_plot: int = field(
+        default=0, metadata=_meta("original plotting key: only 0 / no plots is accepted (use previews)", "", ge=0)
+    )
     no_plot: bool = field(default=True, metadata=_meta("original plotting key: only true is accepted", ""))
     description: str = field(default="", metadata=_meta("free text", ""))
 
@@ -131,25 +182,34 @@ class EmittersConfig:
 
     num_emitters: int = field(default=1000, metadata=_meta("emitters per movie (not per frame)", "", ge=0))
     frames: int = field(default=10, metadata=_meta("frames in the movie", "", ge=1))
-    area_px: Any = field(default=None, metadata=_meta(
-        "x, y drawn in [0, area): a number, [width, height], or null = the ROI", "px"))
-    margin_px: float = field(default=0.0, metadata=_meta(
-        "also draw emitters this far outside the area (they light the image edge)", "px", ge=0))
+    area_px: Any = field(
+        default=None, metadata=_meta("x, y drawn in [0, area): a number, [width, height], or null = the ROI", "px")
+    )
+    margin_px: float = field(
+        default=0.0,
+        metadata=_meta("also draw emitters this far outside the area (they light the image edge)", "px", ge=0),
+    )
     intensity_mu: float = field(default=2000.0, metadata=_meta("mean photons per full frame on", "photons", ge=0))
-    intensity_sigma: float = field(default=400.0, metadata=_meta(
-        "s.d. of photons per frame (normal truncated at intensity_min)", "photons", ge=0))
-    intensity_min: float = field(default=1.0, metadata=_meta(
-        "draws below this are redrawn (no invisible labelled emitters)", "photons", ge=0))
+    intensity_sigma: float = field(
+        default=400.0, metadata=_meta("s.d. of photons per frame (normal truncated at intensity_min)", "photons", ge=0)
+    )
+    intensity_min: float = field(
+        default=1.0, metadata=_meta("draws below this are redrawn (no invisible labelled emitters)", "photons", ge=0)
+    )
     lifetime_avg: float = field(default=2.5, metadata=_meta("mean on-time (model 'single')", "frames", gt=0))
     z_range_um: float = field(default=1.0, metadata=_meta("z drawn in [-z_range_um, +z_range_um)", "um", ge=0))
-    seed: int | None = field(default=None, metadata=_meta(
-        "original key: sample seed when simulate() gets none", "", ge=0))
-    model: Literal["single", "blinking"] = field(default="single", metadata=_meta(
-        "'single': one exponential on-interval (original); 'blinking': on/dark/bleached cycles", ""))
+    seed: int | None = field(
+        default=None, metadata=_meta("original key: sample seed when simulate() gets none", "", ge=0)
+    )
+    model: Literal["single", "blinking"] = field(
+        default="single",
+        metadata=_meta("'single': one exponential on-interval (original); 'blinking': on/dark/bleached cycles", ""),
+    )
     t_on: float = field(default=3.0, metadata=_meta("blinking: mean on time before going dark", "frames", gt=0))
     t_dark: float = field(default=2.5, metadata=_meta("blinking: mean dark time", "frames", gt=0))
-    t_bleach: float = field(default=15.0, metadata=_meta(
-        "blinking: mean on time before bleaching (competes with t_on)", "frames", gt=0))
+    t_bleach: float = field(
+        default=15.0, metadata=_meta("blinking: mean on time before bleaching (competes with t_on)", "frames", gt=0)
+    )
     no_plot: bool = field(default=True, metadata=_meta("original plotting key: only true is accepted", ""))
     description: str = field(default="", metadata=_meta("free text", ""))
 
@@ -167,25 +227,38 @@ class NoiseParams:
 class TiffConfig:
     """Image geometry and the TIFF output (the original ``tiff`` section)."""
 
-    filename: str = field(default="simulation.ome.tiff", metadata=_meta(
-        "TIFF name (sample folders use <sample>.ome.tiff)", ""))
-    roi_size: int | None = field(default=None, metadata=_meta(
-        "square image side; or give roi_width / roi_height", "px", ge=1))
+    filename: str = field(
+        default="simulation.ome.tiff", metadata=_meta("TIFF name (sample folders use <sample>.ome.tiff)", "")
+    )
+    roi_size: int | None = field(
+        default=None, metadata=_meta("square image side; or give roi_width / roi_height", "px", ge=1)
+    )
     roi_width: int | None = field(default=None, metadata=_meta("image width (columns)", "px", ge=1))
     roi_height: int | None = field(default=None, metadata=_meta("image height (rows)", "px", ge=1))
-    crop_offset: list = field(default_factory=lambda: [0, 0], metadata=_meta(
-        "[x, y] position of the ROI on the chip / Zmap", "px"))
-    use_direct_rendering: bool = field(default=True, metadata=_meta(
-        "original key: only true (the high-res path was wrong, D8)", ""))
-    add_noise: bool = field(default=True, metadata=_meta(
-        "false = expected photons without camera (camera.model 'none')", ""))
-    noise_params: NoiseParams | None = field(default=None, metadata=_meta(
-        "original float noise model; given alone it selects camera.model 'original'", ""))
-    compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta(
-        "TIFF compression: zstd level 1, zlib (deflate) level 1 or none; no LZW, no predictor (both enlarge noisy "
-        "data)", ""))
-    bigtiff: bool | None = field(default=None, metadata=_meta(
-        "BigTIFF (64-bit offsets); null = automatic when the raw stack exceeds ~1.9 GiB", ""))
+    crop_offset: list = field(
+        default_factory=lambda: [0, 0], metadata=_meta("[x, y] position of the ROI on the chip / Zmap", "px")
+    )
+    use_direct_rendering: bool = field(
+        default=True, metadata=_meta("original key: only true (the high-res path was wrong, D8)", "")
+    )
+    add_noise: bool = field(
+        default=True, metadata=_meta("false = expected photons without camera (camera.model 'none')", "")
+    )
+    noise_params: NoiseParams | None = field(
+        default=None, metadata=_meta("original float noise model; given alone it selects camera.model 'original'", "")
+    )
+    compression: Literal["zstd", "zlib", "none"] = field(
+        default="zstd",
+        metadata=_meta(
+            "TIFF compression: zstd level 1, zlib (deflate) level 1 or none; no LZW, no predictor (both enlarge noisy "
+            "data)",
+            "",
+        ),
+    )
+    bigtiff: bool | None = field(
+        default=None,
+        metadata=_meta("BigTIFF (64-bit offsets); null = automatic when the raw stack exceeds ~1.9 GiB", ""),
+    )
     description: str = field(default="", metadata=_meta("free text", ""))
 
 
@@ -193,28 +266,35 @@ class TiffConfig:
 class CameraConfig:
     """Camera model. Accepts ``camera_parameters.json`` and ``default_config.json`` names."""
 
-    model: Literal["emccd", "scmos", "ideal", "none", "original"] = field(default="emccd", metadata=_meta(
-        "camera chain", ""))
+    model: Literal["emccd", "scmos", "ideal", "none", "original"] = field(
+        default="emccd", metadata=_meta("camera chain", "")
+    )
     qe: float = field(default=0.9, metadata=_meta("quantum efficiency", "", gt=0, le=1))
     em_gain: float = field(default=100.0, metadata=_meta("EMCCD electron-multiplying gain (1 = off)", "", ge=1))
     spurious_charge: float = field(default=0.002, metadata=_meta("EMCCD clock-induced charge", "e-/px/frame", ge=0))
     read_noise_e: float = field(default=74.4, metadata=_meta("Gaussian read noise s.d.", "e-", ge=0))
-    e_per_adu: float = field(default=45.0, metadata=_meta(
-        "conversion (sensitivity); A2D / e_adu in original files", "e-/ADU", gt=0))
-    baseline: float = field(default=100.0, metadata=_meta(
-        "offset added to every pixel; 'offset' in camera_parameters.json", "ADU", ge=0))
+    e_per_adu: float = field(
+        default=45.0, metadata=_meta("conversion (sensitivity); A2D / e_adu in original files", "e-/ADU", gt=0)
+    )
+    baseline: float = field(
+        default=100.0, metadata=_meta("offset added to every pixel; 'offset' in camera_parameters.json", "ADU", ge=0)
+    )
     bit_depth: int = field(default=16, metadata=_meta("output clipped to [0, 2**bit_depth - 1]", "bits", ge=1, le=32))
-    scmos_offset: Any = field(default=100.0, metadata=_meta(
-        "sCMOS per-pixel offset: number or .npy path (chip-sized map)", "ADU"))
-    scmos_variance: Any = field(default=2.0, metadata=_meta(
-        "sCMOS per-pixel read-noise variance: number or .npy path", "ADU^2"))
+    scmos_offset: Any = field(
+        default=100.0, metadata=_meta("sCMOS per-pixel offset: number or .npy path (chip-sized map)", "ADU")
+    )
+    scmos_variance: Any = field(
+        default=2.0, metadata=_meta("sCMOS per-pixel read-noise variance: number or .npy path", "ADU^2")
+    )
     scmos_gain: Any = field(default=0.5, metadata=_meta("sCMOS per-pixel gain: number or .npy path", "ADU/e-"))
     poisson: bool = field(default=True, metadata=_meta("'ideal' model: Poisson noise (false = expected photons)", ""))
-    chip_height: int | None = field(default=None, metadata=_meta(
-        "chip rows (chipszh); ROI + offset must fit", "px", ge=1))
+    chip_height: int | None = field(
+        default=None, metadata=_meta("chip rows (chipszh); ROI + offset must fit", "px", ge=1)
+    )
     chip_width: int | None = field(default=None, metadata=_meta("chip columns (chipszw)", "px", ge=1))
-    name: str = field(default="", metadata=_meta(
-        "camera description / calibration file (cam_pth, view_type kept as provenance)", ""))
+    name: str = field(
+        default="", metadata=_meta("camera description / calibration file (cam_pth, view_type kept as provenance)", "")
+    )
 
 
 @dataclass(frozen=True)
@@ -228,25 +308,57 @@ class BackgroundConfig:
 class RenderConfig:
     """Lazy-graph layout."""
 
-    chunk_frames: int | None = field(default=None, metadata=_meta(
-        "frames per dask chunk (memory_optimization.chunk_size); null = automatic from chunk_mb (at most 32)",
-        "frames", ge=1))
-    tile_size: int | None = field(default=None, metadata=_meta(
-        "side of the square y/x tiles of a chunk; null = whole frames unless one frame exceeds chunk_mb (then "
-        "multiples of 512 px, the noise grid)", "px", ge=1))
-    chunk_mb: float = field(default=16.0, metadata=_meta(
-        "target size of one output chunk (frames x tile x dtype) for the automatic chunking; working memory is ~4x "
-        "this per thread", "MiB", gt=0))
-    memory_budget_mb: float | None = field(default=None, metadata=_meta(
-        "memory allowed for non-streaming writes (--no-streaming needs ~2x the stack); null = the available memory",
-        "MiB", gt=0))
-    gc_frequency: int = field(default=0, metadata=_meta(
-        "run gc.collect() every N written chunks (0 = never; original enable_gc/gc_frequency)", "chunks", ge=0))
-    tune_malloc: bool = field(default=True, metadata=_meta(
-        "when saving, cap glibc malloc arenas at one per core (at least 2), serve allocations >= 4 MiB by mmap and "
-        "trim the heap beyond 4 MiB free (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_=4194304, "
-        "MALLOC_TRIM_THRESHOLD_=4194304 for this process), and return free heap memory to the OS after simulate and "
-        "every 256 written blocks: keeps memory flat over long writes; false = leave the allocator alone", ""))
+    chunk_frames: int | None = field(
+        default=None,
+        metadata=_meta(
+            "frames per dask chunk (memory_optimization.chunk_size); null = automatic from chunk_mb (at most 32)",
+            "frames",
+            ge=1,
+        ),
+    )
+    tile_size: int | None = field(
+        default=None,
+        metadata=_meta(
+            "side of the square y/x tiles of a chunk; null = whole frames unless one frame exceeds chunk_mb (then "
+            "multiples of 512 px, the noise grid)",
+            "px",
+            ge=1,
+        ),
+    )
+    chunk_mb: float = field(
+        default=16.0,
+        metadata=_meta(
+            "target size of one output chunk (frames x tile x dtype) for the automatic chunking; working memory is ~4x "
+            "this per thread",
+            "MiB",
+            gt=0,
+        ),
+    )
+    memory_budget_mb: float | None = field(
+        default=None,
+        metadata=_meta(
+            "memory allowed for non-streaming writes (--no-streaming needs ~2x the stack); null = the available memory",
+            "MiB",
+            gt=0,
+        ),
+    )
+    gc_frequency: int = field(
+        default=0,
+        metadata=_meta(
+            "run gc.collect() every N written chunks (0 = never; original enable_gc/gc_frequency)", "chunks", ge=0
+        ),
+    )
+    tune_malloc: bool = field(
+        default=True,
+        metadata=_meta(
+            "when saving, cap glibc malloc arenas at one per core (at least 2), serve allocations >= 4 MiB by mmap and "
+            "trim the heap beyond 4 MiB free (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_=4194304, "
+            "MALLOC_TRIM_THRESHOLD_=4194304 for this process), and return free heap memory to the OS after "
+            "simulate and "
+            "every 256 written blocks: keeps memory flat over long writes; false = leave the allocator alone",
+            "",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -254,29 +366,43 @@ class OutputConfig:
     """What a saved sample contains."""
 
     verbose: bool = field(default=False, metadata=_meta("log at INFO level", ""))
-    save_intermediate: bool = field(default=True, metadata=_meta(
-        "original key: emitters.h5 is always written; only true is accepted", ""))
+    save_intermediate: bool = field(
+        default=True, metadata=_meta("original key: emitters.h5 is always written; only true is accepted", "")
+    )
     generate_plots: bool = field(default=False, metadata=_meta("original plotting key: only false is accepted", ""))
     write_csv: bool = field(default=False, metadata=_meta("also write ground_truth.csv", ""))
-    frames_in_h5: bool = field(default=False, metadata=_meta(
-        "also store the frames as emitters.h5 'frames' (original v2/v3 loaders)", ""))
-    format: Literal["ome-tiff", "ome-zarr", "hdf5"] = field(default="ome-tiff", metadata=_meta(
-        "frame-stack format of a sample folder: <name>.ome.tiff, <name>.ome.zarr or <name>.h5", ""))
-    zarr_format: Literal[2, 3] = field(default=3, metadata=_meta(
-        "OME-Zarr: 3 = zarr v3 + NGFF 0.5 (core codecs), 2 = zarr v2 + NGFF 0.4 (numcodecs)", ""))
-    zarr_compression: Literal["zstd", "zlib", "none"] = field(default="zstd", metadata=_meta(
-        "OME-Zarr chunk compression: zstd level 1, zlib (gzip) level 1 or none", ""))
-    hdf5_compression: Literal["none", "zlib", "lzf"] = field(default="none", metadata=_meta(
-        "HDF5 stack compression: none (fastest), zlib (gzip level 1) or lzf; all built into h5py so every reader opens "
-        "it", ""))
+    frames_in_h5: bool = field(
+        default=False, metadata=_meta("also store the frames as emitters.h5 'frames' (original v2/v3 loaders)", "")
+    )
+    format: Literal["ome-tiff", "ome-zarr", "hdf5"] = field(
+        default="ome-tiff",
+        metadata=_meta("frame-stack format of a sample folder: <name>.ome.tiff, <name>.ome.zarr or <name>.h5", ""),
+    )
+    zarr_format: Literal[2, 3] = field(
+        default=3,
+        metadata=_meta("OME-Zarr: 3 = zarr v3 + NGFF 0.5 (core codecs), 2 = zarr v2 + NGFF 0.4 (numcodecs)", ""),
+    )
+    zarr_compression: Literal["zstd", "zlib", "none"] = field(
+        default="zstd", metadata=_meta("OME-Zarr chunk compression: zstd level 1, zlib (gzip) level 1 or none", "")
+    )
+    hdf5_compression: Literal["none", "zlib", "lzf"] = field(
+        default="none",
+        metadata=_meta(
+            "HDF5 stack compression: none (fastest), zlib (gzip level 1) or lzf; all built into h5py so every "
+            "reader opens "
+            "it",
+            "",
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
     """Everything needed to simulate one sample (with a seed)."""
 
-    zmap_path: str | None = field(default=None, metadata=_meta(
-        "Zmap result.h5 / patches.h5; null = synthetic Zmap", ""))
+    zmap_path: str | None = field(
+        default=None, metadata=_meta("Zmap result.h5 / patches.h5; null = synthetic Zmap", "")
+    )
     emitters: EmittersConfig = field(default_factory=EmittersConfig, metadata=_meta("emitters", ""))
     zernike: ZernikeConfig = field(default_factory=ZernikeConfig, metadata=_meta("Zmap", ""))
     tiff: TiffConfig = field(default_factory=TiffConfig, metadata=_meta("geometry and TIFF", ""))
@@ -287,8 +413,9 @@ class SimulationConfig:
     render: RenderConfig = field(default_factory=RenderConfig, metadata=_meta("render", ""))
     output: OutputConfig = field(default_factory=OutputConfig, metadata=_meta("output", ""))
     description: str = field(default="", metadata=_meta("free text", ""))
-    provenance: dict = field(default_factory=dict, metadata=_meta(
-        "informational keys carried into the output metadata", ""))
+    provenance: dict = field(
+        default_factory=dict, metadata=_meta("informational keys carried into the output metadata", "")
+    )
 
     # ---- derived geometry ------------------------------------------------------------------
     @property

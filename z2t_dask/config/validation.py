@@ -16,6 +16,7 @@ override documents, and then
 Units: lengths of the optics in nm, positions in camera pixels, z in µm, times in frames,
 photons per frame.
 """
+
 from __future__ import annotations
 
 import copy
@@ -196,6 +197,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list) -> A
 # semantic checks across sections
 # --------------------------------------------------------------------------------------------
 
+
 def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_optics: set[str]) -> SimulationConfig:
     """Check what spans sections; return a new config with the resolved geometry.
 
@@ -215,15 +217,20 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         roi_height = roi_height or t.roi_size
     if roi_width is None or roi_height is None:
         if roi_width is None and roi_height is None:
-            roi_width = roi_height = 1200     # the original default roi_size
+            roi_width = roi_height = 1200  # the original default roi_size
         else:
-            problems.append(("tiff.roi_width" if roi_width is None else "tiff.roi_height",
-                             "give both roi_width and roi_height, or roi_size"))
+            problems.append(
+                (
+                    "tiff.roi_width" if roi_width is None else "tiff.roi_height",
+                    "give both roi_width and roi_height, or roi_size",
+                )
+            )
             return cfg
     roi_size = roi_width if roi_width == roi_height else None
     for name, off in (("tiff.crop_offset", t.crop_offset), ("zernike.crop_offset", z.crop_offset)):
-        if off is not None and (len(off) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                          and v >= 0 for v in off)):
+        if off is not None and (
+            len(off) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in off)
+        ):
             problems.append((name, f"expected [x, y] non-negative integers (px), got {off!r}"))
             return cfg
     crop_offset = t.crop_offset
@@ -233,28 +240,56 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         else:
             problems.append(("zernike.crop_offset", f"{z.crop_offset} contradicts tiff.crop_offset {crop_offset}"))
     if z.crop_size is not None and (z.crop_size != roi_width or z.crop_size != roi_height):
-        problems.append(("zernike.crop_size", (f"must equal the ROI size ({roi_width}x{roi_height}), got "
-                          f"{z.crop_size}: the Zmap window is the ROI")))
+        problems.append(
+            (
+                "zernike.crop_size",
+                (f"must equal the ROI size ({roi_width}x{roi_height}), got {z.crop_size}: the Zmap window is the ROI"),
+            )
+        )
     if not t.use_direct_rendering:
-        problems.append(("tiff.use_direct_rendering", ("only true is supported: the original high-resolution path "
-                          "shrank PSFs and lost photons (defect D8); PSFs here are exact at any pixel size")))
+        problems.append(
+            (
+                "tiff.use_direct_rendering",
+                (
+                    "only true is supported: the original high-resolution path "
+                    "shrank PSFs and lost photons (defect D8); PSFs here are exact at any pixel size"
+                ),
+            )
+        )
     if c.chip_height is not None and crop_offset[1] + roi_height > c.chip_height:
-        problems.append(("tiff.crop_offset", (f"ROI rows {crop_offset[1]}..{crop_offset[1] + roi_height} exceed "
-                          f"the chip height {c.chip_height}")))
+        problems.append(
+            (
+                "tiff.crop_offset",
+                (f"ROI rows {crop_offset[1]}..{crop_offset[1] + roi_height} exceed the chip height {c.chip_height}"),
+            )
+        )
     if c.chip_width is not None and crop_offset[0] + roi_width > c.chip_width:
-        problems.append(("tiff.crop_offset", (f"ROI columns {crop_offset[0]}..{crop_offset[0] + roi_width} exceed "
-                          f"the chip width {c.chip_width}")))
+        problems.append(
+            (
+                "tiff.crop_offset",
+                (f"ROI columns {crop_offset[0]}..{crop_offset[0] + roi_width} exceed the chip width {c.chip_width}"),
+            )
+        )
     # emitters
     a = e.area_px
     if a is not None:
         ok = (isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0) or (
-            isinstance(a, list) and len(a) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                        and v > 0 for v in a))
+            isinstance(a, list)
+            and len(a) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in a)
+        )
         if not ok:
             problems.append(("emitters.area_px", f"expected a positive number or [width, height] in px, got {a!r}"))
     if e.no_plot is not True:
-        problems.append(("emitters.no_plot", ("plots are not produced by the simulator; set true "
-                          "(z2t writes the ground truth to emitters.h5 / CSV)")))
+        problems.append(
+            (
+                "emitters.no_plot",
+                (
+                    "plots are not produced by the simulator; set true "
+                    "(z2t writes the ground truth to emitters.h5 / CSV)"
+                ),
+            )
+        )
     if z.no_plot is not True:
         problems.append(("zernike.no_plot", "coefficient plots are not produced by the simulator; set true"))
     if cfg.output.generate_plots:
@@ -263,8 +298,12 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         problems.append(("output.save_intermediate", "emitters.h5 (the ground truth) is always written; set true"))
     # optics
     if o.use_default_config and explicit_optics:
-        problems.append(("optical.use_default_config", "is true but optical " + ", ".join(sorted(explicit_optics))
-                         + " given; set it false to use them"))
+        problems.append(
+            (
+                "optical.use_default_config",
+                "is true but optical " + ", ".join(sorted(explicit_optics)) + " given; set it false to use them",
+            )
+        )
     if o.NA >= o.n_immersion:
         problems.append(("optical.NA", f"must be < n_immersion ({o.n_immersion}), got {o.NA}"))
     # psf
@@ -295,8 +334,9 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         v = getattr(c, k)
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             problems.append((f"camera.{k}", f"expected a number or a .npy path, got {v!r}"))
-    tiff = dataclasses.replace(t, roi_width=roi_width, roi_height=roi_height, roi_size=roi_size,
-                               crop_offset=crop_offset)
+    tiff = dataclasses.replace(
+        t, roi_width=roi_width, roi_height=roi_height, roi_size=roi_size, crop_offset=crop_offset
+    )
     zernike = dataclasses.replace(z, crop_offset=list(crop_offset))
     return dataclasses.replace(cfg, tiff=tiff, zernike=zernike, psf=dataclasses.replace(p, fixed_zernike=fixed))
 
@@ -304,6 +344,7 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
 # --------------------------------------------------------------------------------------------
 # documents and loading
 # --------------------------------------------------------------------------------------------
+
 
 def _read_document(source: str | os.PathLike) -> dict[str, Any]:
     """The mapping in a JSON or YAML (``.yaml``/``.yml``) file; a :class:`ConfigError` naming the file if none."""
@@ -314,6 +355,7 @@ def _read_document(source: str | os.PathLike) -> dict[str, Any]:
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
+
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
@@ -363,10 +405,13 @@ def _explicit_optics(data: Mapping[str, Any]) -> set[str]:
     return {k for k in opt if k in _OPTICS_KEYS and opt[k] != getattr(defaults, k)}
 
 
-def load_config(source: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None, *,
-                camera: str | os.PathLike | Mapping[str, Any] | None = None,
-                optics: str | os.PathLike | Mapping[str, Any] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> SimulationConfig:
+def load_config(
+    source: str | os.PathLike | Mapping[str, Any] | SimulationConfig | None = None,
+    *,
+    camera: str | os.PathLike | Mapping[str, Any] | None = None,
+    optics: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SimulationConfig:
     """Load and validate a sample configuration.
 
     Parameters
@@ -399,7 +444,7 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | SimulationConfig
     if source is None:
         data: dict[str, Any] = builtin_default_dict()
     elif isinstance(source, SimulationConfig):
-        data = config_to_dict(source)            # new plain data: the config itself is never touched
+        data = config_to_dict(source)  # new plain data: the config itself is never touched
     elif isinstance(source, Mapping):
         data = copy.deepcopy(dict(source))
     else:
@@ -435,7 +480,12 @@ def load_config(source: str | os.PathLike | Mapping[str, Any] | SimulationConfig
         cfg = _finalise(cfg, problems, explicit_optics)
     if problems:
         raise ConfigError(problems, src_name)
-    if isinstance(cfg.zmap_path, str) and src_name and not os.path.isabs(cfg.zmap_path) and \
-            not Path(cfg.zmap_path).exists() and (Path(src_name).parent / cfg.zmap_path).exists():
+    if (
+        isinstance(cfg.zmap_path, str)
+        and src_name
+        and not os.path.isabs(cfg.zmap_path)
+        and not Path(cfg.zmap_path).exists()
+        and (Path(src_name).parent / cfg.zmap_path).exists()
+    ):
         cfg = dataclasses.replace(cfg, zmap_path=str(Path(src_name).parent / cfg.zmap_path))
     return cfg

@@ -16,6 +16,7 @@ threshold, see :data:`TRIM_THRESHOLD`), the run-time equivalent of ``MALLOC_AREN
 MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=4194304``. It is process-wide, affects later
 allocations only, and does nothing where the C library is not glibc.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -50,7 +51,7 @@ def _libc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # glibc only
+        _ = libc.gnu_get_libc_version  # glibc only (AttributeError elsewhere)
     except (OSError, AttributeError):
         return None
     return libc
@@ -74,8 +75,14 @@ def tune_malloc(enabled: bool = True) -> bool:
     libc = _libc()
     if libc is None:
         return False
-    ok = [libc.mallopt(param, value) == 1 for param, value in
-          ((_M_ARENA_MAX, ARENA_MAX), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))]
+    ok = [
+        libc.mallopt(param, value) == 1
+        for param, value in (
+            (_M_ARENA_MAX, ARENA_MAX),
+            (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        )
+    ]
     return all(ok)
 
 

@@ -12,6 +12,7 @@ what a config means.
 :func:`make_camera`           the camera model, sCMOS maps cropped to the ROI
 ============================  ===========================================================
 """
+
 from __future__ import annotations
 
 import json
@@ -42,10 +43,16 @@ def make_zmap(cfg: SimulationConfig) -> Zmap:
     """
     z = cfg.zernike
     if cfg.zmap_path:
-        return read_zmap(cfg.zmap_path, convention=z.convention, units=z.units,
-                         wavelength_nm=cfg.optical.wavelength_nm, n_modes=cfg.psf.n_modes)
-    return SyntheticZmap(shape=tuple(z.synthetic_shape), rms_rad=z.synthetic_rms_rad, seed=z.synthetic_seed,
-                         n_modes=cfg.psf.n_modes)
+        return read_zmap(
+            cfg.zmap_path,
+            convention=z.convention,
+            units=z.units,
+            wavelength_nm=cfg.optical.wavelength_nm,
+            n_modes=cfg.psf.n_modes,
+        )
+    return SyntheticZmap(
+        shape=tuple(z.synthetic_shape), rms_rad=z.synthetic_rms_rad, seed=z.synthetic_seed, n_modes=cfg.psf.n_modes
+    )
 
 
 def aberration_field(cfg: SimulationConfig, zmap: Zmap | None = None) -> AberrationField:
@@ -54,18 +61,34 @@ def aberration_field(cfg: SimulationConfig, zmap: Zmap | None = None) -> Aberrat
     The Zmap's phase at the chip position (ROI + ``tiff.crop_offset``) times ``zernike.scale``,
     plus ``psf.fixed_zernike`` unless ``optical.ignore_fixed_psf_coeffs``.
     """
-    fixed = () if cfg.optical.ignore_fixed_psf_coeffs else tuple(
-        (int(j), float(v)) for j, v in cfg.psf.fixed_zernike.items())
-    return AberrationField(zmap=make_zmap(cfg) if zmap is None else zmap, offset_xy=cfg.crop_offset_xy,
-                           scale=float(cfg.zernike.scale), fixed=fixed, method=cfg.zernike.interpolation_method)
+    fixed = (
+        ()
+        if cfg.optical.ignore_fixed_psf_coeffs
+        else tuple((int(j), float(v)) for j, v in cfg.psf.fixed_zernike.items())
+    )
+    return AberrationField(
+        zmap=make_zmap(cfg) if zmap is None else zmap,
+        offset_xy=cfg.crop_offset_xy,
+        scale=float(cfg.zernike.scale),
+        fixed=fixed,
+        method=cfg.zernike.interpolation_method,
+    )
 
 
 def exact_psf_model(cfg: SimulationConfig) -> PupilPSF:
     """The exact pupil PSF model of a config's optics and ``psf.*`` numerics."""
     o, p = cfg.optical, cfg.psf
-    return PupilPSF(wavelength_nm=o.wavelength_nm, na=o.NA, n_medium=o.n_medium, n_immersion=o.n_immersion,
-                    pixel_size_nm_x=o.pixel_size_nm_x, pixel_size_nm_y=o.pixel_size_nm_y,
-                    patch_size=p.patch_size, oversampling=p.oversampling, n_modes=p.n_modes)
+    return PupilPSF(
+        wavelength_nm=o.wavelength_nm,
+        na=o.NA,
+        n_medium=o.n_medium,
+        n_immersion=o.n_immersion,
+        pixel_size_nm_x=o.pixel_size_nm_x,
+        pixel_size_nm_y=o.pixel_size_nm_y,
+        patch_size=p.patch_size,
+        oversampling=p.oversampling,
+        n_modes=p.n_modes,
+    )
 
 
 def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
@@ -90,16 +113,44 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     fixed = {} if o.ignore_fixed_psf_coeffs else dict(p.fixed_zernike)
     st = os.stat(cfg.zmap_path) if cfg.zmap_path and os.path.exists(cfg.zmap_path) else None
     stamp = None if st is None else [st.st_size, st.st_mtime_ns]  # a rewritten Zmap is another library
-    key = json.dumps([exact.__getstate__(), cfg.zmap_path, stamp, z.convention, z.units, z.interpolation_method,
-                      z.scale, z.synthetic_rms_rad, z.synthetic_seed, list(z.synthetic_shape), sorted(fixed.items()),
-                      [x0, y0], extent, z_range, p.fast_dz_um, p.fast_subpixel, p.fast_span_rad, p.fast_tol_rad,
-                      p.fast_max_mib], default=str)
+    key = json.dumps(
+        [
+            exact.__getstate__(),
+            cfg.zmap_path,
+            stamp,
+            z.convention,
+            z.units,
+            z.interpolation_method,
+            z.scale,
+            z.synthetic_rms_rad,
+            z.synthetic_seed,
+            list(z.synthetic_shape),
+            sorted(fixed.items()),
+            [x0, y0],
+            extent,
+            z_range,
+            p.fast_dz_um,
+            p.fast_subpixel,
+            p.fast_span_rad,
+            p.fast_tol_rad,
+            p.fast_max_mib,
+        ],
+        default=str,
+    )
 
     def build() -> PSFLibrary:
         step = 2 * exact.sampling  # sub-pixel offsets: even and a multiple of the fine sampling
-        return PSFLibrary.from_field(exact, aberration_field(cfg).at, extent, z_range, dz_um=p.fast_dz_um,
-                                     subpixel=-(-p.fast_subpixel // step) * step, span_rad=p.fast_span_rad,
-                                     tol_rad=p.fast_tol_rad, max_mib=p.fast_max_mib)
+        return PSFLibrary.from_field(
+            exact,
+            aberration_field(cfg).at,
+            extent,
+            z_range,
+            dz_um=p.fast_dz_um,
+            subpixel=-(-p.fast_subpixel // step) * step,
+            span_rad=p.fast_span_rad,
+            tol_rad=p.fast_tol_rad,
+            max_mib=p.fast_max_mib,
+        )
 
     return cached_library(key, build)
 
@@ -127,12 +178,23 @@ def make_camera(cfg: SimulationConfig, *, crop_to_roi: bool = True) -> Any:
     """
     c = cfg.camera
     if c.model == "emccd":
-        return cam.EMCCD(qe=c.qe, em_gain=c.em_gain, spurious_charge=c.spurious_charge, read_noise_e=c.read_noise_e,
-                         e_per_adu=c.e_per_adu, baseline=c.baseline, bit_depth=c.bit_depth)
+        return cam.EMCCD(
+            qe=c.qe,
+            em_gain=c.em_gain,
+            spurious_charge=c.spurious_charge,
+            read_noise_e=c.read_noise_e,
+            e_per_adu=c.e_per_adu,
+            baseline=c.baseline,
+            bit_depth=c.bit_depth,
+        )
     if c.model == "scmos":
-        model = cam.SCMOS(qe=c.qe, offset=_load_map(c.scmos_offset, "scmos_offset"),
-                          variance=_load_map(c.scmos_variance, "scmos_variance"),
-                          gain=_load_map(c.scmos_gain, "scmos_gain"), bit_depth=c.bit_depth)
+        model = cam.SCMOS(
+            qe=c.qe,
+            offset=_load_map(c.scmos_offset, "scmos_offset"),
+            variance=_load_map(c.scmos_variance, "scmos_variance"),
+            gain=_load_map(c.scmos_gain, "scmos_gain"),
+            bit_depth=c.bit_depth,
+        )
         if crop_to_roi and any(np.ndim(getattr(model, k)) == 2 for k in ("offset", "variance", "gain")):
             (h, w), (x0, y0) = cfg.image_shape, cfg.crop_offset_xy
             model = model.crop(y0, x0, h, w)

@@ -19,6 +19,7 @@ Hence the same seed gives the same bytes for any frame chunking, any tiling and 
 and every frame ``0..T-1`` exists whether or not an emitter is on in it. Tiles that are
 multiples of ``NOISE_BLOCK`` (the automatic choice) never redraw a neighbour's noise.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,9 +33,20 @@ from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, str
 if TYPE_CHECKING:
     from z2t_dask.physics.truth import RecordWindow, Truth
 
-__all__ = ["PURPOSE_EMITTERS", "PURPOSE_NOISE", "NOISE_BLOCK", "DEFAULT_CHUNK_MB", "MAX_AUTO_CHUNK_FRAMES",
-           "stream", "noise_stream", "FramePlan", "expected_signal",
-           "render_block", "choose_chunks", "frames_array"]
+__all__ = [
+    "PURPOSE_EMITTERS",
+    "PURPOSE_NOISE",
+    "NOISE_BLOCK",
+    "DEFAULT_CHUNK_MB",
+    "MAX_AUTO_CHUNK_FRAMES",
+    "stream",
+    "noise_stream",
+    "FramePlan",
+    "expected_signal",
+    "render_block",
+    "choose_chunks",
+    "frames_array",
+]
 
 #: Side (px) of the fixed camera-noise grid. Part of the random-stream definition: changing it
 #: changes every noisy frame, so it is not a setting. Each block costs a generator and a camera
@@ -71,17 +83,17 @@ class FramePlan:
     seed: int
     frames: int
     image_shape: tuple[int, int]
-    truth: "Truth"
+    truth: Truth
     psf: PupilPSF
     camera: Any
-    background: float            # photons / px / frame
+    background: float  # photons / px / frame
     psf_batch: int = 256
 
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(getattr(self.camera, "dtype", np.float32))
 
-    def _all(self) -> "RecordWindow":
+    def _all(self) -> RecordWindow:
         return self.truth.window(0, self.frames)
 
     @property
@@ -120,12 +132,12 @@ class _SignalPrep:
     """PSF patches and placements of the records that reach one region, for frames ``[t0, t1)``."""
 
     region: Region
-    psfs: np.ndarray             # (U, ps, ps) float32, one per emitter
-    inv: np.ndarray              # (R,) row of psfs of each kept record
-    cx: np.ndarray               # (R,) int64 centre column (image px)
-    cy: np.ndarray               # (R,) int64 centre row
-    phot: np.ndarray             # (R,) float32 photons (summed in float64)
-    bounds: np.ndarray           # (t1 - t0 + 1,) record offsets per frame
+    psfs: np.ndarray  # (U, ps, ps) float32, one per emitter
+    inv: np.ndarray  # (R,) row of psfs of each kept record
+    cx: np.ndarray  # (R,) int64 centre column (image px)
+    cy: np.ndarray  # (R,) int64 centre row
+    phot: np.ndarray  # (R,) float32 photons (summed in float64)
+    bounds: np.ndarray  # (t1 - t0 + 1,) record offsets per frame
 
 
 def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _SignalPrep:
@@ -144,10 +156,22 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     psfs = np.empty((uniq.size, ps, ps), np.float32)
     for b0 in range(0, uniq.size, plan.psf_batch):
         sl = slice(b0, b0 + plan.psf_batch)
-        psfs[sl] = plan.psf.compute(win.em_phase[uniq[sl]], em_xyz[uniq[sl], 2], d[sl, 0], d[sl, 1],
-                                    None if win.em_mag is None else win.em_mag[uniq[sl]])
-    return _SignalPrep(region=region, psfs=psfs, inv=inv.reshape(-1), cx=cx[keep], cy=cy[keep],
-                       phot=win.phot[keep], bounds=np.searchsorted(win.frame_ix[keep], np.arange(t0, t1 + 1)))
+        psfs[sl] = plan.psf.compute(
+            win.em_phase[uniq[sl]],
+            em_xyz[uniq[sl], 2],
+            d[sl, 0],
+            d[sl, 1],
+            None if win.em_mag is None else win.em_mag[uniq[sl]],
+        )
+    return _SignalPrep(
+        region=region,
+        psfs=psfs,
+        inv=inv.reshape(-1),
+        cx=cx[keep],
+        cy=cy[keep],
+        phot=win.phot[keep],
+        bounds=np.searchsorted(win.frame_ix[keep], np.arange(t0, t1 + 1)),
+    )
 
 
 def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray) -> np.ndarray:
@@ -167,7 +191,7 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray) -> np.ndarray:
     if b <= a:
         return out
     offs = np.arange(prep.psfs.shape[-1]) - prep.psfs.shape[-1] // 2
-    rows = prep.cy[a:b, None] + offs[None, :] - y0               # (R, ps), region coordinates
+    rows = prep.cy[a:b, None] + offs[None, :] - y0  # (R, ps), region coordinates
     cols = prep.cx[a:b, None] + offs[None, :] - x0
     valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
     flat = rows[:, :, None] * w + cols[:, None, :]
@@ -213,10 +237,10 @@ class _NoiseBlock:
 
     row: int
     col: int
-    src: tuple[slice, slice]     # the whole block, in the coordinates of the rendered (aligned) region
-    keep: tuple[slice, slice]    # the part inside the chunk, in block coordinates
-    dst: tuple[slice, slice]     # the same part, in chunk coordinates
-    camera: Any                  # camera model (sCMOS maps cropped to the block)
+    src: tuple[slice, slice]  # the whole block, in the coordinates of the rendered (aligned) region
+    keep: tuple[slice, slice]  # the part inside the chunk, in block coordinates
+    dst: tuple[slice, slice]  # the same part, in chunk coordinates
+    camera: Any  # camera model (sCMOS maps cropped to the block)
 
 
 def _aligned(region: Region, image_shape: tuple[int, int]) -> Region:
@@ -244,12 +268,16 @@ def _noise_blocks(plan: FramePlan, chunk: Region, aligned: Region) -> list[_Nois
         for col in range(ax0 // nb, -(-ax1 // nb)):
             bx0, bx1 = col * nb, min(ax1, (col + 1) * nb)
             ky0, ky1, kx0, kx1 = max(by0, y0), min(by1, y1), max(bx0, x0), min(bx1, x1)
-            blocks.append(_NoiseBlock(
-                row=row, col=col,
-                src=(slice(by0 - ay0, by1 - ay0), slice(bx0 - ax0, bx1 - ax0)),
-                keep=(slice(ky0 - by0, ky1 - by0), slice(kx0 - bx0, kx1 - bx0)),
-                dst=(slice(ky0 - y0, ky1 - y0), slice(kx0 - x0, kx1 - x0)),
-                camera=_block_camera(plan.camera, by0, bx0, by1 - by0, bx1 - bx0)))
+            blocks.append(
+                _NoiseBlock(
+                    row=row,
+                    col=col,
+                    src=(slice(by0 - ay0, by1 - ay0), slice(bx0 - ax0, bx1 - ax0)),
+                    keep=(slice(ky0 - by0, ky1 - by0), slice(kx0 - bx0, kx1 - bx0)),
+                    dst=(slice(ky0 - y0, ky1 - y0), slice(kx0 - x0, kx1 - x0)),
+                    camera=_block_camera(plan.camera, by0, bx0, by1 - by0, bx1 - bx0),
+                )
+            )
     return blocks
 
 
@@ -282,8 +310,15 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def choose_chunks(image_shape: tuple[int, int], frames: int, itemsize: int, *, chunk_mb: float = DEFAULT_CHUNK_MB,
-                  chunk_frames: int | None = None, tile_size: int | None = None) -> tuple[int, int, int]:
+def choose_chunks(
+    image_shape: tuple[int, int],
+    frames: int,
+    itemsize: int,
+    *,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    chunk_frames: int | None = None,
+    tile_size: int | None = None,
+) -> tuple[int, int, int]:
     """Chunk shape ``(frames, rows, cols)`` of a stack from a memory target.
 
     Parameters
@@ -332,8 +367,13 @@ def choose_chunks(image_shape: tuple[int, int], frames: int, itemsize: int, *, c
     return min(ct, frames), ty, tx
 
 
-def frames_array(plan: FramePlan, chunk_frames: int | None = None, *, tile_size: int | None = None,
-                 chunk_mb: float = DEFAULT_CHUNK_MB):
+def frames_array(
+    plan: FramePlan,
+    chunk_frames: int | None = None,
+    *,
+    tile_size: int | None = None,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+):
     """The lazy ``(T, H, W)`` stack of a plan.
 
     Parameters
@@ -346,15 +386,31 @@ def frames_array(plan: FramePlan, chunk_frames: int | None = None, *, tile_size:
     import dask.array as da
 
     h, w = plan.image_shape
-    ct, ty, tx = choose_chunks((h, w), plan.frames, plan.dtype.itemsize, chunk_mb=chunk_mb,
-                               chunk_frames=chunk_frames, tile_size=tile_size)
+    ct, ty, tx = choose_chunks(
+        (h, w), plan.frames, plan.dtype.itemsize, chunk_mb=chunk_mb, chunk_frames=chunk_frames, tile_size=tile_size
+    )
     chunks = da.core.normalize_chunks((ct, ty, tx), (plan.frames, h, w))
-    return da.map_blocks(render_block, dtype=plan.dtype, chunks=chunks, meta=np.empty((0, 0, 0), plan.dtype),
-                         plan=plan, name=f"z2t-frames-{_plan_token(plan, chunks)}")
+    return da.map_blocks(
+        render_block,
+        dtype=plan.dtype,
+        chunks=chunks,
+        meta=np.empty((0, 0, 0), plan.dtype),
+        plan=plan,
+        name=f"z2t-frames-{_plan_token(plan, chunks)}",
+    )
 
 
 def _plan_token(plan: FramePlan, chunks: Any = None) -> str:
     from dask.base import tokenize
 
-    return tokenize(plan.seed, plan.frames, plan.image_shape, plan.truth.token(), repr(plan.psf),
-                    repr(plan.camera), plan.background, NOISE_BLOCK, chunks)
+    return tokenize(
+        plan.seed,
+        plan.frames,
+        plan.image_shape,
+        plan.truth.token(),
+        repr(plan.psf),
+        repr(plan.camera),
+        plan.background,
+        NOISE_BLOCK,
+        chunks,
+    )

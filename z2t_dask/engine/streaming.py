@@ -18,8 +18,16 @@ import numpy as np
 
 from z2t_dask.errors import MemoryBudgetError
 
-__all__ = ["MemoryBudgetError", "available_memory_bytes", "block_bounds", "compute_in_memory",
-           "iter_frame_blocks", "iter_frames", "require_memory", "resolve_scheduler"]
+__all__ = [
+    "MemoryBudgetError",
+    "available_memory_bytes",
+    "block_bounds",
+    "compute_in_memory",
+    "iter_frame_blocks",
+    "iter_frames",
+    "require_memory",
+    "resolve_scheduler",
+]
 
 
 def _is_dask(array: Any) -> bool:
@@ -92,12 +100,14 @@ def require_memory(array: Any, *, budget_bytes: float | None = None, what: str =
         raise MemoryBudgetError(
             f"not streaming would hold {what} in memory: it needs about {need / 2**20:,.0f} MiB "
             f"(2 x {nbytes / 2**20:,.0f} MiB for shape {tuple(array.shape)} {np.dtype(array.dtype)}) but "
-            f"{source} is {budget / 2**20:,.0f} MiB; use streaming (the default; drop --no-streaming)")
+            f"{source} is {budget / 2**20:,.0f} MiB; use streaming (the default; drop --no-streaming)"
+        )
     return need
 
 
-def compute_in_memory(array: Any, *, budget_bytes: float | None = None, scheduler: Any = "threads",
-                      what: str = "the stack") -> np.ndarray:
+def compute_in_memory(
+    array: Any, *, budget_bytes: float | None = None, scheduler: Any = "threads", what: str = "the stack"
+) -> np.ndarray:
     """Compute a whole (dask) stack into memory after :func:`require_memory` accepted it.
 
     Parameters
@@ -140,9 +150,7 @@ def block_bounds(array: Any) -> list[tuple[int, int]]:
     return bounds
 
 
-def iter_frame_blocks(
-    array: Any, prefetch: int = 2, scheduler: str | None = "threads"
-) -> Iterator[np.ndarray]:
+def iter_frame_blocks(array: Any, prefetch: int = 2, scheduler: str | None = "threads") -> Iterator[np.ndarray]:
     """Yield computed blocks ``array[t0:t1]`` in frame order, prefetching ahead.
 
     Parameters
@@ -216,9 +224,7 @@ def _iter_dask_blocks(array: Any, prefetch: int, scheduler: str | None) -> Itera
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def iter_frames(
-    array: Any, prefetch: int = 2, scheduler: str | None = "threads"
-) -> Iterator[np.ndarray]:
+def iter_frames(array: Any, prefetch: int = 2, scheduler: str | None = "threads") -> Iterator[np.ndarray]:
     """Yield single frames (Y, X) in order, from :func:`iter_frame_blocks`.
 
     Parameters

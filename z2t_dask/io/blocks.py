@@ -9,6 +9,7 @@ blocks; or, not streaming, the whole stack computed at once after the memory bud
 Openers of single-file formats take :func:`lazy_stack`: a dask array whose chunks of whole frames
 (about :data:`READ_CHUNK_BYTES`) each open the file themselves, so it computes on a cluster too.
 """
+
 from __future__ import annotations
 
 import gc
@@ -21,8 +22,16 @@ import numpy as np
 
 from z2t_dask.errors import FormatError
 
-__all__ = ["READ_CHUNK_BYTES", "RELEASE_EVERY_BLOCKS", "collect_every", "describe", "frame_units", "in_memory",
-           "lazy_stack", "ordered_blocks"]
+__all__ = [
+    "READ_CHUNK_BYTES",
+    "RELEASE_EVERY_BLOCKS",
+    "collect_every",
+    "describe",
+    "frame_units",
+    "in_memory",
+    "lazy_stack",
+    "ordered_blocks",
+]
 
 #: Blocks written between two returns of free heap memory to the OS (ordered writers).
 RELEASE_EVERY_BLOCKS = 256
@@ -58,8 +67,9 @@ def in_memory(frames: Any, *, scheduler: Any = "threads", memory_budget_bytes: f
     return compute_in_memory(frames, scheduler=scheduler, budget_bytes=memory_budget_bytes, what=describe(frames))
 
 
-def collect_every(blocks: Iterator[np.ndarray], every: int,
-                  release: Callable[[], Any] | None = None) -> Iterator[np.ndarray]:
+def collect_every(
+    blocks: Iterator[np.ndarray], every: int, release: Callable[[], Any] | None = None
+) -> Iterator[np.ndarray]:
     """Pass ``blocks`` through; ``gc.collect()`` every ``every`` blocks (0: never) and ``release()``
     every :data:`RELEASE_EVERY_BLOCKS` blocks (None: never)."""
     for i, block in enumerate(blocks):
@@ -70,9 +80,16 @@ def collect_every(blocks: Iterator[np.ndarray], every: int,
             release()
 
 
-def ordered_blocks(frames: Any, *, scheduler: Any = "threads", prefetch: int = 2, streaming: bool = True,
-                   memory_budget_bytes: float | None = None, gc_every: int = 0,
-                   release: Callable[[], Any] | None = None) -> Iterator[np.ndarray]:
+def ordered_blocks(
+    frames: Any,
+    *,
+    scheduler: Any = "threads",
+    prefetch: int = 2,
+    streaming: bool = True,
+    memory_budget_bytes: float | None = None,
+    gc_every: int = 0,
+    release: Callable[[], Any] | None = None,
+) -> Iterator[np.ndarray]:
     """Blocks of whole frames in order: streamed (bounded memory) or, not streaming, the whole stack.
 
     Parameters
@@ -95,8 +112,9 @@ def ordered_blocks(frames: Any, *, scheduler: Any = "threads", prefetch: int = 2
     return collect_every(iter_frame_blocks(frames, prefetch=prefetch, scheduler=scheduler), gc_every, release)
 
 
-def lazy_stack(path: str | os.PathLike[str], read_frames: Callable[[str, int, int], np.ndarray],
-               shape: tuple[int, ...], dtype: Any) -> Any:
+def lazy_stack(
+    path: str | os.PathLike[str], read_frames: Callable[[str, int, int], np.ndarray], shape: tuple[int, ...], dtype: Any
+) -> Any:
     """A single-file stack as a lazy dask array ``(T, Y, X)`` of chunks of whole frames.
 
     Parameters
@@ -129,12 +147,20 @@ def lazy_stack(path: str | os.PathLike[str], read_frames: Callable[[str, int, in
     chunks = (tuple(min(step, t - a) for a in range(0, t, step)), (h,), (w,))
     stat = p.stat()
     token = tokenize(os.path.abspath(p), stat.st_mtime_ns, stat.st_size)
-    return da.map_blocks(_read_chunk, str(p), read_frames, chunks=chunks, dtype=dtype,
-                         name=f"z2t-read-{p.name}-{token}", meta=np.empty((0, 0, 0), dtype))
+    return da.map_blocks(
+        _read_chunk,
+        str(p),
+        read_frames,
+        chunks=chunks,
+        dtype=dtype,
+        name=f"z2t-read-{p.name}-{token}",
+        meta=np.empty((0, 0, 0), dtype),
+    )
 
 
-def _read_chunk(path: str, read_frames: Callable[[str, int, int], np.ndarray],
-                block_info: dict | None = None) -> np.ndarray:
+def _read_chunk(
+    path: str, read_frames: Callable[[str, int, int], np.ndarray], block_info: dict | None = None
+) -> np.ndarray:
     """Frames ``[t0, t1)`` of the chunk dask asks for (task function: picklable)."""
     assert block_info is not None
     (t0, t1), _, _ = block_info[None]["array-location"]

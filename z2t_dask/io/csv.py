@@ -22,8 +22,7 @@ def _text(values: np.ndarray) -> np.ndarray:
     return values.astype(str)
 
 
-def write_records_csv(path: str | os.PathLike[str],
-                      records: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> Path:
+def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> Path:
     """Write the per-frame ground truth as CSV with a header, atomically.
 
     Parameters

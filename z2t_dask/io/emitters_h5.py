@@ -185,8 +185,10 @@ def _zernike(data: Mapping[str, Any] | None, n: int) -> dict[str, np.ndarray]:
     if extra:
         raise ValueError(f"zernike_coeffs accepts only 'phase' and 'mag', got extra {sorted(extra)}")
     if out["phase"].shape != out["mag"].shape:
-        raise ValueError(f"zernike_coeffs/phase {out['phase'].shape} and zernike_coeffs/mag {out['mag'].shape} "
-                         "must have the same shape")
+        raise ValueError(
+            f"zernike_coeffs/phase {out['phase'].shape} and zernike_coeffs/mag {out['mag'].shape} "
+            "must have the same shape"
+        )
     return out
 
 
@@ -246,8 +248,14 @@ def write_emitters_h5(
         one beyond ``frames``), or unusable attribute values; the message names the
         dataset or attribute.
     """
-    return write_emitters_h5_parts(path, [(emitters, records, zernike_coeffs)], attrs=attrs, frames=frames,
-                                   units=units, frames_compression=frames_compression)
+    return write_emitters_h5_parts(
+        path,
+        [(emitters, records, zernike_coeffs)],
+        attrs=attrs,
+        frames=frames,
+        units=units,
+        frames_compression=frames_compression,
+    )
 
 
 def write_emitters_h5_parts(
@@ -324,23 +332,29 @@ def write_emitters_h5_parts(
                         raise ValueError("n_emitters and n_records are required for more than one part")
                     n_total, m_total = n, m
                 if n_done + n > n_total or m_done + m > m_total:
-                    raise ValueError(f"the parts hold more than n_emitters={n_total} emitters or "
-                                     f"n_records={m_total} records")
+                    raise ValueError(
+                        f"the parts hold more than n_emitters={n_total} emitters or n_records={m_total} records"
+                    )
                 ids = rec["id"]
                 if ids.size and (ids.min() < 0 or ids.max() >= n_total):
-                    raise ValueError(f"records/id must be in [0, {n_total}) (rows of emitters/*), "
-                                     f"got [{ids.min()}, {ids.max()}]")
+                    raise ValueError(
+                        f"records/id must be in [0, {n_total}) (rows of emitters/*), got [{ids.min()}, {ids.max()}]"
+                    )
                 fix = rec["frame_ix"]
                 if fix.size:
                     if fix.min() < 0:
                         raise ValueError(f"records/frame_ix must be >= 0, got minimum {fix.min()}")
                     max_frame = max(max_frame, int(fix.max()))
-                tables = {"emitters": (em, n_total, n_done), "records": (rec, m_total, m_done),
-                          "zernike_coeffs": (zc, n_total, n_done)}
+                tables = {
+                    "emitters": (em, n_total, n_done),
+                    "records": (rec, m_total, m_done),
+                    "zernike_coeffs": (zc, n_total, n_done),
+                }
                 if i == 0:
                     if n_modes is not None and zc and zc["phase"].shape[1] != n_modes:
-                        raise ValueError(f"zernike_coeffs/phase must have {n_modes} columns, "
-                                         f"got {zc['phase'].shape[1]}")
+                        raise ValueError(
+                            f"zernike_coeffs/phase must have {n_modes} columns, got {zc['phase'].shape[1]}"
+                        )
                     for group, (table, rows, _) in tables.items():
                         if table:
                             g = f.create_group(group)
@@ -353,22 +367,24 @@ def write_emitters_h5_parts(
                 for group, (table, _, done) in tables.items():
                     expected = {name.split("/", 1)[1] for name in written if name.startswith(group + "/")}
                     if set(table) != expected:
-                        raise ValueError(f"part {i}: {group} columns {sorted(table)} differ from the first "
-                                         f"part's {sorted(expected)}")
+                        raise ValueError(
+                            f"part {i}: {group} columns {sorted(table)} differ from the first part's {sorted(expected)}"
+                        )
                     for key, arr in table.items():
                         ds = f[f"{group}/{key}"]
                         if arr.shape[1:] != ds.shape[1:]:
-                            raise ValueError(f"part {i}: {group}/{key} has shape {arr.shape}, the dataset "
-                                             f"{ds.shape}")
+                            raise ValueError(f"part {i}: {group}/{key} has shape {arr.shape}, the dataset {ds.shape}")
                         if arr.shape[0]:
-                            ds[done:done + arr.shape[0]] = arr
+                            ds[done : done + arr.shape[0]] = arr
                 n_done += n
                 m_done += m
             if not written:
                 raise ValueError("no parts given (at least one, possibly empty, is needed)")
             if (n_done, m_done) != (n_total, m_total):
-                raise ValueError(f"the parts hold {n_done} emitters and {m_done} records, "
-                                 f"expected n_emitters={n_total} and n_records={m_total}")
+                raise ValueError(
+                    f"the parts hold {n_done} emitters and {m_done} records, "
+                    f"expected n_emitters={n_total} and n_records={m_total}"
+                )
             if frames is not None:
                 t = write_frames_dataset(f, frames, compression=frames_compression)
                 written.append("frames")

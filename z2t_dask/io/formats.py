@@ -19,6 +19,7 @@ format is one more :class:`~z2t_dask.io.registry.StackFormat` entry passed to
 >>> d2 = write_frames("b.h5", frames, pixel_size_nm=100, compute=False)                 # doctest: +SKIP
 >>> dask.compute(d1, d2)        # both writes in one graph                             # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,29 @@ import numpy as np
 
 from z2t_dask.errors import FormatError
 from z2t_dask.io import hdf5, tiff, zarr
-from z2t_dask.io.registry import StackFormat, StackInfo, detect_format, get_format, register_format, registered_formats
 from z2t_dask.io.blocks import frame_units
+from z2t_dask.io.registry import StackFormat, StackInfo, detect_format, get_format, register_format, registered_formats
 
-__all__ = ["COMPRESSIONS", "FORMATS", "SUFFIXES", "StackFormat", "StackInfo", "check_compression", "find_stack",
-           "format_from_path", "frame_units", "get_format", "iter_stack_blocks", "normalise_format", "open_frames",
-           "read_stack_info", "register_format", "registered_formats", "stack_filename", "write_frames"]
+__all__ = [
+    "COMPRESSIONS",
+    "FORMATS",
+    "SUFFIXES",
+    "StackFormat",
+    "StackInfo",
+    "check_compression",
+    "find_stack",
+    "format_from_path",
+    "frame_units",
+    "get_format",
+    "iter_stack_blocks",
+    "normalise_format",
+    "open_frames",
+    "read_stack_info",
+    "register_format",
+    "registered_formats",
+    "stack_filename",
+    "write_frames",
+]
 
 for _entry in (tiff.FORMAT, zarr.FORMAT, hdf5.FORMAT):
     register_format(_entry)
@@ -116,10 +134,18 @@ def read_stack_info(path: str | os.PathLike[str], fmt: str | None = None) -> Sta
     return entry.info(p)
 
 
-def write_frames(path: str | os.PathLike[str], frames: Any, *, format: str | None = None,
-                 pixel_size_nm: float | tuple[float, float], compression: str | None = None,
-                 attrs: Mapping[str, Any] | None = None, units: str | None = None, compute: bool = True,
-                 **kwargs: Any) -> Any:
+def write_frames(
+    path: str | os.PathLike[str],
+    frames: Any,
+    *,
+    format: str | None = None,
+    pixel_size_nm: float | tuple[float, float],
+    compression: str | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    units: str | None = None,
+    compute: bool = True,
+    **kwargs: Any,
+) -> Any:
     """Write a ``(T, Y, X)`` stack in ``format`` (default: from the suffix of ``path``).
 
     The arguments are those of :meth:`~z2t_dask.io.registry.StackFormat.write` (``scheduler``,
@@ -128,8 +154,16 @@ def write_frames(path: str | os.PathLike[str], frames: Any, *, format: str | Non
     Returns the path, or with ``compute=False`` a ``dask.delayed`` object performing the write.
     """
     entry = get_format(format if format is not None else format_from_path(path, default=None), "format")
-    return entry.write(path, frames, compression=compression, pixel_size_nm=pixel_size_nm, attrs=attrs,
-                       units=units or frame_units(frames.dtype), compute=compute, **kwargs)
+    return entry.write(
+        path,
+        frames,
+        compression=compression,
+        pixel_size_nm=pixel_size_nm,
+        attrs=attrs,
+        units=units or frame_units(frames.dtype),
+        compute=compute,
+        **kwargs,
+    )
 
 
 def find_stack(folder: str | os.PathLike[str]) -> Path | None:

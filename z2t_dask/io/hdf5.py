@@ -30,12 +30,22 @@ import numpy as np
 from z2t_dask.engine.streaming import iter_frame_blocks
 from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
+from z2t_dask.io.blocks import lazy_stack
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
-from z2t_dask.io.blocks import lazy_stack
 
-__all__ = ["FORMAT", "FRAME_COMPRESSIONS", "decode_attr", "encode_attr", "hdf5_stack_info", "iter_hdf5_blocks",
-           "open_hdf5_stack", "read_hdf5_stack", "write_frames_dataset", "write_hdf5_stack"]
+__all__ = [
+    "FORMAT",
+    "FRAME_COMPRESSIONS",
+    "decode_attr",
+    "encode_attr",
+    "hdf5_stack_info",
+    "iter_hdf5_blocks",
+    "open_hdf5_stack",
+    "read_hdf5_stack",
+    "write_frames_dataset",
+    "write_hdf5_stack",
+]
 
 #: Accepted compression names -> h5py ``create_dataset`` options (built-in filters only).
 FRAME_COMPRESSIONS: dict[str | None, dict[str, Any]] = {
@@ -103,8 +113,15 @@ def _cast(block: np.ndarray, dtype: np.dtype | None, t0: int) -> np.ndarray:
     return block.astype(dtype)
 
 
-def write_frames_dataset(group: Any, frames: Any, *, name: str = "frames", compression: str | None = None,
-                         tile: tuple[int, int] | None = None, dtype: Any = None) -> int:
+def write_frames_dataset(
+    group: Any,
+    frames: Any,
+    *,
+    name: str = "frames",
+    compression: str | None = None,
+    tile: tuple[int, int] | None = None,
+    dtype: Any = None,
+) -> int:
     """Write ``frames`` as dataset ``name`` of an open h5py group, block by block, in frame order.
 
     Parameters
@@ -138,8 +155,9 @@ def write_frames_dataset(group: Any, frames: Any, *, name: str = "frames", compr
         if frames.ndim != 3 or 0 in frames.shape[1:]:
             raise ValueError(f"frames must have shape (T, Y, X), got {tuple(frames.shape)}")
         t, y, x = (int(s) for s in frames.shape)
-        dset = group.create_dataset(name, shape=(t, y, x), dtype=dt or frames.dtype,
-                                    chunks=_chunks(y, x, tile) if t else None, **opts)
+        dset = group.create_dataset(
+            name, shape=(t, y, x), dtype=dt or frames.dtype, chunks=_chunks(y, x, tile) if t else None, **opts
+        )
         t0 = 0
         for block in iter_frame_blocks(frames):
             dset[t0 : t0 + block.shape[0]] = _cast(block, dt, t0)
@@ -161,8 +179,12 @@ def write_frames_dataset(group: Any, frames: Any, *, name: str = "frames", compr
                 raise ValueError(f"frames block has frame shape {(y, x)}, expected {declared[1:]}")
             first = declared[0] if declared is not None else 0
             dset = group.create_dataset(
-                name, shape=(first, y, x), maxshape=(first if declared is not None else None, y, x),
-                dtype=dt or block.dtype, chunks=_chunks(y, x, tile), **opts,
+                name,
+                shape=(first, y, x),
+                maxshape=(first if declared is not None else None, y, x),
+                dtype=dt or block.dtype,
+                chunks=_chunks(y, x, tile),
+                **opts,
             )
         elif block.shape[1:] != dset.shape[1:]:
             raise ValueError(f"frames block has frame shape {block.shape[1:]}, expected {dset.shape[1:]}")
@@ -181,10 +203,18 @@ def write_frames_dataset(group: Any, frames: Any, *, name: str = "frames", compr
     return t0
 
 
-def write_hdf5_stack(path: str | os.PathLike[str], frames: Iterable[Any], *, shape: tuple[int, int, int],
-                     dtype: Any, pixel_size_nm: tuple[float, float], compression: str | None = "none",
-                     tile: tuple[int, int] | None = None, attrs: Mapping[str, Any] | None = None,
-                     units: str = "ADU") -> Path:
+def write_hdf5_stack(
+    path: str | os.PathLike[str],
+    frames: Iterable[Any],
+    *,
+    shape: tuple[int, int, int],
+    dtype: Any,
+    pixel_size_nm: tuple[float, float],
+    compression: str | None = "none",
+    tile: tuple[int, int] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    units: str = "ADU",
+) -> Path:
     """Write an HDF5 stack file (dataset ``frames`` (T, Y, X)) from frames in order, atomically.
 
     Parameters
@@ -257,8 +287,9 @@ def read_hdf5_stack(path: str | os.PathLike[str], dataset: str = "frames") -> np
         return f[dataset][()]
 
 
-def iter_hdf5_blocks(path: str | os.PathLike[str], block_frames: int = 16,
-                     dataset: str = "frames") -> Iterator[np.ndarray]:
+def iter_hdf5_blocks(
+    path: str | os.PathLike[str], block_frames: int = 16, dataset: str = "frames"
+) -> Iterator[np.ndarray]:
     """Yield ``frames`` of an HDF5 file in order, ``block_frames`` frames at a time (bounded memory)."""
     with _h5(path, dataset) as f:
         d = f[dataset]
@@ -287,10 +318,15 @@ def hdf5_stack_info(path: str | os.PathLike[str]) -> StackInfo:
         units = decode_attr(d.attrs["units"]) if "units" in d.attrs else None
         attrs = {str(k): _plain(v) for k, v in f.attrs.items()}
         shape = tuple(int(v) for v in d.shape)
-        return StackInfo(format="hdf5", shape=shape if len(shape) != 2 else (1, *shape), dtype=np.dtype(d.dtype),
-                         pixel_size_nm=None if px is None else (float(px[0]), float(px[1])),
-                         units=units if isinstance(units, str) else None, attrs=attrs,
-                         extra={"chunks": d.chunks, "compression": d.compression})
+        return StackInfo(
+            format="hdf5",
+            shape=shape if len(shape) != 2 else (1, *shape),
+            dtype=np.dtype(d.dtype),
+            pixel_size_nm=None if px is None else (float(px[0]), float(px[1])),
+            units=units if isinstance(units, str) else None,
+            attrs=attrs,
+            extra={"chunks": d.chunks, "compression": d.compression},
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -322,13 +358,31 @@ def _store(request: WriteRequest) -> Path:
     tile = options.pop("tile", frames.chunksize[1:] if tiled else None)
     if options:
         raise TypeError(f"hdf5: unknown format options {sorted(options)} (tile)")
-    return write_hdf5_stack(request.path, request.blocks(), shape=frames.shape, dtype=frames.dtype,
-                            pixel_size_nm=request.pixel_size_nm, compression=request.compression, tile=tile,
-                            attrs=request.attrs, units=request.units)
+    return write_hdf5_stack(
+        request.path,
+        request.blocks(),
+        shape=frames.shape,
+        dtype=frames.dtype,
+        pixel_size_nm=request.pixel_size_nm,
+        compression=request.compression,
+        tile=tile,
+        attrs=request.attrs,
+        units=request.units,
+    )
 
 
 #: The registry entry of HDF5 stacks (``<name>.h5``, dataset ``frames``).
 FORMAT = StackFormat(
-    name="hdf5", suffix=".h5", suffixes=(".h5", ".hdf5", ".he5"), aliases=("h5",),
-    compressions=("none", "zlib", "lzf"), default_compression="none", store=_store, open=open_hdf5_stack,
-    info=hdf5_stack_info, iter_blocks=iter_hdf5_blocks, probe=_has_frames, shared_suffix=True)
+    name="hdf5",
+    suffix=".h5",
+    suffixes=(".h5", ".hdf5", ".he5"),
+    aliases=("h5",),
+    compressions=("none", "zlib", "lzf"),
+    default_compression="none",
+    store=_store,
+    open=open_hdf5_stack,
+    info=hdf5_stack_info,
+    iter_blocks=iter_hdf5_blocks,
+    probe=_has_frames,
+    shared_suffix=True,
+)

@@ -1,4 +1,5 @@
 """JSON encoding of provenance values (numpy scalars/arrays, paths, sets)."""
+
 from __future__ import annotations
 
 import os

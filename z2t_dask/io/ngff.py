@@ -24,16 +24,18 @@ NGFF_VERSIONS = {2: "0.4", 3: "0.5"}
 _SPACE_UNITS = frozenset(
     "angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer inch kilometer "
     "megameter meter micrometer mile millimeter nanometer parsec petameter picometer terameter yard "
-    "yoctometer yottameter zeptometer zettameter".split())
+    "yoctometer yottameter zeptometer zettameter".split()
+)
 _TIME_UNITS = frozenset(
     "attosecond centisecond day decisecond exasecond femtosecond gigasecond hectosecond hour kilosecond "
     "megasecond microsecond millisecond minute nanosecond petasecond picosecond second terasecond "
-    "yoctosecond yottasecond zeptosecond zettasecond".split())
+    "yoctosecond yottasecond zeptosecond zettasecond".split()
+)
 
 
-
-def ngff_attributes(zarr_format: int, pixel_size_nm: tuple[float, float], *, name: str = "frames",
-                    path: str = "0") -> dict[str, Any]:
+def ngff_attributes(
+    zarr_format: int, pixel_size_nm: tuple[float, float], *, name: str = "frames", path: str = "0"
+) -> dict[str, Any]:
     """Group attributes declaring one ``(t, y, x)`` image in NGFF 0.4 (zarr v2) or 0.5 (zarr v3).
 
     Parameters
@@ -52,11 +54,17 @@ def ngff_attributes(zarr_format: int, pixel_size_nm: tuple[float, float], *, nam
         raise ValueError(f"pixel_size_nm must be two positive sizes (x_nm, y_nm), got {pixel_size_nm!r}")
     multiscale = {
         "name": str(name),
-        "axes": [{"name": "t", "type": "time"},
-                 {"name": "y", "type": "space", "unit": "micrometer"},
-                 {"name": "x", "type": "space", "unit": "micrometer"}],
-        "datasets": [{"path": path, "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, px_y / 1000.0, px_x / 1000.0]}]}],
+        "axes": [
+            {"name": "t", "type": "time"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"},
+        ],
+        "datasets": [
+            {
+                "path": path,
+                "coordinateTransformations": [{"type": "scale", "scale": [1.0, px_y / 1000.0, px_x / 1000.0]}],
+            }
+        ],
     }
     if zarr_format == 2:
         return {"multiscales": [{"version": NGFF_VERSIONS[2], **multiscale}]}
@@ -110,8 +118,11 @@ def _check_transforms(transforms: Any, ndim: int, where: str, problems: list[str
     for t in transforms:
         key = t["type"]
         values = t.get(key)
-        if not isinstance(values, list) or len(values) != ndim or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        if (
+            not isinstance(values, list)
+            or len(values) != ndim
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        ):
             problems.append(f"{where} {key} must be {ndim} finite numbers, got {values!r}")
             return None
         if key == "scale":
@@ -205,8 +216,6 @@ def validate_ngff(path: str | os.PathLike[str]) -> dict[str, Any]:
     first = dict(multiscales[0])
     first.setdefault("version", version)
     return first
-
-
 
 
 def pixel_size_from_ngff(attrs: Mapping[str, Any]) -> tuple[float, float] | None:

@@ -20,6 +20,7 @@ This module knows no concrete format (the built-in entries live next to their wr
 :mod:`~z2t_dask.io.tiff`, :mod:`~z2t_dask.io.zarr` and :mod:`~z2t_dask.io.hdf5` and are registered
 by :mod:`z2t_dask.io.formats`, loaded on first use).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,17 @@ import numpy as np
 
 from z2t_dask.errors import FormatError
 
-__all__ = ["StackFormat", "StackInfo", "WriteRequest", "detect_format", "get_format", "pixel_size_pair",
-           "register_format", "registered_formats", "unregister_format"]
+__all__ = [
+    "StackFormat",
+    "StackInfo",
+    "WriteRequest",
+    "detect_format",
+    "get_format",
+    "pixel_size_pair",
+    "register_format",
+    "registered_formats",
+    "unregister_format",
+]
 
 
 @dataclass(frozen=True)
@@ -107,13 +117,39 @@ class WriteRequest:
     deferred write keeps its frames lazy until the write itself streams them.
     """
 
-    __slots__ = ("attrs", "compression", "frames", "gc_every", "memory_budget_bytes", "options", "path",
-                 "pixel_size_nm", "prefetch", "release", "scheduler", "streaming", "units")
+    __slots__ = (
+        "attrs",
+        "compression",
+        "frames",
+        "gc_every",
+        "memory_budget_bytes",
+        "options",
+        "path",
+        "pixel_size_nm",
+        "prefetch",
+        "release",
+        "scheduler",
+        "streaming",
+        "units",
+    )
 
-    def __init__(self, *, path: Path, frames: Any, compression: str, pixel_size_nm: tuple[float, float],
-                 attrs: dict[str, Any], units: str, scheduler: Any, prefetch: int, streaming: bool,
-                 memory_budget_bytes: float | None, gc_every: int, release: Callable[[], Any] | None,
-                 options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path,
+        frames: Any,
+        compression: str,
+        pixel_size_nm: tuple[float, float],
+        attrs: dict[str, Any],
+        units: str,
+        scheduler: Any,
+        prefetch: int,
+        streaming: bool,
+        memory_budget_bytes: float | None,
+        gc_every: int,
+        release: Callable[[], Any] | None,
+        options: dict[str, Any],
+    ) -> None:
         self.path = path
         self.frames = frames
         self.compression = compression
@@ -132,9 +168,15 @@ class WriteRequest:
         """Blocks of whole frames in order: streamed (bounded memory) or the whole stack at once."""
         from z2t_dask.io.blocks import ordered_blocks
 
-        return ordered_blocks(self.frames, scheduler=self.scheduler, prefetch=self.prefetch,
-                              streaming=self.streaming, memory_budget_bytes=self.memory_budget_bytes,
-                              gc_every=self.gc_every, release=self.release)
+        return ordered_blocks(
+            self.frames,
+            scheduler=self.scheduler,
+            prefetch=self.prefetch,
+            streaming=self.streaming,
+            memory_budget_bytes=self.memory_budget_bytes,
+            gc_every=self.gc_every,
+            release=self.release,
+        )
 
     def array(self) -> Any:
         """The frames as a dask array to store block by block: lazy, or computed at once when not streaming."""
@@ -239,11 +281,24 @@ class StackFormat:
             raise FormatError(f"{key}: {self.name} offers {', '.join(self.compressions)}, not {compression!r}")
         return name
 
-    def write(self, path: str | os.PathLike[str], frames: Any, *, compression: str | None = None,
-              pixel_size_nm: float | tuple[float, float], attrs: Mapping[str, Any] | None = None,
-              units: str = "ADU", scheduler: Any = "auto", prefetch: int = 2, streaming: bool = True,
-              compute: bool = True, memory_budget_bytes: float | None = None, gc_every: int = 0,
-              release: Callable[[], Any] | None = None, **format_options: Any) -> Any:
+    def write(
+        self,
+        path: str | os.PathLike[str],
+        frames: Any,
+        *,
+        compression: str | None = None,
+        pixel_size_nm: float | tuple[float, float],
+        attrs: Mapping[str, Any] | None = None,
+        units: str = "ADU",
+        scheduler: Any = "auto",
+        prefetch: int = 2,
+        streaming: bool = True,
+        compute: bool = True,
+        memory_budget_bytes: float | None = None,
+        gc_every: int = 0,
+        release: Callable[[], Any] | None = None,
+        **format_options: Any,
+    ) -> Any:
         """Write a ``(T, Y, X)`` stack in this format, atomically (the one writer signature of every format).
 
         Parameters
@@ -310,13 +365,21 @@ class StackFormat:
         if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
             raise ValueError(f"prefetch must be an integer >= 0, got {prefetch!r}")
         request = WriteRequest(
-            path=Path(path), frames=frames, compression=self.check_compression(compression),
-            pixel_size_nm=pixel_size_pair(pixel_size_nm), attrs=dict(attrs or {}), units=str(units),
+            path=Path(path),
+            frames=frames,
+            compression=self.check_compression(compression),
+            pixel_size_nm=pixel_size_pair(pixel_size_nm),
+            attrs=dict(attrs or {}),
+            units=str(units),
             # a deferred write resolves "auto" where it runs (a worker computes its own blocks locally)
-            scheduler=resolve_scheduler(scheduler) if compute else scheduler, prefetch=int(prefetch),
+            scheduler=resolve_scheduler(scheduler) if compute else scheduler,
+            prefetch=int(prefetch),
             streaming=bool(streaming),
-            memory_budget_bytes=memory_budget_bytes, gc_every=int(gc_every or 0), release=release,
-            options=dict(format_options))
+            memory_budget_bytes=memory_budget_bytes,
+            gc_every=int(gc_every or 0),
+            release=release,
+            options=dict(format_options),
+        )
         if not streaming:
             require_memory(frames, budget_bytes=memory_budget_bytes, what=describe(frames))
         if compute:
@@ -337,13 +400,19 @@ def _deferred(entry: StackFormat, request: WriteRequest) -> Any:
     import dask
     from dask.base import tokenize
 
-    token = tokenize(entry.name, os.fspath(request.path), request.frames.name, request.compression,
-                     request.pixel_size_nm, sorted(request.options))
+    token = tokenize(
+        entry.name,
+        os.fspath(request.path),
+        request.frames.name,
+        request.compression,
+        request.pixel_size_nm,
+        sorted(request.options),
+    )
     return dask.delayed(_run, pure=True)(entry, request, dask_key_name=f"z2t-write-{entry.name}-{token}")
 
 
 _REGISTRY: dict[str, StackFormat] = {}
-_LOCK = threading.RLock()   # re-entrant: loading the built-ins registers them
+_LOCK = threading.RLock()  # re-entrant: loading the built-ins registers them
 _LOADED = False
 
 

@@ -34,9 +34,9 @@ import numpy as np
 
 from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
+from z2t_dask.io.blocks import lazy_stack
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
-from z2t_dask.io.blocks import lazy_stack
 
 __all__ = [
     "BIGTIFF_THRESHOLD",
@@ -123,9 +123,7 @@ class _FrameFeed:
             elif arr.ndim == 3:
                 yield from arr
             else:
-                raise ValueError(
-                    f"frames must yield (Y, X) frames or (t, Y, X) blocks, got shape {arr.shape}"
-                )
+                raise ValueError(f"frames must yield (Y, X) frames or (t, Y, X) blocks, got shape {arr.shape}")
 
     def __iter__(self) -> _FrameFeed:
         return self
@@ -138,14 +136,10 @@ class _FrameFeed:
         try:
             frame = next(self._frames)
         except StopIteration:
-            raise ValueError(
-                f"frames yielded {self.count} frames but shape[0] = {total} were declared"
-            ) from None
+            raise ValueError(f"frames yielded {self.count} frames but shape[0] = {total} were declared") from None
         self.count += 1
         if frame.shape != self._shape[1:]:
-            raise ValueError(
-                f"frame {self.count - 1} has shape {frame.shape}, expected {self._shape[1:]} (Y, X)"
-            )
+            raise ValueError(f"frame {self.count - 1} has shape {frame.shape}, expected {self._shape[1:]} (Y, X)")
         if frame.dtype != self._dtype:
             if not np.can_cast(frame.dtype, self._dtype, casting="same_kind"):
                 raise ValueError(
@@ -242,8 +236,9 @@ def write_ome_tiff(
             raise ValueError(f"metadata must be a mapping (provenance), got {type(metadata).__name__}")
         text = json.dumps(dict(metadata), default=json_default, sort_keys=True)
         ome["CommentAnnotation"] = {"Namespace": PROVENANCE_NAMESPACE, "Value": text}
-    ome["UUID"] = _content_uuid(shape3, str(dt), [px_x, px_y], codec, codec_args, description,
-                                ome.get("CommentAnnotation"))
+    ome["UUID"] = _content_uuid(
+        shape3, str(dt), [px_x, px_y], codec, codec_args, description, ome.get("CommentAnnotation")
+    )
 
     feed = _FrameFeed(frames, shape3, dt)
     with atomic_path(final) as tmp:
@@ -380,10 +375,15 @@ def ome_tiff_info(path: str | os.PathLike[str]) -> StackInfo:
     shape = meta["shape"] if len(meta["shape"]) != 2 else (1, *meta["shape"])
     prov = meta["provenance"] if isinstance(meta["provenance"], dict) else {}
     units = prov.get("units")
-    return StackInfo(format="ome-tiff", shape=tuple(int(v) for v in shape), dtype=np.dtype(meta["dtype"]),
-                     pixel_size_nm=meta["pixel_size_nm"], units=units if isinstance(units, str) else None,
-                     attrs=dict(prov), extra={k: meta[k] for k in ("axes", "n_series", "bigtiff", "compression",
-                                                                   "description")})
+    return StackInfo(
+        format="ome-tiff",
+        shape=tuple(int(v) for v in shape),
+        dtype=np.dtype(meta["dtype"]),
+        pixel_size_nm=meta["pixel_size_nm"],
+        units=units if isinstance(units, str) else None,
+        attrs=dict(prov),
+        extra={k: meta[k] for k in ("axes", "n_series", "bigtiff", "compression", "description")},
+    )
 
 
 def _store(request: WriteRequest) -> Path:
@@ -394,10 +394,17 @@ def _store(request: WriteRequest) -> Path:
     if options:
         raise TypeError(f"ome-tiff: unknown format options {sorted(options)} (bigtiff, description)")
     frames = request.frames
-    return write_ome_tiff(request.path, request.blocks(), shape=frames.shape, dtype=frames.dtype,
-                          pixel_size_nm=request.pixel_size_nm, compression=request.compression,
-                          description=description, metadata={**request.attrs, "units": request.units},
-                          bigtiff=bigtiff)
+    return write_ome_tiff(
+        request.path,
+        request.blocks(),
+        shape=frames.shape,
+        dtype=frames.dtype,
+        pixel_size_nm=request.pixel_size_nm,
+        compression=request.compression,
+        description=description,
+        metadata={**request.attrs, "units": request.units},
+        bigtiff=bigtiff,
+    )
 
 
 def _is_file(path: str | os.PathLike[str]) -> bool:
@@ -406,7 +413,15 @@ def _is_file(path: str | os.PathLike[str]) -> bool:
 
 #: The registry entry of OME-TIFF stacks (``<name>.ome.tiff``).
 FORMAT = StackFormat(
-    name="ome-tiff", suffix=".ome.tiff", suffixes=(".ome.tiff", ".ome.tif", ".tiff", ".tif"),
-    aliases=("tiff", "tif", "ome.tiff"), compressions=("zstd", "zlib", "none"), default_compression="zstd",
-    store=_store, open=open_ome_tiff, info=ome_tiff_info, iter_blocks=iter_ome_tiff_blocks,
-    probe=_is_file)
+    name="ome-tiff",
+    suffix=".ome.tiff",
+    suffixes=(".ome.tiff", ".ome.tif", ".tiff", ".tif"),
+    aliases=("tiff", "tif", "ome.tiff"),
+    compressions=("zstd", "zlib", "none"),
+    default_compression="zstd",
+    store=_store,
+    open=open_ome_tiff,
+    info=ome_tiff_info,
+    iter_blocks=iter_ome_tiff_blocks,
+    probe=_is_file,
+)

@@ -48,9 +48,21 @@ from z2t_dask.io.tiff import ZSTD_LEVEL
 
 log = logging.getLogger("z2t_dask")
 
-__all__ = ["FORMAT", "NGFF_VERSIONS", "PROGRESS_DIR", "ZARR_COMPRESSIONS", "NGFFError", "ZarrWriteReport",
-           "iter_zarr_blocks", "ngff_attributes", "ome_zarr_info", "read_ome_zarr", "storage_chunks",
-           "validate_ngff", "write_ome_zarr"]
+__all__ = [
+    "FORMAT",
+    "NGFF_VERSIONS",
+    "PROGRESS_DIR",
+    "ZARR_COMPRESSIONS",
+    "NGFFError",
+    "ZarrWriteReport",
+    "iter_zarr_blocks",
+    "ngff_attributes",
+    "ome_zarr_info",
+    "read_ome_zarr",
+    "storage_chunks",
+    "validate_ngff",
+    "write_ome_zarr",
+]
 
 #: Accepted compression names.
 ZARR_COMPRESSIONS = ("zstd", "zlib", "none")
@@ -94,8 +106,7 @@ class ZarrWriteReport:
 def _compressors(zarr_format: int, compression: str | None) -> Any:
     key = "none" if compression is None else str(compression).lower()
     if key not in ZARR_COMPRESSIONS:
-        raise FormatError(f"output.zarr_compression must be one of {', '.join(ZARR_COMPRESSIONS)}, "
-                          f"got {compression!r}")
+        raise FormatError(f"output.zarr_compression must be one of {', '.join(ZARR_COMPRESSIONS)}, got {compression!r}")
     if key == "none":
         return None
     if zarr_format == 3:
@@ -116,8 +127,9 @@ def _common(sizes: tuple[int, ...]) -> int:
     return max(out, 1)
 
 
-def storage_chunks(chunks: tuple[tuple[int, ...], ...], itemsize: int,
-                   target_bytes: int = STORAGE_CHUNK_BYTES) -> tuple[int, int, int]:
+def storage_chunks(
+    chunks: tuple[tuple[int, ...], ...], itemsize: int, target_bytes: int = STORAGE_CHUNK_BYTES
+) -> tuple[int, int, int]:
     """Zarr chunk shape for a dask array: every dask block covers whole storage chunks.
 
     Along y and x the storage chunk is the dask tile (or a common divisor of irregular
@@ -187,12 +199,26 @@ def _read_fingerprint(path: Path) -> str | None:
 def _default_fingerprint(array: Any, zarr_format: int, compression: str | None) -> str:
     from dask.base import tokenize
 
-    return tokenize(getattr(array, "name", None) or tokenize(array), array.shape, array.chunks, str(array.dtype),
-                    zarr_format, compression)
+    return tokenize(
+        getattr(array, "name", None) or tokenize(array),
+        array.shape,
+        array.chunks,
+        str(array.dtype),
+        zarr_format,
+        compression,
+    )
 
 
-def _create(work: Path, array: Any, *, store_chunks: tuple[int, int, int], zarr_format: Literal[2, 3],
-            compression: str | None, attributes: dict[str, Any], fingerprint: str) -> None:
+def _create(
+    work: Path,
+    array: Any,
+    *,
+    store_chunks: tuple[int, int, int],
+    zarr_format: Literal[2, 3],
+    compression: str | None,
+    attributes: dict[str, Any],
+    fingerprint: str,
+) -> None:
     """Create the group and its array (fingerprint written last: a half-created group is redone)."""
     import shutil
 
@@ -202,21 +228,40 @@ def _create(work: Path, array: Any, *, store_chunks: tuple[int, int, int], zarr_
         if child.name != PARTIAL_STAMP:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     group = zarr.open_group(store=str(work), mode="a", zarr_format=zarr_format)
-    extra: dict[str, Any] = ({"dimension_names": ("t", "y", "x")} if zarr_format == 3
-                             else {"chunk_key_encoding": {"name": "v2", "separator": "/"}})
-    group.create_array("0", shape=array.shape, dtype=array.dtype, chunks=store_chunks,
-                       compressors=_compressors(zarr_format, compression), fill_value=0,
-                       config={"write_empty_chunks": True}, **extra)
+    extra: dict[str, Any] = (
+        {"dimension_names": ("t", "y", "x")}
+        if zarr_format == 3
+        else {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+    )
+    group.create_array(
+        "0",
+        shape=array.shape,
+        dtype=array.dtype,
+        chunks=store_chunks,
+        compressors=_compressors(zarr_format, compression),
+        fill_value=0,
+        config={"write_empty_chunks": True},
+        **extra,
+    )
     group.attrs.update(attributes)
     group.attrs[FINGERPRINT_ATTR] = fingerprint
 
 
-def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: tuple[float, float],
-                   zarr_format: Literal[2, 3] = 3, compression: str | None = "zstd",
-                   attrs: Mapping[str, Any] | None = None, name: str | None = None,
-                   fingerprint: str | None = None, scheduler: Any = "threads", overwrite: bool = False,
-                   resume: bool = True,
-                   between_batches: Callable[[], Any] | None = None) -> ZarrWriteReport:
+def write_ome_zarr(
+    path: str | os.PathLike[str],
+    array: Any,
+    *,
+    pixel_size_nm: tuple[float, float],
+    zarr_format: Literal[2, 3] = 3,
+    compression: str | None = "zstd",
+    attrs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    fingerprint: str | None = None,
+    scheduler: Any = "threads",
+    overwrite: bool = False,
+    resume: bool = True,
+    between_batches: Callable[[], Any] | None = None,
+) -> ZarrWriteReport:
     """Write a (T, Y, X) dask array as an OME-Zarr image, in parallel, resumably and atomically.
 
     Parameters
@@ -276,22 +321,34 @@ def write_ome_zarr(path: str | os.PathLike[str], array: Any, *, pixel_size_nm: t
 
         shutil.rmtree(partial_sibling(final), ignore_errors=True)
     label = name or final.name.removesuffix(".ome.zarr").removesuffix(".zarr")
-    attributes = {**ngff_attributes(zarr_format, pixel_size_nm, name=label),
-                  "z2t": _jsonable(dict(attrs or {}))}
+    attributes = {**ngff_attributes(zarr_format, pixel_size_nm, name=label), "z2t": _jsonable(dict(attrs or {}))}
     with resumable_dir(final, fingerprint=fp, overwrite=overwrite) as work:
         progress = work / PROGRESS_DIR
         if _read_fingerprint(work) != fp:
-            _create(work, array, store_chunks=store_chunks, zarr_format=zarr_format, compression=compression,
-                    attributes=attributes, fingerprint=fp)
+            _create(
+                work,
+                array,
+                store_chunks=store_chunks,
+                zarr_format=zarr_format,
+                compression=compression,
+                attributes=attributes,
+                fingerprint=fp,
+            )
         progress.mkdir(exist_ok=True)
         done = set(os.listdir(progress))
         todo = [(idx, reg) for idx, reg in regions if block_key(reg) not in done]
         if todo:
             sources, targets = _sources(array, todo)
-            target: Any = _MarkedTarget(str(work / "0"), str(progress))   # a da.store target (__setitem__)
+            target: Any = _MarkedTarget(str(work / "0"), str(progress))  # a da.store target (__setitem__)
             for group in store_batches(sources):
-                da.store([sources[i] for i in group], [target] * len(group), regions=[targets[i] for i in group],
-                         lock=False, compute=True, scheduler=scheduler)
+                da.store(
+                    [sources[i] for i in group],
+                    [target] * len(group),
+                    regions=[targets[i] for i in group],
+                    lock=False,
+                    compute=True,
+                    scheduler=scheduler,
+                )
                 if between_batches is not None:
                     between_batches()
         import shutil
@@ -317,8 +374,9 @@ def store_batches(sources: list, limit: int | None = None) -> Iterator[list[int]
         yield group
 
 
-def _sources(array: Any, todo: list[tuple[tuple[int, ...], tuple[slice, ...]]],
-             limit: int | None = None) -> tuple[list, list]:
+def _sources(
+    array: Any, todo: list[tuple[tuple[int, ...], tuple[slice, ...]]], limit: int | None = None
+) -> tuple[list, list]:
     """Dask sources and regions for the blocks still to store: runs of complete frame-chunk rows
     (at most ``limit`` blocks each) as one slice, the blocks of partly stored rows one by one."""
     by_row: dict[int, list] = {}
@@ -401,9 +459,15 @@ def ome_zarr_info(path: str | os.PathLike[str]) -> StackInfo:
     attrs: dict[str, Any] = dict(zarr.open_group(store=str(path), mode="r").attrs)
     prov: dict[str, Any] = attrs["z2t"] if isinstance(attrs.get("z2t"), dict) else {}
     units = prov.get("units")
-    return StackInfo(format="ome-zarr", shape=tuple(int(v) for v in arr.shape), dtype=np.dtype(arr.dtype),
-                     pixel_size_nm=pixel_size_from_ngff(attrs), units=units if isinstance(units, str) else None,
-                     attrs=dict(prov), extra={"zarr_format": arr.metadata.zarr_format, "chunks": tuple(arr.chunks)})
+    return StackInfo(
+        format="ome-zarr",
+        shape=tuple(int(v) for v in arr.shape),
+        dtype=np.dtype(arr.dtype),
+        pixel_size_nm=pixel_size_from_ngff(attrs),
+        units=units if isinstance(units, str) else None,
+        attrs=dict(prov),
+        extra={"zarr_format": arr.metadata.zarr_format, "chunks": tuple(arr.chunks)},
+    )
 
 
 def _store(request: WriteRequest) -> Path:
@@ -414,12 +478,21 @@ def _store(request: WriteRequest) -> Path:
     ``name`` (NGFF image name). ``prefetch`` is unused (blocks are stored in any order).
     """
     options = dict(request.options)
-    report = write_ome_zarr(request.path, request.array(), pixel_size_nm=request.pixel_size_nm,
-                            zarr_format=options.pop("zarr_format", 3), compression=request.compression,
-                            attrs={**request.attrs, "units": request.units},
-                            fingerprint=options.pop("fingerprint", None), scheduler=request.scheduler,
-                            overwrite=options.pop("overwrite", True), resume=options.pop("resume", True),
-                            name=options.pop("name", None), between_batches=request.release, **options)
+    report = write_ome_zarr(
+        request.path,
+        request.array(),
+        pixel_size_nm=request.pixel_size_nm,
+        zarr_format=options.pop("zarr_format", 3),
+        compression=request.compression,
+        attrs={**request.attrs, "units": request.units},
+        fingerprint=options.pop("fingerprint", None),
+        scheduler=request.scheduler,
+        overwrite=options.pop("overwrite", True),
+        resume=options.pop("resume", True),
+        name=options.pop("name", None),
+        between_batches=request.release,
+        **options,
+    )
     log.info("%s: %d blocks written, %d already there", report.path, report.blocks_written, report.blocks_skipped)
     return report.path
 
@@ -430,6 +503,17 @@ def _exists(path: str | os.PathLike[str]) -> bool:
 
 #: The registry entry of OME-Zarr stacks (``<name>.ome.zarr/``).
 FORMAT = StackFormat(
-    name="ome-zarr", suffix=".ome.zarr", suffixes=(".ome.zarr", ".zarr"), aliases=("zarr", "ome.zarr"),
-    compressions=ZARR_COMPRESSIONS, default_compression="zstd", store=_store, open=_open_frames,
-    info=ome_zarr_info, iter_blocks=iter_zarr_blocks, probe=_exists, resumable=True, is_dir=True)
+    name="ome-zarr",
+    suffix=".ome.zarr",
+    suffixes=(".ome.zarr", ".zarr"),
+    aliases=("zarr", "ome.zarr"),
+    compressions=ZARR_COMPRESSIONS,
+    default_compression="zstd",
+    store=_store,
+    open=_open_frames,
+    info=ome_zarr_info,
+    iter_blocks=iter_zarr_blocks,
+    probe=_exists,
+    resumable=True,
+    is_dir=True,
+)

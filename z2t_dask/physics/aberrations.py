@@ -10,6 +10,7 @@ PSF library tabulates it, so the two cannot drift apart. Build it from a config 
 Units: positions in camera pixels of the ROI; coefficients in radians RMS, Noll order
 (index 0 = j 1, piston).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -17,24 +17,35 @@ Two photophysics models:
     ``on_time ~ Exp(τ)``.
 ``blinking``
     activation at ``t0 ~ U[-pad, T - 1 + pad)`` with ``pad`` three mean emitter lifetimes
-    (steady-state start: emitters already cycling when the movie starts), then alternating on / dark periods with exponential durations; while
+    (steady-state start: emitters already cycling when the movie starts), then alternating on /
+    dark periods with exponential durations; while
     on, the emitter goes dark at rate ``1/t_on`` or bleaches at rate ``1/t_bleach`` (competing
     exponentials); bleached is final. On-time is integrated exactly within each frame, including
     several transitions inside one frame.
 
 All randomness comes from the passed :class:`numpy.random.Generator`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from z2t_dask.config import EmittersConfig
 
-__all__ = ["EmitterTable", "Records", "activation_window", "sample_emitters", "on_intervals", "bin_intervals",
-           "inside_image", "make_records"]
+__all__ = [
+    "EmitterTable",
+    "Records",
+    "activation_window",
+    "sample_emitters",
+    "on_intervals",
+    "bin_intervals",
+    "inside_image",
+    "make_records",
+]
 
 
 class _Columns:
@@ -125,8 +136,14 @@ class EmitterTable(_Columns):
         if "xyz" not in known:
             raise KeyError("emitters: no 'xyz' column")
         n = known["xyz"].shape[0]
-        return cls(xyz=known["xyz"], intensity=known.get("intensity", np.zeros(n)), t0=known.get("t0", np.zeros(n)),
-                   on_time=known.get("on_time", np.zeros(n)), id=known.get("id", np.arange(n)), extra=extra)
+        return cls(
+            xyz=known["xyz"],
+            intensity=known.get("intensity", np.zeros(n)),
+            t0=known.get("t0", np.zeros(n)),
+            on_time=known.get("on_time", np.zeros(n)),
+            id=known.get("id", np.arange(n)),
+            extra=extra,
+        )
 
 
 @dataclass(eq=False)
@@ -165,10 +182,19 @@ class Records(_Columns):
             raise KeyError(f"records: missing column(s) {', '.join(missing)}")
         inside = known.get("inside")
         if inside is None:
-            inside = (inside_image(known["xyz"][:, :2], image_shape) if image_shape is not None
-                      else np.ones(len(known["frame_ix"]), bool))
-        return cls(xyz=known["xyz"], phot=known["phot"], frame_ix=known["frame_ix"], id=known["id"],
-                   inside=np.asarray(inside, bool), extra=extra)
+            inside = (
+                inside_image(known["xyz"][:, :2], image_shape)
+                if image_shape is not None
+                else np.ones(len(known["frame_ix"]), bool)
+            )
+        return cls(
+            xyz=known["xyz"],
+            phot=known["phot"],
+            frame_ix=known["frame_ix"],
+            id=known["id"],
+            inside=np.asarray(inside, bool),
+            extra=extra,
+        )
 
     def per_frame_counts(self, frames: int) -> np.ndarray:
         """Number of records in each frame ``0..frames-1``."""
@@ -189,8 +215,9 @@ def _truncated_normal(rng: np.random.Generator, mu: float, sigma: float, lo: flo
             return out
         out[bad] = rng.normal(mu, sigma, k)
         bad = out < lo
-    raise ValueError(f"emitters.intensity_mu={mu}, intensity_sigma={sigma}: almost no draws reach "
-                     f"intensity_min={lo} photons")
+    raise ValueError(
+        f"emitters.intensity_mu={mu}, intensity_sigma={sigma}: almost no draws reach intensity_min={lo} photons"
+    )
 
 
 def activation_window(cfg: EmittersConfig) -> tuple[float, float]:
@@ -212,13 +239,18 @@ def _blinking_rates(cfg: EmittersConfig) -> tuple[float, float, float, float]:
     k_dark, k_bleach = 1.0 / cfg.t_on, 1.0 / cfg.t_bleach
     mean_on = 1.0 / (k_dark + k_bleach)
     p_bleach = k_bleach / (k_dark + k_bleach)
-    lifetime = (mean_on + cfg.t_dark) / p_bleach - cfg.t_dark   # mean activation-to-bleach time, frames
+    lifetime = (mean_on + cfg.t_dark) / p_bleach - cfg.t_dark  # mean activation-to-bleach time, frames
     return mean_on, p_bleach, float(cfg.t_dark), lifetime
 
 
-def sample_emitters(cfg: EmittersConfig, rng: np.random.Generator, *, area_xy: tuple[float, float],
-                    n: int | None = None, window: tuple[float, float] | None = None,
-                    ) -> tuple[EmitterTable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def sample_emitters(
+    cfg: EmittersConfig,
+    rng: np.random.Generator,
+    *,
+    area_xy: tuple[float, float],
+    n: int | None = None,
+    window: tuple[float, float] | None = None,
+) -> tuple[EmitterTable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Draw emitters and their on-intervals.
 
     Parameters
@@ -259,13 +291,19 @@ def sample_emitters(cfg: EmittersConfig, rng: np.random.Generator, *, area_xy: t
         t0 = start.copy()  # one interval per emitter, in id order
     else:
         t0 = np.where(np.isfinite(first), first, 0.0)
-    table = EmitterTable(xyz=xyz, intensity=intensity, t0=t0.astype(np.float32).astype(np.float64),
-                         on_time=on_time.astype(np.float32).astype(np.float64), id=np.arange(n, dtype=np.int64))
+    table = EmitterTable(
+        xyz=xyz,
+        intensity=intensity,
+        t0=t0.astype(np.float32).astype(np.float64),
+        on_time=on_time.astype(np.float32).astype(np.float64),
+        id=np.arange(n, dtype=np.int64),
+    )
     return table, (idx, start, end)
 
 
-def on_intervals(cfg: EmittersConfig, rng: np.random.Generator, n: int, *,
-                 window: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def on_intervals(
+    cfg: EmittersConfig, rng: np.random.Generator, n: int, *, window: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """On-intervals ``[start, end)`` in frames for ``n`` emitters, sorted by emitter then time.
 
     First-on (activation) times are uniform in ``window`` (default :func:`activation_window`).
@@ -303,7 +341,9 @@ def on_intervals(cfg: EmittersConfig, rng: np.random.Generator, n: int, *,
     return idx[order], start[order], end[order]
 
 
-def bin_intervals(idx: np.ndarray, start: np.ndarray, end: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bin_intervals(
+    idx: np.ndarray, start: np.ndarray, end: np.ndarray, frames: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Overlap-based frame binning of on-intervals (vectorised, exact sub-frame integration).
 
     Returns ``(emitter_index, frame, on_fraction)`` for every (emitter, frame) pair with a
@@ -333,11 +373,17 @@ def inside_image(xy: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
     return (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
 
 
-def make_records(table: EmitterTable, intervals: tuple[np.ndarray, np.ndarray, np.ndarray], frames: int,
-                 image_shape: tuple[int, int]) -> Records:
+def make_records(
+    table: EmitterTable, intervals: tuple[np.ndarray, np.ndarray, np.ndarray], frames: int, image_shape: tuple[int, int]
+) -> Records:
     """Per-frame records (ordered by emitter, then frame)."""
     em, k, frac = bin_intervals(*intervals, frames)
     phot = (table.intensity[em] * frac).astype(np.float32)
     xyz = table.xyz[em].astype(np.float32)  # float32 numbers already: exact
-    return Records(xyz=xyz, phot=phot, frame_ix=k.astype(np.int32), id=em.astype(np.int32),
-                   inside=inside_image(xyz[:, :2], image_shape))
+    return Records(
+        xyz=xyz,
+        phot=phot,
+        frame_ix=k.astype(np.int32),
+        id=em.astype(np.int32),
+        inside=inside_image(xyz[:, :2], image_shape),
+    )

@@ -5,6 +5,7 @@ the stream of ``(seed, purpose, *keys)`` is independent of every other key and O
 so frame ``t``'s noise or time segment ``k``'s emitters are the same whatever the chunking, the
 worker count or the scheduler.
 """
+
 from __future__ import annotations
 
 import numpy as np

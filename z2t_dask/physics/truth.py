@@ -26,22 +26,32 @@ few segments, whatever the number of frames.
 A sample rendered from an existing ``emitters.h5`` holds its truth in memory
 (:class:`InMemoryTruth`).
 """
+
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from z2t_dask.caching import BuildOnceCache
 from z2t_dask.config import SimulationConfig
+from z2t_dask.physics.aberrations import AberrationField
 from z2t_dask.physics.emitters import EmitterTable, Records, activation_window, make_records, sample_emitters
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, stream
-from z2t_dask.caching import BuildOnceCache
-from z2t_dask.physics.aberrations import AberrationField
 
-__all__ = ["TRUTH_SEGMENT_FRAMES", "SEGMENT_CACHE", "TruthPart", "RecordWindow", "Truth", "InMemoryTruth",
-           "SegmentedTruth", "compact_records"]
+__all__ = [
+    "TRUTH_SEGMENT_FRAMES",
+    "SEGMENT_CACHE",
+    "TruthPart",
+    "RecordWindow",
+    "Truth",
+    "InMemoryTruth",
+    "SegmentedTruth",
+    "compact_records",
+]
 
 #: Frames of activation time per segment. Part of the random-stream definition (changing it
 #: changes the emitters of samples longer than it), so it is not a setting.
@@ -57,9 +67,13 @@ def compact_records(records: Records) -> Records:
     for name, arr in (("frame_ix", records.frame_ix), ("id", records.id)):
         if n and (arr.min() < 0 or arr.max() >= 2**31):
             raise ValueError(f"records/{name} must lie in [0, 2**31), got [{arr.min()}, {arr.max()}]")
-    return Records(xyz=np.asarray(records.xyz, np.float32), phot=np.asarray(records.phot, np.float32),
-                   frame_ix=np.asarray(records.frame_ix, np.int32), id=np.asarray(records.id, np.int32),
-                   inside=np.asarray(records.inside, bool))
+    return Records(
+        xyz=np.asarray(records.xyz, np.float32),
+        phot=np.asarray(records.phot, np.float32),
+        frame_ix=np.asarray(records.frame_ix, np.int32),
+        id=np.asarray(records.id, np.int32),
+        inside=np.asarray(records.inside, bool),
+    )
 
 
 @dataclass
@@ -70,13 +84,13 @@ class RecordWindow:
     samples): the order a pixel's contributions are summed in, whatever the chunking.
     """
 
-    frame_ix: np.ndarray         # (R,) int32, non-decreasing
-    ids: np.ndarray              # (R,) emitter id of each record
-    em: np.ndarray               # (R,) row of em_* of each record
-    phot: np.ndarray             # (R,) float32 photons in the frame
-    em_xyz: np.ndarray           # (U, 3) x, y px (ROI), z µm
-    em_phase: np.ndarray         # (U, K) rad, Noll
-    em_mag: np.ndarray | None    # (U, K) or None
+    frame_ix: np.ndarray  # (R,) int32, non-decreasing
+    ids: np.ndarray  # (R,) emitter id of each record
+    em: np.ndarray  # (R,) row of em_* of each record
+    phot: np.ndarray  # (R,) float32 photons in the frame
+    em_xyz: np.ndarray  # (U, 3) x, y px (ROI), z µm
+    em_phase: np.ndarray  # (U, K) rad, Noll
+    em_mag: np.ndarray | None  # (U, K) or None
 
 
 @dataclass
@@ -114,11 +128,18 @@ class TruthPart:
     def window(self, t0: int, t1: int, frames: int) -> RecordWindow:
         """Records of frames ``[t0, t1)``; ``em`` indexes this part's own emitter arrays (no copies)."""
         order, offsets = self.frame_index(frames)
-        sel = order[offsets[t0]:offsets[t1]]
+        sel = order[offsets[t0] : offsets[t1]]
         ids = self.records.id[sel]
         em = ids - np.int32(self.id0) if self.id0 else ids
-        return RecordWindow(frame_ix=self.records.frame_ix[sel], ids=ids, em=em, phot=self.records.phot[sel],
-                            em_xyz=self.emitters.xyz, em_phase=self.phase, em_mag=self.mag)
+        return RecordWindow(
+            frame_ix=self.records.frame_ix[sel],
+            ids=ids,
+            em=em,
+            phot=self.records.phot[sel],
+            em_xyz=self.emitters.xyz,
+            em_phase=self.phase,
+            em_mag=self.mag,
+        )
 
     @property
     def nbytes(self) -> int:
@@ -139,28 +160,44 @@ def _private_copy(part: TruthPart, frames: int) -> TruthPart:
     returned to the OS whole when it leaves the cache.
     """
     order, offsets = part.frame_index(frames)
-    arrays = {"e": vars(part.emitters), "r": vars(part.records),
-              "x": {"phase": part.phase, "mag": part.mag, "order": order, "offsets": offsets}}
+    arrays = {
+        "e": vars(part.emitters),
+        "r": vars(part.records),
+        "x": {"phase": part.phase, "mag": part.mag, "order": order, "offsets": offsets},
+    }
     flat = [(g, k, a) for g, cols in arrays.items() for k, a in cols.items() if isinstance(a, np.ndarray)]
     sizes = [-(-a.nbytes // 64) * 64 for _, _, a in flat]
     buf = np.frombuffer(mmap.mmap(-1, max(1, sum(sizes))), np.uint8)
     copies: dict[str, dict[str, Any]] = {g: dict(cols) for g, cols in arrays.items()}
     off = 0
     for (g, k, a), size in zip(flat, sizes):
-        view = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
+        view = buf[off : off + a.nbytes].view(a.dtype).reshape(a.shape)
         view[...] = a
         copies[g][k] = view
         off += size
     x = copies["x"]
-    return TruthPart(emitters=EmitterTable(**copies["e"]), records=Records(**copies["r"]), phase=x["phase"],
-                     mag=x["mag"], id0=part.id0, _index=(x["order"], x["offsets"]))
+    return TruthPart(
+        emitters=EmitterTable(**copies["e"]),
+        records=Records(**copies["r"]),
+        phase=x["phase"],
+        mag=x["mag"],
+        id0=part.id0,
+        _index=(x["order"], x["offsets"]),
+    )
 
 
 def _compact_window(win: RecordWindow) -> RecordWindow:
     """``win`` with only the emitters its records refer to (rows in id order)."""
     uniq, inv = np.unique(win.em, return_inverse=True)
-    return RecordWindow(frame_ix=win.frame_ix, ids=win.ids, em=inv.reshape(-1), phot=win.phot, em_xyz=win.em_xyz[uniq],
-                        em_phase=win.em_phase[uniq], em_mag=None if win.em_mag is None else win.em_mag[uniq])
+    return RecordWindow(
+        frame_ix=win.frame_ix,
+        ids=win.ids,
+        em=inv.reshape(-1),
+        phot=win.phot,
+        em_xyz=win.em_xyz[uniq],
+        em_phase=win.em_phase[uniq],
+        em_mag=None if win.em_mag is None else win.em_mag[uniq],
+    )
 
 
 def _concat_mags(mags: list[tuple[np.ndarray | None, int]], n_modes: int) -> np.ndarray | None:
@@ -181,9 +218,15 @@ def _join_windows(wins: list[RecordWindow]) -> RecordWindow:
     phot = np.concatenate([w.phot for w in wins])
     order = np.argsort(frame_ix, kind="stable")
     mag = _concat_mags([(w.em_mag, w.em_xyz.shape[0]) for w in wins], wins[0].em_phase.shape[1])
-    return RecordWindow(frame_ix=frame_ix[order], ids=ids[order], em=em[order], phot=phot[order],
-                        em_xyz=np.concatenate([w.em_xyz for w in wins]),
-                        em_phase=np.concatenate([w.em_phase for w in wins]), em_mag=mag)
+    return RecordWindow(
+        frame_ix=frame_ix[order],
+        ids=ids[order],
+        em=em[order],
+        phot=phot[order],
+        em_xyz=np.concatenate([w.em_xyz for w in wins]),
+        em_phase=np.concatenate([w.em_phase for w in wins]),
+        em_mag=mag,
+    )
 
 
 def _concat_parts(parts: list[TruthPart], n_modes: int) -> TruthPart:
@@ -195,8 +238,9 @@ def _concat_parts(parts: list[TruthPart], n_modes: int) -> TruthPart:
     table = EmitterTable(**{k: np.concatenate([getattr(t, k) for t in e]) for k in EmitterTable.column_names()})
     records = Records(**{k: np.concatenate([getattr(t, k) for t in r]) for k in Records.column_names()})
     mag = _concat_mags([(p.mag, len(p.emitters)) for p in parts], n_modes)
-    return TruthPart(emitters=table, records=records, phase=np.concatenate([p.phase for p in parts]), mag=mag,
-                     id0=parts[0].id0)
+    return TruthPart(
+        emitters=table, records=records, phase=np.concatenate([p.phase for p in parts]), mag=mag, id0=parts[0].id0
+    )
 
 
 class Truth:
@@ -274,7 +318,7 @@ class _Segment:
     n_emitters: int
     id0: int
     n_records: int
-    first_frame: int             # frames of its records: [first_frame, last_frame]; empty: T, -1
+    first_frame: int  # frames of its records: [first_frame, last_frame]; empty: T, -1
     last_frame: int
 
 
@@ -303,8 +347,15 @@ class SegmentedTruth(Truth):
     The object pickles without its cache, so each worker regenerates what it needs.
     """
 
-    def __init__(self, cfg: SimulationConfig, seed: int, field: AberrationField, *, segment_frames: int = TRUTH_SEGMENT_FRAMES,
-                 cache_segments: int = SEGMENT_CACHE):
+    def __init__(
+        self,
+        cfg: SimulationConfig,
+        seed: int,
+        field: AberrationField,
+        *,
+        segment_frames: int = TRUTH_SEGMENT_FRAMES,
+        cache_segments: int = SEGMENT_CACHE,
+    ):
         self.cfg = cfg
         self.seed = int(seed)
         self.field = field
@@ -321,15 +372,26 @@ class SegmentedTruth(Truth):
             counts = [int(cfg.emitters.num_emitters)]
         else:  # the segment sizes: one multinomial draw over the activation windows
             lengths = np.array([hi - lo for lo, hi in windows])
-            counts = stream(self.seed, PURPOSE_EMITTERS).multinomial(int(cfg.emitters.num_emitters),
-                                                                     lengths / lengths.sum()).tolist()
+            counts = (
+                stream(self.seed, PURPOSE_EMITTERS)
+                .multinomial(int(cfg.emitters.num_emitters), lengths / lengths.sum())
+                .tolist()
+            )
         segments, id0 = [], 0
         for k, (win, n) in enumerate(zip(windows, counts)):
             table, records = self._draw(k, win, int(n), id0)
             fix = records.frame_ix
-            segments.append(_Segment(index=k, window=win, n_emitters=int(n), id0=id0, n_records=len(records),
-                                     first_frame=int(fix.min()) if fix.size else self.frames,
-                                     last_frame=int(fix.max()) if fix.size else -1))
+            segments.append(
+                _Segment(
+                    index=k,
+                    window=win,
+                    n_emitters=int(n),
+                    id0=id0,
+                    n_records=len(records),
+                    first_frame=int(fix.min()) if fix.size else self.frames,
+                    last_frame=int(fix.max()) if fix.size else -1,
+                )
+            )
             if len(windows) == 1:
                 self._pinned = self._with_phase(table, records, id0)
             id0 += int(n)
@@ -367,8 +429,13 @@ class SegmentedTruth(Truth):
 
     def _with_phase(self, table: EmitterTable, records: Records, id0: int) -> TruthPart:
         phase, mag = self.field(table.xyz[:, :2])
-        return TruthPart(emitters=table, records=records, phase=np.ascontiguousarray(phase, np.float32),
-                         mag=None if mag is None else np.ascontiguousarray(mag, np.float32), id0=id0)
+        return TruthPart(
+            emitters=table,
+            records=records,
+            phase=np.ascontiguousarray(phase, np.float32),
+            mag=None if mag is None else np.ascontiguousarray(mag, np.float32),
+            id0=id0,
+        )
 
     def segment(self, k: int) -> TruthPart:
         """The truth of segment ``k`` (from the cache, or drawn again: the same values)."""
@@ -406,8 +473,15 @@ class SegmentedTruth(Truth):
         if not hit:
             k = self.n_modes
             none = np.zeros(0, np.int32)
-            return RecordWindow(frame_ix=none, ids=none, em=none, phot=np.zeros(0, np.float32),
-                                em_xyz=np.zeros((0, 3)), em_phase=np.zeros((0, k), np.float32), em_mag=None)
+            return RecordWindow(
+                frame_ix=none,
+                ids=none,
+                em=none,
+                phot=np.zeros(0, np.float32),
+                em_xyz=np.zeros((0, 3)),
+                em_phase=np.zeros((0, k), np.float32),
+                em_mag=None,
+            )
         wins = [self.segment(s.index).window(t0, t1, self.frames) for s in hit]
         return wins[0] if len(wins) == 1 else _join_windows(wins)
 
@@ -424,8 +498,13 @@ class SegmentedTruth(Truth):
 
         from z2t_dask.config import config_to_dict
 
-        return tokenize(config_to_dict(self.cfg), self.seed, self.field.describe(), self.segment_frames,
-                        [vars(s) for s in self.segments])
+        return tokenize(
+            config_to_dict(self.cfg),
+            self.seed,
+            self.field.describe(),
+            self.segment_frames,
+            [vars(s) for s in self.segments],
+        )
 
     # -- pickling (no cache, no lock) -------------------------------------------------------
 

@@ -19,6 +19,7 @@ Coordinates: a map pixel ``[mode, r, c]`` is the value at chip position ``(y=r, 
 Emitter ROI positions are turned into chip positions by adding the ROI's crop offset.
 Files are read lazily: only the window around the requested positions is read from HDF5.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,11 @@ def legacy_to_noll(coeffs: np.ndarray, n_modes: int = 21, *, warn: bool = True) 
     if warn and dropped:
         mag = np.nanmax(np.abs(coeffs[..., dropped])) if coeffs.size else 0.0
         if mag > 1e-6:
-            warnings.warn(f"legacy21 Zmap: dropped invalid modes {dropped} (parity-invalid (n, m), identically "
-                          f"zero basis), largest |coefficient| {mag:.3g}", stacklevel=3)
+            warnings.warn(
+                f"legacy21 Zmap: dropped invalid modes {dropped} (parity-invalid (n, m), identically "
+                f"zero basis), largest |coefficient| {mag:.3g}",
+                stacklevel=3,
+            )
     return out
 
 
@@ -87,15 +91,23 @@ class Zmap:
     convention: str = "noll"
     units: str = "rad"
 
-    def coefficients(self, x: np.ndarray, y: np.ndarray, *, method: str = "cubic") -> tuple[np.ndarray, np.ndarray | None]:
+    def coefficients(
+        self, x: np.ndarray, y: np.ndarray, *, method: str = "cubic"
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Phase ``(N, n_modes)`` rad and magnitude ``(N, n_modes)`` (or ``None``) at chip ``(x, y)`` px."""
         raise NotImplementedError
 
     def describe(self) -> dict:
         """Provenance: source, convention, units, shape."""
-        return {"kind": type(self).__name__, "shape": list(self.shape), "order": "noll",
-                "normalisation": "rms", "unit": "rad", "source_convention": self.convention,
-                "source_units": self.units}
+        return {
+            "kind": type(self).__name__,
+            "shape": list(self.shape),
+            "order": "noll",
+            "normalisation": "rms",
+            "unit": "rad",
+            "source_convention": self.convention,
+            "source_units": self.units,
+        }
 
 
 def _interp_window(maps_ds, x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
@@ -224,6 +236,7 @@ class H5Zmap(Zmap):
         q = np.stack([x, y], axis=1)
         if pts.shape[0] >= 4:
             from scipy.interpolate import griddata
+
             out = griddata(pts, vals, q, method="cubic")
             miss = ~np.all(np.isfinite(out), axis=1)
             if miss.any():
@@ -231,8 +244,11 @@ class H5Zmap(Zmap):
         else:
             d = ((q[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
             out = vals[np.argmin(d, axis=1)]
-        mag = _to_noll(out, self.convention, self.n_modes) if self.convention != "legacy21" else \
-            legacy_to_noll(out, self.n_modes, warn=False)
+        mag = (
+            _to_noll(out, self.convention, self.n_modes)
+            if self.convention != "legacy21"
+            else legacy_to_noll(out, self.n_modes, warn=False)
+        )
         mag[:, 0] = 0.0  # piston of the amplitude is a uniform scale, removed by normalisation
         if not np.any(np.abs(mag) > 1e-9):
             return None
@@ -267,6 +283,7 @@ class SyntheticZmap(Zmap):
         amp = np.zeros(k)
         for j in range(5, k + 1):
             from z2t_dask.physics.optics.zernike import noll_to_nm
+
             n, _ = noll_to_nm(j)
             amp[j - 1] = 1.0 / n
         # polynomial coefficients for 1, u, v, u², uv, v² per mode
@@ -275,7 +292,7 @@ class SyntheticZmap(Zmap):
         if k > spherical:
             poly[spherical, 0] = abs(poly[spherical, 0]) + 0.5 * amp[spherical]  # a typical positive offset
         centre = poly[:, 0]
-        norm = math.sqrt(float((centre ** 2).sum())) or 1.0
+        norm = math.sqrt(float((centre**2).sum())) or 1.0
         self._poly = poly * (self.rms_rad / norm)
 
     def coefficients(self, x, y, *, method: str = "cubic"):
@@ -285,12 +302,13 @@ class SyntheticZmap(Zmap):
         basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)
         return basis @ self._poly.T, None
 
-    def maps(self, y0: int = 0, x0: int = 0, height: int | None = None, width: int | None = None,
-             step: int = 1) -> np.ndarray:
+    def maps(
+        self, y0: int = 0, x0: int = 0, height: int | None = None, width: int | None = None, step: int = 1
+    ) -> np.ndarray:
         """Coefficient maps ``(n_modes, rows, cols)`` of a window (for previews or export)."""
         h = height or self.shape[0]
         w = width or self.shape[1]
-        yy, xx = np.mgrid[y0:y0 + h:step, x0:x0 + w:step]
+        yy, xx = np.mgrid[y0 : y0 + h : step, x0 : x0 + w : step]
         ph, _ = self.coefficients(xx.ravel(), yy.ravel())
         return ph.T.reshape(self.n_modes, *yy.shape)
 
@@ -300,9 +318,14 @@ class SyntheticZmap(Zmap):
         return d
 
 
-def read_zmap(path: str | Path, *, convention: Literal["auto", "legacy21", "noll", "osa"] = "auto",
-              units: Literal["auto", "rad", "waves", "nm"] = "auto", wavelength_nm: float = 660.0,
-              n_modes: int = 21) -> H5Zmap:
+def read_zmap(
+    path: str | Path,
+    *,
+    convention: Literal["auto", "legacy21", "noll", "osa"] = "auto",
+    units: Literal["auto", "rad", "waves", "nm"] = "auto",
+    wavelength_nm: float = 660.0,
+    n_modes: int = 21,
+) -> H5Zmap:
     """Open a Zmap file (``result.h5`` / ``patches.h5``) lazily.
 
     Parameters

@@ -10,6 +10,7 @@ Exit codes: 0 success; 2 bad configuration or input (any :class:`~z2t_dask.error
 or an OS error about the user's paths or a full disk: the message names the key or file);
 1 anything else ("internal error": a bug of ours, ``-v`` prints the traceback); 130 interrupted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from z2t_dask.errors import Z2TError
 
@@ -36,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("simulate", help="simulate one sample folder (<output-dir>/<name>/<name>.ome.tiff|.ome.zarr|.h5 "
-                       "+ emitters.h5)")
-    s.add_argument("--config", help="JSON/YAML config (pipeline config, batch config's base_config, or original "
-                   "default_config.json / camera_parameters.json); default: built-in")
+    s = sub.add_parser(
+        "simulate", help="simulate one sample folder (<output-dir>/<name>/<name>.ome.tiff|.ome.zarr|.h5 + emitters.h5)"
+    )
+    s.add_argument(
+        "--config",
+        help="JSON/YAML config (pipeline config, batch config's base_config, or original "
+        "default_config.json / camera_parameters.json); default: built-in",
+    )
     s.add_argument("--camera", help="original camera_parameters.json applied over the config")
     s.add_argument("--zmap", help="Zmap file (result.h5 / patches.h5); overrides zmap_path")
     s.add_argument("--output-dir", default="output", help="parent folder of the sample folder (default: output)")
@@ -47,33 +52,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="sample seed (default: emitters.seed, else 0)")
     s.add_argument("--frames", type=int, default=None, help="override emitters.frames")
     s.add_argument("--chunk-size", type=int, default=None, help="frames per dask chunk")
-    s.add_argument("--compression", default=None,
-                   help="stack compression the format offers (ome-tiff, ome-zarr: zstd, zlib, none; hdf5: none, zlib, "
-                   "lzf); default from the config")
-    s.add_argument("--format", default=None,
-                   help="stack format of the format registry: ome-tiff, ome-zarr, hdf5 or one registered by a plugin "
-                   "(default: output.format, else ome-tiff); ome-zarr reruns resume")
+    s.add_argument(
+        "--compression",
+        default=None,
+        help="stack compression the format offers (ome-tiff, ome-zarr: zstd, zlib, none; hdf5: none, zlib, "
+        "lzf); default from the config",
+    )
+    s.add_argument(
+        "--format",
+        default=None,
+        help="stack format of the format registry: ome-tiff, ome-zarr, hdf5 or one registered by a plugin "
+        "(default: output.format, else ome-tiff); ome-zarr reruns resume",
+    )
     s.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
-    s.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing "
-                   "(refused beyond render.memory_budget_mb / the available memory)")
+    s.add_argument(
+        "--no-streaming",
+        action="store_true",
+        help="compute the whole stack in memory before writing "
+        "(refused beyond render.memory_budget_mb / the available memory)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace an existing sample folder")
 
-    r = sub.add_parser("render", help="render an existing emitters.h5 into an OME-TIFF, OME-Zarr or HDF5 stack "
-                       "(streaming by default)")
+    r = sub.add_parser(
+        "render", help="render an existing emitters.h5 into an OME-TIFF, OME-Zarr or HDF5 stack (streaming by default)"
+    )
     r.add_argument("--h5", required=True, help="emitters.h5 with emitters/*, records/* (and zernike_coeffs/*)")
     r.add_argument("--output", required=True, help="output path: .ome.tiff, .ome.zarr or .h5")
     r.add_argument("--config", help="config for optics, geometry and camera (default: built-in)")
     r.add_argument("--chunk-size", type=int, default=None, help="frames per chunk (the original's --chunk_size)")
-    r.add_argument("--no-streaming", action="store_true", help="compute the whole stack in memory before writing "
-                   "(refused beyond render.memory_budget_mb / the available memory)")
+    r.add_argument(
+        "--no-streaming",
+        action="store_true",
+        help="compute the whole stack in memory before writing "
+        "(refused beyond render.memory_budget_mb / the available memory)",
+    )
     r.add_argument("--seed", type=int, default=0, help="seed of the camera-noise streams (default 0)")
     r.add_argument("--compression", default=None, help="stack compression the format offers (see simulate)")
-    r.add_argument("--format", default=None,
-                   help="stack format of the format registry (default: from the --output suffix)")
+    r.add_argument(
+        "--format", default=None, help="stack format of the format registry (default: from the --output suffix)"
+    )
     r.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
     b = sub.add_parser("batch", help="run a batch (samples x parameter grid) on a Dask cluster; resumable")
-    b.add_argument("--config", required=True, help="batch config (base_config + sample_configs and/or "
-                   "variables / variable_configs)")
+    b.add_argument(
+        "--config",
+        required=True,
+        help="batch config (base_config + sample_configs and/or variables / variable_configs)",
+    )
     b.add_argument("--max-workers", type=int, default=None, help="LocalCluster workers (default: config, else cores)")
     b.add_argument("--retries", type=int, default=None, help="retries per job on exceptions (default 2)")
     b.add_argument("--retry-failed", action="store_true", help="redo jobs that failed in an earlier run")
@@ -83,8 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     where.add_argument("--slurm", help="YAML with SLURM settings (queue, cores, memory, walltime, jobs, ...)")
     b.add_argument("--dashboard", action="store_true", help="start the Dask dashboard and print its link")
-    b.add_argument("--strategy", choices=["auto", "serial", "spread"], default=None,
-                   help="one task per job (serial) or each job's graph over the cluster (spread)")
+    b.add_argument(
+        "--strategy",
+        choices=["auto", "serial", "spread"],
+        default=None,
+        help="one task per job (serial) or each job's graph over the cluster (spread)",
+    )
     b.add_argument("--zmap", help="Zmap file overriding base_config.zmap_path")
     b.add_argument("--output-dir", help="overrides base_output_dir")
     b.add_argument("--seed", type=int, default=None, help="batch seed (job seeds are spawned from it)")
@@ -95,16 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_view_parsers(sub: argparse._SubParsersAction) -> None:
     """``z2t preview`` and ``z2t inspect`` (issue 6: looking at outputs)."""
-    v = sub.add_parser("preview", help="PNG preview: frames with ground-truth markers and a photon histogram, or a "
-                       "Zmap's coefficient maps and PSFs (needs matplotlib: pip install \"z2t-dask[plot]\")")
-    v.add_argument("path", help="sample folder, batch folder (its first finished job), Zmap .h5, emitters.h5, frame "
-                   "stack, config file, or 'default' (the built-in config's Zmap and PSFs)")
+    v = sub.add_parser(
+        "preview",
+        help="PNG preview: frames with ground-truth markers and a photon histogram, or a "
+        'Zmap\'s coefficient maps and PSFs (needs matplotlib: pip install "z2t-dask[plot]")',
+    )
+    v.add_argument(
+        "path",
+        help="sample folder, batch folder (its first finished job), Zmap .h5, emitters.h5, frame "
+        "stack, config file, or 'default' (the built-in config's Zmap and PSFs)",
+    )
     v.add_argument("-o", "--output", default=None, help="PNG to write (default: <name>_preview.png here)")
     v.add_argument("--frames", type=int, default=6, help="frames in the montage (default 6)")
-    v.add_argument("--config", default=None, help="config whose optics make the PSFs of a Zmap preview "
-                   "(default: built-in)")
-    i = sub.add_parser("inspect", help="summarise a sample folder, batch folder (every job's state), Zmap, "
-                       "emitters.h5 or frame stack")
+    v.add_argument(
+        "--config", default=None, help="config whose optics make the PSFs of a Zmap preview (default: built-in)"
+    )
+    i = sub.add_parser(
+        "inspect", help="summarise a sample folder, batch folder (every job's state), Zmap, emitters.h5 or frame stack"
+    )
     i.add_argument("path", help="sample folder, batch folder, Zmap .h5, emitters.h5 or frame stack")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -136,10 +172,22 @@ def _inspect(args: argparse.Namespace) -> int:
 def _batch(args: argparse.Namespace) -> int:
     from z2t_dask.batch import run_batch
 
-    result = run_batch(args.config, client=args.scheduler, max_workers=args.max_workers, retries=args.retries,
-                       resume=not args.no_resume, retry_failed=args.retry_failed, clean=args.clean,
-                       strategy=args.strategy, progress=not args.no_progress, dashboard=args.dashboard,
-                       slurm=args.slurm, output_dir=args.output_dir, zmap=args.zmap, seed=args.seed)
+    result = run_batch(
+        args.config,
+        client=args.scheduler,
+        max_workers=args.max_workers,
+        retries=args.retries,
+        resume=not args.no_resume,
+        retry_failed=args.retry_failed,
+        clean=args.clean,
+        strategy=args.strategy,
+        progress=not args.no_progress,
+        dashboard=args.dashboard,
+        slurm=args.slurm,
+        output_dir=args.output_dir,
+        zmap=args.zmap,
+        seed=args.seed,
+    )
     print(result.summary())
     return result.exit_code
 
@@ -153,20 +201,23 @@ def _simulate(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     from z2t_dask.io.formats import get_format
 
-    entry = get_format(args.format or cfg.output.format, "--format")   # the format registry's entry
-    entry.check_compression(args.compression, key="--compression")    # FormatError: exit 2
+    entry = get_format(args.format or cfg.output.format, "--format")  # the format registry's entry
+    entry.check_compression(args.compression, key="--compression")  # FormatError: exit 2
     sample = simulate(cfg, seed=args.seed, zmap=args.zmap, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     name = args.name or f"sample_{sample.seed:03d}"
     out = Path(args.output_dir) / name
     if out.exists() and not args.overwrite:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT
-    sample.save(out, format=entry.name, compression=args.compression, overwrite=args.overwrite,
-                streaming=not args.no_streaming)                    # MemoryBudgetError: exit 2
+    sample.save(
+        out, format=entry.name, compression=args.compression, overwrite=args.overwrite, streaming=not args.no_streaming
+    )  # MemoryBudgetError: exit 2
     dt = time.perf_counter() - t
     T, H, W = sample.frames.shape
-    print(f"wrote {out}/{entry.filename(name)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
-          f"({sample.truth.n_emitters} emitters, {sample.truth.n_records} records) in {dt:.2f} s")
+    print(
+        f"wrote {out}/{entry.filename(name)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
+        f"({sample.truth.n_emitters} emitters, {sample.truth.n_records} records) in {dt:.2f} s"
+    )
     return EXIT_OK
 
 
@@ -182,8 +233,8 @@ def _render(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     sample = load_sample_h5(args.h5, cfg, seed=args.seed, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     out = Path(args.output)
-    entry = get_format(args.format or format_from_path(out), "--format")   # from the suffix, else ome-tiff
-    entry.check_compression(args.compression, key="--compression")       # FormatError: exit 2
+    entry = get_format(args.format or format_from_path(out), "--format")  # from the suffix, else ome-tiff
+    entry.check_compression(args.compression, key="--compression")  # FormatError: exit 2
     out.parent.mkdir(parents=True, exist_ok=True)
     write_stack(sample, out, format=entry.name, compression=args.compression, streaming=not args.no_streaming)
     T, H, W = sample.frames.shape
@@ -208,8 +259,11 @@ def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    print(f"z2t {args.command}: internal error ({type(exc).__name__}: {exc}); this is a bug in z2t-dask, "
-          "not in your input: run with -v for the traceback and report it", file=sys.stderr)
+    print(
+        f"z2t {args.command}: internal error ({type(exc).__name__}: {exc}); this is a bug in z2t-dask, "
+        "not in your input: run with -v for the traceback and report it",
+        file=sys.stderr,
+    )
     return EXIT_FAILED
 
 
@@ -218,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:   # library loggers may log INFO to their own files
+    for handler in logging.getLogger().handlers:  # library loggers may log INFO to their own files
         handler.setLevel(level)
     try:
         if args.command == "simulate":
@@ -231,13 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _preview(args)
         if args.command == "inspect":
             return _inspect(args)
-    except Z2TError as exc:                      # the user's input: the message says what to fix
+    except Z2TError as exc:  # the user's input: the message says what to fix
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"z2t {args.command}: interrupted; no output was left half-written", file=sys.stderr)
         return 130
-    except BrokenPipeError:            # e.g. `z2t inspect … | head`: the reader left, not an error
+    except BrokenPipeError:  # e.g. `z2t inspect … | head`: the reader left, not an error
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:  # pragma: no cover
@@ -248,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _internal_error(args, exc)
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as exc:                     # our bug: say so, never pretend it is bad input
+    except Exception as exc:  # our bug: say so, never pretend it is bad input
         return _internal_error(args, exc)
     return EXIT_FAILED  # pragma: no cover
 

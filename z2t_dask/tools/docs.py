@@ -10,6 +10,7 @@ Every config field carries ``metadata={"doc": ..., "unit": ...}`` (and bounds ``
 in :mod:`z2t_dask.config`; the reference lists every key with its type, unit, schema default and
 the built-in default's value where it differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,14 +19,14 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 __all__ = ["config_reference_markdown", "cli_reference_markdown", "SECTIONS", "render_readme", "main"]
 
 #: Generated README sections: name -> generator.
-SECTIONS = {"config-reference": lambda: config_reference_markdown(),
-            "cli-reference": lambda: cli_reference_markdown()}
+SECTIONS = {"config-reference": lambda: config_reference_markdown(), "cli-reference": lambda: cli_reference_markdown()}
 
 
 def _begin(name: str) -> str:
@@ -53,7 +54,8 @@ def _type_text(tp: Any) -> str:
     if tp is Any:
         return "any"
     return {bool: "bool", int: "int", float: "number", str: "string", dict: "mapping", list: "list"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _bounds(meta: dict) -> str:
@@ -91,9 +93,12 @@ def config_reference_markdown() -> str:
             sections.append(f)
         else:
             top.append(f)
-    lines = ["Defaults are those of a config file that omits the key; `z2t simulate` without `--config` uses the "
-             "built-in sample (`z2t_dask/config/data/default_config.json`), whose values are shown where they differ. "
-             "Units: px = camera pixels, z in µm, times in frames, photons per frame.", ""]
+    lines = [
+        "Defaults are those of a config file that omits the key; `z2t simulate` without `--config` uses the "
+        "built-in sample (`z2t_dask/config/data/default_config.json`), whose values are shown where they differ. "
+        "Units: px = camera pixels, z in µm, times in frames, photons per frame.",
+        "",
+    ]
 
     def table(fields: Sequence[dataclasses.Field], cls: type, prefix: str, over: dict) -> None:
         th = typing.get_type_hints(cls)
@@ -107,8 +112,10 @@ def config_reference_markdown() -> str:
             default = _json(_default(f))
             if f.name in over and over[f.name] != _default(f):
                 default += f" (built-in: {_json(over[f.name])})"
-            lines.append(f"| `{prefix}{f.name}` | {_cell(tp)} | {_cell(meta.get('unit', ''))} | {_cell(default)} | "
-                         f"{_cell(meta.get('doc', ''))} |")
+            lines.append(
+                f"| `{prefix}{f.name}` | {_cell(tp)} | {_cell(meta.get('unit', ''))} | {_cell(default)} | "
+                f"{_cell(meta.get('doc', ''))} |"
+            )
         lines.append("")
 
     lines.append("**Top level**")
@@ -119,14 +126,20 @@ def config_reference_markdown() -> str:
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         lines.append(f"**`{sec.name}`**: {doc}")
         lines.append("")
-        sub = [f for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name])
-               and not _is_section(typing.get_type_hints(cls)[f.name])]
+        sub = [
+            f
+            for f in dataclasses.fields(cls)
+            if not dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name])
+            and not _is_section(typing.get_type_hints(cls)[f.name])
+        ]
         table(sub, cls, f"{sec.name}.", builtin.get(sec.name, {}) if isinstance(builtin.get(sec.name), dict) else {})
-        for f in dataclasses.fields(cls):   # nested sections (tiff.noise_params)
+        for f in dataclasses.fields(cls):  # nested sections (tiff.noise_params)
             inner = _section_class(typing.get_type_hints(cls)[f.name])
             if inner is not None:
-                lines.append(f"**`{sec.name}.{f.name}`**: {(inner.__doc__ or '').strip().splitlines()[0]} "
-                             f"({f.metadata.get('doc', '')}; default {_json(_default(f))})")
+                lines.append(
+                    f"**`{sec.name}.{f.name}`**: {(inner.__doc__ or '').strip().splitlines()[0]} "
+                    f"({f.metadata.get('doc', '')}; default {_json(_default(f))})"
+                )
                 lines.append("")
                 table(dataclasses.fields(inner), inner, f"{sec.name}.{f.name}.", {})
     return "\n".join(lines).rstrip() + "\n"
@@ -163,8 +176,11 @@ def cli_reference_markdown() -> str:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {c.dest: c.help for c in sub._choices_actions}
-    lines = ["Global options: `z2t [-v|--verbose] [--version] COMMAND ...`. Exit codes: 0 success, 1 failure, "
-             "2 bad configuration or input.", ""]
+    lines = [
+        "Global options: `z2t [-v|--verbose] [--version] COMMAND ...`. Exit codes: 0 success, 1 failure, "
+        "2 bad configuration or input.",
+        "",
+    ]
     for name, sp in sub.choices.items():
         lines.append(f"**`z2t {name}`**: {_cell(helps.get(name, ''))}")
         lines.append("")
@@ -208,7 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     new = render_readme(old)
     if args.check:
         if new != old:
-            print(f"{path}: generated sections are out of date; run python -m z2t_dask.tools.docs {path}", file=sys.stderr)
+            print(
+                f"{path}: generated sections are out of date; run python -m z2t_dask.tools.docs {path}", file=sys.stderr
+            )
             return 1
         return 0
     if new != old:

@@ -14,21 +14,34 @@ image are cyan circles; emitters outside it (``records/inside`` false: drawn in
 image border. Needs matplotlib (``pip install "z2t-dask[plot]"``); figures are drawn with the
 Agg canvas (headless, the global pyplot backend is not touched).
 """
+
 from __future__ import annotations
 
 import math
 import os
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from z2t_dask.errors import PreviewError
 from z2t_dask.io.blocks import frame_units
 
-__all__ = ["PreviewError", "INSIDE_STYLE", "EDGE_STYLE", "frame_markers", "pick_frames", "sample_figure",
-           "zmap_figure", "preview_sample", "preview_zmap", "preview", "save_figure"]
+__all__ = [
+    "PreviewError",
+    "INSIDE_STYLE",
+    "EDGE_STYLE",
+    "frame_markers",
+    "pick_frames",
+    "sample_figure",
+    "zmap_figure",
+    "preview_sample",
+    "preview_zmap",
+    "preview",
+    "save_figure",
+]
 
 #: Marker style of emitters inside the image (circles).
 INSIDE_STYLE = {"marker": "o", "facecolors": "none", "edgecolors": "#00e5ff", "linewidths": 1.2}
@@ -37,13 +50,30 @@ EDGE_STYLE = {"marker": "x", "color": "#ff3b3b", "linewidths": 1.4}
 
 _INSTALL_HINT = 'previews need matplotlib: pip install "z2t-dask[plot]" (or pip install matplotlib)'
 
-_ZERNIKE_NAMES = {(0, 0): "piston", (1, 1): "tilt x", (1, -1): "tilt y", (2, 0): "defocus",
-                  (2, -2): "oblique astig.", (2, 2): "vertical astig.", (3, -1): "vertical coma",
-                  (3, 1): "horizontal coma", (3, -3): "vertical trefoil", (3, 3): "oblique trefoil",
-                  (4, 0): "spherical", (4, 2): "2nd astig. V", (4, -2): "2nd astig. O",
-                  (4, 4): "quadrafoil V", (4, -4): "quadrafoil O", (5, 1): "2nd coma H", (5, -1): "2nd coma V",
-                  (5, 3): "2nd trefoil O", (5, -3): "2nd trefoil V", (5, 5): "pentafoil O", (5, -5): "pentafoil V",
-                  (6, 0): "2nd spherical"}
+_ZERNIKE_NAMES = {
+    (0, 0): "piston",
+    (1, 1): "tilt x",
+    (1, -1): "tilt y",
+    (2, 0): "defocus",
+    (2, -2): "oblique astig.",
+    (2, 2): "vertical astig.",
+    (3, -1): "vertical coma",
+    (3, 1): "horizontal coma",
+    (3, -3): "vertical trefoil",
+    (3, 3): "oblique trefoil",
+    (4, 0): "spherical",
+    (4, 2): "2nd astig. V",
+    (4, -2): "2nd astig. O",
+    (4, 4): "quadrafoil V",
+    (4, -4): "quadrafoil O",
+    (5, 1): "2nd coma H",
+    (5, -1): "2nd coma V",
+    (5, 3): "2nd trefoil O",
+    (5, -3): "2nd trefoil V",
+    (5, 5): "pentafoil O",
+    (5, -5): "pentafoil V",
+    (6, 0): "2nd spherical",
+}
 
 
 def _figure(figsize: tuple[float, float]) -> Any:
@@ -69,8 +99,10 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 90) -> Path:
 # frames + ground truth
 # --------------------------------------------------------------------------------------------
 
-def frame_markers(xyz: np.ndarray, frame_ix: np.ndarray, inside: np.ndarray, frame: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+
+def frame_markers(
+    xyz: np.ndarray, frame_ix: np.ndarray, inside: np.ndarray, frame: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Marker coordinates of one frame's ground truth, in image (= matplotlib ``imshow``) coordinates.
 
     Parameters
@@ -110,9 +142,17 @@ def _records(obj: Any) -> dict[str, np.ndarray]:
     return {k: np.asarray(getattr(obj, k)) for k in ("xyz", "phot", "frame_ix", "id", "inside")}
 
 
-def sample_figure(get_frames: Callable[[list[int], int, int], np.ndarray], records: Any,
-                  image_shape: tuple[int, int], frames: int, *, title: str = "", n_frames: int = 6,
-                  crop: int = 192, units: str = "ADU") -> Any:
+def sample_figure(
+    get_frames: Callable[[list[int], int, int], np.ndarray],
+    records: Any,
+    image_shape: tuple[int, int],
+    frames: int,
+    *,
+    title: str = "",
+    n_frames: int = 6,
+    crop: int = 192,
+    units: str = "ADU",
+) -> Any:
     """Montage of frames with ground-truth markers, photon histogram, emitters per frame, pixel histogram.
 
     Parameters
@@ -146,9 +186,9 @@ def sample_figure(get_frames: Callable[[list[int], int, int], np.ndarray], recor
     lo, hi = np.percentile(imgs, [0.5, 99.8])
     xy = rec["xyz"][:, :2].astype(np.float64).reshape(-1, 2)
     beyond = np.concatenate([-0.5 - xy[:, 0], xy[:, 0] - (w - 0.5), -0.5 - xy[:, 1], xy[:, 1] - (h - 0.5)])
-    margin = max(2.0, float(beyond.max(initial=0.0)) + 1.5)       # px shown around the image border
+    margin = max(2.0, float(beyond.max(initial=0.0)) + 1.5)  # px shown around the image border
     pt_per_px = 3.3 * 72 * 0.8 / (max(rows, cols) + 2 * margin)
-    size = (2 * 2.2 * pt_per_px) ** 2                            # circles of 2.2 px radius
+    size = (2 * 2.2 * pt_per_px) ** 2  # circles of 2.2 px radius
     inside_all = rec["inside"].astype(bool)
     for k, t in enumerate(idx):
         ax = fig.add_subplot(gs[k // ncols, k % ncols])
@@ -167,13 +207,19 @@ def sample_figure(get_frames: Callable[[list[int], int, int], np.ndarray], recor
         ax.set_title(f"frame {t}: {len(ins)} inside, {len(edge)} outside", fontsize=9)
         ax.tick_params(labelsize=7)
         if k == 0:
-            fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8,
-                       facecolor="#cccccc")
+            fig.legend(
+                *ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8, facecolor="#cccccc"
+            )
     phot, fix = rec["phot"].astype(np.float64), rec["frame_ix"].astype(np.int64)
     ax = fig.add_subplot(gs[nrows, 0])
     bins = np.linspace(0, max(float(phot.max(initial=1.0)), 1.0), 40)
-    ax.hist([phot[inside_all], phot[~inside_all]], bins=bins, stacked=True, color=["#1f9fbf", "#e04040"],
-            label=["inside", "outside (edge)"])
+    ax.hist(
+        [phot[inside_all], phot[~inside_all]],
+        bins=bins,
+        stacked=True,
+        color=["#1f9fbf", "#e04040"],
+        label=["inside", "outside (edge)"],
+    )
     ax.set_xlabel("photons per record (in its frame)", fontsize=8)
     ax.set_ylabel("records", fontsize=8)
     ax.set_title("photon histogram", fontsize=9)
@@ -207,8 +253,7 @@ def _sample_title(name: str, shape: Sequence[int], dtype: Any, rec: Mapping[str,
     return s + (f", seed {seed}" if seed is not None else "")
 
 
-def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, crop: int = 192,
-                   dpi: int = 90) -> Path:
+def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, crop: int = 192, dpi: int = 90) -> Path:
     """PNG preview of a :class:`~z2t_dask.sample.Sample` (only the shown frames are rendered)."""
     frames = sample.frames
     rec = _records(sample.records)
@@ -217,13 +262,22 @@ def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, c
         return np.asarray(frames[idx, :rows, :cols].compute())
 
     title = _sample_title("sample", frames.shape, frames.dtype, rec, sample.seed)
-    fig = sample_figure(get, rec, tuple(frames.shape[1:]), int(frames.shape[0]), title=title, n_frames=n_frames,
-                        crop=crop, units=frame_units(frames.dtype))
+    fig = sample_figure(
+        get,
+        rec,
+        tuple(frames.shape[1:]),
+        int(frames.shape[0]),
+        title=title,
+        n_frames=n_frames,
+        crop=crop,
+        units=frame_units(frames.dtype),
+    )
     return save_figure(fig, path, dpi)
 
 
-def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_frames: int, crop: int,
-                   dpi: int) -> Path:
+def _preview_files(
+    stack: Path, truth_h5: Path | None, name: str, path: Path, n_frames: int, crop: int, dpi: int
+) -> Path:
     """Preview of a frame stack with (optionally) the ground truth of an ``emitters.h5``."""
     from z2t_dask.io.emitters_h5 import read_emitters_h5
     from z2t_dask.physics.emitters import Records
@@ -233,16 +287,22 @@ def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_
     t, h, w = (int(v) for v in frames.shape)
     seed = None
     if truth_h5 is None:
-        rec = {"xyz": np.zeros((0, 3)), "phot": np.zeros(0), "frame_ix": np.zeros(0, np.int64),
-               "inside": np.zeros(0, bool)}
+        rec = {
+            "xyz": np.zeros((0, 3)),
+            "phot": np.zeros(0),
+            "frame_ix": np.zeros(0, np.int64),
+            "inside": np.zeros(0, bool),
+        }
     else:
         truth = read_emitters_h5(truth_h5)
-        rec = Records.from_mapping(truth.records, (h, w)).as_dict()   # inside computed where missing
+        rec = Records.from_mapping(truth.records, (h, w)).as_dict()  # inside computed where missing
         seed = truth.attrs.get("seed")
         if rec["frame_ix"].size and rec["frame_ix"].max() >= t:
-            warnings.warn(f"{truth_h5}: records reach frame {rec['frame_ix'].max()} but {stack.name} has {t} "
-                          "frames (the original tool dropped empty frames, D12); those records are not shown",
-                          stacklevel=3)
+            warnings.warn(
+                f"{truth_h5}: records reach frame {rec['frame_ix'].max()} but {stack.name} has {t} "
+                "frames (the original tool dropped empty frames, D12); those records are not shown",
+                stacklevel=3,
+            )
             keep = rec["frame_ix"] < t
             rec = {k: v[keep] for k, v in rec.items()}
 
@@ -258,6 +318,7 @@ def _preview_files(stack: Path, truth_h5: Path | None, name: str, path: Path, n_
 # Zmap + PSFs
 # --------------------------------------------------------------------------------------------
 
+
 def _mode_name(j: int) -> str:
     from z2t_dask.physics.optics.zernike import noll_to_nm
 
@@ -271,13 +332,20 @@ def _coefficient_grid(zmap: Any, grid: int) -> tuple[np.ndarray, np.ndarray, np.
     ys = np.linspace(0, h - 1, min(grid, h))
     xs = np.linspace(0, w - 1, min(grid, w))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # legacy21 dropped-mode warning (z2t inspect reports them)
+        warnings.simplefilter("ignore")  # legacy21 dropped-mode warning (z2t inspect reports them)
         rows = [zmap.coefficients(xs, np.full_like(xs, y), method="linear")[0] for y in ys]
     return np.stack(rows, axis=1).transpose(2, 0, 1) if rows else np.zeros((zmap.n_modes, 0, 0)), xs, ys
 
 
-def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 48, max_maps: int = 15,
-                z_um: Sequence[float] | None = None) -> Any:
+def zmap_figure(
+    zmap: Any,
+    config: Any = None,
+    *,
+    title: str = "",
+    grid: int = 48,
+    max_maps: int = 15,
+    z_um: Sequence[float] | None = None,
+) -> Any:
     """Coefficient maps, PSFs across the field (in focus) and through z at the field centre.
 
     Parameters
@@ -331,12 +399,16 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
     c, r = psfs.shape[-1] // 2, min(psfs.shape[-1] // 2, 8)
     for i in range(9):
         ax = fig.add_subplot(gs[map_rows + i // 3, i % 3])
-        ax.imshow(psfs[i, c - r:c + r + 1, c - r:c + r + 1], cmap="inferno", norm=PowerNorm(0.5, vmin=0),
-                  interpolation="nearest")
+        ax.imshow(
+            psfs[i, c - r : c + r + 1, c - r : c + r + 1],
+            cmap="inferno",
+            norm=PowerNorm(0.5, vmin=0),
+            interpolation="nearest",
+        )
         ax.set_title(f"x={px.ravel()[i]:.0f} y={py.ravel()[i]:.0f} px, peak {psfs[i].max():.3f}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-    ax = fig.add_subplot(gs[map_rows:map_rows + 3, 3:])
+    ax = fig.add_subplot(gs[map_rows : map_rows + 3, 3:])
     rms = np.sqrt((coeffs[1:] ** 2).sum(axis=0))
     im = ax.imshow(rms, cmap="viridis", extent=extent, interpolation="bilinear")
     fig.colorbar(im, ax=ax, shrink=0.7, label="rad RMS").ax.tick_params(labelsize=6)
@@ -354,8 +426,11 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
         warnings.simplefilter("ignore")
         ph_c, mag_c = zmap.coefficients(np.array([w / 2]), np.array([h / 2]), method="cubic")
     n = zs.size
-    stack = np.asarray(model.compute(np.repeat(ph_c, n, 0), zs, np.zeros(n), np.zeros(n),
-                                     None if mag_c is None else np.repeat(mag_c, n, 0)))
+    stack = np.asarray(
+        model.compute(
+            np.repeat(ph_c, n, 0), zs, np.zeros(n), np.zeros(n), None if mag_c is None else np.repeat(mag_c, n, 0)
+        )
+    )
     vmax = float(stack.max())
     for i in range(n):
         ax = fig.add_subplot(gs[map_rows + 3, i])
@@ -364,14 +439,17 @@ def zmap_figure(zmap: Any, config: Any = None, *, title: str = "", grid: int = 4
         ax.set_xticks([])
         ax.set_yticks([])
     o = cfg.optical
-    fig.suptitle(f"{title} Zmap {h}x{w} px (maps in rad RMS, Noll); PSFs {model.patch_size}x{model.patch_size} px, "
-                 f"NA {o.NA}, {o.wavelength_nm:g} nm, n {o.n_medium}, sqrt intensity scale; z > 0 away from the coverslip",
-                 fontsize=9)
+    fig.suptitle(
+        f"{title} Zmap {h}x{w} px (maps in rad RMS, Noll); PSFs {model.patch_size}x{model.patch_size} px, "
+        f"NA {o.NA}, {o.wavelength_nm:g} nm, n {o.n_medium}, sqrt intensity scale; z > 0 away from the coverslip",
+        fontsize=9,
+    )
     return fig
 
 
-def preview_zmap(zmap: Any = None, path: str | os.PathLike = "zmap_preview.png", *, config: Any = None,
-                 dpi: int = 80, **kwargs: Any) -> Path:
+def preview_zmap(
+    zmap: Any = None, path: str | os.PathLike = "zmap_preview.png", *, config: Any = None, dpi: int = 80, **kwargs: Any
+) -> Path:
     """PNG of :func:`zmap_figure`. ``zmap``: a Zmap, a file path, or None (the config's Zmap)."""
     import dataclasses
 
@@ -381,7 +459,7 @@ def preview_zmap(zmap: Any = None, path: str | os.PathLike = "zmap_preview.png",
     cfg = load_config(config)
     if zmap is None:
         zm, title = make_zmap(cfg), (Path(cfg.zmap_path).name if cfg.zmap_path else "synthetic")
-    elif isinstance(zmap, (str, os.PathLike)):   # read with the config's conventions
+    elif isinstance(zmap, (str, os.PathLike)):  # read with the config's conventions
         zm, title = make_zmap(dataclasses.replace(cfg, zmap_path=str(zmap))), Path(zmap).name
     else:
         zm, title = zmap, type(zmap).__name__
@@ -391,6 +469,7 @@ def preview_zmap(zmap: Any = None, path: str | os.PathLike = "zmap_preview.png",
 # --------------------------------------------------------------------------------------------
 # dispatcher (z2t preview)
 # --------------------------------------------------------------------------------------------
+
 
 def _first_job(batch: Path) -> Path:
     from z2t_dask.batch.manifest import MANIFEST, ordered_jobs, read_manifest, read_status
@@ -416,8 +495,15 @@ def default_output(path: str | os.PathLike) -> Path:
     return Path(f"{name}_preview.png")
 
 
-def preview(path: str | os.PathLike, out: str | os.PathLike | None = None, *, n_frames: int = 6,
-            config: Any = None, crop: int = 192, dpi: int | None = None) -> Path:
+def preview(
+    path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    n_frames: int = 6,
+    config: Any = None,
+    crop: int = 192,
+    dpi: int | None = None,
+) -> Path:
     """Write the preview PNG of a sample / batch folder, Zmap, emitters.h5, stack, or config.
 
     Parameters

@@ -11,6 +11,7 @@ Stacks are whatever the format registry (:mod:`z2t_dask.io.formats`) knows: ``<n
 ``frames``). Nothing is read until computed. Frames are ``(T, Y, X)``; pixel ``(r, c)`` has its
 centre at ``(y=r, x=c)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from z2t_dask.physics.emitters import EmitterTable, Records
 

@@ -17,20 +17,30 @@ kind               recognised by
 Units: positions in camera px, z in µm, photons per frame, pixel values in ADU (camera models)
 or photons (``none`` / ``original``), sizes in bytes.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from z2t_dask.errors import FormatError, InspectError
 from z2t_dask.tools.summary_text import format_summary
 
-__all__ = ["InspectError", "detect_kind", "summarize", "format_summary", "truth_stats", "estimate_snr",
-           "pixel_stats", "disk_usage"]
+__all__ = [
+    "InspectError",
+    "detect_kind",
+    "summarize",
+    "format_summary",
+    "truth_stats",
+    "estimate_snr",
+    "pixel_stats",
+    "disk_usage",
+]
 
 #: Frames read (evenly spaced) for the pixel statistics of a stack.
 PIXEL_FRAMES = 8
@@ -79,13 +89,14 @@ def detect_kind(path: str | os.PathLike) -> str:
     if not p.exists():
         raise FileNotFoundError(f"no such file or folder: {p}")
     stack_entry = detect_format(p)
-    if p.is_dir() and not (stack_entry is not None and stack_entry.is_dir):   # a folder that is no stack
+    if p.is_dir() and not (stack_entry is not None and stack_entry.is_dir):  # a folder that is no stack
         if (p / "manifest.json").is_file() or (p / "batch_status.json").is_file():
             return "batch"
         if (p / "emitters.h5").is_file() or find_stack(p) is not None:
             return "sample"
-        raise InspectError(f"{p}: not a sample folder (no emitters.h5 or frame stack) nor a batch folder "
-                           "(no manifest.json)")
+        raise InspectError(
+            f"{p}: not a sample folder (no emitters.h5 or frame stack) nor a batch folder (no manifest.json)"
+        )
     if p.name.lower().endswith((".h5", ".hdf5")):
         names = _h5_groups(p)
         if "z_maps/phase" in names:
@@ -94,8 +105,9 @@ def detect_kind(path: str | os.PathLike) -> str:
             return "emitters"
         if "frames" in names:
             return "stack"
-        raise InspectError(f"{p}: HDF5 file with neither z_maps/phase (Zmap), emitters/ + records/ "
-                           "(emitters.h5) nor frames (stack)")
+        raise InspectError(
+            f"{p}: HDF5 file with neither z_maps/phase (Zmap), emitters/ + records/ (emitters.h5) nor frames (stack)"
+        )
     try:
         stack_format(p)
     except ValueError as exc:
@@ -107,14 +119,14 @@ def detect_kind(path: str | os.PathLike) -> str:
 # statistics
 # --------------------------------------------------------------------------------------------
 
+
 def _stats(v: np.ndarray, digits: int = 2) -> dict[str, float] | None:
     v = np.asarray(v, np.float64)
     if v.size == 0:
         return None
     q = np.percentile(v, [5, 50, 95])
     r = lambda x: round(float(x), digits)  # noqa: E731
-    return {"min": r(v.min()), "p5": r(q[0]), "median": r(q[1]), "mean": r(v.mean()), "p95": r(q[2]),
-            "max": r(v.max())}
+    return {"min": r(v.min()), "p5": r(q[0]), "median": r(q[1]), "mean": r(v.mean()), "p95": r(q[2]), "max": r(v.max())}
 
 
 def truth_stats(records: Mapping[str, np.ndarray], frames: int | None = None) -> dict[str, Any]:
@@ -174,7 +186,7 @@ def estimate_snr(config: Mapping[str, Any], photons: float) -> dict[str, Any]:
     b = float(config.get("background", {}).get("photons", 0.0))
     px = math.sqrt(float(opt.get("pixel_size_nm_x", 100.0)) * float(opt.get("pixel_size_nm_y", 100.0)))
     sigma_px = 0.21 * float(opt.get("wavelength_nm", 660.0)) / float(opt.get("NA", 1.4)) / px
-    area = 4 * math.pi * sigma_px ** 2
+    area = 4 * math.pi * sigma_px**2
     q, f2, s2 = 1.0, 1.0, 0.0
     if model == "emccd":
         q = float(cam.get("qe", 1.0))
@@ -192,10 +204,16 @@ def estimate_snr(config: Mapping[str, Any], photons: float) -> dict[str, Any]:
         return {"snr": None, "note": "noise-free frames (camera.model none / ideal without Poisson)"}
     n = float(photons)
     denom = math.sqrt(f2 * q * (n + area * b) + area * s2)
-    return {"snr": round(q * n / denom, 2) if denom > 0 else None, "photons": round(n, 1),
-            "background_photons_per_px": b, "psf_area_px": round(area, 2), "excess_noise_factor_sq": f2,
-            "qe": q, "read_noise_input_e": round(math.sqrt(s2), 3),
-            "formula": "q N / sqrt(F^2 q (N + A b) + A s^2), A = 4 pi (0.21 lambda/NA)^2 in px^2"}
+    return {
+        "snr": round(q * n / denom, 2) if denom > 0 else None,
+        "photons": round(n, 1),
+        "background_photons_per_px": b,
+        "psf_area_px": round(area, 2),
+        "excess_noise_factor_sq": f2,
+        "qe": q,
+        "read_noise_input_e": round(math.sqrt(s2), 3),
+        "formula": "q N / sqrt(F^2 q (N + A b) + A s^2), A = 4 pi (0.21 lambda/NA)^2 in px^2",
+    }
 
 
 def pixel_stats(frames: Any, n: int = PIXEL_FRAMES) -> dict[str, Any]:
@@ -212,14 +230,20 @@ def pixel_stats(frames: Any, n: int = PIXEL_FRAMES) -> dict[str, Any]:
 # per kind
 # --------------------------------------------------------------------------------------------
 
+
 def _stack_info(path: Path) -> dict[str, Any]:
     from z2t_dask.tools.results import open_stack, stack_format
 
     frames = open_stack(path)
-    info: dict[str, Any] = {"path": str(path), "format": stack_format(path), "shape": [int(v) for v in frames.shape],
-                            "dtype": str(frames.dtype), "chunks": [int(c[0]) for c in frames.chunks],
-                            "bytes": disk_usage(path),
-                            "raw_bytes": int(np.prod(frames.shape)) * frames.dtype.itemsize}
+    info: dict[str, Any] = {
+        "path": str(path),
+        "format": stack_format(path),
+        "shape": [int(v) for v in frames.shape],
+        "dtype": str(frames.dtype),
+        "chunks": [int(c[0]) for c in frames.chunks],
+        "bytes": disk_usage(path),
+        "raw_bytes": int(np.prod(frames.shape)) * frames.dtype.itemsize,
+    }
     info["compression_ratio"] = round(info["raw_bytes"] / info["bytes"], 2) if info["bytes"] else None
     info["pixels"] = pixel_stats(frames)
     return info
@@ -227,9 +251,12 @@ def _stack_info(path: Path) -> dict[str, Any]:
 
 def _attrs_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
     cfg = attrs.get("config")
-    return {"seed": attrs.get("seed"), "z2t_version": attrs.get("z2t_version", attrs.get("z2t_dask_version")),
-            "config": cfg if isinstance(cfg, dict) else None,
-            "zmap": attrs.get("zmap") if isinstance(attrs.get("zmap"), dict) else None}
+    return {
+        "seed": attrs.get("seed"),
+        "z2t_version": attrs.get("z2t_version", attrs.get("z2t_dask_version")),
+        "config": cfg if isinstance(cfg, dict) else None,
+        "zmap": attrs.get("zmap") if isinstance(attrs.get("zmap"), dict) else None,
+    }
 
 
 def _files(folder: Path) -> list[dict[str, Any]]:
@@ -314,16 +341,26 @@ def _summarize_zmap(p: Path, grid: int = 24) -> dict[str, Any]:
 
     zm = read_zmap(p)
     h, w = zm.shape
-    info: dict[str, Any] = {"kind": "zmap", "path": str(p), "bytes": disk_usage(p), "shape": [h, w],
-                            "source_modes": zm.n_source_modes, "convention": zm.convention, "units": zm.units,
-                            "returned": "Noll order, rad RMS, %d modes" % zm.n_modes}
+    info: dict[str, Any] = {
+        "kind": "zmap",
+        "path": str(p),
+        "bytes": disk_usage(p),
+        "shape": [h, w],
+        "source_modes": zm.n_source_modes,
+        "convention": zm.convention,
+        "units": zm.units,
+        "returned": f"Noll order, rad RMS, {zm.n_modes} modes",
+    }
     beads = zm.beads()
     import h5py
 
     with h5py.File(p, "r") as f:
         total = int(f["coords"].shape[0]) if "coords" in f else 0
-    info["beads"] = {"total": total, "valid": int(len(beads.get("x", []))),
-                     "rejected": total - int(len(beads.get("x", [])))}
+    info["beads"] = {
+        "total": total,
+        "valid": int(len(beads.get("x", []))),
+        "rejected": total - int(len(beads.get("x", []))),
+    }
     if "mean_ncc" in beads:
         info["beads"]["mean_ncc"] = _stats(beads["mean_ncc"], 3)
     ys = np.linspace(0, h - 1, min(grid, h))
@@ -332,12 +369,12 @@ def _summarize_zmap(p: Path, grid: int = 24) -> dict[str, Any]:
 
     rows = []
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # legacy21 dropped-mode warnings: reported below
+        warnings.simplefilter("ignore")  # legacy21 dropped-mode warnings: reported below
         for y in ys:
             ph, _ = zm.coefficients(xs, np.full_like(xs, y), method="linear")
             rows.append(ph)
     ph = np.concatenate(rows)
-    rms = np.sqrt((ph[:, 1:] ** 2).sum(axis=1))       # piston excluded
+    rms = np.sqrt((ph[:, 1:] ** 2).sum(axis=1))  # piston excluded
     info["phase_rms_rad"] = _stats(rms, 3)
     peak = np.abs(ph).max(axis=0)
     info["modes_max_abs_rad"] = {f"Z{j + 1}": round(float(v), 4) for j, v in enumerate(peak) if v > 1e-9}
@@ -353,15 +390,16 @@ def _summarize_stack(p: Path) -> dict[str, Any]:
     info["bytes"] = info["stack"]["bytes"]
     from z2t_dask.io.formats import read_stack_info
 
-    meta = read_stack_info(p, info["stack"]["format"])     # what the format registry reads of any stack
+    meta = read_stack_info(p, info["stack"]["format"])  # what the format registry reads of any stack
     info["pixel_size_nm"] = list(meta.pixel_size_nm) if meta.pixel_size_nm else None
     info["provenance"] = meta.attrs or None
     n_series = meta.extra.get("n_series")
     if n_series is not None:
         info["tiff_series"] = n_series
         if n_series > 1:
-            info["note"] = (f"{n_series} TIFF series: only the first is read (the original streaming "
-                            "writer's defect D14)")
+            info["note"] = (
+                f"{n_series} TIFF series: only the first is read (the original streaming writer's defect D14)"
+            )
     info["package_version"] = _package_version()
     return info
 
@@ -381,12 +419,20 @@ def _summarize_batch(p: Path) -> dict[str, Any]:
         for name, j in ordered_jobs(m):
             err = (j.get("error") or "").strip().splitlines()
             folder = p / name
-            jobs[name] = {"state": j.get("state"), "attempts": j.get("attempts"), "seconds": j.get("seconds"),
-                          "seed": j.get("seed"), "key": j.get("key"), "params": j.get("params"),
-                          "frames": j.get("frames"), "records": j.get("records"),
-                          "error": err[-1] if err else None, "folder_exists": folder.is_dir(),
-                          "bytes": disk_usage(folder) if folder.is_dir() else 0}
-    else:   # the original tool's batch_status.json
+            jobs[name] = {
+                "state": j.get("state"),
+                "attempts": j.get("attempts"),
+                "seconds": j.get("seconds"),
+                "seed": j.get("seed"),
+                "key": j.get("key"),
+                "params": j.get("params"),
+                "frames": j.get("frames"),
+                "records": j.get("records"),
+                "error": err[-1] if err else None,
+                "folder_exists": folder.is_dir(),
+                "bytes": disk_usage(folder) if folder.is_dir() else 0,
+            }
+    else:  # the original tool's batch_status.json
         try:
             st = read_status(p)
         except FormatError as exc:
@@ -395,13 +441,22 @@ def _summarize_batch(p: Path) -> dict[str, Any]:
         for name in sorted(set(st.get("completed_jobs", []))):
             jobs[name] = {"state": "done", "folder_exists": (p / name).is_dir()}
         for f in st.get("failed_jobs", []):
-            jobs.setdefault(f.get("job_id"), {"state": "failed", "error": f.get("error"),
-                                              "folder_exists": (p / str(f.get("job_id"))).is_dir()})
+            jobs.setdefault(
+                f.get("job_id"),
+                {"state": "failed", "error": f.get("error"), "folder_exists": (p / str(f.get("job_id"))).is_dir()},
+            )
     counts: dict[str, int] = {}
     for j in jobs.values():
         counts[j["state"]] = counts.get(j["state"], 0) + 1
-    info.update({"jobs_total": len(jobs), "states": counts, "jobs": jobs, "bytes": disk_usage(p),
-                 "package_version": _package_version()})
+    info.update(
+        {
+            "jobs_total": len(jobs),
+            "states": counts,
+            "jobs": jobs,
+            "bytes": disk_usage(p),
+            "package_version": _package_version(),
+        }
+    )
     return info
 
 
@@ -417,6 +472,11 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
     """
     p = Path(path)
     kind = detect_kind(p)
-    fn = {"batch": _summarize_batch, "sample": _summarize_sample, "zmap": _summarize_zmap,
-          "emitters": _summarize_emitters, "stack": _summarize_stack}[kind]
+    fn = {
+        "batch": _summarize_batch,
+        "sample": _summarize_sample,
+        "zmap": _summarize_zmap,
+        "emitters": _summarize_emitters,
+        "stack": _summarize_stack,
+    }[kind]
     return fn(p)

@@ -28,6 +28,7 @@ and clipping to the ADC range. The pure-array code has no dask, file or config i
 ``pmf``     exact pmfs of the whole chains and their lookup samplers
 ==========  ==================================================================================
 """
+
 from __future__ import annotations
 
 from z2t_dask.physics.camera.common import CameraModel

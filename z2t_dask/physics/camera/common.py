@@ -100,9 +100,7 @@ def uint_dtype(bit_depth: int) -> np.dtype:
 def check_rng(rng: Any) -> None:
     """Raise TypeError unless ``rng`` is a :class:`numpy.random.Generator`."""
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator dedicated to this frame, got {type(rng).__name__}"
-        )
+        raise TypeError(f"rng must be a numpy.random.Generator dedicated to this frame, got {type(rng).__name__}")
 
 
 def frame_generator(rng: np.random.Generator, xp: ModuleType) -> Any:
@@ -162,9 +160,7 @@ def frame_floor(ph: np.ndarray) -> float:
     """The frame's smallest expectation (its background), after checking all are finite and >= 0."""
     lo, hi = float(ph.min()), float(ph.max())
     if not (math.isfinite(lo) and math.isfinite(hi) and lo >= 0.0):
-        raise ValueError(
-            f"photons must be finite and >= 0 (expected photons per pixel); got values in [{lo}, {hi}]"
-        )
+        raise ValueError(f"photons must be finite and >= 0 (expected photons per pixel); got values in [{lo}, {hi}]")
     return lo
 
 

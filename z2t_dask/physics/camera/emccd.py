@@ -135,10 +135,12 @@ class EMCCD:
         """
         lam = float(photons) * self.qe + self.spurious_charge
         if self.em_gain > 1.0:
-            return emccd_sampler(lam, self.em_gain, self.read_noise_e, self.e_per_adu, self.baseline, self.max_adu,
-                                 self.dtype.name)
-        return linear_sampler(lam, 1.0 / self.e_per_adu, self.read_noise_e / self.e_per_adu, self.baseline,
-                              self.max_adu, self.dtype.name)
+            return emccd_sampler(
+                lam, self.em_gain, self.read_noise_e, self.e_per_adu, self.baseline, self.max_adu, self.dtype.name
+            )
+        return linear_sampler(
+            lam, 1.0 / self.e_per_adu, self.read_noise_e / self.e_per_adu, self.baseline, self.max_adu, self.dtype.name
+        )
 
     def draw_chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
         """The explicit draws, pixel by pixel: Poisson, Gamma, normal, rounding (any shape)."""
@@ -148,9 +150,9 @@ class EMCCD:
             if xp is np:
                 gen.standard_gamma(electrons, dtype=np.float32, out=electrons)
             else:
-                electrons = xp.where(
-                    electrons > 0, gen.standard_gamma(electrons, dtype=xp.float32), 0
-                ).astype(xp.float32)
+                electrons = xp.where(electrons > 0, gen.standard_gamma(electrons, dtype=xp.float32), 0).astype(
+                    xp.float32
+                )
             electrons *= np.float32(self.em_gain / self.e_per_adu)
         else:
             electrons *= np.float32(1.0 / self.e_per_adu)

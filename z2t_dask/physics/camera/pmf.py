@@ -32,6 +32,7 @@ Chains without read noise have ties at half-integers (rounding half to even then
 are not tabulated: the camera models use their explicit draw for them.  Tables larger than
 :data:`MAX_TABLE_WORK` grid evaluations are not built either (very high backgrounds).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,16 @@ import numpy as np
 
 from z2t_dask.caching import built_once
 
-__all__ = ["DiscreteSampler", "MAX_TABLE_WORK", "emccd_adu_pmf", "linear_adu_pmf", "poisson_pmf",
-           "emccd_sampler", "linear_sampler", "poisson_sampler"]
+__all__ = [
+    "DiscreteSampler",
+    "MAX_TABLE_WORK",
+    "emccd_adu_pmf",
+    "linear_adu_pmf",
+    "poisson_pmf",
+    "emccd_sampler",
+    "linear_sampler",
+    "poisson_sampler",
+]
 
 #: Largest (bins x grid points) product of a table worth building (a few tenths of a second).
 MAX_TABLE_WORK = 4e7
@@ -83,7 +92,7 @@ class DiscreteSampler:
 
     values: np.ndarray
     cdf: np.ndarray
-    _lookup: np.ndarray = field(init=False, repr=False)     # value of each 16-bit cell
+    _lookup: np.ndarray = field(init=False, repr=False)  # value of each 16-bit cell
     _straddles: np.ndarray = field(init=False, repr=False)  # cells that straddle a CDF step
 
     def __post_init__(self) -> None:
@@ -172,8 +181,7 @@ def _pmf_from_cdf(k: np.ndarray, cdf_at_upper_edges: np.ndarray) -> np.ndarray:
     return np.diff(f)
 
 
-def linear_adu_pmf(lam: float, a: float, sd_adu: float, offset: float, max_adu: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def linear_adu_pmf(lam: float, a: float, sd_adu: float, offset: float, max_adu: int) -> tuple[np.ndarray, np.ndarray]:
     """pmf of ``clip(rint(a·Poisson(lam) + Normal(0, sd_adu) + offset), 0, max_adu)``.
 
     Parameters
@@ -203,7 +211,7 @@ def linear_adu_pmf(lam: float, a: float, sd_adu: float, offset: float, max_adu: 
     cdf = np.empty(edges.size)
     step = max(1, int(_BLOCK_ELEMENTS // n.size))
     for i in range(0, edges.size, step):
-        cdf[i:i + step] = ndtr((edges[i:i + step, None] - a * n[None, :]) / sd_adu) @ pn
+        cdf[i : i + step] = ndtr((edges[i : i + step, None] - a * n[None, :]) / sd_adu) @ pn
     return k, _pmf_from_cdf(k, cdf)
 
 
@@ -223,12 +231,12 @@ def _em_output_density(lam: float, gain: float, y: np.ndarray) -> np.ndarray:
         log_y = np.log(y)
     step = max(1, int(_BLOCK_ELEMENTS // n.size))
     for i in range(0, y.size, step):
-        ly, yy = log_y[i:i + step], y[i:i + step]
+        ly, yy = log_y[i : i + step], y[i : i + step]
         with np.errstate(invalid="ignore"):
             terms = (n[:, None] - 1.0) * ly[None, :]
         terms[:, yy == 0] = np.where(n == 1, 0.0, -np.inf)[:, None]  # y^0 = 1 at y = 0
         terms += log_w[:, None] - yy[None, :] / gain
-        out[i:i + step] = np.exp(terms).sum(axis=0)
+        out[i : i + step] = np.exp(terms).sum(axis=0)
     return out
 
 
@@ -242,13 +250,14 @@ def _em_output_upper(lam: float, gain: float) -> float:
     y = np.arange(1, int(4 * (n[-1] + _TAIL_SD * math.sqrt(n[-1]) + 24.0)) + 1) * (gain / 4.0)
     tail = np.zeros(y.size)
     for i in range(0, y.size, 256):
-        tail[i:i + 256] = w @ gammaincc(n[:, None], y[None, i:i + 256] / gain)
+        tail[i : i + 256] = w @ gammaincc(n[:, None], y[None, i : i + 256] / gain)
     below = np.flatnonzero(tail < _TAIL_P)
     return float(y[below[0]] if below.size else y[-1])
 
 
-def emccd_adu_pmf(lam: float, gain: float, sigma_e: float, e_per_adu: float, baseline: float, max_adu: int,
-                  *, refine: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def emccd_adu_pmf(
+    lam: float, gain: float, sigma_e: float, e_per_adu: float, baseline: float, max_adu: int, *, refine: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """pmf of one EMCCD pixel: ``clip(rint((Gamma(Poisson(lam), gain) + Normal(0, sigma_e)) / e_per_adu + baseline))``.
 
     Parameters
@@ -288,8 +297,8 @@ def emccd_adu_pmf(lam: float, gain: float, sigma_e: float, e_per_adu: float, bas
     cdf = np.empty(edges.size)
     step = max(1, int(_BLOCK_ELEMENTS // y.size))
     for i in range(0, edges.size, step):
-        e = edges[i:i + step]
-        cdf[i:i + step] = atom * ndtr(e / sigma_e) + ndtr((e[:, None] - y[None, :]) / sigma_e) @ wh
+        e = edges[i : i + step]
+        cdf[i : i + step] = atom * ndtr(e / sigma_e) + ndtr((e[:, None] - y[None, :]) / sigma_e) @ wh
     return k, _pmf_from_cdf(k, cdf)
 
 
@@ -304,8 +313,9 @@ def _work_emccd(lam: float, gain: float, sigma_e: float, e_per_adu: float) -> fl
 
 
 @built_once(64)
-def emccd_sampler(lam: float, gain: float, sigma_e: float, e_per_adu: float, baseline: float, max_adu: int,
-                  dtype: str) -> DiscreteSampler | None:
+def emccd_sampler(
+    lam: float, gain: float, sigma_e: float, e_per_adu: float, baseline: float, max_adu: int, dtype: str
+) -> DiscreteSampler | None:
     """Cached :class:`DiscreteSampler` of :func:`emccd_adu_pmf` (values of ``dtype``), or None.
 
     None when the chain is not tabulated: no read noise, no EM gain (use :func:`linear_sampler`),
@@ -318,8 +328,9 @@ def emccd_sampler(lam: float, gain: float, sigma_e: float, e_per_adu: float, bas
 
 
 @built_once(64)
-def linear_sampler(lam: float, a: float, sd_adu: float, offset: float, max_adu: int, dtype: str
-                   ) -> DiscreteSampler | None:
+def linear_sampler(
+    lam: float, a: float, sd_adu: float, offset: float, max_adu: int, dtype: str
+) -> DiscreteSampler | None:
     """Cached :class:`DiscreteSampler` of :func:`linear_adu_pmf` (values of ``dtype``), or None.
 
     None without read noise (ties), for ``lam`` not > 0, or above :data:`MAX_TABLE_WORK`.

@@ -108,9 +108,7 @@ class SCMOS:
         if type(other) is not SCMOS:
             return NotImplemented
         return all(
-            np.array_equal(getattr(self, f.name), getattr(other, f.name))
-            for f in dataclasses.fields(self)
-            if f.init
+            np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self) if f.init
         )
 
     @property
@@ -155,17 +153,14 @@ class SCMOS:
             return self
         if y0 + height > shape[0] or x0 + width > shape[1]:
             raise ValueError(
-                f"SCMOS.crop window rows {y0}:{y0 + height}, columns {x0}:{x0 + width} "
-                f"exceeds the map shape {shape}"
+                f"SCMOS.crop window rows {y0}:{y0 + height}, columns {x0}:{x0 + width} exceeds the map shape {shape}"
             )
         window = (slice(y0, y0 + height), slice(x0, x0 + width))
 
         def cut(value: float | np.ndarray) -> float | np.ndarray:
             return value[window] if isinstance(value, np.ndarray) else value
 
-        return dataclasses.replace(
-            self, offset=cut(self.offset), variance=cut(self.variance), gain=cut(self.gain)
-        )
+        return dataclasses.replace(self, offset=cut(self.offset), variance=cut(self.variance), gain=cut(self.gain))
 
     def __call__(self, photons: Any, rng: np.random.Generator, *, xp: ModuleType = np) -> Any:
         """Record one frame.
@@ -201,8 +196,14 @@ class SCMOS:
         """
         if self.map_shape is not None:
             return None
-        return linear_sampler(float(photons) * self.qe, float(self.gain), float(self._sigma), float(self.offset),
-                              self.max_adu, self.dtype.name)
+        return linear_sampler(
+            float(photons) * self.qe,
+            float(self.gain),
+            float(self._sigma),
+            float(self.offset),
+            self.max_adu,
+            self.dtype.name,
+        )
 
     def draw_chain(self, gen: Any, ph: Any, xp: ModuleType = np) -> Any:
         """The explicit draws, pixel by pixel: Poisson, gain, normal, offset, rounding."""

@@ -214,18 +214,14 @@ class PupilPSF:
             if not _is_pos_finite(v):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         if not self.na < self.n_immersion:
-            raise ValueError(
-                f"na must be < n_immersion, got na={self.na!r}, n_immersion={self.n_immersion!r}"
-            )
+            raise ValueError(f"na must be < n_immersion, got na={self.na!r}, n_immersion={self.n_immersion!r}")
         if not _is_int(self.patch_size) or self.patch_size < 3 or self.patch_size % 2 == 0:
             raise ValueError(f"patch_size must be an odd integer >= 3, got {self.patch_size!r}")
         if not _is_int(self.n_modes) or self.n_modes < 1:
             raise ValueError(f"n_modes must be an integer >= 1, got {self.n_modes!r}")
         if self.oversampling is not None:
             if not _is_int(self.oversampling) or self.oversampling < 1:
-                raise ValueError(
-                    f"oversampling must be None or an integer >= 1, got {self.oversampling!r}"
-                )
+                raise ValueError(f"oversampling must be None or an integer >= 1, got {self.oversampling!r}")
             pmax = max(float(self.pixel_size_nm_x), float(self.pixel_size_nm_y))
             if pmax / self.oversampling > self._nyquist_nm:
                 raise ValueError(
@@ -236,8 +232,7 @@ class PupilPSF:
         if self.window_px is not None:
             if not _is_int(self.window_px) or self.window_px < self.patch_size:
                 raise ValueError(
-                    f"window_px must be None or an integer >= patch_size ({self.patch_size}), "
-                    f"got {self.window_px!r}"
+                    f"window_px must be None or an integer >= patch_size ({self.patch_size}), got {self.window_px!r}"
                 )
 
     # ------------------------------------------------------------------ derived sizes
@@ -359,9 +354,11 @@ class PupilPSF:
             otf_weight=(wy[:, None] * wx[None, :]).astype(np.float32),
             # ... times a circular shift by c0 camera pixels, so that patch pixel r is fine
             # sample r * s (a strided slice instead of a gather)
-            otf_shifted=(wy[:, None] * wx[None, :] * np.exp(
-                -2j * np.pi * c0 * s * (np.fft.fftfreq(n_int)[:, None] + np.fft.rfftfreq(n_int)[None, :])
-            )).astype(np.complex64),
+            otf_shifted=(
+                wy[:, None]
+                * wx[None, :]
+                * np.exp(-2j * np.pi * c0 * s * (np.fft.fftfreq(n_int)[:, None] + np.fft.rfftfreq(n_int)[None, :]))
+            ).astype(np.complex64),
             # x-FFT input mask on the float view (re, im interleaved) of the rectangle
             mask2=np.repeat(inside.astype(np.float32), 2, axis=1),
             scale=float(s * s),
@@ -475,8 +472,9 @@ class PupilPSF:
         self._run_blocks(xp, batch_size, (phase, z_um, dx, dy, mag), out, patches)
         return out
 
-    def pixel_otf(self, phase: Any, z_um: Any, mag: Any = None, *, workers: int | None = None,
-                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def pixel_otf(
+        self, phase: Any, z_um: Any, mag: Any = None, *, workers: int | None = None, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Spectrum of the pixel-integrated intensity of emitters centred on pixel ``c0``.
 
         Same model as :meth:`compute` (numpy only), stopped before the last inverse
@@ -540,9 +538,7 @@ class PupilPSF:
         if mag is not None:
             mag = xp.asarray(mag, dtype=xp.float32)
             if mag.ndim != 2 or mag.shape[0] != n_em or mag.shape[1] > self.n_modes:
-                raise ValueError(
-                    f"mag must have shape (N={n_em}, K<={self.n_modes}), got {tuple(mag.shape)}"
-                )
+                raise ValueError(f"mag must have shape (N={n_em}, K<={self.n_modes}), got {tuple(mag.shape)}")
             if not bool(xp.all(xp.isfinite(mag))):
                 raise ValueError("mag contains non-finite values")
             if mag.shape[1] < 2:
@@ -629,9 +625,7 @@ class PupilPSF:
 
     # ------------------------------------------------------------------ one batch
     @staticmethod
-    def _row_polys(
-        g: SimpleNamespace, xp: Any, phase: Any, dx: Any, dy: Any, mag: Any
-    ) -> tuple[Any, Any]:
+    def _row_polys(g: SimpleNamespace, xp: Any, phase: Any, dx: Any, dy: Any, mag: Any) -> tuple[Any, Any]:
         """Per-row polynomial coefficients in ``u`` of the pupil phase (and amplitude).
 
         The phase polynomial is the Zernike sum plus the sub-pixel ramps
@@ -719,8 +713,7 @@ class PupilPSF:
         return inten, energy
 
     @staticmethod
-    def _to_patches(g: SimpleNamespace, xp: Any, workers: int | None, inten: Any, energy: Any,
-                    dest: Any = None) -> Any:
+    def _to_patches(g: SimpleNamespace, xp: Any, workers: int | None, inten: Any, energy: Any, dest: Any = None) -> Any:
         """Pixel-integrated patches ``(b, p, p)`` float32 from the folded intensity.
 
         Written into ``dest`` (returns None) when given, else returned.
@@ -765,9 +758,7 @@ def _pad_rows(xp: Any, a: Any, n: int) -> Any:
     return xp.concatenate([a, pad], axis=0)
 
 
-def _ifft(
-    xp: Any, a: Any, axis: int, workers: int | None, ortho: bool = True, overwrite: bool = False
-) -> Any:
+def _ifft(xp: Any, a: Any, axis: int, workers: int | None, ortho: bool = True, overwrite: bool = False) -> Any:
     """Inverse FFT along ``axis``; ``a`` is kept (zero-padded work buffer) unless ``overwrite``."""
     norm = "ortho" if ortho else "backward"
     if xp is np:

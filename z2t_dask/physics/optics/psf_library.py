@@ -83,7 +83,7 @@ _RIDGE = 1e-10  # rad^2: regularises the barycentric fit of nearly coincident no
 _INSIDE = -0.1  # smallest barycentric weight accepted (mild extrapolation at cell edges)
 
 
-def cached_library(key: str, build: Callable[[], "PSFLibrary"]) -> "PSFLibrary":
+def cached_library(key: str, build: Callable[[], PSFLibrary]) -> PSFLibrary:
     """The library of ``key`` built once per process (``build()`` on a miss; LRU of 4).
 
     Parameters
@@ -197,8 +197,7 @@ class PSFLibrary:
                 f"subpixel must be an even integer >= 2 and a multiple of the model's sampling "
                 f"({self.exact.sampling}), got {s!r}"
             )
-        if not (math.isfinite(self.z_min_um) and math.isfinite(self.z_max_um)) or \
-                self.z_max_um < self.z_min_um:
+        if not (math.isfinite(self.z_min_um) and math.isfinite(self.z_max_um)) or self.z_max_um < self.z_min_um:
             raise ValueError(f"need z_min_um <= z_max_um, got {self.z_min_um!r}, {self.z_max_um!r}")
         if not self.dz_um > 0:
             raise ValueError(f"dz_um must be > 0, got {self.dz_um!r}")
@@ -237,20 +236,32 @@ class PSFLibrary:
     def key(self) -> str:
         """Hash of everything the tables depend on (cache key, repr)."""
         h = hashlib.sha256()
-        h.update(repr((self.exact.__getstate__(), self.grid, self.with_mag, self.z_min_um,
-                       self.z_max_um, self.dz_um, self.subpixel)).encode())
+        h.update(
+            repr(
+                (
+                    self.exact.__getstate__(),
+                    self.grid,
+                    self.with_mag,
+                    self.z_min_um,
+                    self.z_max_um,
+                    self.dz_um,
+                    self.subpixel,
+                )
+            ).encode()
+        )
         h.update(self.nodes.tobytes())
         return h.hexdigest()[:20]
 
     @property
     def table_bytes(self) -> int:
         """Memory of the tables (bytes, float32)."""
-        return 4 * self.nodes.shape[0] * len(self.z_planes) * (self.subpixel + 1) ** 2 * \
-            self.patch_size**2
+        return 4 * self.nodes.shape[0] * len(self.z_planes) * (self.subpixel + 1) ** 2 * self.patch_size**2
 
     def __repr__(self) -> str:
-        return (f"PSFLibrary(key={self.key}, grid={self.grid}, planes={len(self.z_planes)}, "
-                f"subpixel={self.subpixel}, tol_rad={self.tol_rad}, exact={self.exact!r})")
+        return (
+            f"PSFLibrary(key={self.key}, grid={self.grid}, planes={len(self.z_planes)}, "
+            f"subpixel={self.subpixel}, tol_rad={self.tol_rad}, exact={self.exact!r})"
+        )
 
     def __getstate__(self) -> dict:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -307,9 +318,16 @@ class PSFLibrary:
             With tables built in this process and ``info`` holding the error measurement.
         """
         x0, x1, y0, y1 = (float(v) for v in extent)
-        probe = cls(exact=exact, nodes=np.zeros((1, 1)), grid=(1, 1), node_xy=np.zeros((1, 2)),
-                    z_min_um=float(z_range_um[0]), z_max_um=float(z_range_um[1]), dz_um=dz_um,
-                    subpixel=subpixel)
+        probe = cls(
+            exact=exact,
+            nodes=np.zeros((1, 1)),
+            grid=(1, 1),
+            node_xy=np.zeros((1, 2)),
+            z_min_um=float(z_range_um[0]),
+            z_max_um=float(z_range_um[1]),
+            dz_um=dz_um,
+            subpixel=subpixel,
+        )
         max_nodes = max(1, int(max_mib * 2**20 // probe.table_bytes))
         n_f = 17
         fx = np.linspace(x0, x1, n_f)
@@ -318,8 +336,9 @@ class PSFLibrary:
         ph, mag = field_fn(gx.ravel(), gy.ravel())
         k = exact.n_modes
         with_mag = mag is not None
-        v = _stack(np.asarray(ph, np.float64), None if mag is None else np.asarray(mag, np.float64),
-                   k, with_mag).reshape(n_f, n_f, -1)
+        v = _stack(
+            np.asarray(ph, np.float64), None if mag is None else np.asarray(mag, np.float64), k, with_mag
+        ).reshape(n_f, n_f, -1)
         centre = v[n_f // 2, n_f // 2]
         spread = float(np.sqrt(((v - centre) ** 2).sum(-1)).max())
         varies = (False, False)
@@ -344,17 +363,30 @@ class PSFLibrary:
             ngx, ngy = np.meshgrid(nxs, nys)
             node_xy = np.stack([ngx.ravel(), ngy.ravel()], axis=1)
             nph, nmag = field_fn(node_xy[:, 0], node_xy[:, 1])
-            nodes = _stack(np.asarray(nph, np.float64), None if nmag is None else np.asarray(nmag, np.float64),
-                           k, with_mag)
-            return cls(exact=exact, nodes=nodes, grid=grid, node_xy=node_xy, with_mag=with_mag,
-                       z_min_um=float(z_range_um[0]), z_max_um=float(z_range_um[1]), dz_um=dz_um,
-                       subpixel=subpixel, tol_rad=tol_rad)
+            nodes = _stack(
+                np.asarray(nph, np.float64), None if nmag is None else np.asarray(nmag, np.float64), k, with_mag
+            )
+            return cls(
+                exact=exact,
+                nodes=nodes,
+                grid=grid,
+                node_xy=node_xy,
+                with_mag=with_mag,
+                z_min_um=float(z_range_um[0]),
+                z_max_um=float(z_range_um[1]),
+                dz_um=dz_um,
+                subpixel=subpixel,
+                tol_rad=tol_rad,
+            )
 
         lib = make(shape)
         coverage = float(np.mean(lib.field_weights(np.asarray(cph, np.float64), cmag)[2] <= tol_rad))
         while coverage < 1.0:  # refine the cells while the memory cap allows
-            finer = _fit(2 * shape[0] - 1 if shape[0] > 1 else 1 + varies[0],
-                         2 * shape[1] - 1 if shape[1] > 1 else 1 + varies[1], max_nodes)
+            finer = _fit(
+                2 * shape[0] - 1 if shape[0] > 1 else 1 + varies[0],
+                2 * shape[1] - 1 if shape[1] > 1 else 1 + varies[1],
+                max_nodes,
+            )
             if finer == shape:
                 break
             cand = make(finer)
@@ -405,8 +437,11 @@ class PSFLibrary:
         for n in range(n_nodes):
             for z0 in range(0, n_z, step):
                 zs = planes[z0 : z0 + step]
-                otf, norm = ex.pixel_otf(np.repeat(phase[n : n + 1], len(zs), 0), zs,
-                                         None if mag is None else np.repeat(mag[n : n + 1], len(zs), 0))
+                otf, norm = ex.pixel_otf(
+                    np.repeat(phase[n : n + 1], len(zs), 0),
+                    zs,
+                    None if mag is None else np.repeat(mag[n : n + 1], len(zs), 0),
+                )
                 out[n, z0 : z0 + len(zs)] = self._subpixel_patches(otf, norm)
         return out.reshape(-1, p * p)
 
@@ -480,8 +515,16 @@ class PSFLibrary:
         for v, a in enumerate(around):
             around_arr[v, : len(a)] = a
         cache = SimpleNamespace(
-            simp=simp_arr, e1=e1, e2=e2, g11=g11, g22=g22, g12=g12, det=det, seg=seg,
-            around=around_arr, e1_dot_n0=(e1 * nodes[simp_arr[:, 0]]).sum(1),
+            simp=simp_arr,
+            e1=e1,
+            e2=e2,
+            g11=g11,
+            g22=g22,
+            g12=g12,
+            det=det,
+            seg=seg,
+            around=around_arr,
+            e1_dot_n0=(e1 * nodes[simp_arr[:, 0]]).sum(1),
             e2_dot_n0=(e2 * nodes[simp_arr[:, 0]]).sum(1),
         )
         self.__dict__["_simplex_cache"] = cache
@@ -508,8 +551,9 @@ class PSFLibrary:
             interpolation ``sum_v weight_v c_v``.
         """
         k = self.exact.n_modes
-        v = _stack(np.asarray(phase, np.float64), None if mag is None else np.asarray(mag, np.float64),
-                   k, self.with_mag)
+        v = _stack(
+            np.asarray(phase, np.float64), None if mag is None else np.asarray(mag, np.float64), k, self.with_mag
+        )
         if not self.with_mag and mag is not None and np.any(np.asarray(mag)[:, 1:] != 0):
             # amplitude aberrations the library does not have: their size counts as residual
             extra = np.asarray(mag, np.float64)[:, 1:]
@@ -540,8 +584,7 @@ class PSFLibrary:
             w2 = d2[rows[:, None], n0]  # ||v - n0||^2
             g11 = sx.g11[c] - _RIDGE
             g22 = sx.g22[c] - _RIDGE
-            cand_res = w2 - 2 * (l1 * r1 + l2 * r2) + l1 * l1 * g11 + l2 * l2 * g22 + \
-                2 * l1 * l2 * sx.g12[c]
+            cand_res = w2 - 2 * (l1 * r1 + l2 * r2) + l1 * l1 * g11 + l2 * l2 * g22 + 2 * l1 * l2 * sx.g12[c]
             cand_res = np.maximum(cand_res, 0.0)
             ok = valid & (np.minimum(np.minimum(l0, l1), l2) >= _INSIDE)
             score = np.where(ok, cand_res, np.inf)
@@ -549,8 +592,7 @@ class PSFLibrary:
             use = np.isfinite(score[rows, best]) & (score[rows, best] < res2)
             t = c[rows, best]
             nodes = np.where(use[:, None], sx.simp[t], nodes)
-            weights = np.where(use[:, None], np.stack([l0[rows, best], l1[rows, best], l2[rows, best]], 1),
-                               weights)
+            weights = np.where(use[:, None], np.stack([l0[rows, best], l1[rows, best], l2[rows, best]], 1), weights)
             res2 = np.where(use, score[rows, best], res2)
         return nodes, weights, np.sqrt(res2 + extra_sq)
 
@@ -578,8 +620,7 @@ class PSFLibrary:
             Fraction of each emitter's photons per camera pixel of its patch.
         """
         if xp is not np:
-            return self.exact.compute(phase, z_um, dx, dy, mag, xp=xp, workers=workers,
-                                      batch_size=batch_size)
+            return self.exact.compute(phase, z_um, dx, dy, mag, xp=xp, workers=workers, batch_size=batch_size)
         phase, z_um, dx, dy, mag = self.exact.check_inputs(phase, z_um, dx, dy, mag)
         n = phase.shape[0]
         p = self.patch_size
@@ -589,17 +630,23 @@ class PSFLibrary:
         nodes, lam, res = self.field_weights(phase, mag)
         z64 = z_um.astype(np.float64)
         planes = self.z_planes
-        fast = (res <= self.tol_rad) & (z64 >= planes[0]) & (z64 <= planes[-1]) & \
-            (np.abs(dx) <= 0.5) & (np.abs(dy) <= 0.5)
+        fast = (
+            (res <= self.tol_rad) & (z64 >= planes[0]) & (z64 <= planes[-1]) & (np.abs(dx) <= 0.5) & (np.abs(dy) <= 0.5)
+        )
         slow = np.flatnonzero(~fast)
         if slow.size:
-            out[slow] = self.exact.compute(phase[slow], z_um[slow], dx[slow], dy[slow],
-                                           None if mag is None else mag[slow], workers=workers,
-                                           batch_size=batch_size)
+            out[slow] = self.exact.compute(
+                phase[slow],
+                z_um[slow],
+                dx[slow],
+                dy[slow],
+                None if mag is None else mag[slow],
+                workers=workers,
+                batch_size=batch_size,
+            )
         idx = np.flatnonzero(fast)
         if idx.size:
-            rows, w = self._taps(nodes[idx], lam[idx], z64[idx], dx[idx].astype(np.float64),
-                                 dy[idx].astype(np.float64))
+            rows, w = self._taps(nodes[idx], lam[idx], z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
             tab = self._tables()
             flat = out.reshape(n, p * p)
             # Visit emitters in table order (neighbours share table rows: cache reuse).  Each
@@ -615,8 +662,9 @@ class PSFLibrary:
         counts["exact"] += int(slow.size)
         return out
 
-    def _taps(self, nodes: np.ndarray, lam: np.ndarray, z: np.ndarray, dx: np.ndarray,
-              dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _taps(
+        self, nodes: np.ndarray, lam: np.ndarray, z: np.ndarray, dx: np.ndarray, dy: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Table rows ``(N, taps)`` and float32 weights of the field x z x sub-pixel stencil."""
         planes = self.z_planes
         n_z = len(planes)
@@ -633,9 +681,11 @@ class PSFLibrary:
         # sub-pixel stencil: the triangle of the (S+1)^2 offset grid that holds (dx, dy)
         # (barycentric, 3 taps): (0, 0), (1, 1) and (0, 1) or (1, 0) as (row, col) steps.
         upper = wx >= wy
-        sub = ((0, 0, 1.0 - np.maximum(wx, wy)),
-               (np.where(upper, 0, 1), np.where(upper, 1, 0), np.abs(wx - wy)),
-               (1, 1, np.minimum(wx, wy)))
+        sub = (
+            (0, 0, 1.0 - np.maximum(wx, wy)),
+            (np.where(upper, 0, 1), np.where(upper, 1, 0), np.abs(wx - wy)),
+            (1, 1, np.minimum(wx, wy)),
+        )
         n_field = 1 if self.nodes.shape[0] == 1 else 3
         rows, ws = [], []
         for v in range(n_field):
@@ -646,8 +696,9 @@ class PSFLibrary:
         return np.stack(rows, 1), np.stack(ws, 1).astype(np.float32)
 
     # ------------------------------------------------------------------ error and provenance
-    def measure_error(self, field_fn: FieldFunction, extent: tuple[float, float, float, float], *,
-                      n: int = 256, seed: int = 0) -> dict[str, Any]:
+    def measure_error(
+        self, field_fn: FieldFunction, extent: tuple[float, float, float, float], *, n: int = 256, seed: int = 0
+    ) -> dict[str, Any]:
         """Relative L2 error of the library against the exact model over field, z and offsets.
 
         Parameters
@@ -680,7 +731,8 @@ class PSFLibrary:
         fast = self.compute(ph, z, dx, dy, mag).astype(np.float64)
         ref = self.exact.compute(ph, z, dx, dy, mag).astype(np.float64)
         err = np.linalg.norm((fast - ref).reshape(n, -1), axis=1) / np.maximum(
-            np.linalg.norm(ref.reshape(n, -1), axis=1), 1e-300)
+            np.linalg.norm(ref.reshape(n, -1), axis=1), 1e-300
+        )
         e = err[served]
         stat = (lambda f: float(f(e))) if e.size else (lambda f: None)
         return {
@@ -706,8 +758,8 @@ class PSFLibrary:
         return {
             "mode": "fast",
             "model": "library of exact PSFs; field: barycentric in aberration space over a node "
-                     "grid; z: linear; sub-pixel: bilinear; emitters beyond tol_rad, the z range "
-                     "or |d| > 0.5 px use the exact model",
+            "grid; z: linear; sub-pixel: bilinear; emitters beyond tol_rad, the z range "
+            "or |d| > 0.5 px use the exact model",
             "exact": self.exact.describe(),
             "grid": list(self.grid),
             "node_xy_px": self.node_xy.round(3).tolist(),

@@ -69,8 +69,10 @@ def _monomials(n_modes: int, order: str) -> np.ndarray:
         norm = math.sqrt(2.0 * (n + 1) / (2.0 if m == 0 else 1.0))
         radial = np.zeros((n + 1, n + 1))
         for s in range((n - ma) // 2 + 1):  # R = sum_s c_s rho^ma (rho^2)^((n - ma)/2 - s)
-            c_s = (-1) ** s * math.factorial(n - s) // (
-                math.factorial(s) * math.factorial((n + ma) // 2 - s) * math.factorial((n - ma) // 2 - s)
+            c_s = (
+                (-1) ** s
+                * math.factorial(n - s)
+                // (math.factorial(s) * math.factorial((n + ma) // 2 - s) * math.factorial((n - ma) // 2 - s))
             )
             term = c_s * _rho2_power((n - ma) // 2 - s)
             radial[: term.shape[0], : term.shape[1]] += term

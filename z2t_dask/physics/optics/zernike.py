@@ -195,9 +195,7 @@ def _nm_to_index(n: int, m: int, order: str) -> int:
     return nm_to_noll(n, m) - 1 if order == "noll" else nm_to_osa(n, m)
 
 
-def convert_coefficients(
-    coeffs: Any, src: Order, dst: Order, length: int | None = None, *, xp: Any = np
-) -> Any:
+def convert_coefficients(coeffs: Any, src: Order, dst: Order, length: int | None = None, *, xp: Any = np) -> Any:
     """Reorder Zernike coefficient vectors between Noll and OSA/ANSI conventions.
 
     Parameters
@@ -239,9 +237,7 @@ def convert_coefficients(
     keep_src = [k for k, t in enumerate(targets) if t < n_out]
     drop_src = [k for k, t in enumerate(targets) if t >= n_out]
     if drop_src and bool(xp.any(c[..., drop_src] != 0)):
-        raise ValueError(
-            f"length={n_out} would drop non-zero {src} coefficients at positions {drop_src}"
-        )
+        raise ValueError(f"length={n_out} would drop non-zero {src} coefficients at positions {drop_src}")
     if keep_src:
         out[..., [targets[k] for k in keep_src]] = c[..., keep_src]
     return out
@@ -275,11 +271,7 @@ def radial_polynomial(n: int, m: int, rho: Any, xp: Any = np) -> Any:
         coeffs.append(
             (-1) ** s
             * math.factorial(n_i - s)
-            // (
-                math.factorial(s)
-                * math.factorial((n_i + m_abs) // 2 - s)
-                * math.factorial((n_i - m_abs) // 2 - s)
-            )
+            // (math.factorial(s) * math.factorial((n_i + m_abs) // 2 - s) * math.factorial((n_i - m_abs) // 2 - s))
         )
     # coeffs[s] multiplies rho^(n-2s) = rho^|m| * (rho^2)^(n_terms - s)
     rho2 = rho * rho
@@ -334,9 +326,7 @@ def zernike_nm(n: int, m: int, rho: Any, theta: Any, xp: Any = np) -> Any:
     return (norm * radial) * ang
 
 
-def zernike_basis(
-    n_modes: int, rho: Any, theta: Any, order: Order = "noll", xp: Any = np
-) -> Any:
+def zernike_basis(n_modes: int, rho: Any, theta: Any, order: Order = "noll", xp: Any = np) -> Any:
     """Stack of the first ``n_modes`` RMS-normalised Zernike polynomials.
 
     Parameters
@@ -398,6 +388,4 @@ def legacy_valid_modes() -> tuple[tuple[int, int], ...]:
     circle is the unit disk, so a legacy coefficient is not exactly a Noll RMS coefficient; this
     function only maps indices.
     """
-    return tuple(
-        (l, nm_to_noll(n, m)) for l, (n, m) in enumerate(LEGACY_21_NM) if (n - abs(m)) % 2 == 0
-    )
+    return tuple((l, nm_to_noll(n, m)) for l, (n, m) in enumerate(LEGACY_21_NM) if (n - abs(m)) % 2 == 0)
