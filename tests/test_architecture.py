@@ -36,7 +36,7 @@ MAX_LINES = 500
 #: Upward imports allowed, each a function-level import behind a convenience method of the
 #: public API (never at module level, so no import cycle): ``Sample.preview`` draws with
 #: :mod:`z2t_dask.tools.preview` (matplotlib), as ``xarray.DataArray.plot`` does.
-UPWARD_ALLOWED = {("z2t_dask.sample", "z2t_dask.tools.preview")}
+UPWARD_ALLOWED = {("z2t_dask.sample.core", "z2t_dask.tools.preview")}
 
 
 def module_name(path: Path) -> str:

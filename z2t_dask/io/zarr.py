@@ -45,6 +45,7 @@ from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.ngff import NGFF_VERSIONS, NGFFError, ngff_attributes, pixel_size_from_ngff, validate_ngff
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest
 from z2t_dask.io.tiff import ZSTD_LEVEL
+from z2t_dask.io.zarr_progress import PROGRESS_DIR, MarkedTarget, block_key, block_regions
 
 log = logging.getLogger("z2t_dask")
 
@@ -66,8 +67,6 @@ __all__ = [
 
 #: Accepted compression names.
 ZARR_COMPRESSIONS = ("zstd", "zlib", "none")
-#: Folder (inside the partial output) of per-block completion markers.
-PROGRESS_DIR = ".z2t-progress"
 #: Group attribute holding the fingerprint of the content.
 FINGERPRINT_ATTR = "z2t_fingerprint"
 #: Storage chunks are at most this large when several frames fit (bytes, raw).
@@ -140,50 +139,6 @@ def storage_chunks(
     frame = ty * tx * int(itemsize)
     st = max([d for d in range(1, ct + 1) if ct % d == 0 and d * frame <= target_bytes] or [1])
     return st, ty, tx
-
-
-def block_key(region: tuple[slice, ...]) -> str:
-    """Marker name of the block at ``region`` (absolute slices)."""
-    return "_".join(f"{s.start}-{s.stop}" for s in region)
-
-
-def _block_regions(chunks: tuple[tuple[int, ...], ...]) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...]]]:
-    """(block index, absolute region) of every dask block, in C order."""
-    starts = [np.concatenate([[0], np.cumsum(c)]).astype(int) for c in chunks]
-    for idx in np.ndindex(*(len(c) for c in chunks)):
-        yield idx, tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, idx))
-
-
-class _MarkedTarget:
-    """``da.store`` target: writes a block into the zarr array, then marks the block done.
-
-    Picklable (holds paths only; each process opens the array once), so distributed workers
-    write their own blocks.
-    """
-
-    def __init__(self, array_path: str, progress_path: str) -> None:
-        self.array_path = array_path
-        self.progress_path = progress_path
-        self._array: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"array_path": self.array_path, "progress_path": self.progress_path}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._array = None
-
-    def _open(self) -> Any:
-        if self._array is None:
-            import zarr
-
-            self._array = zarr.open_array(store=self.array_path, mode="r+").with_config({"write_empty_chunks": True})
-        return self._array
-
-    def __setitem__(self, region: tuple[slice, ...], value: np.ndarray) -> None:
-        self._open()[region] = value
-        with open(os.path.join(self.progress_path, block_key(region)), "w"):
-            pass
 
 
 def _read_fingerprint(path: Path) -> str | None:
@@ -311,7 +266,7 @@ def write_ome_zarr(
     compressors = _compressors(zarr_format, compression)  # validates before anything is created
     del compressors
     fp = fingerprint or _default_fingerprint(array, zarr_format, compression)
-    regions = list(_block_regions(array.chunks))
+    regions = list(block_regions(array.chunks))
     if resume and (final.exists() and _read_fingerprint(final) == fp):
         return ZarrWriteReport(final, len(regions), 0, len(regions))
     if final.exists() and not overwrite:
@@ -339,7 +294,7 @@ def write_ome_zarr(
         todo = [(idx, reg) for idx, reg in regions if block_key(reg) not in done]
         if todo:
             sources, targets = _sources(array, todo)
-            target: Any = _MarkedTarget(str(work / "0"), str(progress))  # a da.store target (__setitem__)
+            target: Any = MarkedTarget(str(work / "0"), str(progress))  # a da.store target (__setitem__)
             for group in store_batches(sources):
                 da.store(
                     [sources[i] for i in group],
