@@ -205,5 +205,7 @@ def make_camera(cfg: SimulationConfig, *, crop_to_roi: bool = True) -> Any:
         return cam.Ideal(poisson=False)
     if c.model == "original":
         noise = cfg.tiff.noise_params
+        if noise is None:  # validation fills tiff.noise_params for the original model
+            raise ValueError("camera.model 'original' needs tiff.noise_params")
         return cam.OriginalFloat(readout_noise=noise.readout_noise, shot_noise=noise.shot_noise)
     raise ValueError(f"camera.model: unknown model {c.model!r}")  # validation admits no other value

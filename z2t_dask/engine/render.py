@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from z2t_dask.physics.optics.psf import PupilPSF
+from z2t_dask.physics.optics.psf_library import PSFLibrary
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class FramePlan:
     frames: int
     image_shape: tuple[int, int]
     truth: Truth
-    psf: PupilPSF
+    psf: PupilPSF | PSFLibrary
     camera: Any
     background: float  # photons / px / frame
     psf_batch: int = 256
@@ -223,9 +224,9 @@ def expected_signal(plan: FramePlan, t0: int, t1: int, region: Region | None = N
         rectangle of the whole frame).
     """
     h, w = plan.image_shape
-    region = (0, h, 0, w) if region is None else tuple(int(v) for v in region)
-    prep = _prepare_signal(plan, t0, t1, region)
-    out = np.empty((t1 - t0, region[1] - region[0], region[3] - region[2]), np.float32)
+    y0, y1, x0, x1 = (0, h, 0, w) if region is None else (int(v) for v in region)
+    prep = _prepare_signal(plan, t0, t1, (y0, y1, x0, x1))
+    out = np.empty((t1 - t0, y1 - y0, x1 - x0), np.float32)
     for f in range(t1 - t0):
         _frame_signal(prep, f, out[f])
     return out
@@ -288,6 +289,8 @@ def render_block(block_info: dict | None = None, *, plan: FramePlan) -> np.ndarr
     time (working memory: one float32 frame region plus the camera's temporaries), recorded
     with each noise block's own stream, and cropped to the block.
     """
+    if block_info is None:
+        raise ValueError("render_block is a map_blocks task: dask passes block_info")
     (t0, t1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
     aligned = _aligned((y0, y1, x0, x1), plan.image_shape)
     prep = _prepare_signal(plan, t0, t1, aligned)

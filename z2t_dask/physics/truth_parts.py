@@ -194,8 +194,10 @@ def concat_parts(parts: list[TruthPart], n_modes: int) -> TruthPart:
         return parts[0]
     e = [p.emitters for p in parts]
     r = [p.records for p in parts]
-    table = EmitterTable(**{k: np.concatenate([getattr(t, k) for t in e]) for k in EmitterTable.column_names()})
-    records = Records(**{k: np.concatenate([getattr(t, k) for t in r]) for k in Records.column_names()})
+    em_cols: dict[str, Any] = {k: np.concatenate([getattr(t, k) for t in e]) for k in EmitterTable.column_names()}
+    rec_cols: dict[str, Any] = {k: np.concatenate([getattr(t, k) for t in r]) for k in Records.column_names()}
+    table = EmitterTable(**em_cols)
+    records = Records(**rec_cols)
     mag = _concat_mags([(p.mag, len(p.emitters)) for p in parts], n_modes)
     return TruthPart(
         emitters=table, records=records, phase=np.concatenate([p.phase for p in parts]), mag=mag, id0=parts[0].id0

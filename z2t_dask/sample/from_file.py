@@ -79,7 +79,7 @@ def load_sample_h5(
             mag[:, 0] = 0.0
             info = {"kind": "emitters.h5", "source_convention": "legacy21", "path": str(h5_path)}
         phase = phase * cfg.zernike.scale
-        mag = mag if np.any(np.abs(mag) > 1e-9) else None
+        mag_or_none: np.ndarray | None = mag if np.any(np.abs(mag) > 1e-9) else None
     elif zc and "phase" in zc:
         raise FormatError(
             f"{h5_path}: zernike_coeffs/phase has {zc['phase'].shape[0]} rows for {n} emitters "
@@ -87,7 +87,7 @@ def load_sample_h5(
         )
     else:
         field = aberration_field(cfg)
-        phase, mag = field(xyz[:, :2])
+        phase, mag_or_none = field(xyz[:, :2])
         info = field.describe()
     return sample_from_truth(
         cfg,
@@ -95,7 +95,7 @@ def load_sample_h5(
         table,
         records,
         phase,
-        mag,
+        mag_or_none,
         info,
         chunk_frames,
         extra_attrs={"rendered_from": str(h5_path)},

@@ -66,8 +66,8 @@ def _bounds(meta: dict) -> str:
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return None
 
 
@@ -146,11 +146,11 @@ def config_reference_markdown() -> str:
 
 
 def _section_class(tp: Any) -> type | None:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         for a in typing.get_args(tp):
-            if dataclasses.is_dataclass(a):
+            if isinstance(a, type) and dataclasses.is_dataclass(a):
                 return a
     return None
 
@@ -182,7 +182,7 @@ def cli_reference_markdown() -> str:
         "",
     ]
     for name, sp in sub.choices.items():
-        lines.append(f"**`z2t {name}`**: {_cell(helps.get(name, ''))}")
+        lines.append(f"**`z2t {name}`**: {_cell(helps.get(name) or '')}")
         lines.append("")
         lines.append("| option | default | meaning |")
         lines.append("|---|---|---|")

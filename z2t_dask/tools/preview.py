@@ -349,6 +349,7 @@ def preview(
     if kind == "batch":
         p = _first_job(p)
         kind = "sample"
+    stack: Path | None
     if kind == "stack":
         stack, truth = p, p.parent / "emitters.h5"
     elif kind == "emitters":

@@ -24,12 +24,15 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from z2t_dask.errors import FormatError, InspectError
 from z2t_dask.tools.summary_text import format_summary
+
+if TYPE_CHECKING:
+    from z2t_dask.physics.emitters import Records
 
 __all__ = [
     "InspectError",
@@ -129,7 +132,7 @@ def _stats(v: np.ndarray, digits: int = 2) -> dict[str, float] | None:
     return {"min": r(v.min()), "p5": r(q[0]), "median": r(q[1]), "mean": r(v.mean()), "p95": r(q[2]), "max": r(v.max())}
 
 
-def truth_stats(records: Mapping[str, np.ndarray], frames: int | None = None) -> dict[str, Any]:
+def truth_stats(records: Mapping[str, np.ndarray] | Records, frames: int | None = None) -> dict[str, Any]:
     """Ground-truth statistics of ``records/*``.
 
     Parameters
@@ -221,7 +224,7 @@ def pixel_stats(frames: Any, n: int = PIXEL_FRAMES) -> dict[str, Any]:
     t = int(frames.shape[0])
     idx = np.unique(np.linspace(0, t - 1, min(n, t)).round().astype(int))
     block = np.asarray(frames[idx].compute() if hasattr(frames, "compute") else frames[idx], np.float64)
-    st = _stats(block, 2) or {}
+    st: dict[str, Any] = dict(_stats(block, 2) or {})
     st.update({"std": round(float(block.std()), 2), "frames_read": [int(i) for i in idx]})
     return st
 

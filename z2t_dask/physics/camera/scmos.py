@@ -127,7 +127,7 @@ class SCMOS:
         for name in ("offset", "variance", "gain"):
             value = getattr(self, name)
             if isinstance(value, np.ndarray):
-                return value.shape  # type: ignore[return-value]
+                return int(value.shape[0]), int(value.shape[1])
         return None
 
     def crop(self, y0: int, x0: int, height: int, width: int) -> SCMOS:

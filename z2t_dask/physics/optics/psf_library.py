@@ -506,7 +506,7 @@ class PSFLibrary:
         g12 = (e1 * e2).sum(1)
         det = g11 * g22 - g12 * g12
         # simplices around each node (padded with -1)
-        around = [[] for _ in range(rows * cols)]
+        around: list[list[int]] = [[] for _ in range(rows * cols)]
         for t, tri in enumerate(simp_arr):
             for v in set(tri.tolist()):
                 around[v].append(t)

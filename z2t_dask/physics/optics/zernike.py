@@ -179,10 +179,13 @@ def osa_to_noll(j: int) -> int:
     return nm_to_noll(*osa_to_nm(j))
 
 
-def _check_order(order: str, name: str) -> str:
-    if not isinstance(order, str) or order.lower() not in ("noll", "osa"):
-        raise ValueError(f"{name} must be 'noll' or 'osa', got {order!r}")
-    return order.lower()
+def _check_order(order: str, name: str) -> Literal["noll", "osa"]:
+    low = order.lower() if isinstance(order, str) else None
+    if low == "noll":
+        return "noll"
+    if low == "osa":
+        return "osa"
+    raise ValueError(f"{name} must be 'noll' or 'osa', got {order!r}")
 
 
 def _index_to_nm(k: int, order: str) -> tuple[int, int]:
