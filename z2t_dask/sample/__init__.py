@@ -9,14 +9,7 @@
 
 from z2t_dask.sample.core import CONVENTIONS, Sample, simulate
 from z2t_dask.sample.from_file import load_sample_h5, render_emitters
-from z2t_dask.sample.writing import (
-    stack_fingerprint,
-    write_ground_truth,
-    write_hdf5,
-    write_stack,
-    write_tiff,
-    write_zarr,
-)
+from z2t_dask.sample.writing import stack_fingerprint, write_ground_truth, write_stack
 
 __all__ = [
     "CONVENTIONS",
@@ -26,8 +19,5 @@ __all__ = [
     "simulate",
     "stack_fingerprint",
     "write_ground_truth",
-    "write_hdf5",
     "write_stack",
-    "write_tiff",
-    "write_zarr",
 ]

@@ -23,15 +23,7 @@ from z2t_dask.sample.core import mag_or_zeros
 if TYPE_CHECKING:
     from z2t_dask.sample.core import Sample
 
-__all__ = [
-    "memory_budget",
-    "stack_fingerprint",
-    "write_ground_truth",
-    "write_hdf5",
-    "write_stack",
-    "write_tiff",
-    "write_zarr",
-]
+__all__ = ["memory_budget", "stack_fingerprint", "write_ground_truth", "write_stack"]
 
 log = logging.getLogger("z2t_dask")
 
@@ -162,73 +154,6 @@ def write_stack(
         compute=compute,
         **_stream_options(sample),
         **options,
-    )
-
-
-def write_tiff(
-    sample: Sample,
-    path: Path,
-    *,
-    compression: str | None = None,
-    scheduler: Any = "auto",
-    prefetch: int = 2,
-    streaming: bool = True,
-) -> Path:
-    """Stream a sample's frames into one OME-TIFF series ``(T, Y, X)`` (ordered; through the client if any)."""
-    return write_stack(
-        sample,
-        path,
-        format="ome-tiff",
-        compression=compression,
-        scheduler=scheduler,
-        prefetch=prefetch,
-        streaming=streaming,
-    )
-
-
-def write_zarr(
-    sample: Sample,
-    path: Path,
-    *,
-    compression: str | None = None,
-    scheduler: Any = "auto",
-    prefetch: int = 2,
-    streaming: bool = True,
-) -> Path:
-    """Write a sample's frames as an OME-Zarr image, blocks stored in parallel (by the workers with a Client).
-
-    Resumable: an interrupted write of the same sample continues where it stopped. ``prefetch``
-    is unused (blocks are stored in any order).
-    """
-    return write_stack(
-        sample,
-        path,
-        format="ome-zarr",
-        compression=compression,
-        scheduler=scheduler,
-        prefetch=prefetch,
-        streaming=streaming,
-    )
-
-
-def write_hdf5(
-    sample: Sample,
-    path: Path,
-    *,
-    compression: str | None = None,
-    scheduler: Any = "auto",
-    prefetch: int = 2,
-    streaming: bool = True,
-) -> Path:
-    """Stream a sample's frames into ``<name>.h5`` (dataset ``frames``, HDF5 chunks of one frame or tile)."""
-    return write_stack(
-        sample,
-        path,
-        format="hdf5",
-        compression=compression,
-        scheduler=scheduler,
-        prefetch=prefetch,
-        streaming=streaming,
     )
 
 

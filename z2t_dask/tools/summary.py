@@ -113,7 +113,7 @@ def detect_kind(path: str | os.PathLike) -> str:
         )
     try:
         stack_format(p)
-    except ValueError as exc:
+    except FormatError as exc:  # not a stack suffix: say what inspect understands
         raise InspectError(str(exc)) from None
     return "stack"
 
