@@ -30,6 +30,7 @@ _ERRORS = (
     "ClusterError",
     "InspectError",
     "PreviewError",
+    "OutputSpaceError",
 )
 
 #: public name -> module (relative to the package) that defines it
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # what the lazy __getattr__ returns, for IDEs and type checke
         LegacyKeyWarning,
         MemoryBudgetError,
         NGFFError,
+        OutputSpaceError,
         PreviewError,
         Z2TError,
         Z2TWarning,

@@ -25,6 +25,7 @@ __all__ = [
     "ClusterError",
     "InspectError",
     "PreviewError",
+    "OutputSpaceError",
 ]
 
 
@@ -96,3 +97,21 @@ class InspectError(Z2TError, ValueError):
 
 class PreviewError(Z2TError, RuntimeError):
     """A preview cannot be made (matplotlib missing, nothing to show); the message says what to do."""
+
+
+class OutputSpaceError(Z2TError, OSError):
+    """An output could not be written: the disk is full, a quota or the file-size limit was reached.
+
+    The message says "disk full", "disk quota exceeded" or "file too large", names the output and
+    gives the figures (bytes needed, free, or the limit); ``errno`` is ``ENOSPC``, ``EDQUOT`` or ``EFBIG``.
+    """
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):  # picklable across dask workers with its arguments
+        return type(self), (str(self), self.errno)
