@@ -157,7 +157,9 @@ class Sample:
         Parameters
         ----------
         path
-            The sample folder, e.g. ``out/sample_001`` (its name names the stack).
+            The sample folder, e.g. ``out/sample_001`` (its name names the stack); a relative
+            path is resolved from the current folder before anything is computed, also when the
+            blocks are written by the workers of a distributed Client.
         format
             ``"ome-tiff"`` (``<name>.ome.tiff``), ``"ome-zarr"`` (``<name>.ome.zarr``),
             ``"hdf5"`` (``<name>.h5``, dataset ``frames``) or another format of the registry
@@ -189,7 +191,7 @@ class Sample:
             from z2t_dask.engine.streaming import require_memory
 
             require_memory(self.frames, **memory_budget(self))  # refuse before creating anything
-        final = Path(path)
+        final = Path(os.path.abspath(path))  # resolved here: tasks on a Client's workers run in other folders
         final.parent.mkdir(parents=True, exist_ok=True)
         if entry.resumable:
             folder = resumable_dir(
