@@ -329,6 +329,8 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
     zs = z.synthetic_shape
     if not (isinstance(zs, list) and len(zs) == 2 and all(isinstance(v, int) and v > 0 for v in zs)):
         problems.append(("zernike.synthetic_shape", f"expected [height, width] positive integers, got {zs!r}"))
+    elif cfg.zmap_path is None:  # the synthetic Zmap is the chip's aberrations: the ROI must lie on it
+        _check_on_synthetic_zmap(zs, crop_offset, roi_width, roi_height, problems)
     # camera (the original float noise model was settled in the document: legacy.apply_original_noise_model)
     for k in ("scmos_offset", "scmos_variance", "scmos_gain"):
         v = getattr(c, k)
@@ -341,9 +343,40 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
     return dataclasses.replace(cfg, tiff=tiff, zernike=zernike, psf=dataclasses.replace(p, fixed_zernike=fixed))
 
 
+def _check_on_synthetic_zmap(
+    shape: list, crop_offset: list, roi_width: int, roi_height: int, problems: list[tuple[str, str]]
+) -> None:
+    """The ROI (``tiff.crop_offset`` + size, px) must lie on the synthetic Zmap (``zernike.synthetic_shape``)."""
+    (zh, zw), (x0, y0) = shape, crop_offset
+    if x0 + roi_width <= zw and y0 + roi_height <= zh:
+        return
+    key = "tiff.roi_size" if roi_width > zw or roi_height > zh else "tiff.crop_offset"
+    problems.append(
+        (
+            key,
+            f"the ROI (tiff.crop_offset [{x0}, {y0}] + {roi_width}x{roi_height} px) covers chip columns "
+            f"{x0}..{x0 + roi_width - 1}, rows {y0}..{y0 + roi_height - 1}, beyond the synthetic Zmap of "
+            f"{zh}x{zw} px (zernike.synthetic_shape [height, width]); move the ROI or enlarge synthetic_shape",
+        )
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # documents and loading
 # --------------------------------------------------------------------------------------------
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line for a YAML error: what was wrong and where (line, column), without PyYAML's ``<unicode string>``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and cmark is not None:
+        context = f" ({context} started at line {cmark.line + 1}, column {cmark.column + 1})"
+    else:
+        context = f" ({context})" if context else ""
+    return f"YAML syntax error{where}: {problem}{context}"
 
 
 def _read_document(source: str | os.PathLike) -> dict[str, Any]:
@@ -351,16 +384,28 @@ def _read_document(source: str | os.PathLike) -> dict[str, Any]:
     path = Path(source)
     if not path.is_file():
         raise ConfigError([("<file>", f"config file not found: {path}")], str(path))
-    text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [("<file>", f"{path.name} is not UTF-8 text (JSON or YAML): {exc.reason}")], str(path)
+        ) from None
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    try:
+        if is_yaml:
             import yaml
 
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - json.JSONDecodeError, yaml.YAMLError, no yaml installed
-        raise ConfigError([("<file>", f"cannot parse {path.name}: {exc}")], str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            [("<file>", f"JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}")], str(path)
+        ) from None
+    except ImportError:
+        raise ConfigError([("<file>", f"reading {path.name} needs PyYAML: pip install pyyaml")], str(path)) from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and its subclasses
+        raise ConfigError([("<file>", _yaml_problem(exc))], str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError([("<root>", f"expected a mapping at the top level, got {type(data).__name__}")], str(path))
     return data

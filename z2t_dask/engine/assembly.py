@@ -23,13 +23,21 @@ from typing import Any
 import numpy as np
 
 from z2t_dask.config import SimulationConfig
+from z2t_dask.errors import ConfigError
 from z2t_dask.physics import camera as cam
 from z2t_dask.physics.aberrations import AberrationField
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary, cached_library
 from z2t_dask.physics.zmap import SyntheticZmap, Zmap, read_zmap
 
-__all__ = ["make_zmap", "aberration_field", "make_psf_model", "make_camera", "exact_psf_model"]
+__all__ = [
+    "make_zmap",
+    "aberration_field",
+    "check_zmap_covers_roi",
+    "make_psf_model",
+    "make_camera",
+    "exact_psf_model",
+]
 
 
 def make_zmap(cfg: SimulationConfig) -> Zmap:
@@ -55,19 +63,56 @@ def make_zmap(cfg: SimulationConfig) -> Zmap:
     )
 
 
+def check_zmap_covers_roi(cfg: SimulationConfig, zmap: Zmap) -> None:
+    """Refuse a Zmap that does not cover the ROI on the chip (``tiff.crop_offset`` + ROI size).
+
+    Emitters are placed on the chip at ROI position + ``tiff.crop_offset`` (px); a ROI reaching
+    beyond the Zmap would read clamped edge values (or extrapolate a synthetic map) silently.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``tiff.crop_offset`` (or ``tiff.roi_size`` when the ROI alone is larger than the
+        Zmap), the ROI's chip rows and columns and the Zmap's shape.
+    """
+    shape = getattr(zmap, "shape", None)
+    if shape is None or len(shape) != 2 or min(int(v) for v in shape) <= 0:
+        return  # a Zmap object that declares no extent
+    zh, zw = int(shape[0]), int(shape[1])
+    (h, w), (x0, y0) = cfg.image_shape, cfg.crop_offset_xy
+    if x0 + w <= zw and y0 + h <= zh:
+        return
+    source = getattr(zmap, "path", None)
+    what = f"the Zmap {source}" if source else f"the {type(zmap).__name__} (zernike.synthetic_shape)"
+    key = "tiff.roi_size" if w > zw or h > zh else "tiff.crop_offset"
+    raise ConfigError(
+        [
+            (
+                key,
+                f"the ROI (tiff.crop_offset [{x0}, {y0}] + {w}x{h} px) covers chip columns {x0}..{x0 + w - 1}, rows "
+                f"{y0}..{y0 + h - 1}, beyond {what} of {zh}x{zw} px (height x width); choose a crop_offset and ROI "
+                "inside it",
+            )
+        ]
+    )
+
+
 def aberration_field(cfg: SimulationConfig, zmap: Zmap | None = None) -> AberrationField:
     """The aberration field of a config over ``zmap`` (default :func:`make_zmap`).
 
     The Zmap's phase at the chip position (ROI + ``tiff.crop_offset``) times ``zernike.scale``,
-    plus ``psf.fixed_zernike`` unless ``optical.ignore_fixed_psf_coeffs``.
+    plus ``psf.fixed_zernike`` unless ``optical.ignore_fixed_psf_coeffs``. The Zmap must cover
+    the ROI on the chip (:func:`check_zmap_covers_roi`, a :class:`~z2t_dask.errors.ConfigError`).
     """
     fixed = (
         ()
         if cfg.optical.ignore_fixed_psf_coeffs
         else tuple((int(j), float(v)) for j, v in cfg.psf.fixed_zernike.items())
     )
+    zmap = make_zmap(cfg) if zmap is None else zmap
+    check_zmap_covers_roi(cfg, zmap)
     return AberrationField(
-        zmap=make_zmap(cfg) if zmap is None else zmap,
+        zmap=zmap,
         offset_xy=cfg.crop_offset_xy,
         scale=float(cfg.zernike.scale),
         fixed=fixed,
@@ -156,13 +201,51 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
 
 
 def _load_map(value: Any, name: str) -> Any:
-    """A number, or the float32 per-pixel map of a ``.npy`` path (``camera.<name>``)."""
-    if isinstance(value, str):
-        p = Path(value)
-        if not p.is_file():
-            raise FileNotFoundError(f"camera.{name}: map file not found: {p}")
-        return np.load(p).astype(np.float32)
-    return float(value)
+    """A number, or the float32 per-pixel map of a ``.npy`` path (``camera.<name>``; ConfigError naming it)."""
+    if not isinstance(value, str):
+        return float(value)
+    key, p = f"camera.{name}", Path(value)
+    if not p.is_file():
+        raise ConfigError([(key, f"map file not found: {p} (expected a .npy per-pixel map of the chip)")])
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError([(key, f"{p} is not a readable .npy array ({exc})")]) from None
+    if arr.dtype.kind not in "iuf":
+        raise ConfigError([(key, f"{p} must hold real numbers, got dtype {arr.dtype}")])
+    if arr.ndim != 2:
+        raise ConfigError([(key, f"{p} must be a 2-D (rows, columns) map of the chip, got shape {arr.shape}")])
+    return arr.astype(np.float32)
+
+
+def _check_map_shape(cfg: SimulationConfig, name: str, value: Any) -> None:
+    """A per-pixel sCMOS map must be the chip (``camera.chip_*``) or, without one, cover the ROI on it."""
+    if np.ndim(value) != 2:
+        return
+    (h, w), (x0, y0), c = cfg.image_shape, cfg.crop_offset_xy, cfg.camera
+    got = tuple(int(v) for v in np.shape(value))
+    path = getattr(c, name)
+    if c.chip_height is not None and c.chip_width is not None:
+        if got != (c.chip_height, c.chip_width):
+            raise ConfigError(
+                [
+                    (
+                        f"camera.{name}",
+                        f"map {path} has shape {got[0]}x{got[1]} (rows x columns), expected the chip's "
+                        f"{c.chip_height}x{c.chip_width} (camera.chip_height x camera.chip_width)",
+                    )
+                ]
+            )
+    if got[0] < y0 + h or got[1] < x0 + w:
+        raise ConfigError(
+            [
+                (
+                    f"camera.{name}",
+                    f"map {path} has shape {got[0]}x{got[1]} (rows x columns) but the ROI needs at least "
+                    f"{y0 + h}x{x0 + w} (tiff.crop_offset [{x0}, {y0}] + the {h}x{w} ROI): give a chip-sized map",
+                )
+            ]
+        )
 
 
 def make_camera(cfg: SimulationConfig, *, crop_to_roi: bool = True) -> Any:
@@ -175,6 +258,13 @@ def make_camera(cfg: SimulationConfig, *, crop_to_roi: bool = True) -> Any:
     crop_to_roi
         Crop per-pixel sCMOS maps (chip-sized ``.npy`` files) to the ROI
         ``tiff.crop_offset`` + ``tiff.roi_*``.
+
+    Raises
+    ------
+    ConfigError
+        An sCMOS map that is missing, not a 2-D ``.npy`` array, not the chip's shape (or smaller
+        than ``tiff.crop_offset`` + ROI) or with invalid values; the message names
+        ``camera.scmos_*``, the file and both shapes.
     """
     c = cfg.camera
     if c.model == "emccd":
@@ -188,13 +278,15 @@ def make_camera(cfg: SimulationConfig, *, crop_to_roi: bool = True) -> Any:
             bit_depth=c.bit_depth,
         )
     if c.model == "scmos":
-        model = cam.SCMOS(
-            qe=c.qe,
-            offset=_load_map(c.scmos_offset, "scmos_offset"),
-            variance=_load_map(c.scmos_variance, "scmos_variance"),
-            gain=_load_map(c.scmos_gain, "scmos_gain"),
-            bit_depth=c.bit_depth,
-        )
+        maps = {}
+        for field_name, name in (("offset", "scmos_offset"), ("variance", "scmos_variance"), ("gain", "scmos_gain")):
+            maps[field_name] = _load_map(getattr(c, name), name)
+            _check_map_shape(cfg, name, maps[field_name])
+        try:
+            model = cam.SCMOS(qe=c.qe, bit_depth=c.bit_depth, **maps)
+        except ValueError as exc:  # a map's values (NaN, gain <= 0, variance < 0) or the maps' shapes differ
+            keys = ", ".join(f"camera.{n}" for n in ("scmos_offset", "scmos_variance", "scmos_gain"))
+            raise ConfigError([(keys, str(exc))]) from None
         if crop_to_roi and any(np.ndim(getattr(model, k)) == 2 for k in ("offset", "variance", "gain")):
             (h, w), (x0, y0) = cfg.image_shape, cfg.crop_offset_xy
             model = model.crop(y0, x0, h, w)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,7 @@ import numpy as np
 from z2t_dask.errors import ZmapError
 from z2t_dask.physics.optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
 
-__all__ = ["ZmapError", "Zmap", "H5Zmap", "SyntheticZmap", "read_zmap", "legacy_to_noll"]
+__all__ = ["ZmapError", "Zmap", "H5Zmap", "SyntheticZmap", "read_zmap", "legacy_to_noll", "used_source_modes"]
 
 _SPLINE_MARGIN = 12  # px of map read around the emitters: B-spline prefilter influence < 1e-6
 
@@ -110,8 +111,14 @@ class Zmap:
         }
 
 
-def _interp_window(maps_ds, x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
-    """Read only the window of a (K, H, W) dataset around the points and interpolate each mode."""
+def _interp_window(
+    maps_ds, x: np.ndarray, y: np.ndarray, order: int, used: frozenset[int] = frozenset(), name: str = ""
+) -> np.ndarray:
+    """Read only the window of a (K, H, W) dataset around the points and interpolate each mode.
+
+    NaN pixels of the window are filled with the window's mean of the mode; a mode in ``used`` that
+    is NaN in the whole window is a :class:`ZmapError` naming ``name`` (never a silent zero).
+    """
     from scipy.ndimage import map_coordinates
 
     k, h, w = maps_ds.shape
@@ -131,9 +138,46 @@ def _interp_window(maps_ds, x: np.ndarray, y: np.ndarray, order: int) -> np.ndar
         plane = win[j]
         if not np.all(np.isfinite(plane)):
             finite = np.isfinite(plane)
+            if not finite.any() and j in used:
+                raise ZmapError(
+                    f"Zmap {name}: 'z_maps/phase' mode {j} is NaN everywhere in chip rows {y0}..{y1 - 1}, columns "
+                    f"{x0}..{x1 - 1} (the emitters' positions: ROI + tiff.crop_offset); move the ROI to where the "
+                    "Zmap is defined"
+                )
             plane = np.where(finite, plane, np.nanmean(plane) if finite.any() else 0.0)
         out[:, j] = map_coordinates(plane, coords, order=order, mode="nearest")
     return out
+
+
+def used_source_modes(convention: str, n_source: int, n_modes: int) -> frozenset[int]:
+    """Indices of the source modes that reach the first ``n_modes`` Noll coefficients.
+
+    ``legacy21`` drops its parity-invalid modes; ``noll``/``osa`` modes beyond ``n_modes`` are unused.
+    """
+    used = set()
+    for i in range(n_source):
+        if convention == "legacy21":
+            if i >= len(LEGACY_21_NM):
+                continue
+            n, m = LEGACY_21_NM[i]
+            if (n - abs(m)) % 2:
+                continue
+            j = nm_to_noll(n, m)
+        else:
+            j = i + 1 if convention == "noll" else osa_to_noll(i)
+        if j <= n_modes:
+            used.add(i)
+    return frozenset(used)
+
+
+@lru_cache(maxsize=16)
+def _nan_planes(path: str, size: int, mtime_ns: int) -> tuple[int, ...]:
+    """Modes of ``z_maps/phase`` with no finite value (read one plane at a time; cached by file stamp)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ds = f["z_maps/phase"]
+        return tuple(j for j in range(ds.shape[0]) if not np.isfinite(np.asarray(ds[j], np.float64)).any())
 
 
 @dataclass
@@ -153,6 +197,8 @@ class H5Zmap(Zmap):
     n_modes: int = 21
     shape: tuple[int, int] = field(default=(0, 0))
     n_source_modes: int = 0
+    _used: frozenset[int] = field(default=frozenset(), init=False, repr=False)
+    _n_beads: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         import h5py
@@ -191,8 +237,39 @@ class H5Zmap(Zmap):
             if units not in ("rad", "waves", "nm"):
                 raise ZmapError(f"Zmap {p}: unknown units {units!r} (expected rad, waves or nm)")
             self.units = units
-            if "coords" in f and f["coords"].shape[-1] != 2:
+            if "coords" in f and (f["coords"].ndim != 2 or f["coords"].shape[-1] != 2):
                 raise ZmapError(f"Zmap {p}: 'coords' must be (N, 2) (y, x), got {f['coords'].shape}")
+            self._n_beads = int(f["coords"].shape[0]) if "coords" in f else 0
+            for name in ("mean_ncc", "coeff_phase", "coeff_mag"):
+                key = f"zernike/{name}"
+                if "coords" in f and key in f and (f[key].ndim < 1 or f[key].shape[0] != self._n_beads):
+                    raise ZmapError(
+                        f"Zmap {p}: '{key}' must have one row per bead ({self._n_beads}, like 'coords'), got "
+                        f"shape {f[key].shape}"
+                    )
+            if ds.dtype.kind not in "iuf":
+                raise ZmapError(f"Zmap {p}: 'z_maps/phase' must hold real numbers, got dtype {ds.dtype}")
+            if h == 0 or w == 0:
+                raise ZmapError(f"Zmap {p}: 'z_maps/phase' is empty, shape {ds.shape}")
+        self._used = used_source_modes(conv, k, self.n_modes)
+        self._check_finite(p)
+
+    def _check_finite(self, p: Path) -> None:
+        """Refuse a Zmap whose used modes (or whose beads) hold no finite value (ZmapError naming the file)."""
+        st = p.stat()
+        nan = sorted(set(_nan_planes(str(p.resolve()), st.st_size, st.st_mtime_ns)) & self._used)
+        if nan:
+            every = "every mode" if len(nan) == len(self._used) else f"mode(s) {nan} (file order, {self.convention})"
+            raise ZmapError(
+                f"Zmap {p}: 'z_maps/phase' is NaN at every pixel for {every}; a Zmap needs finite coefficients "
+                "(NaN pixels mixed with finite ones are allowed)"
+            )
+        beads = self.beads()
+        if beads and beads["x"].size == 0 and self._n_beads:
+            raise ZmapError(
+                f"Zmap {p}: every one of its {self._n_beads} beads has NaN coefficients or mean_ncc ('zernike/*': all "
+                "rejected); a Zmap needs at least one finite bead (NaN beads mixed with good ones are ignored)"
+            )
 
     def beads(self) -> dict[str, np.ndarray]:
         """Bead table with rejected (NaN) beads removed: ``y``, ``x``, ``mean_ncc``, ``coeff_phase``, ``coeff_mag``."""
@@ -221,7 +298,7 @@ class H5Zmap(Zmap):
         y = np.asarray(y, dtype=np.float64)
         order = {"cubic": 3, "linear": 1, "nearest": 0}[method]
         with h5py.File(self.path, "r") as f:
-            raw = _interp_window(f["z_maps/phase"], x, y, order)
+            raw = _interp_window(f["z_maps/phase"], x, y, order, self._used, str(self.path))
         phase = _to_noll(raw, self.convention, self.n_modes) * _unit_factor(self.units, self.wavelength_nm)
         mag = self._magnitude(x, y)
         return phase, mag
