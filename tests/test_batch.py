@@ -226,7 +226,7 @@ def test_retry_then_success_and_always_failing(client, tmp_path):
 @pytest.mark.cluster
 def test_cli_exit_codes(client, tmp_path, capsys):
     addr = client.scheduler.address
-    # a job that fails on the workers: its sCMOS map is missing -> exit 1, listed
+    # a missing sCMOS map is bad input: exit 2 before any job runs, naming the key and file, nothing written
     cfg = {
         "base_output_dir": str(tmp_path / "f"),
         "retries": 0,
@@ -235,9 +235,16 @@ def test_cli_exit_codes(client, tmp_path, capsys):
     }
     p = tmp_path / "f.json"
     p.write_text(json.dumps(cfg))
+    assert main(["batch", "--config", str(p), "--scheduler", addr, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "camera.scmos_offset" in err and "nope.npy" in err and not (tmp_path / "f").exists()
+    # a job that fails on the workers (a map that is no numeric array) -> exit 1, listed
+    np.save(tmp_path / "words.npy", np.array(["not", "numbers"]))
+    cfg["base_config"]["camera"]["scmos_offset"] = str(tmp_path / "words.npy")
+    p.write_text(json.dumps(cfg))
     assert main(["batch", "--config", str(p), "--scheduler", addr, "--no-progress"]) == 1
     out = capsys.readouterr().out
-    assert "FAILED sample_001" in out and "nope.npy" in out
+    assert "FAILED sample_001" in out and "ValueError" in out
     # a bad config: exit 2, nothing written
     cfg["base_config"]["emitters"]["num_emiters"] = 3
     cfg["base_output_dir"] = str(tmp_path / "g")

@@ -1,13 +1,18 @@
 """Many samples on dask.distributed: batch specs, jobs, the manifest, the runner and clusters.
 
-============  ==========================================================================
-``spec``      the batch config and its jobs: :class:`BatchSpec`, :func:`load_batch_config`,
-              :func:`expand_jobs`, job keys and seeds
-``jobs``      one job on a worker: :func:`run_job`, its finished marker, attempts, checksums
-``manifest``  ``manifest.json``, its only reader and writer: :class:`Manifest`, :func:`read_manifest`
-``runner``    the client side: :func:`run_batch`, :class:`BatchResult`
-``cluster``   which Dask client runs the batch (local, scheduler address, SLURM)
-============  ==========================================================================
+=============  ==========================================================================
+``spec``       the batch config and its jobs: :class:`BatchSpec`, :func:`load_batch_config`,
+               :func:`expand_jobs`, job keys and seeds, user paths resolved on the client
+``jobs``       one job on a worker: :func:`run_job`, its finished marker, attempts
+``checksums``  output checksums: recorded per job, the fast (size + time) and full (sha256) checks
+``plan``       before a run: every distinct Zmap checked once, which jobs to skip, redo or run
+``lock``       one batch per output folder: :func:`~z2t_dask.batch.lock.batch_lock`
+``manifest``   ``manifest.json``, its only reader and writer: :class:`Manifest`, :func:`read_manifest`
+``runner``     the client side: :func:`run_batch`, :class:`BatchResult`
+``cluster``    which Dask client runs the batch (local, scheduler address, SLURM), the output
+               folder probe, quiet Ctrl-C
+``verify``     ``z2t inspect --verify``: a batch or sample folder against its recorded checksums
+=============  ==========================================================================
 
 Public names are imported lazily (PEP 562): ``import z2t_dask.batch`` (e.g. by a tool that only
 reads a manifest) imports neither the config layer nor Dask.
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from z2t_dask.batch.jobs import JOB_MARKER, run_job
+    from z2t_dask.batch.lock import BatchLockError
     from z2t_dask.batch.manifest import MANIFEST, Manifest, read_manifest, read_status
     from z2t_dask.batch.runner import BatchResult, run_batch
     from z2t_dask.batch.spec import (
@@ -48,6 +54,7 @@ _EXPORTS = {
         )
     },
     **{name: "jobs" for name in ("JOB_MARKER", "run_job")},
+    "BatchLockError": "lock",
     **{name: "manifest" for name in ("MANIFEST", "Manifest", "read_manifest", "read_status")},
     **{name: "runner" for name in ("BatchResult", "run_batch")},
 }
@@ -57,6 +64,7 @@ __all__ = [
     "MANIFEST",
     "SCHEMA_VERSION",
     "BatchConfigError",
+    "BatchLockError",
     "BatchResult",
     "BatchSpec",
     "Job",

@@ -10,20 +10,48 @@ file's content) — ``queue``, ``account``, ``cores``, ``processes``, ``memory``
 ``job_extra_directives``, ``job_script_prologue``, ``python``, ``local_directory``, plus
 ``jobs`` (how many SLURM jobs to ask for). Keys left out fall back to dask-jobqueue's own
 configuration (``~/.config/dask/jobqueue.yaml``, ``DASK_JOBQUEUE__SLURM__*``).
+
+Before any job runs, :func:`probe_output_folder` checks that every worker sees the batch output
+folder (a token file the client writes there): a worker on another filesystem would otherwise
+write the samples where the client never looks. Ctrl-C: the workers of a LocalCluster started
+here ignore SIGINT (:class:`IgnoreSigint`; the client cancels their jobs and closes them), and
+the distributed loggers are silenced while the cluster closes after an interrupt, so an
+interrupted batch prints one line, not every worker's traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import secrets
 import shutil
+import signal
+import socket
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from z2t_dask.errors import ClusterError
 
-__all__ = ["SLURM_KEYS", "ClusterError", "load_slurm_spec", "resolve_client", "slurm_cluster"]
+__all__ = [
+    "SLURM_KEYS",
+    "ClusterError",
+    "OutputFolderError",
+    "load_slurm_spec",
+    "probe_output_folder",
+    "resolve_client",
+    "slurm_cluster",
+]
+
+#: Prefix of the probe's token file in the batch output folder (removed after the probe).
+PROBE_PREFIX = ".z2t_probe-"
+
+
+class OutputFolderError(ClusterError):
+    """Workers of the cluster do not see the batch output folder (the message names it and them)."""
+
 
 SLURM_KEYS = (
     "queue",
@@ -85,6 +113,99 @@ def slurm_cluster(spec: str | os.PathLike | Mapping[str, Any], *, require_sbatch
     return SLURMCluster(**spec)
 
 
+def _sees_token(path: str, token: str) -> tuple[str, bool]:
+    """On a worker: its host, and whether ``path`` holds ``token``."""
+    try:
+        ok = open(path).read() == token
+    except OSError:
+        ok = False
+    return socket.gethostname(), ok
+
+
+def probe_output_folder(client: Any, folder: str | os.PathLike) -> int:
+    """Check that every worker of ``client`` sees ``folder`` (which the client has created).
+
+    The client writes a token file in the folder; each worker reads it back through the same
+    (absolute) path. Workers joining later are covered by :func:`~z2t_dask.batch.jobs.run_job`,
+    which refuses to run when the folder does not exist where it runs.
+
+    Returns
+    -------
+    int
+        The number of workers probed (0: none connected yet).
+
+    Raises
+    ------
+    OutputFolderError
+        Naming the folder and the workers (address and host) that do not see it.
+    """
+    probe = Path(folder) / f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+    token = secrets.token_hex(16)
+    probe.write_text(token)
+    try:
+        seen = client.run(_sees_token, str(probe), token, on_error="return")
+    finally:
+        probe.unlink(missing_ok=True)
+    blind = [
+        f"{addr} ({res[0]})" if isinstance(res, tuple) else f"{addr} ({type(res).__name__}: {res})"
+        for addr, res in sorted(seen.items())
+        if not (isinstance(res, tuple) and res[1])
+    ]
+    if blind:
+        raise OutputFolderError(
+            f"the batch output folder {folder} is not visible to {len(blind)} of {len(seen)} Dask workers: "
+            f"{', '.join(blind[:5])}{' ...' if len(blind) > 5 else ''}; use a folder on a filesystem "
+            "the workers share with this machine (an absolute --output-dir)"
+        )
+    return len(seen)
+
+
+def _ignore_sigint_plugin() -> Any:
+    """A worker plugin: the worker process ignores Ctrl-C (see :func:`ignore_sigint`)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class IgnoreSigint(WorkerPlugin):
+        name = "z2t-ignore-sigint"
+
+        def setup(self, worker: Any) -> None:
+            ignore_sigint()
+
+    return IgnoreSigint()
+
+
+_QUIET_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+def _silence_on_sigint(signum: int, frame: Any) -> None:
+    """SIGINT in a worker process: keep running (the client stops the jobs) but log nothing more."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def ignore_sigint() -> None:
+    """Make this process survive Ctrl-C silently, if called from its main thread (a worker's event loop).
+
+    A terminal's Ctrl-C reaches every process of its group, the LocalCluster's workers too; they
+    keep running and stop logging, and the interrupted client cancels their jobs and closes them.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _silence_on_sigint)
+
+
+@contextlib.contextmanager
+def quiet_distributed() -> Iterator[None]:
+    """Silence the distributed (and tornado, asyncio) loggers for the ``with`` block, then restore them."""
+    loggers = [logging.getLogger(n) for n in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
 @contextlib.contextmanager
 def resolve_client(
     client: Any = None,
@@ -111,6 +232,7 @@ def resolve_client(
     from distributed import Client, LocalCluster, get_client
 
     owned: list[Any] = []
+    interrupted = False
     try:
         if slurm is not None:
             spec = load_slurm_spec(slurm)
@@ -149,10 +271,15 @@ def resolve_client(
                 owned.append(cluster)
                 c = Client(cluster, set_as_default=False)
                 owned.append(c)
+                c.register_plugin(_ignore_sigint_plugin())  # Ctrl-C: the client stops them, quietly
         else:
             raise TypeError(f"client must be a Client, an address, a Cluster or None, not {type(client).__name__}")
         yield c
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        for obj in reversed(owned):
-            with contextlib.suppress(Exception):
-                obj.close()
+        with quiet_distributed() if interrupted else contextlib.nullcontext():
+            for obj in reversed(owned):
+                with contextlib.suppress(Exception):
+                    obj.close()

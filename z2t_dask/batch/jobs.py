@@ -1,15 +1,17 @@
 """One job on a worker: :func:`run_job`, its finished marker, its attempt counter, output checksums.
 
 A job writes its sample folder atomically and then a marker ``z2t_job.json`` (key, outputs with
-their sizes and sha256, timings), so running it again with the same key is a no-op
-(:func:`finished_marker`). Every start bumps a small counter file
-``<output>/.z2t_attempts/<key>`` that the client reads back (:func:`read_attempts`): Dask retries
-and killed workers are counted too. Workers never touch the manifest.
+their sizes, modification times and sha256, timings), so running it again with the same key is a
+no-op (:func:`finished_marker`, which checks the outputs against the marker: fast, or every
+sha256 with ``full=True``; see :mod:`z2t_dask.batch.checksums`). Every start bumps a small counter
+file ``<output>/.z2t_attempts/<key>`` that the client reads back (:func:`read_attempts`): Dask
+retries and killed workers are counted too. Workers never touch the manifest, and never create the
+batch output folder: a worker that does not see it fails the job with a :class:`ClusterError`
+naming the folder and the worker's host.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -17,10 +19,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from z2t_dask.batch.checksums import check_outputs, record_outputs
 from z2t_dask.batch.spec import Job
-from z2t_dask.errors import FormatError
+from z2t_dask.errors import ClusterError, FormatError
 
-__all__ = ["ATTEMPTS_DIR", "JOB_MARKER", "finished_marker", "read_attempts", "read_marker", "run_job"]
+__all__ = [
+    "ATTEMPTS_DIR",
+    "JOB_MARKER",
+    "check_marker",
+    "finished_marker",
+    "read_attempts",
+    "read_marker",
+    "run_job",
+]
 
 #: The marker of a finished job, in its sample folder.
 JOB_MARKER = "z2t_job.json"
@@ -28,25 +39,9 @@ JOB_MARKER = "z2t_job.json"
 ATTEMPTS_DIR = ".z2t_attempts"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _outputs(folder: Path) -> dict[str, dict]:
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != JOB_MARKER:
-            out[str(p.relative_to(folder))] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-    return out
-
-
 def _bump_attempts(out_root: Path, key: str) -> int:
     d = out_root / ATTEMPTS_DIR
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(exist_ok=True)  # never the output folder itself (see run_job)
     p = d / key
     n = int(p.read_text() or 0) + 1 if p.exists() else 1
     p.write_text(str(n))
@@ -82,21 +77,44 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
     return info
 
 
-def finished_marker(folder: Path, key: str) -> dict | None:
-    """The marker of a finished job folder if it matches ``key`` and its outputs exist with their sizes."""
+def check_marker(folder: Path, key: str, *, full: bool = False) -> tuple[dict | None, list[str]]:
+    """A job folder's marker if it is the job with ``key``, and what differs from its recorded outputs.
+
+    Parameters
+    ----------
+    folder
+        The job's sample folder.
+    key
+        The job key the marker must carry.
+    full
+        Recompute every output's sha256 (else the fast size + modification time check).
+
+    Returns
+    -------
+    (dict or None, list of str)
+        ``(None, [])`` when there is no readable marker for ``key``; otherwise the marker and the
+        damaged files (one line each, naming the file; empty when every output matches).
+    """
     try:
         info = read_marker(folder)
     except FormatError:
-        return None
-    if info is None:
-        return None
-    if info.get("key") != key:
-        return None
-    for rel, meta in info.get("outputs", {}).items():
-        p = folder / rel
-        if not p.is_file() or p.stat().st_size != meta.get("bytes"):
-            return None
-    return info
+        return None, []
+    if info is None or info.get("key") != key:
+        return None, []
+    outputs = info.get("outputs")
+    if not isinstance(outputs, Mapping) or not outputs:
+        return info, [f"{folder / JOB_MARKER}: records no outputs"]
+    return info, check_outputs(folder, outputs, full=full)
+
+
+def finished_marker(folder: Path, key: str, *, full: bool = False) -> dict | None:
+    """The marker of a finished job folder if it matches ``key`` and its outputs match their record.
+
+    ``full=False`` checks sizes and modification times (hashing files whose time changed);
+    ``full=True`` recomputes every sha256 (see :func:`check_marker`).
+    """
+    info, problems = check_marker(folder, key, full=full)
+    return None if info is None or problems else info
 
 
 def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strategy: str = "serial") -> dict:
@@ -111,6 +129,11 @@ def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strate
     if isinstance(job, Mapping):
         job = Job(**job)
     root = Path(out_root)
+    if not root.is_dir():  # the client resolved it: a worker that does not see it must not create its own
+        raise ClusterError(
+            f"the batch output folder {root} does not exist on worker host {os.uname().nodename}: "
+            "workers must share the client's filesystem (use a shared --output-dir)"
+        )
     folder = root / job.name
     done = finished_marker(folder, job.key)
     if done is not None:
@@ -130,7 +153,7 @@ def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strate
         "name": job.name,
         "seed": job.seed,
         "params": job.params,
-        "outputs": _outputs(folder),
+        "outputs": record_outputs(folder, exclude=(JOB_MARKER,)),
         "seconds": round(time.time() - t0, 3),
         "attempt": attempt,
         "frames": int(sample.frames.shape[0]),

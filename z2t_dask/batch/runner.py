@@ -15,6 +15,7 @@ the output folder. Exit codes: 0 all done, 1 some failed, 2 bad config.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -26,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from z2t_dask.batch.jobs import JOB_MARKER, finished_marker, read_attempts, run_job
+from z2t_dask.batch.jobs import JOB_MARKER, read_attempts, run_job
+from z2t_dask.batch.lock import batch_lock
 from z2t_dask.batch.manifest import MANIFEST, Manifest
+from z2t_dask.batch.plan import check_zmaps, plan_jobs
 from z2t_dask.batch.spec import (
     SCHEMA_VERSION,
     BatchConfigError,
@@ -145,12 +148,17 @@ def _clean_stale_temps(out: Path) -> int:
 
 
 def _add_log_file(out: Path) -> logging.Handler:
-    h = logging.FileHandler(out / LOG_FILE)
+    h = logging.FileHandler(out / LOG_FILE, delay=True)
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     h.setLevel(logging.INFO)
     log.addHandler(h)
     log.setLevel(min(log.level or logging.INFO, logging.INFO))
     return h
+
+
+def _remove_log_file(h: logging.Handler) -> None:
+    log.removeHandler(h)
+    h.close()
 
 
 def run_batch(
@@ -162,6 +170,7 @@ def run_batch(
     resume: bool = True,
     retry_failed: bool = False,
     clean: bool = False,
+    verify: bool = False,
     strategy: str | None = None,
     progress: bool | Callable[[dict], None] = True,
     dashboard: bool = False,
@@ -172,6 +181,13 @@ def run_batch(
     job_fn: Callable[..., dict] | None = None,
 ) -> BatchResult:
     """Run a batch on a Dask cluster; resumable.
+
+    Before anything is written, the config is validated, every distinct Zmap is opened once on
+    the client (:func:`check_zmaps`) and, for a new output folder, the cluster is started: a bad
+    input or a failed start (no bokeh for the dashboard, no ``sbatch``, an unreachable scheduler)
+    leaves no output folder behind. The output folder is resolved on the client (absolute), locked
+    for the run (:func:`~z2t_dask.batch.lock.batch_lock`: a second run on it is refused) and probed
+    from every worker (:func:`~z2t_dask.batch.cluster.probe_output_folder`).
 
     Parameters
     ----------
@@ -188,6 +204,10 @@ def run_batch(
         ``resume=False`` ignores the manifest (every job redone, outputs overwritten as jobs
         finish); ``clean=True`` with it deletes the job folders first. ``retry_failed`` redoes
         jobs that failed in an earlier run (otherwise they stay failed).
+    verify
+        Recompute the sha256 of every finished job's outputs before skipping it (default: the
+        fast check, sizes and modification times; see :mod:`z2t_dask.batch.checksums`). A job
+        whose outputs differ from their record is redone, with a warning naming the file.
     strategy
         ``"serial"`` (one task per job, its graph computed inside), ``"spread"`` (each job's graph
         spread over the cluster via ``worker_client``) or ``"auto"`` (serial when there are at
@@ -195,11 +215,22 @@ def run_batch(
     progress
         ``True`` for a progress bar on stderr, ``False`` for none, or a callback receiving each
         finished job's manifest entry.
+    output_dir, zmap, seed
+        Override the config's ``base_output_dir``, ``base_config.zmap_path`` and ``seed``
+        (relative paths: from the current folder).
     job_fn
         The task function (default :func:`run_job`); must be importable by the workers.
-    """
-    from z2t_dask.batch.cluster import resolve_client
 
+    Raises
+    ------
+    BatchConfigError, ZmapError
+        A bad batch config or Zmap (nothing written).
+    BatchLockError
+        Another run holds the output folder.
+    ClusterError
+        The cluster cannot be started or reached, or its workers do not see the output folder
+        (:class:`~z2t_dask.batch.cluster.OutputFolderError`).
+    """
     spec = (
         config
         if isinstance(config, BatchSpec)
@@ -207,83 +238,99 @@ def run_batch(
     )
     if output_dir is not None and isinstance(config, BatchSpec):
         spec.output_dir = Path(output_dir)
+    spec.output_dir = out = Path(os.path.abspath(spec.output_dir))  # the client's folder, never a worker's
     jobs = expand_jobs(spec)
-    out = spec.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    handler = _add_log_file(out)
-    t_start = time.time()
-    try:
-        stale = _clean_stale_temps(out)
+    check_zmaps(jobs)  # ZmapError: refused before anything is started or written
+    n_retries = spec.retries if retries is None else int(retries)
+    session = _ClientSession(client, max_workers=max_workers or spec.max_workers, dashboard=dashboard, slurm=slurm)
+    with contextlib.ExitStack() as stack:
+        if not out.exists():  # start the cluster first: a failed start writes nothing
+            session.start(stack)
+            created = _make_folder(out)
+            try:
+                session.probe(out)
+            except BaseException:
+                shutil.rmtree(created, ignore_errors=True)
+                raise
+        stack.enter_context(batch_lock(out))  # BatchLockError: another run holds the folder
+        handler = _add_log_file(out)
+        stack.callback(_remove_log_file, handler)
+        t_start = time.time()
+        stale = _clean_stale_temps(out)  # only under the lock: never another run's temporaries
         if stale:
             log.info("removed %d temporary leftovers of an interrupted run", stale)
         if clean and not resume:
             for job in jobs:
                 shutil.rmtree(out / job.name, ignore_errors=True)
         manifest = Manifest(out, spec, resume)
-        n_retries = spec.retries if retries is None else int(retries)
-        to_run: list[Job] = []
-        for job in jobs:
-            prev = manifest.jobs.get(job.name)
-            entry = {
-                "key": job.key,
-                "seed": job.seed,
-                "params": job.params,
-                "index": job.index,
-                "attempts": prev.get("attempts", 0) if prev and prev.get("key") == job.key else 0,
-            }
-            if (
-                resume
-                and prev
-                and prev.get("key") == job.key
-                and prev.get("state") in ("done", "skipped")
-                and finished_marker(out / job.name, job.key) is not None
-            ):
-                manifest.jobs[job.name] = {**prev, "state": "skipped"}
-                continue
-            if resume and prev and prev.get("key") == job.key and prev.get("state") == "failed" and not retry_failed:
-                continue
-            if prev and prev.get("key") != job.key:
-                log.info("job %s: config changed (key %s -> %s): redo", job.name, prev.get("key"), job.key)
-            manifest.jobs[job.name] = {**entry, "state": "pending"}
-            to_run.append(job)
+        to_run = plan_jobs(jobs, manifest, out, resume=resume, retry_failed=retry_failed, verify=verify)
         in_batch = {j.name for j in jobs}
         for name, j in manifest.jobs.items():
             if name not in in_batch:
                 j["state"] = "not-in-batch"
         manifest.data["runs"].append({"started": t_start, "jobs": len(jobs), "to_run": len(to_run)})
-        manifest.write()
         log.info("batch %s: %d jobs, %d to run, output %s", spec.source or "<dict>", len(jobs), len(to_run), out)
-        dashboard_link = None
         if to_run:
-            with resolve_client(
-                client, max_workers=max_workers or spec.max_workers, dashboard=dashboard, slurm=slurm
-            ) as c:
-                if dashboard or slurm is not None:
-                    dashboard_link = getattr(c, "dashboard_link", None)
-                    if dashboard_link:
-                        print(f"Dask dashboard: {dashboard_link}", file=sys.stderr)
-                        log.info("dashboard %s", dashboard_link)
-                threads = sum(c.nthreads().values()) or 1
-                chosen = strategy or spec.strategy
-                if chosen == "auto":
-                    chosen = "serial" if len(to_run) >= 2 * threads else "spread"
-                log.info(
-                    "strategy %s (%d jobs, %d worker threads), retries %d", chosen, len(to_run), threads, n_retries
-                )
-                _execute(c, to_run, manifest, out, job_fn or run_job, chosen, n_retries, progress)
+            c = session.start(stack)
+            session.probe(out)
+            manifest.write()
+            threads = sum(c.nthreads().values()) or 1
+            chosen = strategy or spec.strategy
+            if chosen == "auto":
+                chosen = "serial" if len(to_run) >= 2 * threads else "spread"
+            log.info("strategy %s (%d jobs, %d worker threads), retries %d", chosen, len(to_run), threads, n_retries)
+            _execute(c, to_run, manifest, out, job_fn or run_job, chosen, n_retries, progress)
         stale = _clean_stale_temps(out)  # e.g. the temp folder of a worker that was killed mid-job
         if stale:
             log.info("removed %d temporary leftovers of killed or interrupted jobs", stale)
         manifest.data["runs"][-1]["finished"] = time.time()
         manifest.write()
         result = BatchResult(
-            out, {n: j for n, j in manifest.jobs.items() if n in in_batch}, time.time() - t_start, dashboard_link
+            out, {n: j for n, j in manifest.jobs.items() if n in in_batch}, time.time() - t_start, session.dashboard
         )
         log.info("%s", result.summary())
         return result
-    finally:
-        log.removeHandler(handler)
-        handler.close()
+
+
+class _ClientSession:
+    """The batch's Dask client, started on first need (and probed once the output folder exists)."""
+
+    def __init__(self, client: Any, *, max_workers: int | None, dashboard: bool, slurm: Any):
+        self.arg, self.max_workers, self.want_dashboard, self.slurm = client, max_workers, dashboard, slurm
+        self.client: Any = None
+        self.dashboard: str | None = None
+        self.probed = False
+
+    def start(self, stack: contextlib.ExitStack) -> Any:
+        from z2t_dask.batch.cluster import resolve_client
+
+        if self.client is None:
+            self.client = stack.enter_context(
+                resolve_client(self.arg, max_workers=self.max_workers, dashboard=self.want_dashboard, slurm=self.slurm)
+            )
+            if self.want_dashboard or self.slurm is not None:
+                self.dashboard = getattr(self.client, "dashboard_link", None)
+                if self.dashboard:
+                    print(f"Dask dashboard: {self.dashboard}", file=sys.stderr)
+                    log.info("dashboard %s", self.dashboard)
+        return self.client
+
+    def probe(self, out: Path) -> None:
+        from z2t_dask.batch.cluster import probe_output_folder
+
+        if self.client is not None and not self.probed:
+            n = probe_output_folder(self.client, out)  # OutputFolderError: a worker does not see it
+            log.info("%d workers see the output folder %s", n, out)
+            self.probed = True
+
+
+def _make_folder(out: Path) -> Path:
+    """Create ``out`` (and missing parents); return the topmost folder created."""
+    top = out
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    out.mkdir(parents=True, exist_ok=True)
+    return top
 
 
 def _execute(

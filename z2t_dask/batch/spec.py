@@ -44,6 +44,7 @@ __all__ = [
     "job_key",
     "job_seed",
     "load_batch_config",
+    "resolve_user_paths",
 ]
 
 #: Version of the batch files' schema (the manifest's ``schema``); part of every job key.
@@ -183,15 +184,19 @@ def load_batch_config(
         base = {}
     base = copy.deepcopy(base)
     if zmap is not None:
-        base["zmap_path"] = str(zmap)
-    elif isinstance(base.get("zmap_path"), str) and src and not os.path.isabs(base["zmap_path"]):
-        base["zmap_path"] = str(Path(src).resolve().parent / base["zmap_path"])
+        base["zmap_path"] = os.path.abspath(zmap)  # a command-line path: from the user's folder
+    resolve_user_paths(base, _paths_base(src))
     zp = base.get("zmap_path")
     if isinstance(zp, str) and not Path(zp).is_file():
         problems.append(("base_config.zmap_path", f"Zmap file not found: {zp} (override with --zmap / zmap=)"))
+    for k in _MAP_KEYS:
+        v = _get_dotted(base, k)
+        if isinstance(v, str) and not Path(v).is_file():
+            problems.append((f"base_config.{k}", f"sCMOS map file not found: {v} (expected a .npy file)"))
     spec = BatchSpec(
         base_config=base,
-        output_dir=Path(output_dir or data.get("base_output_dir") or "batch_output"),
+        # resolved here, on the client: workers elsewhere never see a relative path
+        output_dir=Path(os.path.abspath(output_dir or data.get("base_output_dir") or "batch_output")),
         description=str(data.get("description", "")),
         source=src,
     )
@@ -241,6 +246,32 @@ def load_batch_config(
     if problems:
         raise BatchConfigError(problems, src)
     return spec
+
+
+#: Config keys holding file paths besides ``zmap_path``: the sCMOS per-pixel maps (``.npy``).
+_MAP_KEYS = ("camera.scmos_offset", "camera.scmos_variance", "camera.scmos_gain")
+
+
+def _paths_base(source: str | None) -> Path:
+    """The folder relative paths of a batch config resolve against: its file's, else the current one."""
+    return Path(source).resolve().parent if source else Path.cwd()
+
+
+def resolve_user_paths(config: dict, base: str | os.PathLike) -> dict:
+    """Make the file paths of one sample's config absolute, in place (and return it).
+
+    ``zmap_path`` and the sCMOS maps (``camera.scmos_offset|variance|gain`` given as ``.npy``
+    paths) are resolved against ``base`` (the batch config's folder, as the original tool did for
+    ``zmap_path``), on the client, so that workers in another folder or on another host read the
+    same files. Numbers and absolute paths are left as they are.
+    """
+    for k in ("zmap_path", *_MAP_KEYS):
+        v = _get_dotted(config, k)
+        if isinstance(v, str) and v and not os.path.isabs(os.path.expanduser(v)):
+            _set_dotted(config, k, os.path.normpath(os.path.join(base, v)))
+        elif isinstance(v, str) and v.startswith("~"):
+            _set_dotted(config, k, os.path.expanduser(v))
+    return config
 
 
 def _grid_axes(data: Mapping, base: dict, problems: list) -> list[tuple[str, list]]:
@@ -347,6 +378,7 @@ def expand_jobs(spec: BatchSpec) -> list[Job]:
                             _set_dotted(cfg, linked, v)
             if spec.frames_per_sample:
                 _set_dotted(cfg, "emitters.frames", spec.frames_per_sample)
+            resolve_user_paths(cfg, _paths_base(spec.source))  # a grid may vary zmap_path or a map
             sample_name = spec.sample_naming.format(sample_id=sid) if sid else ""
             if sid:
                 params["sample_id"] = sid

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--retry-failed", action="store_true", help="redo jobs that failed in an earlier run")
     b.add_argument("--no-resume", action="store_true", help="ignore the manifest: redo every job")
     b.add_argument("--clean", action="store_true", help="with --no-resume: delete the job folders first")
+    b.add_argument(
+        "--verify",
+        action="store_true",
+        help="before skipping a finished job, recompute the sha256 of its files (default: sizes and modification "
+        "times); a job whose files differ from their checksums is redone",
+    )
     where = b.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     where.add_argument("--slurm", help="YAML with SLURM settings (queue, cores, memory, walltime, jobs, ...)")
@@ -143,6 +149,12 @@ def _add_view_parsers(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("path", help="sample folder, batch folder, Zmap .h5, emitters.h5 or frame stack")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.add_argument(
+        "--verify",
+        action="store_true",
+        help="batch or sample folder: recompute the sha256 of every finished job's files and compare them with "
+        f"the recorded checksums (exit {EXIT_DAMAGED} if any differ)",
+    )
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -156,6 +168,10 @@ def _preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: ``z2t inspect --verify``: a file of a finished job differs from its recorded checksum (or is missing).
+EXIT_DAMAGED = 3
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
@@ -164,8 +180,16 @@ def _inspect(args: argparse.Namespace) -> int:
     if not Path(args.path).exists():
         print(f"z2t inspect: no such file or folder: {args.path}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    info = summarize(args.path)
+    info = summarize(args.path, verify=args.verify)
     print(json.dumps(info, indent=1, sort_keys=True, default=str) if args.json else format_summary(info))
+    if args.verify:
+        from z2t_dask.batch.verify import format_verify
+
+        if not args.json:
+            print(format_verify(info["verify"]))
+        if not info["verify"]["ok"]:
+            print(f"z2t inspect: {len(info['verify']['damaged'])} damaged file(s) in {args.path}", file=sys.stderr)
+            return EXIT_DAMAGED
     return EXIT_OK
 
 
@@ -180,6 +204,7 @@ def _batch(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         retry_failed=args.retry_failed,
         clean=args.clean,
+        verify=args.verify,
         strategy=args.strategy,
         progress=not args.no_progress,
         dashboard=args.dashboard,

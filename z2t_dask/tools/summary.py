@@ -463,8 +463,12 @@ def _summarize_batch(p: Path) -> dict[str, Any]:
     return info
 
 
-def summarize(path: str | os.PathLike) -> dict[str, Any]:
+def summarize(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
     """A JSON-able summary of a sample folder, batch folder, Zmap, ``emitters.h5`` or frame stack.
+
+    With ``verify`` (batch and sample folders), ``info["verify"]`` holds the check of every
+    finished job's outputs against their recorded sha256 (:func:`z2t_dask.batch.verify.verify_folder`;
+    ``info["verify"]["ok"]`` is False when a file is damaged).
 
     Raises
     ------
@@ -475,6 +479,8 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
     """
     p = Path(path)
     kind = detect_kind(p)
+    if verify and kind not in ("batch", "sample"):
+        raise InspectError(f"{p}: a {kind}; --verify checks the recorded checksums of batch and sample folders")
     fn = {
         "batch": _summarize_batch,
         "sample": _summarize_sample,
@@ -482,4 +488,9 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
         "emitters": _summarize_emitters,
         "stack": _summarize_stack,
     }[kind]
-    return fn(p)
+    info = fn(p)
+    if verify and kind in ("batch", "sample"):
+        from z2t_dask.batch.verify import verify_folder
+
+        info["verify"] = verify_folder(p)
+    return info
