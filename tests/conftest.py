@@ -9,6 +9,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "original"
 
+try:  # the property tests (tests/test_properties.py; hypothesis is in the [test] extra)
+    from hypothesis import settings as hypothesis_settings
+except ImportError:  # pragma: no cover - the other tests run without it
+    pass
+else:
+    # "ci" (default): no deadline (render times vary on shared machines), no example database in
+    # the working tree, the same examples on every run. "thorough" (pytest --hypothesis-profile
+    # thorough): new examples each run, 10 times as many (the tests scale theirs by max_examples / 100).
+    hypothesis_settings.register_profile("ci", deadline=None, database=None, derandomize=True, print_blob=True)
+    hypothesis_settings.register_profile("thorough", deadline=None, database=None, max_examples=1000, print_blob=True)
+    hypothesis_settings.load_profile("ci")
+
 
 def fixture_path(name: str) -> Path:
     p = FIXTURES / name
