@@ -201,12 +201,12 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
 
 
 def _load_map(value: Any, name: str) -> Any:
-    """A number, or the float32 per-pixel map of a ``.npy`` path (``camera.<name>``; ConfigError naming it)."""
+    """A number, or the float32 per-pixel map of a ``.npy`` path (``camera.<name>``; errors name it)."""
     if not isinstance(value, str):
         return float(value)
     key, p = f"camera.{name}", Path(value)
-    if not p.is_file():
-        raise ConfigError([(key, f"map file not found: {p} (expected a .npy per-pixel map of the chip)")])
+    if not p.is_file():  # an OS error about the user's path (exit 2), naming the key
+        raise FileNotFoundError(f"{key}: map file not found: {p} (expected a .npy per-pixel map of the chip)")
     try:
         arr = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
@@ -261,8 +261,10 @@ def make_camera(cfg: SimulationConfig, *, crop_to_roi: bool = True) -> Any:
 
     Raises
     ------
+    FileNotFoundError
+        An sCMOS map file that does not exist (the message names ``camera.scmos_*``).
     ConfigError
-        An sCMOS map that is missing, not a 2-D ``.npy`` array, not the chip's shape (or smaller
+        An sCMOS map that is not a 2-D ``.npy`` array, not the chip's shape (or smaller
         than ``tiff.crop_offset`` + ROI) or with invalid values; the message names
         ``camera.scmos_*``, the file and both shapes.
     """

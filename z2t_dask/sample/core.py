@@ -25,6 +25,7 @@ import numpy as np
 from z2t_dask import __version__
 from z2t_dask.config import SimulationConfig, config_to_dict, load_config
 from z2t_dask.engine.assembly import aberration_field, make_camera, make_psf_model, make_zmap
+from z2t_dask.engine.budget import check_resources
 from z2t_dask.engine.render import FramePlan, frames_array
 from z2t_dask.errors import ConfigError
 from z2t_dask.physics.emitters import EmitterTable, Records
@@ -322,8 +323,21 @@ def simulate(
     tile_size
         Side of the y/x tiles in px (default ``render.tile_size``, else whole frames unless a
         frame exceeds ``render.chunk_mb``). The bytes do not depend on the chunking.
+
+    Raises
+    ------
+    ConfigError
+        A bad config or seed; a ROI beyond the Zmap; or a sample whose memory cannot fit (the
+        ground truth of ``emitters.num_emitters``, the bookkeeping of ``emitters.frames``, ...;
+        :func:`z2t_dask.engine.budget.check_resources`), refused with the figure before anything
+        is drawn.
+    ZmapError
+        A Zmap file that is missing, malformed or NaN everywhere.
     """
-    cfg = config if isinstance(config, SimulationConfig) else load_config(config)
+    if isinstance(config, SimulationConfig):
+        cfg = config
+    else:  # validated with the Zmap it will use (the ROI is checked against that one)
+        cfg = load_config(config, overrides={"zmap_path": str(zmap)} if isinstance(zmap, (str, os.PathLike)) else None)
     if isinstance(zmap, (str, os.PathLike)):
         cfg = replace(cfg, zmap_path=str(zmap))  # a new config: the caller's is never changed
         zmap = None
@@ -331,6 +345,7 @@ def simulate(
         seed = cfg.emitters.seed if cfg.emitters.seed is not None else 0
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError([("seed", f"must be a non-negative integer, got {seed!r}")])
+    check_resources(cfg, chunk_frames=chunk_frames, tile_size=tile_size)  # before anything is drawn or planned
     zm = zmap if isinstance(zmap, Zmap) else make_zmap(cfg)
     truth = SegmentedTruth(cfg, int(seed), aberration_field(cfg, zm))
     sample = _sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size=tile_size)
