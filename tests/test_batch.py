@@ -238,13 +238,22 @@ def test_cli_exit_codes(client, tmp_path, capsys):
     assert main(["batch", "--config", str(p), "--scheduler", addr, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "camera.scmos_offset" in err and "nope.npy" in err and not (tmp_path / "f").exists()
-    # a job that fails on the workers (a map that is no numeric array) -> exit 1, listed
+    # so is a map that is no array of numbers: checked once on the client, before any job runs
     np.save(tmp_path / "words.npy", np.array(["not", "numbers"]))
     cfg["base_config"]["camera"]["scmos_offset"] = str(tmp_path / "words.npy")
     p.write_text(json.dumps(cfg))
+    assert main(["batch", "--config", str(p), "--scheduler", addr, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "sample_001: camera.scmos_offset" in err and "words.npy" in err and not (tmp_path / "f").exists()
+    # a job that fails on the workers (a file where its folder goes) -> exit 1, listed with the path
+    del cfg["base_config"]["camera"]
+    cfg["variables"] = {"emitters.num_emitters": [5]}
+    p.write_text(json.dumps(cfg))
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "job_0000_num_emitters_5").write_text("a file, not a folder")
     assert main(["batch", "--config", str(p), "--scheduler", addr, "--no-progress"]) == 1
     out = capsys.readouterr().out
-    assert "FAILED sample_001" in out and "ValueError" in out
+    assert "FAILED job_0000_num_emitters_5/sample_001" in out and str(tmp_path / "f" / "job_0000_num_emitters_5") in out
     # a bad config: exit 2, nothing written
     cfg["base_config"]["emitters"]["num_emiters"] = 3
     cfg["base_output_dir"] = str(tmp_path / "g")

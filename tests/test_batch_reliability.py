@@ -130,7 +130,7 @@ def _job_configs(out: Path) -> list[dict]:
 
 
 @pytest.mark.cluster
-def test_scmos_maps_resolve_relative_to_the_batch_config(client, tmp_path, monkeypatch):
+def test_scmos_maps_resolve_relative_to_the_batch_config(client, tmp_path, monkeypatch, capsys):
     cfg_dir = tmp_path / "configs"
     (cfg_dir / "maps").mkdir(parents=True)
     np.save(cfg_dir / "maps" / "offset.npy", np.full((300, 300), 120.0, np.float32))
@@ -148,7 +148,14 @@ def test_scmos_maps_resolve_relative_to_the_batch_config(client, tmp_path, monke
     cfg["base_output_dir"] = str(tmp_path / "out2")
     write_config(cfg_dir / "batch.json", cfg)
     assert main(["batch", "--config", str(p), "--no-progress"]) == 2
-    assert not (tmp_path / "out2").exists()
+    assert "base_config.camera.scmos_offset" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+    # so is a map smaller than the ROI (checked once on the client, naming the job, key and file)
+    np.save(cfg_dir / "maps" / "small.npy", np.full((10, 10), 120.0, np.float32))
+    cfg["base_config"]["camera"]["scmos_offset"] = "maps/small.npy"
+    write_config(cfg_dir / "batch.json", cfg)
+    assert main(["batch", "--config", str(p), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "sample_001: camera.scmos_offset" in err and "small.npy" in err and not (tmp_path / "out2").exists()
 
 
 @pytest.mark.cluster
@@ -473,6 +480,34 @@ def test_a_batch_zmap_that_is_not_a_zmap_fails_before_any_job(tmp_path, capsys):
         assert not (tmp_path / "out").exists()
     with pytest.raises(ZmapError, match="zmap_path"):
         run_batch(small_batch(tmp_path / "out"), zmap=str(no_phase), progress=False)
+
+
+def _write_zmap(path: Path, maps: np.ndarray) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["z_maps/phase"] = maps.astype(np.float32)
+    return path
+
+
+def test_an_all_nan_zmap_or_a_roi_beyond_the_zmap_fails_before_any_job(tmp_path, capsys):
+    good = np.full((21, 40, 40), 0.05)
+    zmap = _write_zmap(tmp_path / "nan.h5", np.full_like(good, np.nan))
+    cfg = small_batch(tmp_path / "out", n=2)
+    cfg["base_config"]["zmap_path"] = str(zmap)
+    p = write_config(tmp_path / "b.json", cfg)
+    assert main(["batch", "--config", str(p), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "NaN" in err and str(zmap) in err and "zmap_path" in err
+    assert not (tmp_path / "out").exists()
+    # one grid point puts the ROI beyond the Zmap (30 + 16 px > 40 px): refused up front, naming job and key
+    cfg["variables"] = {"tiff.crop_offset": [[0, 0], [30, 0]]}
+    cfg["base_config"]["zmap_path"] = str(_write_zmap(tmp_path / "small.h5", good))
+    p = write_config(tmp_path / "b.json", cfg)
+    assert main(["batch", "--config", str(p), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "tiff.crop_offset" in err and "small.h5" in err and "job_0001_crop_offset_-30-0-" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_failed_starts_write_nothing(tmp_path, monkeypatch, capsys):

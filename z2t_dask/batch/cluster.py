@@ -258,7 +258,10 @@ def resolve_client(
                     "n_workers": n,
                     "threads_per_worker": threads_per_worker,
                     "processes": True,
-                    "dashboard_address": ":0" if dashboard else None,
+                    # a free port, also without the dashboard: the scheduler's HTTP server would
+                    # otherwise try 8787 and warn on stderr when another cluster holds it
+                    "dashboard_address": ":0",
+                    "scheduler_kwargs": {"dashboard": bool(dashboard)},
                 }
                 if memory_limit:
                     kwargs["memory_limit"] = memory_limit

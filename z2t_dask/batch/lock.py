@@ -175,7 +175,10 @@ def batch_lock(folder: str | os.PathLike) -> Iterator[dict[str, Any]]:
         if holder is None:  # released meanwhile
             continue
         if "unreadable" in holder:
-            age = time.time() - path.stat().st_mtime if path.exists() else 0.0
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:  # released meanwhile
+                continue
             if age < 10.0:  # being written right now by another run
                 time.sleep(0.2)
                 continue

@@ -1,57 +1,101 @@
-"""What a batch run does before any job starts: check the Zmaps, decide which jobs to run.
+"""What a batch run does before any job starts: check its inputs, decide which jobs to run.
 
-:func:`check_zmaps` opens every distinct Zmap of a batch once on the client (a bad ``--zmap`` is
-refused before any job runs). :func:`plan_jobs` sets each job's manifest entry for this run:
-skipped (done earlier with the same key and outputs matching their checksums), pending (new,
-changed, unfinished, damaged, or failed with ``retry_failed``) or left failed.
+:func:`check_inputs` opens every distinct Zmap and sCMOS map of a batch once on the client (a bad
+``--zmap`` or map is refused before any job runs). :func:`plan_jobs` sets each job's manifest
+entry for this run: skipped (done earlier with the same key and outputs matching their
+checksums), pending (new, changed, unfinished, damaged, or failed with ``retry_failed``) or left
+failed.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from z2t_dask.batch.jobs import JOB_MARKER, check_marker
 from z2t_dask.batch.manifest import Manifest
 from z2t_dask.batch.spec import Job
 
-__all__ = ["check_zmaps", "plan_jobs"]
+if TYPE_CHECKING:
+    from z2t_dask.physics.zmap import Zmap
+
+__all__ = ["check_inputs", "plan_jobs"]
 
 log = logging.getLogger("z2t_dask.batch")
 
 
-def check_zmaps(jobs: list[Job]) -> int:
-    """Open every distinct Zmap of the jobs once, on the client, as the jobs will.
+def check_inputs(jobs: list[Job], source: str | None = None) -> int:
+    """Check every distinct Zmap, ROI on it and sCMOS map of the jobs once, on the client, as the jobs will.
+
+    The Zmap is read (:func:`~z2t_dask.engine.assembly.make_zmap`), its aberration field built for
+    the job's ROI and ``tiff.crop_offset`` (the ROI must lie on the Zmap) and evaluated over the
+    ROI's corners and centre; the camera is built (:func:`~z2t_dask.engine.assembly.make_camera`:
+    sCMOS ``.npy`` maps loaded, their dtype and shape checked against the chip and ROI). Each
+    distinct Zmap is read once and each distinct (Zmap, ROI) and (camera, ROI) checked once, so a
+    grid of 10⁴ jobs costs a few checks.
+
+    Parameters
+    ----------
+    jobs
+        The expanded jobs (:func:`~z2t_dask.batch.spec.expand_jobs`).
+    source
+        The batch config file, named in a :class:`BatchConfigError`.
 
     Returns
     -------
     int
-        The number of distinct Zmap readings checked.
+        The number of distinct checks made.
 
     Raises
     ------
     ZmapError
-        A ``zmap_path`` that is not a readable Zmap (the message names the file): the batch is
-        refused before any job runs, instead of failing every job on the workers.
+        A ``zmap_path`` that is not a readable Zmap, or NaN over a job's ROI (the message names
+        the file and the job): the batch is refused before any job runs, instead of failing every
+        job on the workers.
+    BatchConfigError
+        A ROI beyond its Zmap, an sCMOS map that is no chip-sized 2-D array of numbers (the key,
+        prefixed by the job's name).
     """
-    from z2t_dask.config import load_config
-    from z2t_dask.engine.assembly import make_zmap
-    from z2t_dask.errors import ZmapError
+    import json
 
-    seen: set[tuple] = set()
+    import numpy as np
+
+    from z2t_dask.config import load_config
+    from z2t_dask.engine.assembly import aberration_field, make_camera, make_zmap
+    from z2t_dask.errors import BatchConfigError, ConfigError, ZmapError
+
+    zmaps: dict[str, Zmap] = {}
+    seen: set[str] = set()
     for job in jobs:
-        zp = job.config.get("zmap_path")
-        if not zp:
+        c = job.config
+        zsig = json.dumps(
+            [c.get("zmap_path"), c.get("zernike"), (c.get("optical") or {}).get("wavelength_nm"), c.get("psf")],
+            sort_keys=True,
+            default=str,
+        )
+        t = c.get("tiff") or {}
+        roi = [t.get("roi_width"), t.get("roi_height"), t.get("crop_offset")]
+        zroi = json.dumps([zsig, roi], default=str)
+        cam = json.dumps([c.get("camera"), roi], sort_keys=True, default=str)
+        if zroi in seen and cam in seen:
             continue
-        z, opt, psf = (job.config.get(k, {}) for k in ("zernike", "optical", "psf"))
-        sig = (zp, z.get("convention"), z.get("units"), opt.get("wavelength_nm"), psf.get("n_modes"))
-        if sig in seen:
-            continue
-        seen.add(sig)
         try:
-            make_zmap(load_config(job.config))
+            cfg = load_config(c)
+            if zroi not in seen:
+                if zsig not in zmaps:
+                    zmaps[zsig] = make_zmap(cfg)
+                field = aberration_field(cfg, zmaps[zsig])
+                h, w = cfg.image_shape
+                xs, ys = [0.0, w - 1.0, 0.0, w - 1.0, (w - 1) / 2], [0.0, 0.0, h - 1.0, h - 1.0, (h - 1) / 2]
+                field.at(np.array(xs), np.array(ys))
+            if cam not in seen:
+                make_camera(cfg)
         except ZmapError as exc:
             raise ZmapError(f"zmap_path (--zmap) of job {job.name}: {exc}") from None
+        except ConfigError as exc:
+            raise BatchConfigError([(f"{job.name}: {k}", m) for k, m in exc.problems], source) from None
+        seen.update((zroi, cam))
     return len(seen)
 
 

@@ -10,7 +10,14 @@ Only this (client) process writes the manifest ``manifest.json`` in the output f
 traceback, outputs and checksums, timings. A rerun skips jobs done with the same key, redoes
 changed or unfinished ones, leaves failed ones failed unless ``retry_failed``; the original
 ``batch_status.json`` is written beside it for existing scripts. The log goes to ``batch.log`` in
-the output folder. Exit codes: 0 all done, 1 some failed, 2 bad config.
+the output folder. Exit codes: 0 all done, 1 some failed, 2 bad config, Zmap or paths, a failed
+cluster start, workers that do not see the output folder, or a folder another run holds.
+
+Safety: every user path is absolute before anything is submitted; the output folder is locked for
+the run (:mod:`z2t_dask.batch.lock`) and probed from the workers; a finished job is skipped only
+when its outputs match their recorded checksums (:mod:`z2t_dask.batch.checksums`; ``verify=True``
+rehashes every file); a Ctrl-C cancels the jobs, marks them ``interrupted`` and closes the cluster
+quietly (the rerun redoes them).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from typing import Any
 from z2t_dask.batch.jobs import JOB_MARKER, read_attempts, run_job
 from z2t_dask.batch.lock import batch_lock
 from z2t_dask.batch.manifest import MANIFEST, Manifest
-from z2t_dask.batch.plan import check_zmaps, plan_jobs
+from z2t_dask.batch.plan import check_inputs, plan_jobs
 from z2t_dask.batch.spec import (
     SCHEMA_VERSION,
     BatchConfigError,
@@ -182,12 +189,13 @@ def run_batch(
 ) -> BatchResult:
     """Run a batch on a Dask cluster; resumable.
 
-    Before anything is written, the config is validated, every distinct Zmap is opened once on
-    the client (:func:`check_zmaps`) and, for a new output folder, the cluster is started: a bad
-    input or a failed start (no bokeh for the dashboard, no ``sbatch``, an unreachable scheduler)
-    leaves no output folder behind. The output folder is resolved on the client (absolute), locked
-    for the run (:func:`~z2t_dask.batch.lock.batch_lock`: a second run on it is refused) and probed
-    from every worker (:func:`~z2t_dask.batch.cluster.probe_output_folder`).
+    Before anything is written, the config is validated, every distinct Zmap and sCMOS map is
+    checked once on the client (:func:`~z2t_dask.batch.plan.check_inputs`) and, for a new output
+    folder, the cluster is started: a bad input or a failed start (no bokeh for the dashboard, no
+    ``sbatch``, an unreachable scheduler) leaves no output folder behind. The output folder is
+    resolved on the client (absolute), locked for the run (:func:`~z2t_dask.batch.lock.batch_lock`:
+    a second run on it is refused) and probed from every worker
+    (:func:`~z2t_dask.batch.cluster.probe_output_folder`).
 
     Parameters
     ----------
@@ -240,7 +248,7 @@ def run_batch(
         spec.output_dir = Path(output_dir)
     spec.output_dir = out = Path(os.path.abspath(spec.output_dir))  # the client's folder, never a worker's
     jobs = expand_jobs(spec)
-    check_zmaps(jobs)  # ZmapError: refused before anything is started or written
+    check_inputs(jobs, spec.source)  # Zmaps, ROIs, sCMOS maps: refused before anything is started or written
     n_retries = spec.retries if retries is None else int(retries)
     session = _ClientSession(client, max_workers=max_workers or spec.max_workers, dashboard=dashboard, slurm=slurm)
     with contextlib.ExitStack() as stack:
@@ -320,7 +328,10 @@ class _ClientSession:
 
         if self.client is not None and not self.probed:
             n = probe_output_folder(self.client, out)  # OutputFolderError: a worker does not see it
-            log.info("%d workers see the output folder %s", n, out)
+            if n:
+                log.info("%d workers see the output folder %s", n, out)
+            else:  # e.g. SLURM jobs still queued: run_job refuses to run where the folder is not visible
+                log.info("no workers connected yet to probe %s; each job checks it where it runs", out)
             self.probed = True
 
 

@@ -21,7 +21,10 @@ from z2t_dask.batch.jobs import JOB_MARKER, check_marker, read_marker
 from z2t_dask.batch.manifest import MANIFEST, ordered_jobs, read_manifest
 from z2t_dask.errors import FormatError
 
-__all__ = ["format_verify", "verify_batch", "verify_folder", "verify_sample"]
+__all__ = ["EXIT_DAMAGED", "format_verify", "report_verify", "verify_batch", "verify_folder", "verify_sample"]
+
+#: Exit status of ``z2t inspect --verify`` when a file of a finished job differs from its recorded checksum.
+EXIT_DAMAGED = 3
 
 
 def _report(files: int, jobs: int, damaged: list[str], note: str | None = None) -> dict[str, Any]:
@@ -103,3 +106,19 @@ def format_verify(report: dict[str, Any]) -> str:
     if report.get("note"):
         lines.append(f"  {report['note']}")
     return "\n".join(lines)
+
+
+def report_verify(report: dict[str, Any], path: str | os.PathLike, *, as_json: bool = False) -> int:
+    """Print a :func:`verify_folder` report for ``z2t inspect --verify``; its exit status (0, or 3 if damaged).
+
+    The text goes to stdout (unless ``as_json``: the JSON summary carries the report), one line
+    counting the damaged files to stderr.
+    """
+    import sys
+
+    if not as_json:
+        print(format_verify(report))
+    if report["ok"]:
+        return 0
+    print(f"z2t inspect: {len(report['damaged'])} damaged file(s) in {path}", file=sys.stderr)
+    return EXIT_DAMAGED

@@ -153,7 +153,7 @@ def _add_view_parsers(sub: argparse._SubParsersAction) -> None:
         "--verify",
         action="store_true",
         help="batch or sample folder: recompute the sha256 of every finished job's files and compare them with "
-        f"the recorded checksums (exit {EXIT_DAMAGED} if any differ)",
+        "the recorded checksums (exit 3 if any differ)",
     )
 
 
@@ -168,10 +168,6 @@ def _preview(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: ``z2t inspect --verify``: a file of a finished job differs from its recorded checksum (or is missing).
-EXIT_DAMAGED = 3
-
-
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
@@ -182,14 +178,10 @@ def _inspect(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     info = summarize(args.path, verify=args.verify)
     print(json.dumps(info, indent=1, sort_keys=True, default=str) if args.json else format_summary(info))
-    if args.verify:
-        from z2t_dask.batch.verify import format_verify
+    if args.verify:  # exit 3: a finished job's file differs from its recorded checksum
+        from z2t_dask.batch.verify import report_verify
 
-        if not args.json:
-            print(format_verify(info["verify"]))
-        if not info["verify"]["ok"]:
-            print(f"z2t inspect: {len(info['verify']['damaged'])} damaged file(s) in {args.path}", file=sys.stderr)
-            return EXIT_DAMAGED
+        return report_verify(info["verify"], args.path, as_json=args.json)
     return EXIT_OK
 
 
