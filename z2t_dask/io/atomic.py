@@ -2,23 +2,51 @@
 
 A reader never sees a half-written output: the final name appears only after the content
 is complete and flushed to disk (``fsync``), via ``os.replace`` within one directory (the
-same filesystem, so the rename is atomic on POSIX). On error the temporary is removed and
-the exception propagates.
+same filesystem, so the rename is atomic on POSIX). On error, Ctrl-C or SIGTERM (the CLI turns
+it into a ``KeyboardInterrupt``) the temporary is removed and the exception propagates; a full
+disk or file-size limit becomes :class:`~z2t_dask.errors.OutputSpaceError` naming the output.
+
+Temporaries are named ``.<name>.tmp-<host>-<pid>-<16 hex digits>``: a process killed outright
+(SIGKILL, power loss) leaves its temporary behind, and the next :func:`atomic_path` /
+:func:`atomic_dir` of the same output removes it (:func:`remove_stale_temps`) once its owner is
+known dead: same host, and no process with that pid (or the pid is this process's and the
+temporary is not one it is writing). Temporaries of live processes and of other hosts are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PARTIAL_STAMP", "atomic_dir", "atomic_path", "partial_sibling", "resumable_dir", "temp_sibling"]
+from z2t_dask.io.space import output_space_error
+
+__all__ = [
+    "PARTIAL_STAMP",
+    "atomic_dir",
+    "atomic_path",
+    "partial_sibling",
+    "remove_stale_temps",
+    "resumable_dir",
+    "temp_sibling",
+]
 
 #: File inside a resumable partial folder holding the fingerprint of what it is being filled with.
 PARTIAL_STAMP = ".z2t-partial"
+
+#: This host's name as written into temporary names (no ``-``, at most 40 characters).
+HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40] or "host"
+
+#: Temporaries this process is writing now (never removed as stale, even with a recycled pid).
+_ACTIVE: set[str] = set()
+_ACTIVE_LOCK = threading.Lock()
 
 
 def temp_sibling(final_path: str | os.PathLike[str], tag: str = "tmp") -> Path:
@@ -34,10 +62,111 @@ def temp_sibling(final_path: str | os.PathLike[str], tag: str = "tmp") -> Path:
     Returns
     -------
     pathlib.Path
-        ``<dir>/.<name>.<tag>-<pid>-<16 hex digits>``.
+        ``<dir>/.<name>.<tag>-<host>-<pid>-<16 hex digits>`` (the owner, for :func:`remove_stale_temps`).
     """
     final = Path(final_path)
-    return final.parent / f".{final.name}.{tag}-{os.getpid()}-{secrets.token_hex(8)}"
+    return final.parent / f".{final.name}.{tag}-{HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def _owner(rest: str) -> tuple[str | None, int] | None:
+    """``(host, pid)`` from the part of a temporary name after ``.tmp-`` (host None: an old name)."""
+    fields = rest.rsplit("-", 2)
+    if len(fields) == 3:
+        host, pid, token = fields
+    elif len(fields) == 2:  # written before names carried the host
+        host, (pid, token) = None, fields
+    else:
+        return None
+    if not pid.isdigit() or not re.fullmatch(r"[0-9a-f]{16}", token):
+        return None
+    return host, int(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (True when it cannot be told)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def _is_stale(path: Path, rest: str) -> bool:
+    owner = _owner(rest)
+    if owner is None:
+        return False
+    host, pid = owner
+    if host is not None and host != HOST:
+        return False  # another host's (a shared filesystem): its pid means nothing here
+    if pid == os.getpid():
+        with _ACTIVE_LOCK:
+            return str(path) not in _ACTIVE  # a recycled pid (e.g. containers): not one we are writing
+    return not _pid_alive(pid)
+
+
+def remove_stale_temps(final_path: str | os.PathLike[str]) -> int:
+    """Remove the temporaries of ``final_path`` left by killed writers (``.<name>.tmp-*``); return how many.
+
+    A temporary is removed only when its owner is known dead: written on this host by a process
+    that no longer exists (or by this process's pid, but not one it is writing now). ``.<name>.old-*``
+    leftovers (an output renamed aside during a replacement) are removed the same way when the output
+    itself exists. Errors (a racing cleaner, permissions) are ignored.
+    """
+    final = Path(final_path)
+    prefixes = {f".{final.name}.tmp-": True, f".{final.name}.old-": final.exists()}
+    removed = 0
+    try:
+        entries = list(os.scandir(final.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        for prefix, allowed in prefixes.items():
+            if allowed and entry.name.startswith(prefix):
+                path = Path(entry.path)
+                if _is_stale(path, entry.name[len(prefix) :]):
+                    _remove(path)
+                    removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def _claimed(tmp: Path) -> Iterator[Path]:
+    """Mark ``tmp`` as being written by this process while the body runs."""
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(str(tmp))
+    try:
+        yield tmp
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(str(tmp))
+
+
+def _os_error(cls: type[OSError], code: int, message: str) -> OSError:
+    """An OS error whose text is exactly ``message`` (no ``[Errno n]`` prefix) and whose errno is ``code``."""
+    exc = cls(message)
+    exc.errno = code
+    return exc
+
+
+def _check_parent(final: Path, what: str) -> None:
+    """The folder of ``final`` must exist, be a folder and be writable (FileNotFoundError,
+    NotADirectoryError or PermissionError naming the path otherwise)."""
+    parent = final.parent
+    if not parent.is_dir():
+        blocker = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise _os_error(
+                NotADirectoryError, errno.ENOTDIR, f"cannot {what} {final}: {blocker} is a file, not a folder"
+            )
+        raise _os_error(FileNotFoundError, errno.ENOENT, f"cannot {what} {final}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _os_error(
+            PermissionError, errno.EACCES, f"cannot {what} {final}: folder {parent} is not writable (permission denied)"
+        )
 
 
 def _remove(path: Path) -> None:
@@ -106,6 +235,11 @@ def _install(tmp: Path, final: Path) -> None:
     _remove(old)
 
 
+def _translated(exc: BaseException, final: Path) -> BaseException:
+    """``exc``, or the :class:`~z2t_dask.errors.OutputSpaceError` it stands for (disk full, quota, size limit)."""
+    return output_space_error(exc, final) or exc
+
+
 @contextlib.contextmanager
 def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success move it to ``final_path``.
@@ -118,7 +252,7 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     Yields
     ------
     pathlib.Path
-        Hidden temporary path ``.<name>.tmp-<pid>-<hex>`` (not created): the body writes a
+        Hidden temporary path ``.<name>.tmp-<host>-<pid>-<hex>`` (not created): the body writes a
         file (or a folder) there.
 
     Raises
@@ -126,34 +260,42 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     FileNotFoundError
         If the parent folder does not exist, or the body created nothing at the
         temporary path.
+    NotADirectoryError, PermissionError
+        If a component of the parent is a regular file, or the parent is not writable.
+    OutputSpaceError
+        The disk is full, a quota or the file-size limit was reached (ENOSPC, EDQUOT, EFBIG).
 
     Notes
     -----
-    On normal exit the temporary is fsync'ed, renamed with ``os.replace`` and the folder
-    entry is fsync'ed. On any exception (including KeyboardInterrupt) the temporary file
-    or folder is removed and the exception re-raised.
+    Stale temporaries of ``final_path`` left by killed processes are removed first
+    (:func:`remove_stale_temps`). On normal exit the temporary is fsync'ed, renamed with
+    ``os.replace`` and the folder entry is fsync'ed. On any exception (including
+    KeyboardInterrupt) the temporary file or folder is removed and the exception re-raised.
     """
     final = Path(final_path)
-    if not final.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {final}: folder {final.parent} does not exist")
+    _check_parent(final, "write")
+    remove_stale_temps(final)
     tmp = temp_sibling(final)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"nothing was written to the temporary path {tmp} for {final}")
-        _fsync_path(tmp)
-        _install(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        _remove(tmp)
-        raise
+    with _claimed(tmp):
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise FileNotFoundError(f"nothing was written to the temporary path {tmp} for {final}")
+            _fsync_path(tmp)
+            _install(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException as exc:
+            _remove(tmp)
+            better = _translated(exc, final)
+            if better is exc:
+                raise
+            raise better from exc
 
 
 def _new_output(final_dir: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Check an output folder can be created (parent exists; absent unless ``overwrite``)."""
+    """Check an output folder can be created (parent exists and is writable; absent unless ``overwrite``)."""
     final = Path(final_dir)
-    if not final.parent.is_dir():
-        raise FileNotFoundError(f"cannot create {final}: folder {final.parent} does not exist")
+    _check_parent(final, "create")
     if not overwrite and (final.exists() or final.is_symlink()):
         raise FileExistsError(f"{final} already exists (pass overwrite=True to replace it)")
     return final
@@ -181,25 +323,40 @@ def atomic_dir(final_dir: str | os.PathLike[str], *, overwrite: bool = False) ->
     Yields
     ------
     pathlib.Path
-        Hidden temporary folder ``.<name>.tmp-<pid>-<hex>`` (created, empty).
+        Hidden temporary folder ``.<name>.tmp-<host>-<pid>-<hex>`` (created, empty).
 
     Raises
     ------
     FileExistsError
         If ``final_dir`` exists and ``overwrite`` is False.
+    FileNotFoundError, NotADirectoryError, PermissionError
+        If the parent is missing, under a regular file or not writable (the message names the path).
+    OutputSpaceError
+        The disk is full, a quota or the file-size limit was reached while writing.
+
+    Notes
+    -----
+    Stale temporaries of ``final_dir`` left by killed processes are removed first
+    (:func:`remove_stale_temps`); on any exception, KeyboardInterrupt included, the temporary
+    folder is removed.
     """
     final = _new_output(final_dir, overwrite)
+    remove_stale_temps(final)
     tmp = temp_sibling(final)
-    tmp.mkdir()
-    try:
-        yield tmp
-        _still_new(final, overwrite)
-        _fsync_path(tmp)
-        _install(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        _remove(tmp)
-        raise
+    with _claimed(tmp):
+        tmp.mkdir()
+        try:
+            yield tmp
+            _still_new(final, overwrite)
+            _fsync_path(tmp)
+            _install(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException as exc:
+            _remove(tmp)
+            better = _translated(exc, final)
+            if better is exc:
+                raise
+            raise better from exc
 
 
 def partial_sibling(final_path: str | os.PathLike[str]) -> Path:
@@ -241,16 +398,24 @@ def resumable_dir(final_dir: str | os.PathLike[str], *, fingerprint: str, overwr
     final = _new_output(final_dir, overwrite)
     work = partial_sibling(final)
     stamp = work / PARTIAL_STAMP
+    remove_stale_temps(work)
     if work.exists() or work.is_symlink():
         same = work.is_dir() and not work.is_symlink() and stamp.is_file() and stamp.read_text() == fingerprint
         if not same:
             _remove(work)
     if not work.exists():
         tmp = temp_sibling(work)
-        tmp.mkdir()
-        (tmp / PARTIAL_STAMP).write_text(fingerprint)
-        os.replace(tmp, work)
-    yield work
+        with _claimed(tmp):
+            tmp.mkdir()
+            (tmp / PARTIAL_STAMP).write_text(fingerprint)
+            os.replace(tmp, work)
+    try:
+        yield work
+    except BaseException as exc:  # the partial folder is kept for a rerun
+        better = _translated(exc, final)
+        if better is exc:
+            raise
+        raise better from exc
     _still_new(final, overwrite)
     stamp.unlink()
     _fsync_path(work)

@@ -17,7 +17,7 @@ Layout (names and dtypes exactly as the original's consumers expect)::
 
 Additions over the original (ignored by its readers): root attributes (config, seed,
 version, conventions; dicts and lists as JSON strings) and a ``units`` attribute on
-every dataset.
+every dataset. The file carries no timestamps (same inputs, same bytes).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 
 from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
+from z2t_dask.io.h5files import create_group, h5_writer, raise_if_write_failed
 from z2t_dask.io.hdf5 import FRAME_COMPRESSIONS, decode_attr, encode_attr, write_frames_dataset
 
 __all__ = [
@@ -295,8 +296,6 @@ def write_emitters_h5_parts(
     parts hold other totals than announced or their columns differ (the message names the
     dataset); no file is left behind.
     """
-    import h5py
-
     if (n_emitters is None) != (n_records is None):
         raise ValueError("give both n_emitters and n_records, or neither (a single part)")
     single = n_emitters is None
@@ -316,7 +315,7 @@ def write_emitters_h5_parts(
 
     final = Path(path)
     with atomic_path(final) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5_writer(tmp) as f:
             for key, value in encoded.items():
                 f.attrs[key] = value
             written: list[str] = []
@@ -357,9 +356,9 @@ def write_emitters_h5_parts(
                         )
                     for group, (table, rows, _) in tables.items():
                         if table:
-                            g = f.create_group(group)
+                            g = create_group(f, group)
                             for key, arr in table.items():
-                                g.create_dataset(key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype)
+                                g.create_dataset(key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype, track_times=False)
                                 written.append(f"{group}/{key}")
                     unknown = set(units or {}) - set(written) - {"frames"}
                     if unknown:
@@ -376,6 +375,7 @@ def write_emitters_h5_parts(
                             raise ValueError(f"part {i}: {group}/{key} has shape {arr.shape}, the dataset {ds.shape}")
                         if arr.shape[0]:
                             ds[done : done + arr.shape[0]] = arr
+                            raise_if_write_failed(ds)
                 n_done += n
                 m_done += m
             if not written:

@@ -11,7 +11,12 @@ distributed Client the blocks are funnelled through the client), HDF5 chunks of 
                       pixel_size_nm = [x_nm, y_nm]
 
 The file appears under its final name only when complete (:func:`~z2t_dask.io.atomic.atomic_path`):
-a killed HDF5 writer leaves an unreadable file, so it is never resumed, only redone.
+a killed HDF5 writer leaves an unreadable file, so it is never resumed, only redone. Files carry no
+timestamps (every object is created with ``track_times=False``), so the same sample gives the same
+bytes. Files are opened with :func:`~z2t_dask.io.h5files.h5_writer`: a write that fails (disk full,
+file-size limit) is an exception naming the file, never the crash the HDF5 library meets when it closes
+such a file; an uncompressed stack that cannot fit is refused before writing
+(:func:`~z2t_dask.io.space.check_output_space`).
 
 Compression: none (default: the fastest, ~585 MB/s measured), ``"zlib"`` (gzip level 1) or
 ``"lzf"``; all are built into h5py, so every HDF5 reader opens the file without plugins.
@@ -20,6 +25,7 @@ Compression: none (default: the fastest, ~585 MB/s measured), ``"zlib"`` (gzip l
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -31,8 +37,10 @@ from z2t_dask.engine.streaming import iter_frame_blocks
 from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
 from z2t_dask.io.blocks import lazy_stack
+from z2t_dask.io.h5files import h5_writer, raise_if_write_failed
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
+from z2t_dask.io.space import check_output_space
 
 __all__ = [
     "FORMAT",
@@ -156,12 +164,19 @@ def write_frames_dataset(
             raise ValueError(f"frames must have shape (T, Y, X), got {tuple(frames.shape)}")
         t, y, x = (int(s) for s in frames.shape)
         dset = group.create_dataset(
-            name, shape=(t, y, x), dtype=dt or frames.dtype, chunks=_chunks(y, x, tile) if t else None, **opts
+            name,
+            shape=(t, y, x),
+            dtype=dt or frames.dtype,
+            chunks=_chunks(y, x, tile) if t else None,
+            track_times=False,
+            **opts,
         )
         t0 = 0
         for block in iter_frame_blocks(frames):
             dset[t0 : t0 + block.shape[0]] = _cast(block, dt, t0)
+            raise_if_write_failed(dset)
             t0 += block.shape[0]
+        _flush(dset)
         return t
     pair = _frames_pair(frames)
     declared, source = pair if pair is not None else (None, frames)
@@ -184,6 +199,7 @@ def write_frames_dataset(
                 maxshape=(first if declared is not None else None, y, x),
                 dtype=dt or block.dtype,
                 chunks=_chunks(y, x, tile),
+                track_times=False,
                 **opts,
             )
         elif block.shape[1:] != dset.shape[1:]:
@@ -195,12 +211,20 @@ def write_frames_dataset(
         else:
             dset.resize(stop, axis=0)
         dset[t0:stop] = _cast(block, dt, t0)
+        raise_if_write_failed(dset)
         t0 = stop
     if dset is None:
         raise ValueError("frames yielded no frames")
     if declared is not None and t0 != declared[0]:
         raise ValueError(f"frames yielded {t0} frames but {declared[0]} were declared")
+    _flush(dset)
     return t0
+
+
+def _flush(dset: Any) -> None:
+    """Write a dataset's cached chunks now, while it is open, and raise a write that failed."""
+    dset.file.flush()
+    raise_if_write_failed(dset)
 
 
 def write_hdf5_stack(
@@ -243,17 +267,23 @@ def write_hdf5_stack(
     -------
     pathlib.Path
         The final path.
-    """
-    import h5py
 
+    Raises
+    ------
+    OutputSpaceError
+        An uncompressed stack larger than the file-size limit or the free disk space (refused before
+        writing), or a full disk / file-size limit met while writing (nothing left behind).
+    """
     px_x, px_y = pixel_size_pair(pixel_size_nm)
     shape3 = tuple(int(s) for s in shape)
     if len(shape3) != 3 or min(shape3) < 1:
         raise ValueError(f"shape must be (T, Y, X) with positive sizes, got {shape!r}")
     encoded = {str(k): encode_attr(str(k), v) for k, v in dict(attrs or {}).items()}
     final = Path(path)
+    if not FRAME_COMPRESSIONS.get(compression):  # uncompressed: the size is known, refuse what cannot fit
+        check_output_space(final, math.prod(shape3) * np.dtype(dtype).itemsize, what="the HDF5 stack")
     with atomic_path(final) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5_writer(tmp) as f:
             for key, value in encoded.items():
                 f.attrs[key] = value
             write_frames_dataset(f, (shape3, frames), compression=compression, tile=tile, dtype=dtype)

@@ -37,6 +37,7 @@ from z2t_dask.io.atomic import atomic_path
 from z2t_dask.io.blocks import lazy_stack
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
+from z2t_dask.io.space import check_output_space
 
 __all__ = [
     "BIGTIFF_THRESHOLD",
@@ -210,6 +211,9 @@ def write_ome_tiff(
     ValueError
         Bad parameters, a frame of the wrong shape/dtype, or a frame count different from
         ``shape[0]`` (no file is left behind).
+    OutputSpaceError
+        An uncompressed file larger than the file-size limit or the free disk space (refused before
+        writing), or a full disk / file-size limit met while writing (nothing left behind).
     """
     import tifffile
 
@@ -240,6 +244,8 @@ def write_ome_tiff(
         shape3, str(dt), [px_x, px_y], codec, codec_args, description, ome.get("CommentAnnotation")
     )
 
+    if codec is None:  # uncompressed: the size is known, refuse what cannot fit before writing
+        check_output_space(final, math.prod(shape3) * dt.itemsize, what="the OME-TIFF")
     feed = _FrameFeed(frames, shape3, dt)
     with atomic_path(final) as tmp:
         tifffile.imwrite(

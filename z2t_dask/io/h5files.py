@@ -1,0 +1,182 @@
+"""HDF5 files as this package writes them: no timestamps, and a full disk is an error, never a crash.
+
+Every HDF5 file the package writes (``<name>.h5`` stacks, ``emitters.h5``) is opened with
+:func:`h5_writer`:
+
+- **Same inputs, same bytes.** The root group, groups (:func:`create_group`) and datasets are
+  created without timestamps (``track_times=False``).
+- **A failed write is an exception, not a segfault.** Once one of its writes has failed (disk full,
+  quota, ``RLIMIT_FSIZE``), the HDF5 library cannot close a file: h5py crashes at the close or at
+  interpreter exit. So the file is written through h5py's ``fileobj`` driver into a :class:`_Sink`
+  that never reports an I/O error to HDF5: it records the first one, keeps the rest of the file's
+  writes in memory (metadata) or drops them (data, the file is discarded anyway), and
+  :func:`raise_if_write_failed` (called after every block) and the end of :func:`h5_writer` raise
+  the recorded ``OSError``, which :mod:`z2t_dask.io.atomic` turns into
+  :class:`~z2t_dask.errors.OutputSpaceError` and removes the temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["create_group", "h5_writer", "raise_if_write_failed"]
+
+#: Writes kept in memory after a failure (metadata the library may read back before closing); larger
+#: writes (chunks of frames) are dropped.
+_KEEP_BYTES = 1 << 20
+
+#: Open sinks by the name h5py reports as the file's ``filename`` (``repr`` of the sink).
+_SINKS: dict[str, _Sink] = {}
+_SINKS_LOCK = threading.Lock()
+
+
+class _Sink:
+    """A file object for h5py's ``fileobj`` driver that never raises an I/O error to HDF5.
+
+    Writes go to ``path`` until one fails (the error is kept in :attr:`error`); from then on writes and
+    truncations succeed without touching the disk, reads see what was written (small writes are kept
+    in memory; the rest reads as zeros). The file is then incomplete and must be discarded.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._raw = open(path, "w+b", buffering=0)  # closed by h5_writer
+        self._fd = self._raw.fileno()
+        self._pos = 0
+        self._size = 0
+        self._kept: list[tuple[int, bytes]] = []
+        self.error: OSError | None = None
+
+    def __repr__(self) -> str:
+        return f"<z2t_dask HDF5 sink 0x{id(self):x}>"
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else self._size + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._size - self._pos if size is None or size < 0 else size
+        data = bytearray(os.pread(self._fd, size, self._pos) if size else b"")
+        data.extend(bytes(size - len(data)))
+        for addr, chunk in self._kept:  # later writes win
+            lo, hi = max(addr, self._pos), min(addr + len(chunk), self._pos + size)
+            if lo < hi:
+                data[lo - self._pos : hi - self._pos] = chunk[lo - addr : hi - addr]
+        self._pos += size
+        return bytes(data)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if self.error is None:
+            try:
+                done = 0
+                while done < n:
+                    done += os.pwrite(self._fd, view[done:], self._pos + done)
+            except OSError as exc:
+                self.error = exc
+        if self.error is not None and n <= _KEEP_BYTES:
+            self._kept.append((self._pos, bytes(view)))
+        self._pos += n
+        self._size = max(self._size, self._pos)
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else int(size)
+        if self.error is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as exc:  # e.g. extending beyond the file-size limit
+                self.error = exc
+        self._size = size
+        return size
+
+    def flush(self) -> None:
+        """Nothing to do: every write is a ``pwrite``."""
+
+    def close(self) -> None:
+        self._raw.close()
+        self._kept.clear()
+
+
+def raise_if_write_failed(obj: Any) -> None:
+    """Raise the first failed write (an ``OSError``) of the file ``obj`` belongs to, if any.
+
+    ``obj`` is an h5py file, group or dataset of a file opened by :func:`h5_writer` (anything else:
+    nothing happens). Writers call it after each block so that a full disk stops the work at once.
+    """
+    try:
+        name = obj.file.filename
+    except Exception:  # not an h5py object, or closed
+        return
+    with _SINKS_LOCK:
+        sink = _SINKS.get(name)
+    if sink is not None and sink.error is not None:
+        raise sink.error
+
+
+@contextlib.contextmanager
+def h5_writer(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Create the HDF5 file ``path``, without timestamps, through a sink that never crashes the library.
+
+    Parameters
+    ----------
+    path : path-like
+        File to create (truncated if it exists); normally an :func:`~z2t_dask.io.atomic.atomic_path`
+        temporary.
+
+    Yields
+    ------
+    h5py.File
+        The open file (``track_times=False``).
+
+    Raises
+    ------
+    OSError
+        The first write that failed (``ENOSPC``, ``EDQUOT``, ``EFBIG``), after the file is closed; the
+        file is then incomplete (the atomic temporary around it is removed).
+    """
+    import h5py
+
+    sink = _Sink(path)
+    key = repr(sink)
+    with _SINKS_LOCK:
+        _SINKS[key] = sink
+    try:
+        try:
+            f = h5py.File(sink, "w", track_times=False)
+        except TypeError:  # h5py < 3.15: groups carry no timestamps unless track_order is set
+            f = h5py.File(sink, "w")
+        try:
+            yield f
+            f.flush()
+        except Exception:
+            failed = sink.error  # the cause of whatever the body met after a failed write
+            f.close()
+            if failed is not None:
+                raise failed  # noqa: B904 - the body's error stays as its context
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM: close, the temporary is removed
+            f.close()
+            raise
+        f.close()
+        if sink.error is not None:
+            raise sink.error
+    finally:
+        with _SINKS_LOCK:
+            _SINKS.pop(key, None)
+        sink.close()
+
+
+def create_group(parent: Any, name: str) -> Any:
+    """``parent.create_group(name)`` without timestamps (``track_times=False`` where h5py has it)."""
+    try:
+        return parent.create_group(name, track_times=False)
+    except TypeError:  # h5py < 3.15: no timestamps for groups without track_order
+        return parent.create_group(name)
