@@ -8,18 +8,22 @@
 
 Exit codes: 0 success; 2 bad configuration or input (any :class:`~z2t_dask.errors.Z2TError`,
 or an OS error about the user's paths or a full disk: the message names the key or file);
-1 anything else ("internal error": a bug of ours, ``-v`` prints the traceback); 130 interrupted.
+1 anything else ("internal error": a bug of ours, ``-v`` prints the traceback); 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM, e.g. ``timeout`` or a SLURM walltime: cleaned up like Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from z2t_dask.errors import Z2TError
@@ -270,6 +274,71 @@ def _is_user_path_error(exc: OSError) -> bool:
     return isinstance(exc, _USER_OS_ERRORS) or exc.errno in _DISK_ERRNOS
 
 
+def _path_error_message(exc: OSError) -> str:
+    """One line naming the path of an OS error about the user's paths, disk or file-size limit.
+
+    Our own messages (no ``[Errno n]`` prefix) are kept; the OS's ones are reworded: a path under a
+    regular file, permission denied, missing, existing, a full disk or a file-size limit.
+    """
+    from z2t_dask.io.space import output_space_error
+
+    where = exc.filename if exc.filename is not None else "the output"
+    space = output_space_error(exc, where)
+    if space is not None:
+        return str(space)
+    if exc.filename is None or not str(exc).startswith("[Errno"):
+        return str(exc)
+    path = Path(os.fsdecode(exc.filename))
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if isinstance(exc, (NotADirectoryError, FileExistsError)) and blocker is not None:
+        return f"cannot create or write {path}: {blocker} is a file, not a folder"
+    if isinstance(exc, PermissionError):
+        return f"cannot write or read {path}: permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file or folder: {path}"
+    if isinstance(exc, FileExistsError):
+        return f"{path} already exists"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder, not a file"
+    return f"{path}: {exc.strerror or exc}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, a SLURM walltime) as an interrupt: cleaned up like Ctrl-C, exit 143."""
+
+
+#: Exit status after SIGTERM (128 + 15, as a shell reports a process killed by it).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` in the main thread.
+
+    Atomic outputs then remove their temporaries as on Ctrl-C. Only the first SIGTERM raises: a second
+    one during the clean-up is ignored. SIGXFSZ is ignored too (as Python does at start-up), so a write
+    beyond the file-size limit fails with EFBIG ("file too large") instead of killing the process.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        raise Terminated("terminated (SIGTERM)")
+
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
     """Report an unexpected exception as our bug (exit 1); the traceback with ``-v``."""
     if args.verbose:
@@ -285,26 +354,40 @@ def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``z2t`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``z2t`` console script; returns the exit code.
+
+    0 success; 1 internal error (a bug); 2 bad input, path, full disk or file-size limit (``z2t`` alone:
+    the help); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Interrupted or terminated, nothing is
+    left under a final output name and the temporaries are removed.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not [a for a in argv if a not in ("-v", "--verbose")]:  # `z2t` alone: the help, as argparse errors
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:  # library loggers may log INFO to their own files
         handler.setLevel(level)
     try:
-        if args.command == "simulate":
-            return _simulate(args)
-        if args.command == "render":
-            return _render(args)
-        if args.command == "batch":
-            return _batch(args)
-        if args.command == "preview":
-            return _preview(args)
-        if args.command == "inspect":
-            return _inspect(args)
+        with _sigterm_interrupts():
+            if args.command == "simulate":
+                return _simulate(args)
+            if args.command == "render":
+                return _render(args)
+            if args.command == "batch":
+                return _batch(args)
+            if args.command == "preview":
+                return _preview(args)
+            if args.command == "inspect":
+                return _inspect(args)
     except Z2TError as exc:  # the user's input: the message says what to fix
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated:
+        print(f"z2t {args.command}: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"z2t {args.command}: interrupted; no output was left half-written", file=sys.stderr)
         return 130
@@ -317,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if not _is_user_path_error(exc):
             return _internal_error(args, exc)
-        print(f"z2t {args.command}: {exc}", file=sys.stderr)
+        print(f"z2t {args.command}: {_path_error_message(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # our bug: say so, never pretend it is bad input
         return _internal_error(args, exc)
