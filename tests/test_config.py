@@ -164,3 +164,36 @@ def test_plot_requests_are_rejected_not_ignored():
 def test_add_noise_false_means_no_camera():
     cfg = load_config({"tiff": {"add_noise": False}})
     assert cfg.camera.model == "none"
+
+
+def test_yaml_syntax_error_gives_line_and_column_not_unicode_string(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("tiff:\n  roi_size: 16\n  crop_offset: [0, 0\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    msg = str(ei.value)
+    assert str(p) in msg and "YAML syntax error at line 4" in msg and "<unicode string>" not in msg
+
+
+def test_roi_must_lie_on_the_synthetic_zmap():
+    # the synthetic Zmap is the chip when no Zmap file is given: [x, y] offset + ROI inside synthetic_shape
+    ok = load_config(
+        {
+            "tiff": {"roi_width": 30, "roi_height": 20, "crop_offset": [270, 280]},
+            "zernike": {"synthetic_shape": [300, 300]},
+        }
+    )
+    assert ok.crop_offset_xy == (270, 280)
+    for offset, key in (([271, 0], "tiff.crop_offset"), ([0, 281], "tiff.crop_offset")):
+        with pytest.raises(ConfigError) as ei:
+            load_config(
+                {
+                    "tiff": {"roi_width": 30, "roi_height": 20, "crop_offset": offset},
+                    "zernike": {"synthetic_shape": [300, 300]},
+                }
+            )
+        assert key in problems(ei.value) and "300x300" in problems(ei.value)[key]
+    # a Zmap file replaces the synthetic one: its own shape is checked when it is opened
+    assert load_config(
+        {"zmap_path": "elsewhere.h5", "tiff": {"roi_size": 64, "crop_offset": [5000, 0]}}
+    ).crop_offset_xy == (5000, 0)

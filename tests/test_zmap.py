@@ -133,3 +133,27 @@ def test_synthetic_zmap_smooth_realistic_deterministic():
     assert np.abs(pa[1] - pa[2]).max() > 0.02
     step = a.coefficients(np.array([300.0, 301.0]), np.array([900.0, 900.0]))[0]
     assert np.abs(step[1] - step[0]).max() < 1e-3
+
+
+def test_used_source_modes_skip_invalid_legacy_and_extra_modes():
+    from z2t_dask.physics.zmap import used_source_modes
+
+    legacy = used_source_modes("legacy21", 21, 21)
+    assert len(legacy) == 13  # the 8 parity-invalid legacy modes are never used
+    assert used_source_modes("noll", 30, 21) == frozenset(range(21))
+    assert used_source_modes("osa", 15, 15) == frozenset(range(15))
+
+
+def test_all_nan_modes_of_a_zmap_are_refused_but_unused_ones_are_not(tmp_path):
+    maps = np.zeros((25, 20, 20))
+    maps[22:] = np.nan  # Noll 23..25: beyond n_modes = 21, never read
+    p = tmp_path / "z.h5"
+    with h5py.File(p, "w") as f:
+        f["z_maps/phase"] = maps
+    assert read_zmap(p, convention="noll").n_source_modes == 25
+    maps[4] = np.nan
+    p = tmp_path / "z4.h5"
+    with h5py.File(p, "w") as f:
+        f["z_maps/phase"] = maps
+    with pytest.raises(ZmapError, match=r"z4\.h5.*mode\(s\) \[4\]"):
+        read_zmap(p, convention="noll")
