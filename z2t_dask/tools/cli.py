@@ -23,14 +23,31 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from z2t_dask.errors import Z2TError
 
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (else argparse's usage error naming the option, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--zmap", help="Zmap file (result.h5 / patches.h5); overrides zmap_path")
     s.add_argument("--output-dir", default="output", help="parent folder of the sample folder (default: output)")
     s.add_argument("--name", default=None, help="sample folder name (default: sample_<seed:03d>)")
-    s.add_argument("--seed", type=int, default=None, help="sample seed (default: emitters.seed, else 0)")
-    s.add_argument("--frames", type=int, default=None, help="override emitters.frames")
-    s.add_argument("--chunk-size", type=int, default=None, help="frames per dask chunk")
+    s.add_argument(
+        "--seed", type=_int_at_least(0), default=None, help="sample seed >= 0 (default: emitters.seed, else 0)"
+    )
+    s.add_argument("--frames", type=_int_at_least(1), default=None, help="override emitters.frames (>= 1)")
+    s.add_argument("--chunk-size", type=_int_at_least(1), default=None, help="frames per dask chunk (>= 1)")
     s.add_argument(
         "--compression",
         default=None,
@@ -68,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stack format of the format registry: ome-tiff, ome-zarr, hdf5 or one registered by a plugin "
         "(default: output.format, else ome-tiff); ome-zarr reruns resume",
     )
-    s.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
+    s.add_argument(
+        "--tile-size",
+        type=_int_at_least(1),
+        default=None,
+        help="y/x tile side in px (default: render.tile_size / auto)",
+    )
     s.add_argument(
         "--no-streaming",
         action="store_true",
@@ -82,20 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--h5", required=True, help="emitters.h5 with emitters/*, records/* (and zernike_coeffs/*)")
     r.add_argument("--output", required=True, help="output path: .ome.tiff, .ome.zarr or .h5")
-    r.add_argument("--config", help="config for optics, geometry and camera (default: built-in)")
-    r.add_argument("--chunk-size", type=int, default=None, help="frames per chunk (the original's --chunk_size)")
+    r.add_argument(
+        "--config",
+        help="config for optics, geometry and camera (default: the config stored in the emitters.h5 by z2t, else the "
+        "built-in one); geometry that differs from the stored config is reported",
+    )
+    r.add_argument(
+        "--chunk-size", type=_int_at_least(1), default=None, help="frames per chunk (the original's --chunk_size)"
+    )
     r.add_argument(
         "--no-streaming",
         action="store_true",
         help="compute the whole stack in memory before writing "
         "(refused beyond render.memory_budget_mb / the available memory)",
     )
-    r.add_argument("--seed", type=int, default=0, help="seed of the camera-noise streams (default 0)")
+    r.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the camera-noise streams (default 0)")
     r.add_argument("--compression", default=None, help="stack compression the format offers (see simulate)")
     r.add_argument(
         "--format", default=None, help="stack format of the format registry (default: from the --output suffix)"
     )
-    r.add_argument("--tile-size", type=int, default=None, help="y/x tile side in px (default: render.tile_size / auto)")
+    r.add_argument(
+        "--tile-size",
+        type=_int_at_least(1),
+        default=None,
+        help="y/x tile side in px (default: render.tile_size / auto)",
+    )
     b = sub.add_parser("batch", help="run a batch (samples x parameter grid) on a Dask cluster; resumable")
     b.add_argument(
         "--config",
@@ -215,21 +250,28 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from z2t_dask.config import load_config
-    from z2t_dask.sample import simulate
-
-    overrides = {"emitters": {"frames": args.frames}} if args.frames is not None else None
-    cfg = load_config(args.config, camera=args.camera, overrides=overrides)
-    t = time.perf_counter()
+    from z2t_dask.engine.budget import check_resources
     from z2t_dask.io.formats import get_format
+    from z2t_dask.sample import simulate
+    from z2t_dask.tools.sizes import check_output_room
 
+    overrides: dict[str, Any] = {"emitters": {"frames": args.frames}} if args.frames is not None else {}
+    if args.zmap:  # validated with the Zmap it will use (the ROI is checked against it, not the synthetic one)
+        overrides["zmap_path"] = args.zmap
+    cfg = load_config(args.config, camera=args.camera, overrides=overrides or None)
+    t = time.perf_counter()
     entry = get_format(args.format or cfg.output.format, "--format")  # the format registry's entry
     entry.check_compression(args.compression, key="--compression")  # FormatError: exit 2
-    sample = simulate(cfg, seed=args.seed, zmap=args.zmap, chunk_frames=args.chunk_size, tile_size=args.tile_size)
-    name = args.name or f"sample_{sample.seed:03d}"
+    seed = args.seed if args.seed is not None else (cfg.emitters.seed if cfg.emitters.seed is not None else 0)
+    name = args.name or f"sample_{seed:03d}"
     out = Path(args.output_dir) / name
     if out.exists() and not args.overwrite:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # sizes, up front: memory (ConfigError naming the key) and the disk of the output folder
+    estimate = check_resources(cfg, chunk_frames=args.chunk_size, tile_size=args.tile_size)
+    check_output_room(cfg, entry, args.compression, out / entry.filename(name), estimate)
+    sample = simulate(cfg, seed=seed, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     sample.save(
         out, format=entry.name, compression=args.compression, overwrite=args.overwrite, streaming=not args.no_streaming
     )  # MemoryBudgetError: exit 2
@@ -243,19 +285,35 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from z2t_dask.config import load_config
+    from z2t_dask.engine.budget import estimate_resources
     from z2t_dask.io.formats import format_from_path, get_format
     from z2t_dask.sample import load_sample_h5, write_stack
+    from z2t_dask.tools.sizes import check_output_room
 
-    cfg = load_config(args.config)
     if not Path(args.h5).is_file():
         print(f"z2t render: --h5 file not found: {args.h5}", file=sys.stderr)
         return EXIT_BAD_INPUT
     t = time.perf_counter()
-    sample = load_sample_h5(args.h5, cfg, seed=args.seed, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     out = Path(args.output)
     entry = get_format(args.format or format_from_path(out), "--format")  # from the suffix, else ome-tiff
     entry.check_compression(args.compression, key="--compression")  # FormatError: exit 2
+
+    sample = load_sample_h5(  # without --config: the config stored in the file (z2t wrote it), else built-in
+        args.h5,
+        args.config,
+        seed=args.seed,
+        chunk_frames=args.chunk_size,
+        tile_size=args.tile_size,
+        report=lambda message: print(f"z2t render: warning: {message}", file=sys.stderr),
+    )
+    estimate = estimate_resources(
+        sample.config,
+        n_emitters=sample.truth.n_emitters,
+        n_records=sample.truth.n_records,
+        chunk_frames=args.chunk_size,
+        tile_size=args.tile_size,
+    )
+    check_output_room(sample.config, entry, args.compression, out, estimate)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_stack(sample, out, format=entry.name, compression=args.compression, streaming=not args.no_streaming)
     T, H, W = sample.frames.shape
