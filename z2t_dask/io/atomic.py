@@ -8,9 +8,10 @@ disk or file-size limit becomes :class:`~z2t_dask.errors.OutputSpaceError` namin
 
 Temporaries are named ``.<name>.tmp-<host>-<pid>-<16 hex digits>``: a process killed outright
 (SIGKILL, power loss) leaves its temporary behind, and the next :func:`atomic_path` /
-:func:`atomic_dir` of the same output removes it (:func:`remove_stale_temps`) once its owner is
-known dead: same host, and no process with that pid (or the pid is this process's and the
-temporary is not one it is writing). Temporaries of live processes and of other hosts are kept.
+:func:`atomic_dir` of the same output (the first in each process) removes it
+(:func:`remove_stale_temps`) once its owner is known dead: same host, and no process with that
+pid (or the pid is this process's and the temporary is not one it is writing). Temporaries of live
+processes and of other hosts are kept.
 """
 
 from __future__ import annotations
@@ -131,6 +132,24 @@ def remove_stale_temps(final_path: str | os.PathLike[str]) -> int:
                     _remove(path)
                     removed += 1
     return removed
+
+
+#: Outputs whose stale temporaries this process removed lately (the folder is scanned once per output,
+#: not at every rewrite of e.g. a manifest; bounded, oldest forgotten first).
+_CLEANED: dict[str, None] = {}
+_CLEANED_MAX = 4096
+
+
+def _remove_stale_once(final: Path) -> None:
+    """:func:`remove_stale_temps` for ``final``, unless this process did it lately."""
+    key = os.path.abspath(final)
+    with _ACTIVE_LOCK:
+        if key in _CLEANED:
+            return
+        _CLEANED[key] = None
+        if len(_CLEANED) > _CLEANED_MAX:
+            del _CLEANED[next(iter(_CLEANED))]
+    remove_stale_temps(final)
 
 
 @contextlib.contextmanager
@@ -274,7 +293,7 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(final_path)
     _check_parent(final, "write")
-    remove_stale_temps(final)
+    _remove_stale_once(final)
     tmp = temp_sibling(final)
     with _claimed(tmp):
         try:
@@ -341,7 +360,7 @@ def atomic_dir(final_dir: str | os.PathLike[str], *, overwrite: bool = False) ->
     folder is removed.
     """
     final = _new_output(final_dir, overwrite)
-    remove_stale_temps(final)
+    _remove_stale_once(final)
     tmp = temp_sibling(final)
     with _claimed(tmp):
         tmp.mkdir()
@@ -398,7 +417,7 @@ def resumable_dir(final_dir: str | os.PathLike[str], *, fingerprint: str, overwr
     final = _new_output(final_dir, overwrite)
     work = partial_sibling(final)
     stamp = work / PARTIAL_STAMP
-    remove_stale_temps(work)
+    _remove_stale_once(work)
     if work.exists() or work.is_symlink():
         same = work.is_dir() and not work.is_symlink() and stamp.is_file() and stamp.read_text() == fingerprint
         if not same:
