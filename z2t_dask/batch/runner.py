@@ -258,7 +258,7 @@ def run_batch(
             try:
                 session.probe(out)
             except BaseException:
-                shutil.rmtree(created, ignore_errors=True)
+                _remove_empty(out, created)
                 raise
         stack.enter_context(batch_lock(out))  # BatchLockError: another run holds the folder
         handler = _add_log_file(out)
@@ -333,6 +333,19 @@ class _ClientSession:
             else:  # e.g. SLURM jobs still queued: run_job refuses to run where the folder is not visible
                 log.info("no workers connected yet to probe %s; each job checks it where it runs", out)
             self.probed = True
+
+
+def _remove_empty(out: Path, top: Path) -> None:
+    """Remove ``out`` and its parents up to ``top`` while they are empty (never another run's files)."""
+    p = out
+    while True:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == top or p.parent == p:
+            return
+        p = p.parent
 
 
 def _make_folder(out: Path) -> Path:
