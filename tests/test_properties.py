@@ -11,7 +11,7 @@ bounds of :mod:`z2t_dask.config.schema`, and the rules across sections of
 * a random violation of a rule across sections names the key the rule is about.
 
 Holes found in the validator are pinned by the ``xfail(strict=True)`` cases of
-:func:`test_known_validator_gaps` (the generators above leave them out, listed in ``KNOWN_GAPS``).
+:func:`test_known_validator_gaps` (the generators leave them out; the list is above ``_bounds``).
 
 Chunking: for small samples (drawn emitters up to 4 px beyond the edges, and a table of emitters on
 pixel edges, tile borders and outside the image), every chunking the API accepts (frames per chunk,
@@ -145,17 +145,15 @@ DEFAULT_INT_CAP = 10**6
 FLOAT_CAP = 1e6
 BIG = 10**18  # magnitude bound of drawn integers (far beyond every limit, far below float overflow)
 
-#: What the generators leave out because the validator gets it wrong: each is an xfail case of
-#: test_known_validator_gaps (remove the entry when the case passes).
-KNOWN_GAPS = {
-    "inside tiff.noise_params": "noise_params_leaf / noise_params_unknown_key",
-    "float leaf given an integer beyond the float range": "huge_int_float / huge_int_fixed_zernike",
-    "non-finite or out-of-range Any/dict numbers": "scmos_* / area_px_inf / fixed_zernike_nan",
-    "booleans in zernike.synthetic_shape": "synthetic_shape_bool",
-    "zernike.num_plot other than 0": "num_plot",
-    "tiff.add_noise false given as an override": "add_noise_override",
-    "camera section not a mapping beside tiff.add_noise false": "camera_scalar_add_noise",
-}
+# What the generators leave out because the validator gets it wrong (each is a strict xfail case of
+# test_known_validator_gaps; widen the generator when its case passes):
+# * any bad key inside tiff.noise_params (cases noise_params_leaf, noise_params_unknown_key);
+# * a float key given an integer beyond the float range (huge_int_float, huge_int_fixed_zernike);
+# * non-finite or out-of-range numbers in keys typed Any or dict: camera.scmos_* (scmos_*),
+#   emitters.area_px = inf (area_px_inf), NaN Zernike coefficients (fixed_zernike_nan);
+# * booleans in zernike.synthetic_shape (synthetic_shape_bool); zernike.num_plot other than 0 (num_plot);
+# * tiff.add_noise false over another camera given as an override (add_noise_override), or beside a
+#   camera section that is not a mapping (camera_scalar_add_noise).
 
 
 def _bounds(leaf: Leaf) -> tuple[Any, Any, Any]:
@@ -176,6 +174,9 @@ def test_every_schema_key_is_generated():
     assert [p for p in GENERIC if not _generic(LEAVES[p].tp)] == []
     assert SPECIAL <= set(LEAVES), sorted(SPECIAL - set(LEAVES))
     assert set(FIXED) | {"tiff.noise_params"} <= set(LEAVES)
+    # every key gets invalid values: generic ones by type, the others from SPECIAL_INVALID
+    no_invalid = [p for p in INVALID_LEAVES if not (_generic(LEAVES[p].tp) or p in SPECIAL_INVALID or p in SECTIONS)]
+    assert no_invalid == []
 
 
 # =============================================================================================
@@ -449,7 +450,7 @@ KEY_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,14}", fullmatch=True)
 
 
 def _typos(names: set[str]) -> st.SearchStrategy[str]:
-    """Near misses of real key names (a letter inserted, dropped or doubled)."""
+    """Near misses of real key names (a letter inserted or dropped)."""
     name = st.sampled_from(sorted(names))
     letter = st.sampled_from("abcdefghijklmnopqrstuvwxyz_")
     inserted = st.tuples(name, st.integers(0, 30), letter).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] :])
@@ -526,7 +527,7 @@ SPECIAL_INVALID: dict[str, st.SearchStrategy[Any]] = {
     },
 }
 
-#: Leaves whose invalid values are left out (KNOWN_GAPS): the leaves inside tiff.noise_params.
+#: Every key but those inside tiff.noise_params (a known gap, see test_known_validator_gaps).
 INVALID_LEAVES = sorted(p for p in LEAVES if not p.startswith("tiff.noise_params."))
 
 
@@ -690,7 +691,7 @@ def rule_violations(draw: Any) -> Invalid:
         return Invalid(ov, "zernike.crop_offset")
     if rule == "fixed_value_key":
         path = draw(st.sampled_from(sorted(FIXED)))
-        if path == "zernike.num_plot":  # not enforced (KNOWN_GAPS): test_known_validator_gaps
+        if path == "zernike.num_plot":  # not enforced: test_known_validator_gaps[num_plot]
             path = "zernike.no_plot"
         _put(ov, path, not FIXED[path])
         return Invalid(ov, path)
@@ -710,7 +711,7 @@ def test_broken_rule_across_sections_names_its_key(case):
 
 
 # =============================================================================================
-# validator gaps found by the properties (xfail until fixed; see KNOWN_GAPS)
+# validator gaps found by the properties (strict xfail until fixed)
 # =============================================================================================
 
 
