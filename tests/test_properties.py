@@ -783,9 +783,13 @@ def _gap(case_id: str, overrides: dict[str, Any], path: str, reason: str, *, as_
         ),
         _gap(
             "synthetic_shape_bool",
-            {"zernike": {"synthetic_shape": [True, 64]}},
+            {
+                "zernike": {"synthetic_shape": [True, 64]},
+                "tiff": {"roi_size": None, "roi_width": 64, "roi_height": 1, "crop_offset": [0, 0]},
+            },
             "zernike.synthetic_shape",
-            "booleans pass as positive integers in zernike.synthetic_shape ([True, 64] renders with a 1 x 64 Zmap)",
+            "booleans pass as positive integers in zernike.synthetic_shape ([True, 64] is a 1 x 64 Zmap: a 64 x 1 "
+            "px ROI on it loads and renders)",
         ),
         _gap(
             "num_plot",
