@@ -160,6 +160,24 @@ def test_import_is_cheap_and_lazy() -> None:
     assert len(out) == 1, f"`import z2t_dask` imported {out[1]}"
 
 
+def test_every_error_class_lives_in_errors_py() -> None:
+    """One hierarchy in one place: an exception or warning class defined elsewhere is not exported."""
+    from z2t_dask import errors
+
+    defined_elsewhere = []
+    for name, path in package_modules().items():
+        if name == "z2t_dask.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                (getattr(b, "id", None) or getattr(b, "attr", "")).endswith(("Error", "Exception", "Warning"))
+                for b in node.bases
+            ):
+                defined_elsewhere.append(f"{name}.{node.name}")
+    assert not defined_elsewhere, f"define these in z2t_dask/errors.py and export them: {defined_elsewhere}"
+    assert set(errors.__all__) <= set(z2t_dask.__all__)
+
+
 def test_public_names_resolve_and_errors_share_one_base() -> None:
     for name in z2t_dask.__all__:
         assert getattr(z2t_dask, name) is not None

@@ -31,6 +31,8 @@ _ERRORS = (
     "InspectError",
     "PreviewError",
     "OutputSpaceError",
+    "BatchLockError",
+    "OutputFolderError",
 )
 
 #: public name -> module (relative to the package) that defines it
@@ -60,6 +62,7 @@ if TYPE_CHECKING:  # what the lazy __getattr__ returns, for IDEs and type checke
     from z2t_dask.config import SimulationConfig, default_config, load_config
     from z2t_dask.errors import (
         BatchConfigError,
+        BatchLockError,
         ClusterError,
         ConfigError,
         FormatError,
@@ -67,6 +70,7 @@ if TYPE_CHECKING:  # what the lazy __getattr__ returns, for IDEs and type checke
         LegacyKeyWarning,
         MemoryBudgetError,
         NGFFError,
+        OutputFolderError,
         OutputSpaceError,
         PreviewError,
         Z2TError,

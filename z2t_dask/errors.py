@@ -26,6 +26,8 @@ __all__ = [
     "InspectError",
     "PreviewError",
     "OutputSpaceError",
+    "BatchLockError",
+    "OutputFolderError",
 ]
 
 
@@ -115,3 +117,11 @@ class OutputSpaceError(Z2TError, OSError):
 
     def __reduce__(self):  # picklable across dask workers with its arguments
         return type(self), (str(self), self.errno)
+
+
+class BatchLockError(Z2TError, RuntimeError):
+    """Another batch run holds the output folder (the message names its host, pid and start time)."""
+
+
+class OutputFolderError(ClusterError):
+    """Workers of the cluster do not see the batch output folder (the message names it and them)."""

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from z2t_dask.errors import ClusterError
+from z2t_dask.errors import ClusterError, OutputFolderError
 
 __all__ = [
     "SLURM_KEYS",
@@ -47,10 +47,6 @@ __all__ = [
 
 #: Prefix of the probe's token file in the batch output folder (removed after the probe).
 PROBE_PREFIX = ".z2t_probe-"
-
-
-class OutputFolderError(ClusterError):
-    """Workers of the cluster do not see the batch output folder (the message names it and them)."""
 
 
 SLURM_KEYS = (

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from z2t_dask.errors import Z2TError
+from z2t_dask.errors import BatchLockError
 
 __all__ = ["LOCK_FILE", "BatchLockError", "batch_lock", "read_lock"]
 
@@ -41,10 +41,6 @@ log = logging.getLogger("z2t_dask.batch")
 LOCK_FILE = ".z2t_batch.lock"
 #: Attempts at taking a lock whose stale holder other runs may be taking over at the same time.
 _TRIES = 5
-
-
-class BatchLockError(Z2TError, RuntimeError):
-    """Another batch run holds the output folder (the message names its host, pid and start time)."""
 
 
 def _host() -> str:

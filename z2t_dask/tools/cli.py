@@ -8,8 +8,10 @@
 
 Exit codes: 0 success; 2 bad configuration or input (any :class:`~z2t_dask.errors.Z2TError`,
 or an OS error about the user's paths or a full disk: the message names the key or file);
-1 anything else ("internal error": a bug of ours, ``-v`` prints the traceback); 130 interrupted (Ctrl-C);
-143 terminated (SIGTERM, e.g. ``timeout`` or a SLURM walltime: cleaned up like Ctrl-C).
+1 anything else ("internal error": a bug of ours, ``-v`` prints the traceback), and for ``z2t batch``
+also "some jobs finally failed"; 3 ``z2t inspect --verify`` found files that differ from their
+checksums; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, e.g. ``timeout`` or a SLURM walltime:
+cleaned up like Ctrl-C).
 """
 
 from __future__ import annotations
@@ -137,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="batch config (base_config + sample_configs and/or variables / variable_configs)",
     )
-    b.add_argument("--max-workers", type=int, default=None, help="LocalCluster workers (default: config, else cores)")
-    b.add_argument("--retries", type=int, default=None, help="retries per job on exceptions (default 2)")
+    b.add_argument(
+        "--max-workers", type=_int_at_least(1), default=None, help="LocalCluster workers (default: config, else cores)"
+    )
+    b.add_argument("--retries", type=_int_at_least(0), default=None, help="retries per job on exceptions (default 2)")
     b.add_argument("--retry-failed", action="store_true", help="redo jobs that failed in an earlier run")
     b.add_argument("--no-resume", action="store_true", help="ignore the manifest: redo every job")
     b.add_argument("--clean", action="store_true", help="with --no-resume: delete the job folders first")
@@ -160,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--zmap", help="Zmap file overriding base_config.zmap_path")
     b.add_argument("--output-dir", help="overrides base_output_dir")
-    b.add_argument("--seed", type=int, default=None, help="batch seed (job seeds are spawned from it)")
+    b.add_argument(
+        "--seed", type=_int_at_least(0), default=None, help="batch seed >= 0 (job seeds are spawned from it)"
+    )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_view_parsers(sub)
     return p

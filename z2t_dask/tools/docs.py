@@ -177,8 +177,10 @@ def cli_reference_markdown() -> str:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {c.dest: c.help for c in sub._choices_actions}
     lines = [
-        "Global options: `z2t [-v|--verbose] [--version] COMMAND ...`. Exit codes: 0 success, 1 failure, "
-        "2 bad configuration or input.",
+        "Global options: `z2t [-v|--verbose] [--version] COMMAND ...`. Exit codes: 0 success; 2 bad configuration "
+        "or input (the message names the key or file; no traceback); 1 internal error (a bug: `-v` prints the "
+        "traceback) or, for `z2t batch`, jobs that finally failed; 3 `z2t inspect --verify` found damaged files; "
+        "130 interrupted (Ctrl-C); 143 terminated (SIGTERM).",
         "",
     ]
     for name, sp in sub.choices.items():
