@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
+import z2t_dask as z2t
 from z2t_dask.config import ConfigError, LegacyKeyWarning, SimulationConfig, config_to_dict, load_config
+from z2t_dask.engine.render import choose_chunks
+from z2t_dask.errors import Z2TError
 
 
 def problems(exc: ConfigError) -> dict[str, str]:
@@ -197,3 +203,213 @@ def test_roi_must_lie_on_the_synthetic_zmap():
     assert load_config(
         {"zmap_path": "elsewhere.h5", "tiff": {"roi_size": 64, "crop_offset": [5000, 0]}}
     ).crop_offset_xy == (5000, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# gaps the property tests found (issue 15): every bad leaf a ConfigError naming its key
+# ---------------------------------------------------------------------------------------------
+
+
+def test_num_plot_is_accepted_and_has_no_effect(original):
+    # the original plotted zernike.num_plot emitters only when zernike.no_plot was false; no_plot must be true
+    # here (as in the original batch files: num_plot 5, no_plot true), so any count >= 0 loads and changes nothing
+    base = load_config({"tiff": {"roi_size": 16}})
+    cfg = load_config({"tiff": {"roi_size": 16}, "zernike": {"num_plot": 3}})
+    assert cfg.zernike.num_plot == 3 and cfg == dataclasses.replace(base, zernike=replace(base.zernike, num_plot=3))
+    assert load_config(original("batch_config_100samples_40.json")).zernike.num_plot == 5
+    with pytest.raises(ConfigError) as ei:
+        load_config({"zernike": {"num_plot": -1}})
+    assert list(problems(ei.value)) == ["zernike.num_plot"]
+    with pytest.raises(ConfigError) as ei:
+        load_config({"zernike": {"num_plot": 3, "no_plot": False}})
+    assert list(problems(ei.value)) == ["zernike.no_plot"]
+
+
+def test_integer_choices_take_integers_like_integer_keys():
+    # output.zarr_format is 2 or 3: an integral float is that integer (as for every int key), stored as an int
+    for value in (2, 2.0):
+        cfg = load_config({"output": {"zarr_format": value}})
+        assert cfg.output.zarr_format == 2 and type(cfg.output.zarr_format) is int
+        assert type(config_to_dict(cfg)["output"]["zarr_format"]) is int
+    assert load_config({"emitters": {"frames": 7.0}}).emitters.frames == 7
+    for bad in (2.5, True, "2", 4):
+        with pytest.raises(ConfigError) as ei:
+            load_config({"output": {"zarr_format": bad}})
+        assert list(problems(ei.value)) == ["output.zarr_format"]
+
+
+def test_noise_params_keys_are_named_inside_the_section():
+    with pytest.raises(ConfigError) as ei:
+        load_config({"tiff": {"noise_params": {"background": -1.0, "readout_nosie": 5.0, "shot_noise": 1}}})
+    p = problems(ei.value)
+    assert set(p) == {"tiff.noise_params.background", "tiff.noise_params.readout_nosie", "tiff.noise_params.shot_noise"}
+    assert "did you mean 'readout_noise'" in p["tiff.noise_params.readout_nosie"]
+    assert "must be >= 0" in p["tiff.noise_params.background"]
+    with pytest.raises(ConfigError) as ei:  # not a mapping: the section itself
+        load_config({"tiff": {"noise_params": 5}})
+    assert list(problems(ei.value)) == ["tiff.noise_params"]
+    for value in (float("nan"), float("inf"), 10**400):
+        with pytest.raises(ConfigError) as ei:
+            load_config({"camera": {"model": "original"}, "tiff": {"noise_params": {"readout_noise": value}}})
+        assert list(problems(ei.value)) == ["tiff.noise_params.readout_noise"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"emitters": {"intensity_mu": 10**400}}, "emitters.intensity_mu"),
+        ({"emitters": {"intensity_mu": -(10**400)}}, "emitters.intensity_mu"),
+        ({"optical": {"wavelength_nm": 10**400, "use_default_config": False}}, "optical.wavelength_nm"),
+        ({"psf": {"fixed_zernike": {"5": 10**400}}}, "psf.fixed_zernike.5"),
+        ({"psf": {"fixed_zernike": {"5": float("nan")}}}, "psf.fixed_zernike.5"),
+        ({"psf": {"fixed_zernike": {5: float("-inf")}}}, "psf.fixed_zernike.5"),
+        ({"psf": {"fixed_zernike": {True: 0.1}}}, "psf.fixed_zernike.True"),
+        ({"psf": {"fixed_zernike": {5.0: 0.1}}}, "psf.fixed_zernike.5.0"),
+        ({"emitters": {"area_px": float("inf")}}, "emitters.area_px"),
+        ({"emitters": {"area_px": 10**400}}, "emitters.area_px"),
+        ({"emitters": {"area_px": [64, float("nan")]}}, "emitters.area_px"),
+        ({"emitters": {"area_px": [True, 64]}}, "emitters.area_px"),
+        ({"camera": {"model": "scmos", "scmos_gain": -1.0}}, "camera.scmos_gain"),
+        ({"camera": {"model": "scmos", "scmos_gain": 0}}, "camera.scmos_gain"),
+        ({"camera": {"model": "scmos", "scmos_variance": -2.0}}, "camera.scmos_variance"),
+        ({"camera": {"model": "scmos", "scmos_offset": float("nan")}}, "camera.scmos_offset"),
+        ({"camera": {"model": "scmos", "scmos_offset": float("inf")}}, "camera.scmos_offset"),
+        ({"camera": {"model": "scmos", "scmos_gain": 10**400}}, "camera.scmos_gain"),
+        ({"camera": {"model": "emccd", "scmos_variance": float("nan")}}, "camera.scmos_variance"),
+        ({"zernike": {"synthetic_shape": [True, 64]}}, "zernike.synthetic_shape"),
+        ({"zernike": {"synthetic_shape": [64, 64.0]}}, "zernike.synthetic_shape"),
+        ({"tiff": {"crop_offset": [0, False]}}, "tiff.crop_offset"),
+    ],
+)
+def test_bad_numbers_anywhere_name_their_key(doc, key):
+    for kwargs in ({"source": doc}, {"source": None, "overrides": doc}):
+        with pytest.raises(ConfigError) as ei:
+            load_config(**kwargs)
+        assert list(problems(ei.value)) == [key], kwargs
+        assert f"\n  {key}: " in str(ei.value)
+
+
+def test_scmos_numbers_in_range_and_map_paths_load():
+    cfg = load_config({"camera": {"model": "scmos", "scmos_offset": -5, "scmos_variance": 0, "scmos_gain": 2}})
+    assert (cfg.camera.scmos_offset, cfg.camera.scmos_variance, cfg.camera.scmos_gain) == (-5, 0, 2)
+    cfg = load_config({"camera": {"model": "scmos", "scmos_gain": "gain.npy"}})  # the map is read when used
+    assert cfg.camera.scmos_gain == "gain.npy"
+
+
+def test_messages_about_huge_integers_do_not_fail():
+    # Python refuses to write integers of more than 4300 digits as text: the message must still be made
+    with pytest.raises(ConfigError) as ei:
+        load_config({"emitters": {"frames": "x", "intensity_mu": 10**5000}, "tiff": {"roi_size": -(10**5000)}})
+    p = problems(ei.value)
+    assert set(p) == {"emitters.frames", "emitters.intensity_mu", "tiff.roi_size"}
+    assert "digits" in p["emitters.intensity_mu"] and "digits" in p["tiff.roi_size"]
+    with pytest.raises(ConfigError) as ei:
+        load_config({"tiff": {"noise_params": [10**5000]}})
+    assert list(problems(ei.value)) == ["tiff.noise_params"]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_document_with_a_huge_integer_names_the_file(tmp_path, suffix):
+    path = tmp_path / f"c{suffix}"
+    number = "1" * 5000
+    path.write_text(
+        f'{{"emitters": {{"frames": {number}}}}}' if suffix == ".json" else f"emitters:\n  frames: {number}\n"
+    )
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    msg = str(ei.value)
+    assert str(path) in msg and "4300 digits" in msg and len(msg.splitlines()) == 2
+    assert "syntax error" not in msg  # the file is well formed
+
+
+def test_add_noise_false_is_the_same_in_documents_and_overrides(original):
+    # refused over a camera model other than 'none', with the same message wherever the keys come from
+    msgs = []
+    for kwargs in (
+        {"source": {"tiff": {"add_noise": False}, "camera": {"model": "emccd"}}},
+        {"source": None, "overrides": {"tiff": {"add_noise": False}}},  # the built-in default is EMCCD
+        {"source": {"tiff": {"add_noise": False}}, "overrides": {"camera": {"model": "emccd"}}},
+        {"source": {"camera": {"model": "emccd"}}, "overrides": {"tiff": {"add_noise": False}}},
+    ):
+        with pytest.raises(ConfigError) as ei:
+            load_config(**kwargs)
+        assert list(problems(ei.value)) == ["tiff.add_noise"], kwargs
+        msgs.append(problems(ei.value)["tiff.add_noise"])
+    assert len(set(msgs)) == 1 and "'emccd'" in msgs[0]
+    # honoured where no camera model contradicts it: no camera ('none')
+    for kwargs in (
+        {"source": {"tiff": {"add_noise": False}}},
+        {"source": {}, "overrides": {"tiff": {"add_noise": False}}},
+        {"source": None, "overrides": {"tiff": {"add_noise": False}, "camera": {"model": "none"}}},
+        {
+            "source": {"tiff": {"add_noise": False}, "camera": {"model": "emccd"}},
+            "overrides": {"camera": {"model": "none"}},
+        },
+        {"source": {"tiff": {"add_noise": False}, "camera": {"qe": 0.5}}},
+    ):
+        assert load_config(**kwargs).camera.model == "none", kwargs
+    # a camera calibration file given beside it keeps 'none' (its values are kept, unused)
+    assert load_config({"tiff": {"add_noise": False}}, camera=original("camera_parameters.json")).camera.model == "none"
+    # a camera section that is not a mapping: named as such, no TypeError
+    for kwargs in (
+        {"source": {"tiff": {"add_noise": False}, "camera": "emccd"}},
+        {"source": None, "overrides": {"tiff": {"add_noise": False}, "camera": "emccd"}},
+    ):
+        with pytest.raises(ConfigError) as ei:
+            load_config(**kwargs)
+        assert list(problems(ei.value)) == ["camera"]
+
+
+def test_optics_in_overrides_count_as_in_the_document():
+    with pytest.raises(ConfigError) as ei:
+        load_config(None, overrides={"optical": {"NA": 1.3}})
+    assert list(problems(ei.value)) == ["optical.use_default_config"] and "NA" in str(ei.value)
+    assert load_config(None, overrides={"optical": {"NA": 1.3, "use_default_config": False}}).optical.NA == 1.3
+    # an override setting use_default_config back to true over a document's own optics
+    doc = {"optical": {"NA": 1.3, "use_default_config": False}}
+    with pytest.raises(ConfigError) as ei:
+        load_config(doc, overrides={"optical": {"use_default_config": True}})
+    assert list(problems(ei.value)) == ["optical.use_default_config"]
+    with pytest.raises(ConfigError):
+        load_config({"optical": {"NA": 1.3, "use_default_config": True}})
+    # an override that sets use_default_config false accepts the document's optics
+    assert load_config({"optical": {"NA": 1.3}}, overrides={"optical": {"use_default_config": False}}).optical.NA == 1.3
+
+
+@pytest.mark.parametrize(
+    ("tiff", "keys"),
+    [
+        ({"roi_width": 100, "roi_height": 10}, ["tiff.roi_width"]),
+        ({"roi_width": 10, "roi_height": 100}, ["tiff.roi_height"]),
+        ({"roi_width": 100, "roi_height": 100}, ["tiff.roi_width", "tiff.roi_height"]),
+        ({"roi_size": 100}, ["tiff.roi_size"]),
+        ({"roi_size": 100, "roi_width": 100}, ["tiff.roi_width", "tiff.roi_size"]),
+        ({"roi_width": 40, "roi_height": 40, "crop_offset": [20, 0]}, ["tiff.crop_offset"]),
+    ],
+)
+def test_roi_beyond_the_synthetic_zmap_names_the_keys_given(tiff, keys):
+    doc = {"tiff": {"roi_size": None, "crop_offset": [0, 0], **tiff}, "zernike": {"synthetic_shape": [50, 50]}}
+    with pytest.raises(ConfigError) as ei:
+        load_config(doc)
+    assert list(problems(ei.value)) == keys
+    assert all("50x50" in m for m in problems(ei.value).values())
+
+
+@pytest.mark.parametrize("name", ["chunk_frames", "tile_size"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "8"])
+def test_simulate_refuses_bad_chunking_arguments(name, value):
+    # 0 is refused, never taken as "not given" (that is None): a ConfigError naming the argument
+    with pytest.raises(ConfigError) as ei:
+        z2t.simulate({"tiff": {"roi_size": 16}, "emitters": {"frames": 3}}, **{name: value})
+    assert list(problems(ei.value)) == [name]
+    assert isinstance(ei.value, Z2TError) and isinstance(ei.value, ValueError)
+    assert f"render.{name}" in str(ei.value)
+
+
+def test_chunking_arguments_given_and_from_the_config():
+    cfg = load_config({"tiff": {"roi_size": 16}, "emitters": {"frames": 5}, "render": {"chunk_frames": 2}})
+    assert z2t.simulate(cfg).frames.chunksize == (2, 16, 16)
+    assert z2t.simulate(cfg, chunk_frames=np.int64(3), tile_size=np.int32(8)).frames.chunksize == (3, 8, 8)
+    with pytest.raises(ConfigError) as ei:  # the renderer's own check of a config value
+        choose_chunks((16, 16), 5, 2, chunk_frames=0)
+    assert list(problems(ei.value)) == ["render.chunk_frames"]

@@ -128,7 +128,7 @@ def test_original_noise_model_takes_its_background_from_noise_params(original):
 def test_original_noise_model_bad_values_are_reported_once_under_their_own_key():
     with pytest.raises(ConfigError) as ei:
         load_config({"camera": {"model": "original"}, "tiff": {"noise_params": {"background": -12}}})
-    assert [k for k, _ in ei.value.problems] == ["tiff.noise_params"]  # not also background.photons
+    assert [k for k, _ in ei.value.problems] == ["tiff.noise_params.background"]  # not also background.photons
     with pytest.raises(ConfigError) as ei:
         load_config({"camera": {"model": "original"}, "background": {"photons": "dim"}})
     assert [k for k, _ in ei.value.problems] == ["background.photons"]

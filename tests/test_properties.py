@@ -10,8 +10,8 @@ bounds of :mod:`z2t_dask.config.schema`, and the rules across sections of
   level or in a section, a bad Noll index) raises :class:`ConfigError` naming exactly that key path;
 * a random violation of a rule across sections names the key the rule is about.
 
-Holes found in the validator are pinned by the ``xfail(strict=True)`` cases of
-:func:`test_known_validator_gaps` (the generators leave them out; the list is above ``_bounds``).
+Holes the properties found in the validator (all fixed) stay as the regression cases of
+:func:`test_known_validator_gaps`; the generators draw them too (the list is above ``_bounds``).
 
 Chunking: for small samples (drawn emitters up to 4 px beyond the edges, and a table of emitters on
 pixel edges, tile borders and outside the image), every chunking the API accepts (frames per chunk,
@@ -110,7 +110,6 @@ LEGACY_NAMES = {
 FIXED = {
     "emitters.no_plot": True,
     "zernike.no_plot": True,
-    "zernike.num_plot": 0,
     "output.generate_plots": False,
     "output.save_intermediate": True,
     "tiff.use_direct_rendering": True,
@@ -145,15 +144,19 @@ DEFAULT_INT_CAP = 10**6
 FLOAT_CAP = 1e6
 BIG = 10**18  # magnitude bound of drawn integers (far beyond every limit, far below float overflow)
 
-# What the generators leave out because the validator gets it wrong (each is a strict xfail case of
-# test_known_validator_gaps; widen the generator when its case passes):
+# What the generators leave out because the validator gets it wrong: nothing. The gaps found earlier
+# are fixed, drawn by the generators below and kept as cases of test_known_validator_gaps:
 # * any bad key inside tiff.noise_params (cases noise_params_leaf, noise_params_unknown_key);
 # * a float key given an integer beyond the float range (huge_int_float, huge_int_fixed_zernike);
 # * non-finite or out-of-range numbers in keys typed Any or dict: camera.scmos_* (scmos_*),
 #   emitters.area_px = inf (area_px_inf), NaN Zernike coefficients (fixed_zernike_nan);
-# * booleans in zernike.synthetic_shape (synthetic_shape_bool); zernike.num_plot other than 0 (num_plot);
+# * booleans in zernike.synthetic_shape (synthetic_shape_bool);
 # * tiff.add_noise false over another camera given as an override (add_noise_override), or beside a
-#   camera section that is not a mapping (camera_scalar_add_noise).
+#   camera section that is not a mapping (camera_scalar_add_noise); optics given as overrides while
+#   optical.use_default_config is true (optics_override_with_defaults);
+# * a ROI larger than the synthetic Zmap named by the key that set its size (roi_width_beyond_zmap).
+# zernike.num_plot is any integer >= 0: it has no effect, as in the original with no_plot true
+# (tests/test_config.py::test_num_plot_is_accepted_and_has_no_effect).
 
 
 def _bounds(leaf: Leaf) -> tuple[Any, Any, Any]:
@@ -445,6 +448,7 @@ def test_random_valid_configs_load_and_round_trip(case, source):
 # =============================================================================================
 
 NAN, INF = float("nan"), float("inf")
+HUGE = 10**400  # an integer beyond the float range
 NOT_A_MAPPING = st.sampled_from([5, 2.5, "x", [1, 2], True])
 KEY_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,14}", fullmatch=True)
 
@@ -486,7 +490,7 @@ def invalid_value(leaf: Leaf) -> st.SearchStrategy[Any]:
         out = out | below | below.map(float)
         return out | st.integers(le + 1, BIG) if le is not None else out
     if tp is float:
-        out = st.sampled_from(["1.5", True, False, [1.0], {}, NAN, INF, -INF, *maybe_none])
+        out = st.sampled_from(["1.5", True, False, [1.0], {}, NAN, INF, -INF, HUGE, -HUGE, *maybe_none])
         if gt is not None:
             out = out | st.floats(-1e300, gt, **FINITE) | st.integers(-BIG, math.floor(gt))
         if ge is not None:
@@ -515,20 +519,28 @@ def _is_index(v: Any) -> bool:
 SPECIAL_INVALID: dict[str, st.SearchStrategy[Any]] = {
     "tiff.crop_offset": _bad_pairs(lambda a: _is_index(a) and a >= 0),
     "zernike.crop_offset": _bad_pairs(lambda a: _is_index(a) and a >= 0),
-    "zernike.synthetic_shape": _bad_pairs(lambda a: _is_index(a) and a > 0) | st.none(),
-    "emitters.area_px": st.sampled_from([0, -1, 0.0, -2.5, NAN, -INF, "10", True, [1], [1, 2, 3], [0, 5], [5, NAN]])
+    "zernike.synthetic_shape": _bad_pairs(lambda a: _is_index(a) and a > 0)
+    | st.none()
+    | st.sampled_from([[True, 64], [64, True], [True, True]]),
+    "emitters.area_px": st.sampled_from(
+        [0, -1, 0.0, -2.5, NAN, INF, -INF, HUGE, "10", True, [1], [1, 2, 3], [0, 5], [5, NAN], [5, INF], [HUGE, 5]]
+    )
     | st.floats(-1e6, 0, **FINITE),
     "provenance": NOT_A_MAPPING | st.none(),
     "psf.fixed_zernike": NOT_A_MAPPING | st.none(),
     "zmap_path": st.sampled_from([5, 2.5, True, [], {}]),
     **{
-        f"camera.scmos_{k}": st.sampled_from([None, True, False, [1.0], {"a": 1}])
+        f"camera.scmos_{k}": st.sampled_from([None, True, False, [1.0], {"a": 1}, NAN, INF, -INF, HUGE, -HUGE])
         for k in ("offset", "variance", "gain")
     },
 }
+SPECIAL_INVALID["camera.scmos_variance"] |= st.floats(-1e6, 0, exclude_max=True, **FINITE) | st.integers(-BIG, -1)
+SPECIAL_INVALID["camera.scmos_gain"] |= st.floats(-1e6, 0, **FINITE) | st.integers(-BIG, 0)
+for _k in ("tiff.crop_offset", "zernike.crop_offset"):
+    SPECIAL_INVALID[_k] |= st.sampled_from([[True, 0], [0, False]])
 
-#: Every key but those inside tiff.noise_params (a known gap, see test_known_validator_gaps).
-INVALID_LEAVES = sorted(p for p in LEAVES if not p.startswith("tiff.noise_params."))
+#: Every key (those inside tiff.noise_params too).
+INVALID_LEAVES = sorted(LEAVES)
 
 
 class Invalid(NamedTuple):
@@ -549,7 +561,7 @@ def invalid_documents(draw: Any) -> Invalid:
             del ov["tiff"]["add_noise"]
         _put(ov, path, value)
     elif kind == "unknown_key":
-        level = draw(st.sampled_from(["", *(s for s in SECTIONS if s != "tiff.noise_params")]))
+        level = draw(st.sampled_from(["", *SECTIONS]))
         key = draw(_unknown_key(level))
         path = f"{level}.{key}" if level else key
         _put(ov, path, draw(JSON_VALUES))
@@ -558,7 +570,8 @@ def invalid_documents(draw: Any) -> Invalid:
         bad_key = st.integers(-BIG, 0) | st.integers(n_modes + 1, BIG) | KEY_NAMES
         key = draw(bad_key.map(str) | bad_key | st.integers(1, n_modes).map(str))
         good_key = isinstance(key, str) and key.isdigit() and 1 <= int(key) <= n_modes
-        value = draw(st.sampled_from(["0.1", None, True, [0.1], {}])) if good_key else draw(st.floats(-1, 1))
+        bad_value = st.sampled_from(["0.1", None, True, [0.1], {}, NAN, INF, -INF, HUGE])
+        value = draw(bad_value if good_key else st.floats(-1, 1))
         coeffs = {k: v for k, v in _effective(ov, "psf.fixed_zernike").items() if str(k) != str(key)}
         _put(ov, "psf.fixed_zernike", {**coeffs, key: value})
         path = f"psf.fixed_zernike.{key}"
@@ -691,8 +704,6 @@ def rule_violations(draw: Any) -> Invalid:
         return Invalid(ov, "zernike.crop_offset")
     if rule == "fixed_value_key":
         path = draw(st.sampled_from(sorted(FIXED)))
-        if path == "zernike.num_plot":  # not enforced: test_known_validator_gaps[num_plot]
-            path = "zernike.no_plot"
         _put(ov, path, not FIXED[path])
         return Invalid(ov, path)
     # tiff.add_noise false in a document that names a camera model other than 'none'
@@ -711,16 +722,19 @@ def test_broken_rule_across_sections_names_its_key(case):
 
 
 # =============================================================================================
-# validator gaps found by the properties (strict xfail until fixed)
+# validator gaps found by the properties (fixed; each case says what happened before)
 # =============================================================================================
 
 
-def _gap(case_id: str, overrides: dict[str, Any], path: str, reason: str, *, as_document: bool = False) -> Any:
-    return pytest.param(overrides, path, as_document, id=case_id, marks=pytest.mark.xfail(strict=True, reason=reason))
+def _gap(
+    case_id: str, overrides: dict[str, Any], path: str, was: str, *, as_document: bool = False, words: str = ""
+) -> Any:
+    """A gap the properties found: ``overrides`` must raise a ConfigError naming only ``path`` (and ``words``)."""
+    return pytest.param(overrides, path, as_document, words, id=case_id)
 
 
 @pytest.mark.parametrize(
-    ("overrides", "path", "as_document"),
+    ("overrides", "path", "as_document", "words"),
     [
         _gap(
             "noise_params_leaf",
@@ -734,6 +748,7 @@ def _gap(case_id: str, overrides: dict[str, Any], path: str, reason: str, *, as_
             {"tiff": {"noise_params": {"readout_nosie": 5.0}}},
             "tiff.noise_params.readout_nosie",
             "an unknown key inside tiff.noise_params is reported under tiff.noise_params, without 'did you mean'",
+            words="did you mean 'readout_noise'",
         ),
         _gap(
             "huge_int_float",
@@ -792,12 +807,6 @@ def _gap(case_id: str, overrides: dict[str, Any], path: str, reason: str, *, as_
             "px ROI on it loads and renders)",
         ),
         _gap(
-            "num_plot",
-            {"zernike": {"num_plot": 3}},
-            "zernike.num_plot",
-            "zernike.num_plot is documented as 'only 0 / no plots is accepted' but any integer >= 0 passes",
-        ),
-        _gap(
             "add_noise_override",
             {"tiff": {"add_noise": False}},
             "tiff.add_noise",
@@ -812,15 +821,70 @@ def _gap(case_id: str, overrides: dict[str, Any], path: str, reason: str, *, as_
             "('str' object does not support item assignment) in legacy.translate_pipeline",
             as_document=True,
         ),
+        _gap(
+            "huge_int_area_px",
+            {"emitters": {"area_px": [10**400, 5]}},
+            "emitters.area_px",
+            "an integer beyond the float range in emitters.area_px passes as positive; simulate() then raises "
+            "OverflowError",
+        ),
+        _gap(
+            "huge_int_scmos_gain",
+            {"camera": {"model": "scmos", "scmos_gain": 10**400}},
+            "camera.scmos_gain",
+            "an integer beyond the float range for camera.scmos_* is accepted; simulate() then fails",
+        ),
+        _gap(
+            "fixed_zernike_bool_key",
+            {"psf": {"fixed_zernike": {True: 0.1}}},
+            "psf.fixed_zernike.True",
+            "a boolean psf.fixed_zernike key counts as Noll index 1",
+        ),
+        _gap(
+            "fixed_zernike_float_key",
+            {"psf": {"fixed_zernike": {5.5: 0.1}}},
+            "psf.fixed_zernike.5.5",
+            "a fractional psf.fixed_zernike key is truncated to a Noll index (5.5 -> 5)",
+        ),
+        _gap(
+            "crop_offset_bool",
+            {"tiff": {"crop_offset": [True, 0]}},
+            "tiff.crop_offset",
+            "(not a gap: booleans were already refused as offsets; kept beside synthetic_shape_bool)",
+        ),
+        _gap(
+            "optics_override_with_defaults",
+            {"optical": {"NA": 1.3}},
+            "optical.use_default_config",
+            "optics given through overrides= while optical.use_default_config is true were applied silently "
+            "(the same keys in a document are refused)",
+        ),
+        _gap(
+            "add_noise_document",
+            {"tiff": {"add_noise": False}},
+            "tiff.add_noise",
+            "(not a gap: the document form of add_noise_override, refused with the same message)",
+            as_document=True,
+        ),
+        _gap(
+            "roi_width_beyond_zmap",
+            {
+                "tiff": {"roi_size": None, "roi_width": 100, "roi_height": 10, "crop_offset": [0, 0]},
+                "zernike": {"synthetic_shape": [50, 50]},
+            },
+            "tiff.roi_width",
+            "a ROI wider than the synthetic Zmap was reported under tiff.roi_size, which the user did not give",
+        ),
     ],
 )
-def test_known_validator_gaps(overrides, path, as_document):
+def test_known_validator_gaps(overrides, path, as_document, words):
     with pytest.raises(ConfigError) as info:
         if as_document:
             load_config(_merge(DEFAULT, overrides))
         else:
             load_config(None, overrides=overrides)
     assert _paths(info.value) == [path]
+    assert f"\n  {path}: " in str(info.value) and words in str(info.value)
 
 
 # =============================================================================================

@@ -1,8 +1,8 @@
 """Config documents on disk: a JSON or YAML file read into a mapping, or a ConfigError naming the file.
 
 Syntax errors are reported in one line with the file, line and column (never PyYAML's
-``"<unicode string>"``); a file that is not UTF-8 text, a missing PyYAML and a top level that is not
-a mapping are errors naming the file too.
+``"<unicode string>"``); a file that is not UTF-8 text, a value Python cannot read (an integer of more
+than 4300 digits), a missing PyYAML and a top level that is not a mapping are errors naming the file too.
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ def read_document(source: str | os.PathLike) -> dict[str, Any]:
         ) from None
     except ImportError:
         raise ConfigError([("<file>", f"reading {path.name} needs PyYAML: pip install pyyaml")], str(path)) from None
-    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and its subclasses
-        raise ConfigError([("<file>", _yaml_problem(exc))], str(path)) from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and its subclasses, or a value Python cannot hold
+        if type(exc).__module__.split(".")[0] == "yaml":
+            problem = _yaml_problem(exc)
+        else:  # e.g. ValueError: an integer of more than 4300 digits (Python's limit for integers written as text)
+            problem = f"a value cannot be read: {str(exc).split(';')[0]}"
+        raise ConfigError([("<file>", problem)], str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError([("<root>", f"expected a mapping at the top level, got {type(data).__name__}")], str(path))
     return data

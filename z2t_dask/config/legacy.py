@@ -38,6 +38,7 @@ from z2t_dask.errors import LegacyKeyWarning
 __all__ = [
     "apply_original_noise_model",
     "is_camera_parameters",
+    "settle_add_noise",
     "is_default_config",
     "translate_camera",
     "translate_default_config",
@@ -316,11 +317,50 @@ def translate_pipeline(d: Mapping[str, Any], problems: list) -> dict[str, Any]:
     if isinstance(tiff, Mapping) and "noise_params" in tiff and "camera" not in d:
         out.setdefault("camera", {})["model"] = "original"
     if isinstance(tiff, Mapping) and tiff.get("add_noise") is False:
-        if isinstance(out.get("camera"), dict) and out["camera"].get("model") not in (None, "none"):
-            problems.append(
-                ("tiff.add_noise", (f"false contradicts camera.model {out['camera']['model']!r}; remove one"))
+        # no camera ('none') unless the document names one; a contradiction is reported once every document
+        # and override is merged (settle_add_noise), so that a later override may still resolve it
+        cam = out.get("camera")
+        if cam is None or (isinstance(cam, Mapping) and cam.get("model") is None):
+            out["camera"] = {**(cam or {}), "model": "none"}
+    return out
+
+
+def settle_add_noise(data: Mapping[str, Any], problems: list) -> dict[str, Any]:
+    """Settle the original ``tiff.add_noise: false`` (no camera) in a document after every merge.
+
+    ``tiff.add_noise`` false means the expected photons without a camera (``camera.model = 'none'``):
+    a camera section without a model gets ``'none'``; a camera model other than ``'none'`` (given in
+    a document, the built-in default or ``overrides=``) is a problem named ``tiff.add_noise``, the same
+    wherever the keys came from. A camera section that is not a mapping is left for validation to
+    report under ``camera``.
+
+    Parameters
+    ----------
+    data
+        A document in this package's key names, after every merge.
+    problems
+        ``(key path, message)`` pairs; a contradiction is appended.
+
+    Returns
+    -------
+    dict
+        A new document; ``data`` is not changed.
+    """
+    out = dict(data)
+    tiff = out.get("tiff")
+    if not (isinstance(tiff, Mapping) and tiff.get("add_noise") is False):
+        return out
+    cam = out.get("camera")
+    if cam is None or (isinstance(cam, Mapping) and cam.get("model") is None):
+        out["camera"] = {**(cam or {}), "model": "none"}
+    elif isinstance(cam, Mapping) and cam.get("model") != "none":
+        problems.append(
+            (
+                "tiff.add_noise",
+                f"false (no camera: expected photons) contradicts camera.model {cam.get('model')!r}; "
+                "remove one (or set camera.model 'none')",
             )
-        out.setdefault("camera", {})["model"] = "none"
+        )
     return out
 
 

@@ -170,7 +170,13 @@ class ZernikeConfig:
         default_factory=lambda: [1200, 1200], metadata=_meta("[height, width] of the synthetic Zmap (the chip)", "px")
     )
     num_plot: int = field(
-        default=0, metadata=_meta("original plotting key: only 0 / no plots is accepted (use previews)", "", ge=0)
+        default=0,
+        metadata=_meta(
+            "original plotting key: emitters whose coefficients the original plotted when zernike.no_plot was "
+            "false; no effect (no_plot must be true; use previews)",
+            "",
+            ge=0,
+        ),
     )
     no_plot: bool = field(default=True, metadata=_meta("original plotting key: only true is accepted", ""))
     description: str = field(default="", metadata=_meta("free text", ""))

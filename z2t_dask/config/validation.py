@@ -36,6 +36,7 @@ from z2t_dask.config.legacy import (
     apply_original_noise_model,
     is_camera_parameters,
     is_default_config,
+    settle_add_noise,
     translate_camera,
     translate_default_config,
     translate_pipeline,
@@ -82,16 +83,48 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters; never fails (integers beyond Python's 4300-digit text limit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # a container holding such an integer
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` if it is no number (bool), NaN, infinite or beyond the float range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond the float range (about 1.8e308)
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _literal(value: Any, choices: tuple) -> Any:
+    """The choice ``value`` stands for (an integral float stands for an integer choice, as for int keys), else _BAD."""
+    for c in choices:
+        if type(value) is type(c) and value == c:
+            return c
+        if type(c) is int and isinstance(value, float) and value.is_integer() and int(value) == c:
+            return c
+    return _BAD
+
+
 def _coerce(value: Any, tp: Any, path: str, problems: list) -> Any:
     """Check ``value`` against the annotation ``tp``; return the converted value or ``_BAD``."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        problems.append((path, f"expected {_type_name(tp)}, got {value!r}"))
-        return _BAD
+        out = _literal(value, typing.get_args(tp))
+        if out is _BAD:
+            problems.append((path, f"expected {_type_name(tp)}, got {_show(value)}"))
+        return out
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -99,11 +132,13 @@ def _coerce(value: Any, tp: Any, path: str, problems: list) -> Any:
         for a in args:
             if a is type(None):
                 continue
+            if isinstance(a, type) and dataclasses.is_dataclass(a) and isinstance(value, Mapping):
+                return _coerce(value, a, path, problems)  # an optional section: its keys report their own paths
             trial: list = []
             out = _coerce(value, a, path, trial)
             if not trial:
                 return out
-        problems.append((path, f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}"))
+        problems.append((path, f"expected {_type_name(tp)}, got {type(value).__name__} {_show(value)}"))
         return _BAD
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
@@ -113,11 +148,11 @@ def _coerce(value: Any, tp: Any, path: str, problems: list) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        problems.append((path, f"expected true/false, got {type(value).__name__} {value!r}"))
+        problems.append((path, f"expected true/false, got {type(value).__name__} {_show(value)}"))
         return _BAD
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append((path, f"expected an integer, got {type(value).__name__} {value!r}"))
+            problems.append((path, f"expected an integer, got {type(value).__name__} {_show(value)}"))
             return _BAD
         if isinstance(value, float):
             if not value.is_integer():
@@ -127,26 +162,27 @@ def _coerce(value: Any, tp: Any, path: str, problems: list) -> Any:
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append((path, f"expected a number, got {type(value).__name__} {value!r}"))
+            problems.append((path, f"expected a number, got {type(value).__name__} {_show(value)}"))
             return _BAD
-        if not math.isfinite(float(value)):
-            problems.append((path, f"expected a finite number, got {value!r}"))
+        out = _finite(value)
+        if out is None:
+            problems.append((path, f"expected a finite number, got {_show(value)}"))
             return _BAD
-        return float(value)
+        return out
     if tp is str:
         if isinstance(value, str):
             return value
-        problems.append((path, f"expected a string, got {type(value).__name__} {value!r}"))
+        problems.append((path, f"expected a string, got {type(value).__name__} {_show(value)}"))
         return _BAD
     if tp is list or origin is list:
         if isinstance(value, (list, tuple)):
             return list(value)
-        problems.append((path, f"expected a list, got {type(value).__name__} {value!r}"))
+        problems.append((path, f"expected a list, got {type(value).__name__} {_show(value)}"))
         return _BAD
     if tp is dict or origin is dict:
         if isinstance(value, Mapping):
             return dict(value)
-        problems.append((path, f"expected a mapping, got {type(value).__name__} {value!r}"))
+        problems.append((path, f"expected a mapping, got {type(value).__name__} {_show(value)}"))
         return _BAD
     return value
 
@@ -164,11 +200,11 @@ def _check_range(value: Any, meta: Mapping[str, Any], path: str, problems: list)
         return
     unit = f" {meta['unit']}" if meta.get("unit") else ""
     if "gt" in meta and not value > meta["gt"]:
-        problems.append((path, f"must be > {meta['gt']}{unit}, got {value}"))
+        problems.append((path, f"must be > {meta['gt']}{unit}, got {_show(value)}"))
     if "ge" in meta and not value >= meta["ge"]:
-        problems.append((path, f"must be >= {meta['ge']}{unit}, got {value}"))
+        problems.append((path, f"must be >= {meta['ge']}{unit}, got {_show(value)}"))
     if "le" in meta and not value <= meta["le"]:
-        problems.append((path, f"must be <= {meta['le']}{unit}, got {value}"))
+        problems.append((path, f"must be <= {meta['le']}{unit}, got {_show(value)}"))
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list) -> Any:
@@ -197,6 +233,26 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list) -> A
 # --------------------------------------------------------------------------------------------
 # semantic checks across sections
 # --------------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    """Whether ``v`` is an integer (a bool is not one, anywhere in a config)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive(v: Any) -> bool:
+    """Whether ``v`` is a finite number > 0."""
+    x = _finite(v)
+    return x is not None and x > 0
+
+
+def _noll_index(k: Any) -> int | None:
+    """A ``psf.fixed_zernike`` key as an integer (an int, or a string of digits as JSON keys are), else None."""
+    if _is_int(k):
+        return int(k)
+    if isinstance(k, str) and k.strip().lstrip("+-").isdigit() and k.strip().isascii():
+        return int(k)
+    return None
 
 
 def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_optics: set[str]) -> SimulationConfig:
@@ -229,10 +285,8 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
             return cfg
     roi_size = roi_width if roi_width == roi_height else None
     for name, off in (("tiff.crop_offset", t.crop_offset), ("zernike.crop_offset", z.crop_offset)):
-        if off is not None and (
-            len(off) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in off)
-        ):
-            problems.append((name, f"expected [x, y] non-negative integers (px), got {off!r}"))
+        if off is not None and (len(off) != 2 or not all(_is_int(v) and v >= 0 for v in off)):
+            problems.append((name, f"expected [x, y] non-negative integers (px), got {_show(off)}"))
             return cfg
     crop_offset = t.crop_offset
     if z.crop_offset is not None and list(z.crop_offset) != list(crop_offset):
@@ -273,14 +327,10 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         )
     # emitters
     a = e.area_px
-    if a is not None:
-        ok = (isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0) or (
-            isinstance(a, list)
-            and len(a) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in a)
+    if a is not None and not (_positive(a) or (isinstance(a, list) and len(a) == 2 and all(map(_positive, a)))):
+        problems.append(
+            ("emitters.area_px", f"expected a finite number > 0 or [width, height] of them in px, got {_show(a)}")
         )
-        if not ok:
-            problems.append(("emitters.area_px", f"expected a positive number or [width, height] in px, got {a!r}"))
     if e.no_plot is not True:
         problems.append(
             (
@@ -315,28 +365,34 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         problems.append(("psf.fast_subpixel", f"must be even, got {p.fast_subpixel}"))
     fixed: dict[int, float] = {}
     for k, v in p.fixed_zernike.items():
-        try:
-            j = int(k)
-        except (TypeError, ValueError):
-            problems.append((f"psf.fixed_zernike.{k}", "keys must be Noll indices (integers >= 1)"))
-            continue
-        if j < 1 or j > p.n_modes:
-            problems.append((f"psf.fixed_zernike.{k}", f"Noll index must be in 1..psf.n_modes={p.n_modes}"))
-        elif isinstance(v, bool) or not isinstance(v, (int, float)):
-            problems.append((f"psf.fixed_zernike.{k}", f"expected a number (rad RMS), got {v!r}"))
+        j = _noll_index(k)
+        name = f"psf.fixed_zernike.{k if isinstance(k, str) else _show(k, 30)}"
+        if j is None:
+            problems.append((name, "keys must be Noll indices (integers >= 1)"))
+        elif j < 1 or j > p.n_modes:
+            problems.append((name, f"Noll index must be in 1..psf.n_modes={p.n_modes}"))
+        elif _finite(v) is None:
+            problems.append((name, f"expected a finite number (rad RMS), got {_show(v)}"))
         else:
             fixed[j] = float(v)
     # zmap shape
     zs = z.synthetic_shape
-    if not (isinstance(zs, list) and len(zs) == 2 and all(isinstance(v, int) and v > 0 for v in zs)):
-        problems.append(("zernike.synthetic_shape", f"expected [height, width] positive integers, got {zs!r}"))
+    if not (isinstance(zs, list) and len(zs) == 2 and all(_is_int(v) and v > 0 for v in zs)):
+        problems.append(("zernike.synthetic_shape", f"expected [height, width] positive integers, got {_show(zs)}"))
     elif cfg.zmap_path is None:  # the synthetic Zmap is the chip's aberrations: the ROI must lie on it
-        _check_on_synthetic_zmap(zs, crop_offset, roi_width, roi_height, problems)
-    # camera (the original float noise model was settled in the document: legacy.apply_original_noise_model)
-    for k in ("scmos_offset", "scmos_variance", "scmos_gain"):
+        _check_on_synthetic_zmap(t, zs, crop_offset, roi_width, roi_height, problems)
+    # camera (the original float noise model was settled in the document: legacy.apply_original_noise_model);
+    # numbers here, the values of .npy maps where they are read (engine.assembly.make_camera)
+    for k, bound in (("scmos_offset", None), ("scmos_variance", "ge"), ("scmos_gain", "gt")):
         v = getattr(c, k)
-        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            problems.append((f"camera.{k}", f"expected a number or a .npy path, got {v!r}"))
+        if isinstance(v, str):
+            continue
+        x = _finite(v)
+        if x is None:
+            problems.append((f"camera.{k}", f"expected a finite number or a .npy path, got {_show(v)}"))
+        elif (bound == "ge" and x < 0) or (bound == "gt" and x <= 0):
+            unit = "ADU^2" if k == "scmos_variance" else "ADU/e-"
+            problems.append((f"camera.{k}", f"must be {'>=' if bound == 'ge' else '>'} 0 {unit}, got {_show(v)}"))
     tiff = dataclasses.replace(
         t, roi_width=roi_width, roi_height=roi_height, roi_size=roi_size, crop_offset=crop_offset
     )
@@ -345,21 +401,31 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
 
 
 def _check_on_synthetic_zmap(
-    shape: list, crop_offset: list, roi_width: int, roi_height: int, problems: list[tuple[str, str]]
+    t: Any, shape: list, crop_offset: list, roi_width: int, roi_height: int, problems: list[tuple[str, str]]
 ) -> None:
-    """The ROI (``tiff.crop_offset`` + size, px) must lie on the synthetic Zmap (``zernike.synthetic_shape``)."""
+    """The ROI (``tiff.crop_offset`` + size, px) must lie on the synthetic Zmap (``zernike.synthetic_shape``).
+
+    A ROI larger than the Zmap is reported under the key that set its size (``tiff.roi_width`` /
+    ``tiff.roi_height`` when given, else ``tiff.roi_size``); a ROI that fits but is placed beyond the
+    Zmap under ``tiff.crop_offset``. ``t`` is the unresolved tiff section (what the user gave).
+    """
     (zh, zw), (x0, y0) = shape, crop_offset
     if x0 + roi_width <= zw and y0 + roi_height <= zh:
         return
-    key = "tiff.roi_size" if roi_width > zw or roi_height > zh else "tiff.crop_offset"
-    problems.append(
-        (
-            key,
-            f"the ROI (tiff.crop_offset [{x0}, {y0}] + {roi_width}x{roi_height} px) covers chip columns "
-            f"{x0}..{x0 + roi_width - 1}, rows {y0}..{y0 + roi_height - 1}, beyond the synthetic Zmap of "
-            f"{zh}x{zw} px (zernike.synthetic_shape [height, width]); move the ROI or enlarge synthetic_shape",
-        )
+    where = (
+        f"the ROI (tiff.crop_offset [{x0}, {y0}] + {roi_width}x{roi_height} px) covers chip columns "
+        f"{x0}..{x0 + roi_width - 1}, rows {y0}..{y0 + roi_height - 1}, beyond the synthetic Zmap of "
+        f"{zh}x{zw} px (zernike.synthetic_shape [height, width])"
     )
+    keys: list[str] = []
+    for too_big, own in ((roi_width > zw, "tiff.roi_width"), (roi_height > zh, "tiff.roi_height")):
+        key = own if too_big and getattr(t, own.split(".")[1]) is not None else "tiff.roi_size"
+        if too_big and key not in keys:
+            keys.append(key)
+    for key in keys:
+        problems.append((key, f"{where}: the ROI is larger than the Zmap; make it smaller or enlarge synthetic_shape"))
+    if not keys:
+        problems.append(("tiff.crop_offset", f"{where}; move the ROI or enlarge synthetic_shape"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +525,9 @@ def load_config(
         data = _merge(builtin_default_dict(), translate_default_config(data, problems))
     else:
         data = translate_pipeline(data, problems)
-    explicit_optics = _explicit_optics(data) if _section(data, "optical").get("use_default_config", True) else set()
+    # optics values given in the document or the overrides (not the optics= file, which sets
+    # use_default_config false under them): an error if use_default_config is still true at the end
+    explicit_optics = _explicit_optics(data)
     if optics is not None:
         odata = optics if isinstance(optics, Mapping) else _read_document(optics)
         under = translate_default_config(odata, problems)
@@ -473,8 +541,10 @@ def load_config(
             data["camera"]["model"] = "emccd"
     if overrides:
         data = _merge(data, overrides)
+        explicit_optics |= _explicit_optics(overrides)  # as if they were in the document
     if _section(data, "optical").get("use_default_config") is False:
         explicit_optics = set()
+    data = settle_add_noise(data, problems)
     data = apply_original_noise_model(data)
     cfg = _build(SimulationConfig, data, "", problems)
     if not problems:

@@ -142,8 +142,8 @@ def estimate_resources(
         frames,
         itemsize,
         chunk_mb=cfg.render.chunk_mb,
-        chunk_frames=chunk_frames or cfg.render.chunk_frames,
-        tile_size=tile_size or cfg.render.tile_size,
+        chunk_frames=cfg.render.chunk_frames if chunk_frames is None else chunk_frames,  # 0 is refused there
+        tile_size=cfg.render.tile_size if tile_size is None else tile_size,
     )
     n_blocks = -(-frames // ct) * -(-h // ty) * -(-w // tx)
     workers = max(1, int(workers or os.cpu_count() or 1))

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from z2t_dask.errors import ConfigError
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
@@ -313,6 +314,13 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _chunk_param(name: str, value: Any) -> int:
+    """``render.chunk_frames`` / ``render.tile_size`` as given: an integer >= 1, else a ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError([(name, f"must be an integer >= 1, got {value!r}")])
+    return int(value)
+
+
 def choose_chunks(
     image_shape: tuple[int, int],
     frames: int,
@@ -352,7 +360,7 @@ def choose_chunks(
     frames = _positive_int("frames", frames)
     itemsize = _positive_int("itemsize", itemsize)
     if isinstance(chunk_mb, bool) or not isinstance(chunk_mb, (int, float, np.number)) or not chunk_mb > 0:
-        raise ValueError(f"render.chunk_mb must be a number > 0 (MiB), got {chunk_mb!r}")
+        raise ConfigError([("render.chunk_mb", f"must be a number > 0 (MiB), got {chunk_mb!r}")])
     budget = float(chunk_mb) * 2**20
     if tile_size is None:
         if h * w * itemsize <= budget:
@@ -361,12 +369,12 @@ def choose_chunks(
             side = max(NOISE_BLOCK, int(np.sqrt(budget / itemsize)) // NOISE_BLOCK * NOISE_BLOCK)
             ty, tx = min(side, h), min(side, w)
     else:
-        side = _positive_int("render.tile_size", tile_size)
+        side = _chunk_param("render.tile_size", tile_size)
         ty, tx = min(side, h), min(side, w)
     if chunk_frames is None:
         ct = int(np.clip(budget // (ty * tx * itemsize), 1, MAX_AUTO_CHUNK_FRAMES))
     else:
-        ct = _positive_int("render.chunk_frames", chunk_frames)
+        ct = _chunk_param("render.chunk_frames", chunk_frames)
     return min(ct, frames), ty, tx
 
 

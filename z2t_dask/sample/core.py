@@ -278,10 +278,10 @@ def _sample(
         background=float(cfg.background.photons),
         psf_batch=int(cfg.psf.batch_size),
     )
-    frames = frames_array(
+    frames = frames_array(  # an argument given (None: not given) is checked there, never replaced by the config
         plan,
-        chunk_frames or cfg.render.chunk_frames,
-        tile_size=tile_size or cfg.render.tile_size,
+        cfg.render.chunk_frames if chunk_frames is None else chunk_frames,
+        tile_size=cfg.render.tile_size if tile_size is None else tile_size,
         chunk_mb=cfg.render.chunk_mb,
     )
     return Sample(
@@ -293,6 +293,17 @@ def _sample(
         extra_attrs=extra_attrs or {},
         plan=plan,
     )
+
+
+def _chunk_argument(name: str, value: Any, what: str) -> int | None:
+    """A chunking argument of :func:`simulate`: ``None`` (the config's ``render.<name>``) or an integer >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(
+            [(name, f"must be an integer >= 1 ({what}) or None for render.{name} of the config, got {value!r}")]
+        )
+    return int(value)
 
 
 def simulate(
@@ -319,15 +330,17 @@ def simulate(
     zmap
         Overrides ``zmap_path``: a Zmap file or a :class:`~z2t_dask.physics.zmap.Zmap` object.
     chunk_frames
-        Frames per dask chunk (default ``render.chunk_frames``, else automatic from ``render.chunk_mb``).
+        Frames per dask chunk, an integer >= 1 (default ``None``: ``render.chunk_frames``, else
+        automatic from ``render.chunk_mb``).
     tile_size
-        Side of the y/x tiles in px (default ``render.tile_size``, else whole frames unless a
-        frame exceeds ``render.chunk_mb``). The bytes do not depend on the chunking.
+        Side of the y/x tiles in px, an integer >= 1 (default ``None``: ``render.tile_size``, else
+        whole frames unless a frame exceeds ``render.chunk_mb``). The bytes do not depend on the chunking.
 
     Raises
     ------
     ConfigError
-        A bad config or seed; a ROI beyond the Zmap; or a sample whose memory cannot fit (the
+        A bad config, seed, ``chunk_frames`` or ``tile_size`` (0, negative, not an integer); a ROI
+        beyond the Zmap; or a sample whose memory cannot fit (the
         ground truth of ``emitters.num_emitters``, the bookkeeping of ``emitters.frames``, ...;
         :func:`z2t_dask.engine.budget.check_resources`), refused with the figure before anything
         is drawn.
@@ -345,6 +358,8 @@ def simulate(
         seed = cfg.emitters.seed if cfg.emitters.seed is not None else 0
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ConfigError([("seed", f"must be a non-negative integer, got {seed!r}")])
+    chunk_frames = _chunk_argument("chunk_frames", chunk_frames, "frames per dask chunk")
+    tile_size = _chunk_argument("tile_size", tile_size, "side of the y/x tiles in px")
     check_resources(cfg, chunk_frames=chunk_frames, tile_size=tile_size)  # before anything is drawn or planned
     zm = zmap if isinstance(zmap, Zmap) else make_zmap(cfg)
     truth = SegmentedTruth(cfg, int(seed), aberration_field(cfg, zm))
