@@ -162,6 +162,42 @@ def test_ome_tiff_round_trip_from_block_iterator(tmp_path, compression, tag):
     assert pixels["SizeT"] == 9 and pixels["SizeY"] == 12 and pixels["SizeX"] == 20
 
 
+def _tag_pixel_size_nm(page) -> tuple[float, float]:
+    """(x, y) nm from a page's XResolution / YResolution (pixels per cm, ResolutionUnit 3)."""
+    assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+    (xn, xd), (yn, yd) = page.tags["XResolution"].value, page.tags["YResolution"].value
+    return 1e7 * xd / xn, 1e7 * yd / yn
+
+
+def test_ome_tiff_resolution_tags_carry_the_pixel_size(tmp_path):
+    """Readers that ignore the OME-XML (ImageJ's own TIFF reader, PIL, GDAL) get the pixel size from the tags."""
+    data = movie()
+    path = write_ome_tiff(
+        tmp_path / "r.ome.tiff", blocks_of(data), shape=data.shape, dtype=data.dtype, pixel_size_nm=(101.11, 98.83)
+    )
+    with tifffile.TiffFile(path) as tif:
+        sizes = {_tag_pixel_size_nm(page) for page in tif.pages}  # every page, not only the first
+        np.testing.assert_array_equal(tif.series[0].asarray(), data)
+    assert len(sizes) == 1
+    (x_nm, y_nm) = sizes.pop()
+    assert x_nm == pytest.approx(101.11, rel=1e-9) and y_nm == pytest.approx(98.83, rel=1e-9)  # anisotropic
+    # what ImageJ shows: 1 / XResolution cm per pixel, in µm
+    with tifffile.TiffFile(path) as tif:
+        xres = tif.pages[0].tags["XResolution"].value
+    assert 1e4 * xres[1] / xres[0] == pytest.approx(0.10111, rel=1e-9)
+
+
+def test_saved_sample_tiff_tags_give_the_configured_pixel_size(tmp_path):
+    import z2t_dask as z2t
+    from z2t_dask.testing import tiny_config
+
+    cfg = tiny_config(optical={"use_default_config": False, "pixel_size_nm_x": 117.0, "pixel_size_nm_y": 64.5})
+    folder = z2t.simulate(cfg, seed=2).save(tmp_path / "sample_002")
+    with tifffile.TiffFile(folder / "sample_002.ome.tiff") as tif:
+        x_nm, y_nm = _tag_pixel_size_nm(tif.pages[0])
+    assert (x_nm, y_nm) == pytest.approx((117.0, 64.5), rel=1e-9)
+
+
 def test_ome_tiff_float_provenance_and_bigtiff_override(tmp_path):
     data = movie(np.float32)
     provenance = {"seed": np.int64(7), "config": {"roi": [40, 40]}, "note": "a < b & c"}
