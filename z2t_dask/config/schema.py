@@ -31,6 +31,7 @@ from z2t_dask.errors import ConfigError
 __all__ = [
     "BackgroundConfig",
     "CameraConfig",
+    "EXPORT_FORMATS",
     "EmittersConfig",
     "NoiseParams",
     "OpticalConfig",
@@ -42,6 +43,10 @@ __all__ = [
     "ZernikeConfig",
     "config_to_dict",
 ]
+
+
+#: Names ``output.exports`` accepts: the built-in exporters of :mod:`z2t_dask.io.exporters`.
+EXPORT_FORMATS = ("thunderstorm", "decode", "picasso", "smap")
 
 
 def _meta(doc: str, unit: str = "", **kw: Any) -> dict[str, Any]:
@@ -397,6 +402,15 @@ class OutputConfig:
             "HDF5 stack compression: none (fastest), zlib (gzip level 1) or lzf; all built into h5py so every "
             "reader opens "
             "it",
+            "",
+        ),
+    )
+    exports: list = field(
+        default_factory=list,
+        metadata=_meta(
+            "ground truth also written beside emitters.h5 for SMLM tools: any of thunderstorm "
+            "(<name>_thunderstorm.csv), decode (<name>_decode.h5 + .csv), picasso (<name>_locs.hdf5 + .yaml), "
+            "smap (<name>_sml.mat); records outside the image left out (z2t export --include-outside keeps them)",
             "",
         ),
     )

@@ -183,6 +183,7 @@ class Sample:
         from z2t_dask.engine.allocator import tune_malloc
         from z2t_dask.io.atomic import atomic_dir, resumable_dir
         from z2t_dask.io.formats import get_format
+        from z2t_dask.sample.exports import write_exports
         from z2t_dask.sample.writing import memory_budget, stack_fingerprint, write_ground_truth, write_stack
 
         tune_malloc(self.config.render.tune_malloc)
@@ -211,8 +212,23 @@ class Sample:
                 streaming=streaming,
             )
             write_ground_truth(self, Path(tmp), stack=(stack, entry.name))
+            write_exports(self, Path(tmp), final.name)  # output.exports, beside emitters.h5
         log.info("wrote %s", final)
         return final
+
+    def export(
+        self, to: str, path: str | os.PathLike | None = None, *, include_outside: bool = False
+    ) -> tuple[Path, ...]:
+        """Write the ground truth for an SMLM tool: ``"thunderstorm"``, ``"decode"``, ``"picasso"`` or ``"smap"``.
+
+        ``path`` is the main file or a folder (default: ``sample_<seed>`` + the tool's suffix here);
+        records outside the image are left out unless ``include_outside``. Conventions, units and the
+        Cramér–Rao precision columns: :mod:`z2t_dask.io.exporters`, :mod:`z2t_dask.sample.exports`.
+        Returns the files written.
+        """
+        from z2t_dask.sample.exports import export_sample
+
+        return export_sample(self, to, path, include_outside=include_outside)
 
     def compute(self, scheduler: str | None = "threads") -> np.ndarray:
         """All frames in memory."""

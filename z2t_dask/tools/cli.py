@@ -5,6 +5,7 @@
 ``z2t batch``     many samples / parameter grids on a Dask cluster (local, scheduler address, SLURM)
 ``z2t preview``   PNG of frames with ground-truth markers, or of a Zmap's coefficient maps and PSFs
 ``z2t inspect``   summary (or ``--json``) of a sample folder, batch folder, Zmap, emitters.h5 or stack
+``z2t export``    ground truth of a sample or batch folder for ThunderSTORM, DECODE, Picasso or SMAP
 
 Exit codes: 0 success; 2 bad configuration or input (any :class:`~z2t_dask.errors.Z2TError`,
 or an OS error about the user's paths or a full disk: the message names the key or file);
@@ -169,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_view_parsers(sub)
+    from z2t_dask.tools.export import add_parser as add_export_parser  # issue 14: files SMLM tools load
+
+    add_export_parser(sub)
     return p
 
 
@@ -446,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _preview(args)
             if args.command == "inspect":
                 return _inspect(args)
+            if args.command == "export":
+                from z2t_dask.tools.export import run as export
+
+                return export(args)
     except Z2TError as exc:  # the user's input: the message says what to fix
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
