@@ -127,6 +127,7 @@ SPECIAL = {
     *("psf.patch_size", "psf.fast_subpixel", "psf.n_modes", "psf.fixed_zernike"),
     *("camera.model", "tiff.add_noise", "tiff.filename", "emitters.area_px"),
     *("camera.scmos_offset", "camera.scmos_variance", "camera.scmos_gain", "provenance", "zmap_path"),
+    "output.exports",
 }
 #: Upper ends of valid draws where the schema has none (keeps samples plausible; the schema allows more).
 INT_CAP = {
@@ -529,6 +530,7 @@ SPECIAL_INVALID: dict[str, st.SearchStrategy[Any]] = {
     "provenance": NOT_A_MAPPING | st.none(),
     "psf.fixed_zernike": NOT_A_MAPPING | st.none(),
     "zmap_path": st.sampled_from([5, 2.5, True, [], {}]),
+    "output.exports": st.sampled_from(["picasso", 5, 2.5, True, None, {"picasso": 1}]),  # names: test_exporters
     **{
         f"camera.scmos_{k}": st.sampled_from([None, True, False, [1.0], {"a": 1}, NAN, INF, -INF, HUGE, -HUGE])
         for k in ("offset", "variance", "gain")
