@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["add_parser", "export_folder", "export_path", "run"]
 
 #: Job states whose folder is complete (see :mod:`z2t_dask.batch.manifest`).
@@ -112,7 +114,8 @@ def export_folder(
     cfg = stored_config(p / "emitters.h5", attrs) or load_config(None)
     shape = sample.image_shape
     frames = int(sample.frames.shape[0]) if sample.stack is not None else None
-    provenance = {"sample": p.name, **({"seed": attrs["seed"]} if isinstance(attrs.get("seed"), int) else {})}
+    seed = attrs.get("seed")
+    provenance = {"sample": p.name, **({"seed": int(seed)} if isinstance(seed, (int, np.integer)) else {})}
     meta = export_meta(cfg, image_shape=shape, frames=frames, pixel_size_nm=sample.pixel_size_nm, provenance=provenance)
     target = _target(p, entry, output, as_folder=output_is_folder)
     return entry.write(target, sample.records, meta, include_outside=include_outside)
