@@ -279,6 +279,10 @@ def test_noise_params_keys_are_named_inside_the_section():
         ({"zernike": {"synthetic_shape": [True, 64]}}, "zernike.synthetic_shape"),
         ({"zernike": {"synthetic_shape": [64, 64.0]}}, "zernike.synthetic_shape"),
         ({"tiff": {"crop_offset": [0, False]}}, "tiff.crop_offset"),
+        ({"emitters": {"seed": 2**64}}, "emitters.seed"),  # stored as a 64-bit integer
+        ({"emitters": {"frames": 10**400}}, "emitters.frames"),
+        ({"zernike": {"synthetic_shape": [64, 2**64]}}, "zernike.synthetic_shape"),
+        ({"tiff": {"crop_offset": [2**64, 0]}}, "tiff.crop_offset"),
     ],
 )
 def test_bad_numbers_anywhere_name_their_key(doc, key):
@@ -287,6 +291,11 @@ def test_bad_numbers_anywhere_name_their_key(doc, key):
             load_config(**kwargs)
         assert list(problems(ei.value)) == [key], kwargs
         assert f"\n  {key}: " in str(ei.value)
+
+
+def test_64_bit_integers_load():
+    for seed in (2**63 - 1, 2**63, 2**64 - 1, float(2**63)):  # signed or unsigned 64-bit
+        assert load_config({"emitters": {"seed": seed}}).emitters.seed == seed
 
 
 def test_scmos_numbers_in_range_and_map_paths_load():
@@ -413,3 +422,30 @@ def test_chunking_arguments_given_and_from_the_config():
     with pytest.raises(ConfigError) as ei:  # the renderer's own check of a config value
         choose_chunks((16, 16), 5, 2, chunk_frames=0)
     assert list(problems(ei.value)) == ["render.chunk_frames"]
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"QE": 0.9, "A2D": 1.0, "max_adu": 10**400}, "camera_parameters.max_adu"),
+        ({"QE": 0.9, "A2D": 1.0, "max_adu": True}, "camera_parameters.max_adu"),
+        ({"QE": 0.9, "A2D": 1.0, "var": 10**400}, "camera_parameters.var"),
+        ({"QE": 0.9, "A2D": 1.0, "var": float("nan")}, "camera_parameters.var"),
+        ({"QE": 0.9, "A2D": "x", "var": 4}, "camera.e_per_adu"),
+        ({"emitters": {"z_range": [-(10**400), 10**400]}}, "emitters.z_range"),
+        ({"emitters": {"z_range": [False, False]}}, "emitters.z_range"),
+        ({"emitters": {"xy_unit": 10**5000}}, "emitters.xy_unit"),
+        ({"camera": {"model": "original"}, "background": {"photons": 10**400}}, "background.photons"),
+    ],
+)
+def test_original_files_with_bad_numbers_name_their_key(doc, key):
+    # the translation of the original tool's keys never fails on a value (huge, NaN, bool, text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(doc)
+    assert list(problems(ei.value)) == [key]
+
+
+def test_original_files_with_good_numbers_translate():
+    cfg = load_config({"QE": 0.9, "A2D": 2.0, "var": 4, "max_adu": 65535.0})
+    assert cfg.camera.bit_depth == 16 and cfg.camera.read_noise_e == 4.0
+    assert load_config({"emitters": {"z_range": [-750, 750.0]}}).emitters.z_range_um == 0.75

@@ -156,6 +156,7 @@ BIG = 10**18  # magnitude bound of drawn integers (far beyond every limit, far b
 #   camera section that is not a mapping (camera_scalar_add_noise); optics given as overrides while
 #   optical.use_default_config is true (optics_override_with_defaults);
 # * a ROI larger than the synthetic Zmap named by the key that set its size (roi_width_beyond_zmap).
+# * an integer key beyond 64 bits (int64_seed).
 # zernike.num_plot is any integer >= 0: it has no effect, as in the original with no_plot true
 # (tests/test_config.py::test_num_plot_is_accepted_and_has_no_effect).
 
@@ -487,7 +488,7 @@ def invalid_value(leaf: Leaf) -> st.SearchStrategy[Any]:
         lo, _ = _int_lo_hi(leaf)
         fractional = st.floats(-1e6, 1e6, **FINITE).filter(lambda v: not v.is_integer())
         below = st.integers(-BIG, lo - 1)
-        out = st.sampled_from(["1", True, False, [1], {"v": 1}, NAN, INF, -INF, *maybe_none]) | fractional
+        out = st.sampled_from(["1", True, False, [1], {"v": 1}, NAN, INF, -INF, 2**64, HUGE, *maybe_none]) | fractional
         out = out | below | below.map(float)
         return out | st.integers(le + 1, BIG) if le is not None else out
     if tp is float:
@@ -822,6 +823,12 @@ def _gap(
             "a camera section that is not a mapping beside tiff.add_noise false raises TypeError "
             "('str' object does not support item assignment) in legacy.translate_pipeline",
             as_document=True,
+        ),
+        _gap(
+            "int64_seed",
+            {"emitters": {"seed": 2**70}},
+            "emitters.seed",
+            "an emitters.seed beyond 64 bits loads and simulates; Sample.save then raises TypeError (no HDF5 dtype)",
         ),
         _gap(
             "huge_int_area_px",

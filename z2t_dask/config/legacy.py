@@ -60,6 +60,26 @@ _CAMERA_ALIASES = {
 }
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float (not a bool, not beyond the float range), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters (never fails on integers beyond Python's 4300-digit text limit)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def translate_camera(cam: Mapping[str, Any], out: dict[str, Any], problems: list, prefix: str) -> None:
     """Map original camera names (camera_parameters.json, default_config.json ``camera``).
 
@@ -77,29 +97,27 @@ def translate_camera(cam: Mapping[str, Any], out: dict[str, Any], problems: list
             optical["pixel_size_nm_x" if key.endswith("x") else "pixel_size_nm_y"] = value
             optical["use_default_config"] = False
         elif key == "max_adu":
-            if (
-                isinstance(value, (int, float))
-                and value > 0
-                and float(value + 1).is_integer()
-                and (int(value) + 1) & int(value) == 0
-            ):
-                sim_cam["bit_depth"] = int(value + 1).bit_length() - 1
+            x = _number(value)
+            n = int(x) if x is not None and x.is_integer() else 0  # (2**bits - 1 is exact in a float up to 53 bits)
+            if n > 0 and (n + 1) & n == 0:
+                sim_cam["bit_depth"] = (n + 1).bit_length() - 1
             else:
-                problems.append((path, f"expected 2**bits - 1 (e.g. 65535), got {value!r}"))
+                problems.append((path, f"expected 2**bits - 1 (e.g. 65535), got {_brief(value)}"))
         elif key == "var":
             # read-noise variance in ADU^2 -> s.d. in electrons (needs the ADU conversion)
             a2d = cam.get("A2D", cam.get("e_adu", cam.get("e_per_adu")))
-            if not isinstance(value, (int, float)) or value < 0:
-                problems.append((path, f"expected a variance >= 0 (ADU^2), got {value!r}"))
+            var = _number(value)
+            if var is None or var < 0:
+                problems.append((path, f"expected a finite variance >= 0 (ADU^2), got {_brief(value)}"))
             elif a2d is None:
                 problems.append((path, "read-noise variance in ADU^2 needs A2D (e-/ADU) in the same file"))
-            elif "read_noise_e" not in cam:
-                sim_cam["read_noise_e"] = math.sqrt(value) * float(a2d)
+            elif "read_noise_e" not in cam and _number(a2d) is not None:  # a bad A2D is reported as e_per_adu
+                sim_cam["read_noise_e"] = math.sqrt(var) * float(a2d)
         elif key == "scmos_var":
             if value is True:
                 sim_cam["model"] = "scmos"
             elif value is not False:
-                problems.append((path, f"expected true/false, got {value!r}"))
+                problems.append((path, f"expected true/false, got {_brief(value)}"))
         elif key in ("cam_pth", "view_type"):
             prov = out.setdefault("provenance", {})
             prov[f"camera.{key}"] = value
@@ -160,7 +178,7 @@ def translate_default_config(d: Mapping[str, Any], problems: list) -> dict[str, 
                     out.setdefault("psf", {})["n_modes"] = value
                 elif key == "defocus_noll_index":
                     if value != 4:
-                        problems.append((path, f"defocus is Noll index 4 in this library, got {value!r}"))
+                        problems.append((path, f"defocus is Noll index 4 in this library, got {_brief(value)}"))
                 elif path in _DEFAULT_CONFIG_DESCRIPTIVE:
                     descriptive[path] = value
                 else:
@@ -234,7 +252,7 @@ def translate_pipeline(d: Mapping[str, Any], problems: list) -> dict[str, Any]:
                     if value is False:
                         render["gc_frequency"] = 0
                     elif value is not True:
-                        problems.append(("memory_optimization.enable_gc", f"expected true/false, got {value!r}"))
+                        problems.append(("memory_optimization.enable_gc", f"expected true/false, got {_brief(value)}"))
                     else:
                         render.setdefault("gc_frequency", mo.get("gc_frequency", 5))
                 else:
@@ -251,24 +269,19 @@ def translate_pipeline(d: Mapping[str, Any], problems: list) -> dict[str, Any]:
                 em.setdefault("intensity_mu", v[0])
                 em.setdefault("intensity_sigma", v[1])
             else:
-                problems.append(("emitters.intensity_mu_sig", f"expected [mean, sd] in photons, got {v!r}"))
+                problems.append(("emitters.intensity_mu_sig", f"expected [mean, sd] in photons, got {_brief(v)}"))
         if "xy_unit" in em:
             v = em.pop("xy_unit")
             if v != "px":
-                problems.append(("emitters.xy_unit", f"only 'px' (camera pixels) is supported, got {v!r}"))
+                problems.append(("emitters.xy_unit", f"only 'px' (camera pixels) is supported, got {_brief(v)}"))
         if "z_range" in em:
             v = em.pop("z_range")
-            if (
-                isinstance(v, (list, tuple))
-                and len(v) == 2
-                and all(isinstance(a, (int, float)) for a in v)
-                and v[0] == -v[1]
-                and v[1] >= 0
-            ):
-                em.setdefault("z_range_um", v[1] / 1000.0)  # DECODE-style z range in nm
+            z0, z1 = (_number(v[0]), _number(v[1])) if isinstance(v, (list, tuple)) and len(v) == 2 else (None, None)
+            if z0 is not None and z1 is not None and z0 == -z1 and z1 >= 0:
+                em.setdefault("z_range_um", z1 / 1000.0)  # DECODE-style z range in nm
             else:
                 problems.append(
-                    ("emitters.z_range", (f"expected a symmetric [-z, z] range in nm, got {v!r}; use z_range_um"))
+                    ("emitters.z_range", (f"expected a symmetric [-z, z] range in nm, got {_brief(v)}; use z_range_um"))
                 )
         if "lifetime" in em:
             problems.append(
@@ -357,7 +370,7 @@ def settle_add_noise(data: Mapping[str, Any], problems: list) -> dict[str, Any]:
         problems.append(
             (
                 "tiff.add_noise",
-                f"false (no camera: expected photons) contradicts camera.model {cam.get('model')!r}; "
+                f"false (no camera: expected photons) contradicts camera.model {_brief(cam.get('model'))}; "
                 "remove one (or set camera.model 'none')",
             )
         )
@@ -379,10 +392,9 @@ def unwrap_batch_config(data: dict[str, Any], source_name: str | None) -> dict[s
 
 
 def _valid_photons(value: Any) -> bool:
-    """Whether ``value`` passes validation as a photon count (a finite number >= 0)."""
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)) and value >= 0
-    )
+    """Whether ``value`` passes validation as a photon count (a finite number >= 0, within the float range)."""
+    x = _number(value)
+    return x is not None and x >= 0
 
 
 def apply_original_noise_model(data: Mapping[str, Any]) -> dict[str, Any]:

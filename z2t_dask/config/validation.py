@@ -42,7 +42,7 @@ from z2t_dask.config.legacy import (
     translate_pipeline,
     unwrap_batch_config,
 )
-from z2t_dask.config.schema import EXPORT_FORMATS, OpticalConfig, SimulationConfig, config_to_dict
+from z2t_dask.config.schema import OpticalConfig, SimulationConfig, config_to_dict
 from z2t_dask.errors import ConfigError
 
 __all__ = ["builtin_default_dict", "default_config", "load_config"]
@@ -92,6 +92,11 @@ def _show(value: Any, limit: int = 80) -> str:
     except ValueError:  # a container holding such an integer
         text = f"a {type(value).__name__}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int64(value: int) -> bool:
+    """Whether an integer fits 64 bits, signed or not (what the files and numpy store): -2**63 .. 2**64 - 1."""
+    return -(2**63) <= value < 2**64
 
 
 def _finite(value: Any) -> float | None:
@@ -159,6 +164,9 @@ def _coerce(value: Any, tp: Any, path: str, problems: list) -> Any:
                 problems.append((path, f"expected an integer, got {value!r}"))
                 return _BAD
             value = int(value)
+        if not _is_int64(value):  # seeds, sizes and counts are stored as 64-bit integers (HDF5, numpy)
+            problems.append((path, f"expected a 64-bit integer (-2**63 .. 2**64 - 1), got {_show(value)}"))
+            return _BAD
         return int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -236,8 +244,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list) -> A
 
 
 def _is_int(v: Any) -> bool:
-    """Whether ``v`` is an integer (a bool is not one, anywhere in a config)."""
-    return isinstance(v, int) and not isinstance(v, bool)
+    """Whether ``v`` is a 64-bit integer (a bool is not one, anywhere in a config)."""
+    return isinstance(v, int) and not isinstance(v, bool) and _is_int64(v)
 
 
 def _positive(v: Any) -> bool:
@@ -347,10 +355,6 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         problems.append(("output.generate_plots", "plots are not produced by the simulator; set false"))
     if not cfg.output.save_intermediate:
         problems.append(("output.save_intermediate", "emitters.h5 (the ground truth) is always written; set true"))
-    for i, name in enumerate(cfg.output.exports):  # the exporters of z2t_dask.io.exporters
-        if not isinstance(name, str) or name.lower() not in EXPORT_FORMATS:
-            known = ", ".join(EXPORT_FORMATS)
-            problems.append((f"output.exports[{i}]", f"unknown export {name!r}; use any of {known}"))
     # optics
     if o.use_default_config and explicit_optics:
         problems.append(
