@@ -42,7 +42,7 @@ from z2t_dask.config.legacy import (
     translate_pipeline,
     unwrap_batch_config,
 )
-from z2t_dask.config.schema import OpticalConfig, SimulationConfig, config_to_dict
+from z2t_dask.config.schema import EXPORT_FORMATS, OpticalConfig, SimulationConfig, config_to_dict
 from z2t_dask.errors import ConfigError
 
 __all__ = ["builtin_default_dict", "default_config", "load_config"]
@@ -355,6 +355,10 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         problems.append(("output.generate_plots", "plots are not produced by the simulator; set false"))
     if not cfg.output.save_intermediate:
         problems.append(("output.save_intermediate", "emitters.h5 (the ground truth) is always written; set true"))
+    for i, name in enumerate(cfg.output.exports):  # the exporters of z2t_dask.io.exporters
+        if not isinstance(name, str) or name.lower() not in EXPORT_FORMATS:
+            known = ", ".join(EXPORT_FORMATS)
+            problems.append((f"output.exports[{i}]", f"unknown export {name!r}; use any of {known}"))
     # optics
     if o.use_default_config and explicit_optics:
         problems.append(
