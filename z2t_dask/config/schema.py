@@ -100,7 +100,14 @@ class PSFConfig:
         default=33, metadata=_meta("side of the rendered PSF patch (odd); light beyond it is lost", "camera px", ge=3)
     )
     oversampling: int | None = field(
-        default=None, metadata=_meta("fine-grid oversampling; null = Nyquist-safe automatic", "", ge=1)
+        default=None,
+        metadata=_meta(
+            "fine-grid oversampling; null = Nyquist-safe automatic (1 at the default optics; each step multiplies "
+            "the PSF grid's memory by its square, so 16 is the most)",
+            "",
+            ge=1,
+            le=16,
+        ),
     )
     n_modes: int = field(default=21, metadata=_meta("number of Noll Zernike modes (j = 1..n_modes)", "", ge=1, le=66))
     fixed_zernike: dict = field(

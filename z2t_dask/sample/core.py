@@ -372,8 +372,8 @@ def simulate(
         zmap = None
     if seed is None:
         seed = cfg.emitters.seed if cfg.emitters.seed is not None else 0
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError([("seed", f"must be a non-negative integer, got {seed!r}")])
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+        raise ConfigError([("seed", f"must be an integer in 0 .. 2**64 - 1, got {seed!r}")])
     chunk_frames = _chunk_argument("chunk_frames", chunk_frames, "frames per dask chunk")
     tile_size = _chunk_argument("tile_size", tile_size, "side of the y/x tiles in px")
     check_resources(cfg, chunk_frames=chunk_frames, tile_size=tile_size)  # before anything is drawn or planned
