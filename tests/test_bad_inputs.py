@@ -263,10 +263,19 @@ def test_a_given_config_overrides_the_stored_one_and_differences_are_reported(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_an_original_file_without_config_uses_the_builtin_default(original, tmp_path, capsys) -> None:
-    # emitters_40.h5 (the original tool's, no stored config) has 200 frames: more than the default's 100
-    err = _render_refused(capsys, tmp_path, original("emitters_40.h5"), "records/frame_ix", "emitters.frames >= 200")
-    assert "built-in default" in err
+def test_an_original_file_without_config_is_as_long_as_its_records(original, tmp_path, caplog) -> None:
+    # emitters_40.h5 (the original tool's, no stored config) reaches frame 199: more than the default's 100
+    with caplog.at_level(logging.WARNING):
+        s = z2t.load_sample_h5(original("emitters_40.h5"))
+    assert s.frames.shape[0] == 200
+    assert any("200 frames, as far as records/frame_ix reaches" in r.message for r in caplog.records)
+    # ... but an absurd record is not a 10**9-frame movie: the budget refuses it, naming the key
+    h5 = tmp_path / "emitters.h5"
+    shutil.copy(original("emitters_40.h5"), h5)
+    with h5py.File(h5, "r+") as f:
+        f["records/frame_ix"][0] = 10**9
+    with pytest.raises(ConfigError, match=r"emitters\.frames"):
+        z2t.load_sample_h5(h5)
 
 
 # --------------------------------------------------------------------------------- sCMOS maps

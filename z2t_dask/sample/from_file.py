@@ -169,7 +169,9 @@ def load_sample_h5(
     -------
     Sample
         Its movie has ``emitters.frames`` of the config, or the file's own (stored) frame count
-        when that is larger; a record beyond the movie is an error.
+        when that is larger; a record beyond the movie is an error. A file without a stored
+        config (the original tool's) rendered without a config has as many frames as its
+        records reach (said in a warning), within the memory and disk budget.
 
     Raises
     ------
@@ -205,6 +207,7 @@ def load_sample_h5(
                 (report or log.warning)(message)
             if stored.emitters.frames > cfg.emitters.frames:  # a new config: the caller's is never changed
                 cfg = replace(cfg, emitters=replace(cfg.emitters, frames=stored.emitters.frames))
+    infer_frames = config is None and stored is None  # an original-tool file: its records say how long it is
     frames = int(cfg.emitters.frames)
 
     em, rec = f.emitters, f.records
@@ -223,6 +226,15 @@ def load_sample_h5(
     _bad_rows(h5_path, "records/phot", phot < 0, m, "with negative photons", phot)
     frame_ix = _array(h5_path, "records/frame_ix", rec["frame_ix"], m, None, "i").astype(np.int64)
     _bad_rows(h5_path, "records/frame_ix", frame_ix < 0, m, "with a negative frame index", frame_ix)
+    if infer_frames and m and int(frame_ix.max()) >= frames:
+        # The original tool's files store no config: the movie is as long as their records (the original's
+        # own rule), said aloud; an absurd length is refused below by the memory and disk budget.
+        frames = int(frame_ix.max()) + 1
+        cfg = replace(cfg, emitters=replace(cfg.emitters, frames=frames))
+        (report or log.warning)(
+            f"{h5_path}: no config stored in the file (the original tool's) and none given: the movie has "
+            f"{frames} frames, as far as records/frame_ix reaches (geometry and optics: the built-in default)"
+        )
     _bad_rows(
         h5_path,
         "records/frame_ix",
