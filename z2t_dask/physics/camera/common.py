@@ -31,6 +31,7 @@ import numpy as np
 from z2t_dask.physics.camera.pmf import poisson_sampler
 
 __all__ = [
+    "ADCCamera",
     "CameraModel",
     "as_photons",
     "bit_depth_param",
@@ -245,3 +246,48 @@ def quantize(values: Any, max_value: int, dtype: np.dtype, xp: ModuleType) -> An
 def set_field(obj: object, name: str, value: Any) -> None:
     """Set a field of a frozen dataclass (its validated value, in ``__post_init__``)."""
     object.__setattr__(obj, name, value)
+
+
+class ADCCamera:
+    """What the cameras with an ADC (:class:`~z2t_dask.physics.camera.emccd.EMCCD`,
+    :class:`~z2t_dask.physics.camera.scmos.SCMOS`) share: unsigned output of ``bit_depth`` bits
+    in ADU, and recording a frame through :func:`record` (floor pixels from the exact table,
+    the others drawn explicitly by the subclass's ``draw_chain``).
+    """
+
+    bit_depth: int
+    units = "ADU"
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Output dtype (uint8, uint16 or uint32 from ``bit_depth``)."""
+        return uint_dtype(self.bit_depth)
+
+    @property
+    def max_adu(self) -> int:
+        """Largest representable value, ``2**bit_depth - 1`` ADU."""
+        return 2**self.bit_depth - 1
+
+    def _tabulate(self, ph: Any) -> bool:
+        """Whether the frame's floor pixels may come from the exact table (checks ``ph`` first)."""
+        return True
+
+    def __call__(self, photons: Any, rng: np.random.Generator, *, xp: ModuleType = np) -> Any:
+        """Record one frame.
+
+        Parameters
+        ----------
+        photons : array, shape (Y, X)
+            Expected photons per pixel including background (float32).
+        rng : numpy.random.Generator
+            Generator dedicated to this frame.
+        xp : module
+            Array namespace (numpy or cupy).
+
+        Returns
+        -------
+        array, shape (Y, X), ``self.dtype``
+            Recorded frame in ADU.
+        """
+        ph = as_photons(photons, xp)
+        return record(self, ph, frame_generator(rng, xp), xp, tabulate=self._tabulate(ph))

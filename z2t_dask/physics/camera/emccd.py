@@ -9,15 +9,12 @@ from typing import Any
 import numpy as np
 
 from z2t_dask.physics.camera.common import (
-    as_photons,
+    ADCCamera,
     bit_depth_param,
     counts,
-    frame_generator,
     quantize,
     real_param,
-    record,
     set_field,
-    uint_dtype,
 )
 from z2t_dask.physics.camera.pmf import emccd_sampler, linear_sampler
 
@@ -25,7 +22,7 @@ __all__ = ["EMCCD"]
 
 
 @dataclass(frozen=True)
-class EMCCD:
+class EMCCD(ADCCamera):
     """Electron-multiplying CCD: Poisson -> Gamma EM register -> read noise -> ADC.
 
     Parameters
@@ -64,8 +61,6 @@ class EMCCD:
     baseline: float = 100.0
     bit_depth: int = 16
 
-    units = "ADU"
-
     def __post_init__(self) -> None:
         owner = "EMCCD"
         qe = real_param(owner, "qe", self.qe)
@@ -94,36 +89,6 @@ class EMCCD:
             ("bit_depth", bit_depth_param(owner, self.bit_depth)),
         ):
             set_field(self, name, value)
-
-    @property
-    def dtype(self) -> np.dtype:
-        """Output dtype (uint8, uint16 or uint32 from ``bit_depth``)."""
-        return uint_dtype(self.bit_depth)
-
-    @property
-    def max_adu(self) -> int:
-        """Largest representable value, ``2**bit_depth - 1`` ADU."""
-        return 2**self.bit_depth - 1
-
-    def __call__(self, photons: Any, rng: np.random.Generator, *, xp: ModuleType = np) -> Any:
-        """Record one frame.
-
-        Parameters
-        ----------
-        photons : array, shape (Y, X)
-            Expected photons per pixel including background (float32).
-        rng : numpy.random.Generator
-            Generator dedicated to this frame.
-        xp : module
-            Array namespace (numpy or cupy).
-
-        Returns
-        -------
-        array, shape (Y, X), ``self.dtype``
-            Recorded frame in ADU.
-        """
-        ph = as_photons(photons, xp)
-        return record(self, ph, frame_generator(rng, xp), xp)
 
     def floor_sampler(self, photons: float) -> Any:
         """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.

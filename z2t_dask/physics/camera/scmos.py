@@ -11,15 +11,12 @@ from typing import Any
 import numpy as np
 
 from z2t_dask.physics.camera.common import (
-    as_photons,
+    ADCCamera,
     bit_depth_param,
     counts,
-    frame_generator,
     quantize,
     real_param,
-    record,
     set_field,
-    uint_dtype,
 )
 from z2t_dask.physics.camera.pmf import linear_sampler
 
@@ -48,7 +45,7 @@ def _scmos_map(name: str, value: Any, *, positive: bool) -> float | np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class SCMOS:
+class SCMOS(ADCCamera):
     """Scientific CMOS: Poisson -> per-pixel gain -> Gaussian read noise -> offset -> ADC.
 
     Parameters
@@ -80,8 +77,6 @@ class SCMOS:
     bit_depth: int = 16
     _sigma: float | np.ndarray = field(init=False, repr=False)
 
-    units = "ADU"
-
     def __post_init__(self) -> None:
         qe = real_param("SCMOS", "qe", self.qe)
         if not 0.0 < qe <= 1.0:
@@ -110,16 +105,6 @@ class SCMOS:
         return all(
             np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self) if f.init
         )
-
-    @property
-    def dtype(self) -> np.dtype:
-        """Output dtype (uint16 for the default 16 bits)."""
-        return uint_dtype(self.bit_depth)
-
-    @property
-    def max_adu(self) -> int:
-        """Largest representable value, ``2**bit_depth - 1`` ADU."""
-        return 2**self.bit_depth - 1
 
     @property
     def map_shape(self) -> tuple[int, int] | None:
@@ -162,31 +147,15 @@ class SCMOS:
 
         return dataclasses.replace(self, offset=cut(self.offset), variance=cut(self.variance), gain=cut(self.gain))
 
-    def __call__(self, photons: Any, rng: np.random.Generator, *, xp: ModuleType = np) -> Any:
-        """Record one frame.
-
-        Parameters
-        ----------
-        photons : array, shape (Y, X)
-            Expected photons per pixel including background (float32).
-        rng : numpy.random.Generator
-            Generator dedicated to this frame.
-        xp : module
-            Array namespace (numpy or cupy).
-
-        Returns
-        -------
-        array, shape (Y, X), ``self.dtype``
-            Recorded frame in ADU.
-        """
-        ph = as_photons(photons, xp)
+    def _tabulate(self, ph: Any) -> bool:
+        """Per-pixel maps: no table (each pixel's chain differs), and the frame must match them."""
         shape = self.map_shape
         if shape is not None and tuple(ph.shape[-2:]) != shape:
             raise ValueError(
                 f"SCMOS maps have shape {shape} but the frame has shape {tuple(ph.shape[-2:])}; "
                 "crop the maps to the simulated window with SCMOS.crop(y0, x0, height, width)"
             )
-        return record(self, ph, frame_generator(rng, xp), xp, tabulate=shape is None)
+        return shape is None
 
     def floor_sampler(self, photons: float) -> Any:
         """Exact sampler of the whole chain at ``photons`` expected photons per pixel, or None.
