@@ -259,6 +259,19 @@ def _translated(exc: BaseException, final: Path) -> BaseException:
     return output_space_error(exc, final) or exc
 
 
+def _commit(tmp: Path, final: Path) -> None:
+    """Make a complete temporary durable and give it its final name (then make the rename durable)."""
+    _fsync_path(tmp)
+    _install(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _abandon(tmp: Path, final: Path, exc: BaseException) -> BaseException:
+    """Remove the temporary of a failed write; the error to raise (space errors named by ``final``)."""
+    _remove(tmp)
+    return _translated(exc, final)
+
+
 @contextlib.contextmanager
 def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success move it to ``final_path``.
@@ -300,12 +313,9 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
             yield tmp
             if not tmp.exists():
                 raise FileNotFoundError(f"nothing was written to the temporary path {tmp} for {final}")
-            _fsync_path(tmp)
-            _install(tmp, final)
-            _fsync_dir(final.parent)
+            _commit(tmp, final)
         except BaseException as exc:
-            _remove(tmp)
-            better = _translated(exc, final)
+            better = _abandon(tmp, final, exc)
             if better is exc:
                 raise
             raise better from exc
@@ -367,12 +377,9 @@ def atomic_dir(final_dir: str | os.PathLike[str], *, overwrite: bool = False) ->
         try:
             yield tmp
             _still_new(final, overwrite)
-            _fsync_path(tmp)
-            _install(tmp, final)
-            _fsync_dir(final.parent)
+            _commit(tmp, final)
         except BaseException as exc:
-            _remove(tmp)
-            better = _translated(exc, final)
+            better = _abandon(tmp, final, exc)
             if better is exc:
                 raise
             raise better from exc
