@@ -26,6 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from z2t_dask.config.schema_optics import OpticalConfig, PSFConfig, meta
 from z2t_dask.errors import ConfigError
 
 __all__ = [
@@ -49,102 +50,7 @@ __all__ = [
 EXPORT_FORMATS = ("thunderstorm", "decode", "picasso", "smap")
 
 
-def _meta(doc: str, unit: str = "", **kw: Any) -> dict[str, Any]:
-    """Field metadata: its meaning, unit and range bounds (``gt``, ``ge``, ``le``)."""
-    return {"doc": doc, "unit": unit, **kw}
-
-
-@dataclass(frozen=True)
-class OpticalConfig:
-    """Microscope optics. Defaults are the original ``default_config.json`` values."""
-
-    wavelength_nm: float = field(default=660.0, metadata=_meta("emission wavelength in vacuum", "nm", gt=0))
-    pixel_size_nm_x: float = field(
-        default=101.11, metadata=_meta("camera pixel pitch along x (columns), object space", "nm", gt=0)
-    )
-    pixel_size_nm_y: float = field(
-        default=98.83, metadata=_meta("camera pixel pitch along y (rows), object space", "nm", gt=0)
-    )
-    NA: float = field(default=1.4, metadata=_meta("numerical aperture of the objective", "", gt=0))
-    n_medium: float = field(
-        default=1.518,
-        metadata=_meta("refractive index of the sample medium (defocus phase uses it)", "", gt=1.0 - 1e-9),
-    )
-    n_immersion: float = field(
-        default=1.518, metadata=_meta("refractive index of the immersion medium (must exceed NA)", "", gt=0)
-    )
-    use_default_config: bool = field(
-        default=True,
-        metadata=_meta("original key: true = use these defaults; giving explicit optics with true is an error", ""),
-    )
-    ignore_fixed_psf_coeffs: bool = field(
-        default=True, metadata=_meta("original key: false applies psf.fixed_zernike to every emitter", "")
-    )
-    description: str = field(default="", metadata=_meta("free text", ""))
-
-
-@dataclass(frozen=True)
-class PSFConfig:
-    """Pupil PSF numerics."""
-
-    mode: Literal["exact", "fast"] = field(
-        default="exact",
-        metadata=_meta(
-            "PSF model: 'exact' = scalar pupil PSF per emitter; 'fast' = interpolated library of exact PSFs over "
-            "field, z "
-            "and sub-pixel offset (its measured error is stored in the output metadata)",
-            "",
-        ),
-    )
-    patch_size: int = field(
-        default=33, metadata=_meta("side of the rendered PSF patch (odd); light beyond it is lost", "camera px", ge=3)
-    )
-    oversampling: int | None = field(
-        default=None,
-        metadata=_meta(
-            "fine-grid oversampling; null = Nyquist-safe automatic (1 at the default optics; each step multiplies "
-            "the PSF grid's memory by its square, so 16 is the most)",
-            "",
-            ge=1,
-            le=16,
-        ),
-    )
-    n_modes: int = field(default=21, metadata=_meta("number of Noll Zernike modes (j = 1..n_modes)", "", ge=1, le=66))
-    fixed_zernike: dict = field(
-        default_factory=dict,
-        metadata=_meta(
-            "Noll index -> extra phase added to every emitter (applied when optical.ignore_fixed_psf_coeffs is false)",
-            "rad RMS",
-        ),
-    )
-    batch_size: int = field(default=256, metadata=_meta("emitters per FFT batch (memory bound)", "", ge=1))
-    fast_dz_um: float = field(
-        default=0.025,
-        metadata=_meta("fast mode: largest z spacing of the library planes (linear interpolation)", "um", gt=0),
-    )
-    fast_subpixel: int = field(
-        default=8, metadata=_meta("fast mode: sub-pixel offsets per pixel in the library (even)", "", ge=2)
-    )
-    fast_span_rad: float = field(
-        default=0.05,
-        metadata=_meta("fast mode: largest RMS aberration change across a field cell of the library", "rad", gt=0),
-    )
-    fast_tol_rad: float = field(
-        default=0.002,
-        metadata=_meta(
-            "fast mode: emitters whose aberrations are farther (RMS wavefront) from the library's field "
-            "interpolation use "
-            "the exact model",
-            "rad",
-            ge=0,
-        ),
-    )
-    fast_max_mib: float = field(
-        default=256.0,
-        metadata=_meta(
-            "fast mode: memory cap of the library tables per process (coarser field cells beyond it)", "MiB", gt=0
-        ),
-    )
+_meta = meta  # field metadata: doc, unit and range bounds (gt, ge, le)
 
 
 @dataclass(frozen=True)
@@ -228,12 +134,31 @@ class EmittersConfig:
     t_bleach: float = field(
         default=15.0, metadata=_meta("blinking: mean on time before bleaching (competes with t_on)", "frames", gt=0)
     )
-    species: list = field(
-        default_factory=list,
+    dipole: Literal["isotropic", "fixed"] = field(
+        default="isotropic",
         metadata=_meta(
-            "dye species (needs channels): [{name, fraction, ratio: mean share per channel, ratio_spread}] "
-            "(see z2t_dask.config.channels)",
+            "emission dipole: 'isotropic' = freely rotating (the mean of x, y and z dipoles); 'fixed' = each emitter "
+            "a fixed orientation, stored in the ground truth (needs psf.vectorial true)",
             "",
+        ),
+    )
+    dipole_polar_deg: float | None = field(
+        default=None,
+        metadata=_meta(
+            "fixed dipoles: polar angle from +z (the optical axis, away from the objective; dipoles are axial, so "
+            "0..90 covers every orientation); null = drawn uniformly on the sphere",
+            "deg",
+            ge=0,
+            le=90,
+        ),
+    )
+    dipole_azimuth_deg: float | None = field(
+        default=None,
+        metadata=_meta(
+            "fixed dipoles: azimuth from +x (columns) towards +y (rows); null = drawn uniformly in [0, 360)",
+            "deg",
+            ge=0,
+            le=360,
         ),
     )
     no_plot: bool = field(default=True, metadata=_meta("original plotting key: only true is accepted", ""))
@@ -451,24 +376,6 @@ class SimulationConfig:
     provenance: dict = field(
         default_factory=dict, metadata=_meta("informational keys carried into the output metadata", "")
     )
-    # ---- detection channels (z2t_dask.config.channels; empty = one channel, unchanged) --------
-    channels: list = field(
-        default_factory=list,
-        metadata=_meta(
-            "detection channels (>= 2; empty = one channel): [{name, wavelength_nm, zmap_path, synthetic_seed, "
-            "fixed_zernike, efficiency, z_offset_um, background, crop_offset, transform: {shift_px, rotation_deg, "
-            "scale, centre_px, affine}, camera}] (see z2t_dask.config.channels)",
-            "",
-        ),
-    )
-    channels_layout: Literal["stack", "split-view"] = field(
-        default="stack",
-        metadata=_meta(
-            "frames of several channels: 'stack' = (T, C, Y, X); 'split-view' = one chip (T, Y, X) with the "
-            "channels side by side, each at its crop_offset",
-            "",
-        ),
-    )
 
     # ---- derived geometry ------------------------------------------------------------------
     @property
@@ -494,6 +401,16 @@ class SimulationConfig:
         if isinstance(a, (int, float)):
             return float(a), float(a)
         return float(a[0]), float(a[1])
+
+    @property
+    def focus_depth_um(self) -> float:
+        """Height of the nominal focal plane above the coverslip in µm (``optical.focus_depth_um``, resolved).
+
+        ``null`` resolves to ``emitters.z_range_um``: emitters drawn at ``z`` in ``[-z_range, z_range)`` then
+        lie at depths ``focus_depth_um + z`` in ``[0, 2 z_range)`` above the coverslip.
+        """
+        f = self.optical.focus_depth_um
+        return float(self.emitters.z_range_um if f is None else f)
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved config as plain JSON-able data."""

@@ -186,6 +186,7 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
         )
     if o.NA >= o.n_immersion:
         problems.append(("optical.NA", f"must be < n_immersion ({o.n_immersion}), got {o.NA}"))
+    _check_psf_optics(cfg, problems)
     # psf
     p = cfg.psf
     if p.patch_size % 2 == 0:
@@ -227,6 +228,39 @@ def _finalise(cfg: SimulationConfig, problems: list[tuple[str, str]], explicit_o
     )
     zernike = dataclasses.replace(z, crop_offset=list(crop_offset))
     return dataclasses.replace(cfg, tiff=tiff, zernike=zernike, psf=dataclasses.replace(p, fixed_zernike=fixed))
+
+
+def _check_psf_optics(cfg: SimulationConfig, problems: list[tuple[str, str]]) -> None:
+    """Checks of the PSF model's optics and the emitters' dipoles (appended to ``problems``).
+
+    The NA must stay below every index it passes through in the objective's design and the actual
+    coverslip and immersion (``n_medium`` below NA is allowed: supercritical light); an explicit
+    ``optical.focus_depth_um`` must keep the deepest drawn emitter (``z = -emitters.z_range_um``)
+    above the coverslip; fixed dipoles need the vectorial model; dipole angles need fixed dipoles.
+    """
+    o, e, p = cfg.optical, cfg.emitters, cfg.psf
+    for key in ("n_immersion_design", "n_coverslip", "n_coverslip_design"):
+        value = getattr(o, key)
+        if value is not None and o.NA >= value:
+            problems.append((f"optical.{key}", f"must exceed optical.NA ({o.NA}), got {value}"))
+    if o.focus_depth_um is not None and o.focus_depth_um < e.z_range_um:
+        problems.append(
+            (
+                "optical.focus_depth_um",
+                f"{o.focus_depth_um} um is below emitters.z_range_um ({e.z_range_um} um): emitters drawn at z down to "
+                f"-{e.z_range_um} um would lie below the coverslip (emitter depth focus_depth_um + z must be >= 0); "
+                "give focus_depth_um >= emitters.z_range_um, or null (= emitters.z_range_um)",
+            )
+        )
+    if e.dipole == "fixed" and not p.vectorial:
+        problems.append(
+            ("emitters.dipole", "'fixed' needs psf.vectorial true (the scalar model has no dipole orientation)")
+        )
+    for key in ("dipole_polar_deg", "dipole_azimuth_deg"):
+        if getattr(e, key) is not None and e.dipole != "fixed":
+            problems.append(
+                (f"emitters.{key}", "is only used with emitters.dipole 'fixed'; set it null, or the dipole 'fixed'")
+            )
 
 
 def _check_on_synthetic_zmap(
@@ -378,10 +412,6 @@ def load_config(
     cfg = _build(SimulationConfig, data, "", problems)
     if not problems:
         cfg = _finalise(cfg, problems, explicit_optics)
-    if not problems:  # detection channels and dye species (z2t_dask.config.channels)
-        from z2t_dask.config.channels import resolve_channels
-
-        cfg = resolve_channels(cfg, problems)
     if problems:
         raise ConfigError(problems, src_name)
     if (
