@@ -161,6 +161,14 @@ class EmittersConfig:
             le=360,
         ),
     )
+    species: list = field(
+        default_factory=list,
+        metadata=_meta(
+            "dye species (needs channels): [{name, fraction, ratio: mean share per channel, ratio_spread}] "
+            "(see z2t_dask.config.channels)",
+            "",
+        ),
+    )
     no_plot: bool = field(default=True, metadata=_meta("original plotting key: only true is accepted", ""))
     description: str = field(default="", metadata=_meta("free text", ""))
 
@@ -375,6 +383,24 @@ class SimulationConfig:
     description: str = field(default="", metadata=_meta("free text", ""))
     provenance: dict = field(
         default_factory=dict, metadata=_meta("informational keys carried into the output metadata", "")
+    )
+    # ---- detection channels (z2t_dask.config.channels; empty = one channel, unchanged) --------
+    channels: list = field(
+        default_factory=list,
+        metadata=_meta(
+            "detection channels (>= 2; empty = one channel): [{name, wavelength_nm, zmap_path, synthetic_seed, "
+            "fixed_zernike, efficiency, z_offset_um, background, crop_offset, transform: {shift_px, rotation_deg, "
+            "scale, centre_px, affine}, camera}] (see z2t_dask.config.channels)",
+            "",
+        ),
+    )
+    channels_layout: Literal["stack", "split-view"] = field(
+        default="stack",
+        metadata=_meta(
+            "frames of several channels: 'stack' = (T, C, Y, X); 'split-view' = one chip (T, Y, X) with the "
+            "channels side by side, each at its crop_offset",
+            "",
+        ),
     )
 
     # ---- derived geometry ------------------------------------------------------------------

@@ -412,6 +412,10 @@ def load_config(
     cfg = _build(SimulationConfig, data, "", problems)
     if not problems:
         cfg = _finalise(cfg, problems, explicit_optics)
+    if not problems:  # detection channels and dye species (z2t_dask.config.channels)
+        from z2t_dask.config.channels import resolve_channels
+
+        cfg = resolve_channels(cfg, problems)
     if problems:
         raise ConfigError(problems, src_name)
     if (
