@@ -33,6 +33,7 @@ _ERRORS = (
     "OutputSpaceError",
     "BatchLockError",
     "OutputFolderError",
+    "RemoteStoreError",
 )
 
 #: public name -> module (relative to the package) that defines it
@@ -73,6 +74,7 @@ if TYPE_CHECKING:  # what the lazy __getattr__ returns, for IDEs and type checke
         OutputFolderError,
         OutputSpaceError,
         PreviewError,
+        RemoteStoreError,
         Z2TError,
         Z2TWarning,
         ZmapError,

@@ -28,6 +28,7 @@ __all__ = [
     "OutputSpaceError",
     "BatchLockError",
     "OutputFolderError",
+    "RemoteStoreError",
 ]
 
 
@@ -125,3 +126,9 @@ class BatchLockError(Z2TError, RuntimeError):
 
 class OutputFolderError(ClusterError):
     """Workers of the cluster do not see the batch output folder (the message names it and them)."""
+
+
+class RemoteStoreError(Z2TError, OSError):
+    """An output URL (``s3://``, ``gs://``, ``memory://``, ...) cannot be used: its file system is not
+    installed (``pip install "z2t-dask[remote]"``), unreachable, or holds an incomplete output (the
+    message names the URL and what to do)."""

@@ -144,6 +144,7 @@ class Sample:
         scheduler: Any = "auto",
         prefetch: int = 2,
         streaming: bool = True,
+        storage_options: dict[str, Any] | None = None,
     ) -> Path:
         """Write the sample folder ``<path>/<name>.<stack>`` + ``<path>/emitters.h5``, atomically.
 
@@ -179,7 +180,34 @@ class Sample:
             False computes the whole stack in memory first (the original ``--no_streaming``);
             refused with :class:`~z2t_dask.engine.streaming.MemoryBudgetError` when about twice the
             stack exceeds ``render.memory_budget_mb`` (default: the available memory).
+        storage_options
+            For a URL ``path`` (``s3://bucket/prefix/sample_001``, ``gs://``, ``memory://``, ``file://``):
+            options of its fsspec file system (credentials, ``endpoint_url``), over fsspec's defaults
+            and ``$Z2T_STORAGE_OPTIONS``. A URL is written as :func:`z2t_dask.sample.remote.save_to_url`
+            describes (committed by a marker written last) and returned as a string.
         """
+        from z2t_dask.io.remote import is_url
+
+        if is_url(path):  # an object store: no rename, the marker commits (sample/remote.py)
+            from z2t_dask.sample.remote import save_to_url
+
+            if not streaming:
+                from z2t_dask.engine.streaming import require_memory
+                from z2t_dask.sample.writing import memory_budget
+
+                require_memory(self.frames, **memory_budget(self))
+            url = save_to_url(
+                self,
+                str(path),
+                format=format,
+                compression=compression,
+                overwrite=overwrite,
+                scheduler=scheduler,
+                prefetch=prefetch,
+                streaming=streaming,
+                storage_options=storage_options,
+            )
+            return url  # type: ignore[return-value]
         from z2t_dask.engine.allocator import tune_malloc
         from z2t_dask.io.atomic import atomic_dir, resumable_dir
         from z2t_dask.io.formats import get_format

@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--camera", help="original camera_parameters.json applied over the config")
     s.add_argument("--zmap", help="Zmap file (result.h5 / patches.h5); overrides zmap_path")
-    s.add_argument("--output-dir", default="output", help="parent folder of the sample folder (default: output)")
+    s.add_argument(
+        "--output-dir",
+        default="output",
+        help="parent folder of the sample folder (default: output), or a URL (s3://bucket/prefix, gs://, memory://; "
+        "storage options from the environment: AWS_*, FSSPEC_S3_*, Z2T_STORAGE_OPTIONS)",
+    )
     s.add_argument("--name", default=None, help="sample folder name (default: sample_<seed:03d>)")
     s.add_argument(
         "--seed", type=_int_at_least(0), default=None, help="sample seed >= 0 (default: emitters.seed, else 0)"
@@ -220,9 +225,10 @@ def _preview(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
+    from z2t_dask.io.remote import is_url
     from z2t_dask.tools.summary import format_summary, summarize
 
-    if not Path(args.path).exists():
+    if not is_url(args.path) and not Path(args.path).exists():
         print(f"z2t inspect: no such file or folder: {args.path}", file=sys.stderr)
         return EXIT_BAD_INPUT
     info = summarize(args.path, verify=args.verify)
@@ -274,13 +280,18 @@ def _simulate(args: argparse.Namespace) -> int:
     entry.check_compression(args.compression, key="--compression")  # FormatError: exit 2
     seed = args.seed if args.seed is not None else (cfg.emitters.seed if cfg.emitters.seed is not None else 0)
     name = args.name or f"sample_{seed:03d}"
-    out = Path(args.output_dir) / name
-    if out.exists() and not args.overwrite:
+    from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, is_url
+
+    remote = is_url(args.output_dir)  # a store (s3://, gs://, memory://, file://): passed as is
+    out: Any = f"{str(args.output_dir).rstrip('/')}/{name}" if remote else Path(args.output_dir) / name
+    exists = (RemoteFolder(out) / SAMPLE_MARKER).exists() if remote else out.exists()
+    if exists and not args.overwrite:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT
     # sizes, up front: memory (ConfigError naming the key) and the disk of the output folder
     estimate = check_resources(cfg, chunk_frames=args.chunk_size, tile_size=args.tile_size)
-    check_output_room(cfg, entry, args.compression, out / entry.filename(name), estimate)
+    if not remote:
+        check_output_room(cfg, entry, args.compression, out / entry.filename(name), estimate)
     sample = simulate(cfg, seed=seed, chunk_frames=args.chunk_size, tile_size=args.tile_size)
     sample.save(
         out, format=entry.name, compression=args.compression, overwrite=args.overwrite, streaming=not args.no_streaming

@@ -164,8 +164,12 @@ class SampleFolder:
         return None
 
 
-def open_sample(folder: str | os.PathLike) -> SampleFolder:
+def open_sample(folder: str | os.PathLike, *, storage_options: dict[str, Any] | None = None) -> SampleFolder:
     """Open a sample folder (``<name>.ome.tiff|.ome.zarr|.h5`` + ``emitters.h5``) lazily.
+
+    ``folder`` may be a URL (``s3://bucket/run/sample_001``, ``memory://...``) of a complete folder
+    written by z2t (:func:`z2t_dask.tools.remote.open_remote_sample`; ``storage_options`` for its
+    fsspec file system).
 
     Raises
     ------
@@ -173,7 +177,12 @@ def open_sample(folder: str | os.PathLike) -> SampleFolder:
         If the folder does not exist or holds neither a stack nor an ``emitters.h5``.
     """
     from z2t_dask.io.emitters_h5 import read_emitters_h5
+    from z2t_dask.io.remote import is_url
 
+    if is_url(folder):  # a store: tools/remote.py
+        from z2t_dask.tools.remote import open_remote_sample
+
+        return open_remote_sample(str(folder), storage_options)
     p = Path(folder)
     if not p.is_dir():
         raise FileNotFoundError(f"sample folder not found: {p}")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from z2t_dask.errors import FormatError, InspectError
+from z2t_dask.tools.remote import is_url, summarize_url
 from z2t_dask.tools.summary_text import format_summary
 
 if TYPE_CHECKING:
@@ -477,6 +478,8 @@ def summarize(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any
     InspectError
         If it is none of the known kinds (see :func:`detect_kind`).
     """
+    if is_url(path):  # a sample folder or batch on a store: tools/remote.py
+        return summarize_url(str(path), verify=verify)
     p = Path(path)
     kind = detect_kind(p)
     if verify and kind not in ("batch", "sample"):
