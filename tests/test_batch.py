@@ -56,7 +56,10 @@ def client():
 
 
 def manifest(out) -> dict:
-    return json.loads((Path(out) / MANIFEST).read_text())
+    """The batch's manifest as it is now (its store; manifest.json is only exported at a run's start and end)."""
+    from z2t_dask.batch import read_manifest
+
+    return read_manifest(out)
 
 
 # ---- expansion ---------------------------------------------------------------------------------
@@ -125,6 +128,7 @@ def test_original_batch_configs_load(original, tmp_path):
 
 def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, caplog, capsys):
     from z2t_dask.batch import Manifest, read_manifest, read_status
+    from z2t_dask.batch.manifest import STORE
     from z2t_dask.errors import FormatError, InspectError, Z2TError
     from z2t_dask.tools.summary import summarize
 
@@ -135,15 +139,40 @@ def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, cap
     m.jobs["sample_002"] = {"state": "done", "index": 1, "key": "k2"}
     m.jobs["sample_001"] = {"state": "failed", "index": 0, "key": "k1", "error": "ValueError: boom\n"}
     m.write()
-    doc = read_manifest(out)
-    assert doc == manifest(out) == read_manifest(out / MANIFEST)
+    doc = read_manifest(out)  # the store
+    exported = json.loads((out / MANIFEST).read_text())
+    assert doc == exported == read_manifest(out / MANIFEST)
+    # the export is byte for byte the document as the manifest.json of earlier versions was written
+    assert (out / MANIFEST).read_text() == json.dumps(exported, indent=1, sort_keys=True)
     assert doc["schema"] == 1 and doc["batch"]["seed"] == 3 and set(doc["jobs"]) == {"sample_001", "sample_002"}
     status = read_status(out)
     assert status["completed_jobs"] == ["sample_002"]
     assert status["failed_jobs"][0]["job_id"] == "sample_001"
     assert status["failed_jobs"][0]["error"] == "ValueError: boom"
     assert list(summarize(out)["jobs"]) == ["sample_001", "sample_002"]  # batch order (index)
+    m.close()
 
+    # a damaged store names its file, for the reader and for z2t inspect
+    store = out / STORE
+    good = store.read_bytes()
+    store.write_bytes(b"not a database" * 100)
+    with pytest.raises(FormatError, match=r"manifest\.sqlite.*damaged") as ei:
+        read_manifest(out)
+    assert str(store) in str(ei.value) and isinstance(ei.value, Z2TError)
+    assert main(["inspect", str(out)]) == 2
+    assert str(store) in capsys.readouterr().err
+    # ... and the runner's manifest moves it aside (a warning) and starts from manifest.json
+    with caplog.at_level("WARNING", logger="z2t_dask.batch"):
+        again = Manifest(out, spec, resume=True)
+    assert set(again.jobs) == {"sample_001", "sample_002"} and "unreadable" in caplog.text
+    assert again.jobs["sample_001"]["error"] == "ValueError: boom\n"
+    assert [p.name for p in out.glob(f"{STORE}.damaged-*")] and store.read_bytes() != good
+    again.close()
+    caplog.clear()
+
+    # a folder with only manifest.json (written before the store existed): a truncated one names the file
+    for p in out.glob(f"{STORE}*"):
+        p.unlink()
     text = (out / MANIFEST).read_text()
     (out / MANIFEST).write_text(text[: len(text) // 2])  # a truncated write
     with pytest.raises(FormatError, match=r"manifest\.json.*malformed or truncated") as ei:
@@ -164,6 +193,7 @@ def test_manifest_round_trip_and_truncated_manifest_names_the_file(tmp_path, cap
     with caplog.at_level("WARNING", logger="z2t_dask.batch"):
         fresh = Manifest(out, spec, resume=True)
     assert fresh.jobs == {} and "unreadable" in caplog.text
+    fresh.close()
 
 
 # ---- execution on a LocalCluster ----------------------------------------------------------------

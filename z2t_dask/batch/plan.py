@@ -3,17 +3,18 @@
 :func:`check_inputs` opens every distinct Zmap and sCMOS map of a batch once on the client (a bad
 ``--zmap`` or map is refused before any job runs). :func:`plan_jobs` sets each job's manifest
 entry for this run: skipped (done earlier with the same key and outputs matching their
-checksums), pending (new, changed, unfinished, damaged, or failed with ``retry_failed``) or left
-failed.
+checksums, or finished by a killed run and adopted from its marker), pending (new, changed,
+unfinished, damaged, or failed with ``retry_failed``) or left failed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from z2t_dask.batch.jobs import JOB_MARKER, check_marker
+from z2t_dask.batch.jobs import JOB_MARKER, check_marker, read_attempts
 from z2t_dask.batch.manifest import Manifest
 from z2t_dask.batch.spec import Job
 
@@ -25,7 +26,7 @@ __all__ = ["check_inputs", "plan_jobs"]
 log = logging.getLogger("z2t_dask.batch")
 
 
-def check_inputs(jobs: list[Job], source: str | None = None) -> int:
+def check_inputs(jobs: Iterable[Job], source: str | None = None) -> int:
     """Check every distinct Zmap, ROI on it and sCMOS map of the jobs once, on the client, as the jobs will.
 
     The Zmap is read (:func:`~z2t_dask.engine.assembly.make_zmap`), its aberration field built for
@@ -38,7 +39,8 @@ def check_inputs(jobs: list[Job], source: str | None = None) -> int:
     Parameters
     ----------
     jobs
-        The expanded jobs (:func:`~z2t_dask.batch.spec.expand_jobs`).
+        The jobs, or one job per grid point (:meth:`~z2t_dask.batch.grid.BatchJobs.point_jobs`:
+        samples of one point share their Zmap, ROI and camera).
     source
         The batch config file, named in a :class:`BatchConfigError`.
 
@@ -100,36 +102,69 @@ def check_inputs(jobs: list[Job], source: str | None = None) -> int:
 
 
 def plan_jobs(
-    jobs: list[Job], manifest: Manifest, out: Path, *, resume: bool, retry_failed: bool, verify: bool
-) -> list[Job]:
-    """Set each job's manifest entry for this run; return the jobs to run.
+    jobs: Iterable[Job], manifest: Manifest, out: Path, *, resume: bool, retry_failed: bool, verify: bool
+) -> list[int]:
+    """Set each job's manifest entry for this run; return the indices (:attr:`Job.index`) of the jobs to run.
 
     A job done earlier with the same key is skipped when its outputs still match their record
     (the fast check, or every sha256 with ``verify``); damaged outputs are logged at WARNING,
-    naming the files, their marker removed and the job redone.
+    naming the files, their marker removed and the job redone. A job whose folder holds its
+    finished marker while the manifest does not say so (a driver killed after the job finished)
+    is adopted from its marker (``skipped``), not run again. The entries are written in a few
+    large transactions (:meth:`Manifest.bulk`); the jobs are consumed one at a time (an iterator
+    of 10⁵ jobs is fine).
     """
-    to_run: list[Job] = []
-    for job in jobs:
-        prev = manifest.jobs.get(job.name)
-        same = prev is not None and prev.get("key") == job.key
-        if resume and same and prev is not None and prev.get("state") == "failed" and not retry_failed:
-            continue
-        marker, damaged = check_marker(out / job.name, job.key, full=verify) if resume else (None, [])
-        if damaged:
-            log.warning("job %s: outputs differ from their checksums, redoing it: %s", job.name, "; ".join(damaged))
-            (out / job.name / JOB_MARKER).unlink(missing_ok=True)
-        elif resume and same and prev is not None and prev.get("state") in ("done", "skipped") and marker is not None:
-            manifest.jobs[job.name] = {**prev, "state": "skipped"}
-            continue
-        if prev is not None and not same:
-            log.info("job %s: config changed (key %s -> %s): redo", job.name, prev.get("key"), job.key)
-        manifest.jobs[job.name] = {
-            "key": job.key,
-            "seed": job.seed,
-            "params": job.params,
-            "index": job.index,
-            "attempts": prev.get("attempts", 0) if prev is not None and same else 0,
-            "state": "pending",
-        }
-        to_run.append(job)
+    to_run: list[int] = []
+    with manifest.bulk():
+        for job in jobs:
+            prev = manifest.get(job.name)
+            same = prev is not None and prev.get("key") == job.key
+            if resume and same and prev is not None and prev.get("state") == "failed" and not retry_failed:
+                continue
+            marker, damaged = check_marker(out / job.name, job.key, full=verify) if resume else (None, [])
+            if damaged:
+                log.warning("job %s: outputs differ from their checksums, redoing it: %s", job.name, "; ".join(damaged))
+                (out / job.name / JOB_MARKER).unlink(missing_ok=True)
+            elif marker is not None:
+                if same and prev is not None and prev.get("state") in ("done", "skipped"):
+                    if prev.get("state") != "skipped":
+                        manifest.set_state(job.name, "skipped")
+                else:  # finished, but the manifest did not record it: adopt it from its marker
+                    log.info("job %s: finished in an earlier run (its marker), not recorded: adopted", job.name)
+                    manifest.put(job.name, _adopted(job, marker, out))
+                continue
+            if prev is not None and not same:
+                log.info("job %s: config changed (key %s -> %s): redo", job.name, prev.get("key"), job.key)
+            manifest.put(
+                job.name,
+                {
+                    "key": job.key,
+                    "seed": job.seed,
+                    "params": job.params,
+                    "index": job.index,
+                    "attempts": prev.get("attempts", 0) if prev is not None and same else 0,
+                    "state": "pending",
+                },
+            )
+            to_run.append(job.index)
     return to_run
+
+
+def _adopted(job: Job, marker: dict, out: Path) -> dict:
+    """The manifest entry of a job finished in an earlier run, from its marker (``z2t_job.json``)."""
+    return {
+        "key": job.key,
+        "seed": job.seed,
+        "params": job.params,
+        "index": job.index,
+        "state": "skipped",
+        "outputs": marker.get("outputs", {}),
+        "seconds": marker.get("seconds"),
+        "finished": marker.get("finished"),
+        "error": None,
+        "traceback": None,
+        "attempts": read_attempts(out, job.key) or marker.get("attempt", 1),
+        "host": marker.get("host"),
+        "records": marker.get("records"),
+        "frames": marker.get("frames"),
+    }

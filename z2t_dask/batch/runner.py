@@ -1,17 +1,18 @@
 """Batch engine: many samples × parameter grids as futures on dask.distributed (the client side).
 
-:func:`run_batch` loads a batch config (:mod:`z2t_dask.batch.spec`), expands it into jobs, and
-submits each as ``client.submit(run_job, ..., key="z2t-job-<key>", retries=N)``
-(:mod:`z2t_dask.batch.jobs`); a job writes its sample folder atomically and a marker
-``z2t_job.json`` (key, outputs, checksums), so re-running it is a no-op.
+:func:`run_batch` loads a batch config (:mod:`z2t_dask.batch.spec`), validates each grid point
+once and makes jobs on demand (:class:`~z2t_dask.batch.grid.BatchJobs`), and submits them in a
+bounded window (:mod:`z2t_dask.batch.submit`), each as ``client.submit(run_job, ...,
+key="z2t-job-<key>", retries=N)`` (:mod:`z2t_dask.batch.jobs`); a job writes its sample folder
+atomically and a marker ``z2t_job.json`` (key, outputs, checksums), so re-running it is a no-op.
 
-Only this (client) process writes the manifest ``manifest.json`` in the output folder
-(:mod:`z2t_dask.batch.manifest`), after every finished job: key, state, attempts, error and
-traceback, outputs and checksums, timings. A rerun skips jobs done with the same key, redoes
-changed or unfinished ones, leaves failed ones failed unless ``retry_failed``; the original
-``batch_status.json`` is written beside it for existing scripts. The log goes to ``batch.log`` in
-the output folder. Exit codes: 0 all done, 1 some failed, 2 bad config, Zmap or paths, a failed
-cluster start, workers that do not see the output folder, or a folder another run holds.
+Only this (client) process writes the manifest (:mod:`z2t_dask.batch.manifest`: an SQLite store,
+one transaction per job change): key, state, attempts, error and traceback, outputs and checksums,
+timings. A rerun skips jobs done with the same key, redoes changed or unfinished ones, leaves
+failed ones failed unless ``retry_failed``; ``manifest.json`` and the original
+``batch_status.json`` are exported when the run starts and ends, for people and existing scripts.
+The log goes to ``batch.log`` in the output folder. Exit codes: 0 all done, 1 some failed, 2 bad
+config, Zmap or paths, a failed cluster start, workers that do not see the output folder, or a folder another run holds.
 
 Safety: every user path is absolute before anything is submitted; the output folder is locked for
 the run (:mod:`z2t_dask.batch.lock`) and probed from the workers; a finished job is skipped only
@@ -28,16 +29,17 @@ import os
 import shutil
 import sys
 import time
-import traceback as tb
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from z2t_dask.batch.jobs import JOB_MARKER, read_attempts, run_job
+from z2t_dask.batch.grid import BatchJobs
+from z2t_dask.batch.jobs import JOB_MARKER, run_job
 from z2t_dask.batch.lock import batch_lock
 from z2t_dask.batch.manifest import MANIFEST, Manifest
 from z2t_dask.batch.plan import check_inputs, plan_jobs
+from z2t_dask.batch.remote import batch_places, job_function, mirror_state
 from z2t_dask.batch.spec import (
     SCHEMA_VERSION,
     BatchConfigError,
@@ -47,6 +49,8 @@ from z2t_dask.batch.spec import (
     job_key,
     load_batch_config,
 )
+from z2t_dask.batch.submit import execute
+from z2t_dask.io.remote import is_url, resolve_output
 
 __all__ = [
     "JOB_MARKER",
@@ -77,6 +81,8 @@ class BatchResult:
     jobs: dict[str, dict]
     seconds: float
     dashboard_link: str | None = None
+    window: int | None = None  # the most jobs in flight allowed (None: nothing was run)
+    max_in_flight: int = 0  # the most jobs that were submitted and unfinished at once
 
     def states(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -106,44 +112,6 @@ class BatchResult:
             lines.append(f"  FAILED {name}: {err[-1] if err else '?'} (attempts: {self.jobs[name].get('attempts')})")
         lines.append(f"  manifest: {self.output_dir / MANIFEST}")
         return "\n".join(lines)
-
-
-def _progress_line(done: int, failed: int, total: int, t0: float) -> str:
-    width = 30
-    frac = (done + failed) / total if total else 1.0
-    bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-    return f"\r[{bar}] {done + failed}/{total} ({done} ok, {failed} failed) {time.time() - t0:6.1f} s"
-
-
-class _ProgressBar:
-    """A job progress bar: an ipywidgets bar in a Jupyter kernel, a text bar on stderr otherwise."""
-
-    def __init__(self, total: int):
-        self.total, self.t0, self.widget = total, time.time(), None
-        try:
-            from distributed.utils import is_kernel
-
-            if is_kernel():
-                import ipywidgets
-                from IPython.display import display
-
-                self.widget = ipywidgets.IntProgress(min=0, max=total, description="z2t batch")
-                self.label = ipywidgets.Label(f"0/{total}")
-                display(ipywidgets.HBox([self.widget, self.label]))
-        except Exception:  # no IPython / ipywidgets: text bar
-            self.widget = None
-
-    def update(self, done: int, failed: int) -> None:
-        if self.widget is not None:
-            self.widget.value = done + failed
-            self.widget.bar_style = "danger" if failed else ""
-            self.label.value = f"{done + failed}/{self.total} ({failed} failed) {time.time() - self.t0:.1f} s"
-        else:
-            print(_progress_line(done, failed, self.total, self.t0), end="", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.widget is None:
-            print(file=sys.stderr)
 
 
 def _clean_stale_temps(out: Path) -> int:
@@ -186,6 +154,8 @@ def run_batch(
     zmap: str | None = None,
     seed: int | None = None,
     job_fn: Callable[..., dict] | None = None,
+    window: int | None = None,
+    state_dir: str | os.PathLike | None = None,
 ) -> BatchResult:
     """Run a batch on a Dask cluster; resumable.
 
@@ -228,6 +198,13 @@ def run_batch(
         (relative paths: from the current folder).
     job_fn
         The task function (default :func:`run_job`); must be importable by the workers.
+    state_dir
+        With a URL ``output_dir`` (``s3://bucket/run``, outputs on a store): the local folder of the
+        manifest, lock and log (default ``~/.cache/z2t/batches/<hash of the URL>``; see
+        :mod:`z2t_dask.batch.remote`, which also mirrors ``manifest.json`` to the store at the end).
+    window
+        The most jobs submitted and unfinished at once (default: a few times the cluster's
+        worker threads, re-read as workers come and go; :mod:`z2t_dask.batch.submit`).
 
     Raises
     ------
@@ -245,10 +222,12 @@ def run_batch(
         else load_batch_config(config, zmap=zmap, output_dir=output_dir, seed=seed)
     )
     if output_dir is not None and isinstance(config, BatchSpec):
-        spec.output_dir = Path(output_dir)
-    spec.output_dir = out = Path(os.path.abspath(spec.output_dir))  # the client's folder, never a worker's
-    jobs = expand_jobs(spec)
-    check_inputs(jobs, spec.source)  # Zmaps, ROIs, sCMOS maps: refused before anything is started or written
+        spec.output_dir = resolve_output(output_dir)
+    # the client's folder, never a worker's; a URL output: a local state folder + the store (batch/remote.py)
+    out, root, remote = batch_places(spec.output_dir, spec.storage_options, state_dir)
+    spec.output_dir = remote.url if remote else out
+    jobs = BatchJobs(spec)  # every grid point validated once; jobs made on demand
+    check_inputs(jobs.point_jobs(), spec.source)  # Zmaps, ROIs, sCMOS maps: refused before anything is written
     n_retries = spec.retries if retries is None else int(retries)
     session = _ClientSession(client, max_workers=max_workers or spec.max_workers, dashboard=dashboard, slurm=slurm)
     with contextlib.ExitStack() as stack:
@@ -256,7 +235,7 @@ def run_batch(
             session.start(stack)
             created = _make_folder(out)
             try:
-                session.probe(out)
+                session.probe(root)
             except BaseException:
                 _remove_empty(out, created)
                 raise
@@ -268,33 +247,52 @@ def run_batch(
         if stale:
             log.info("removed %d temporary leftovers of an interrupted run", stale)
         if clean and not resume:
-            for job in jobs:
-                shutil.rmtree(out / job.name, ignore_errors=True)
+            for name in jobs.names():
+                (root / name).rmtree() if remote else shutil.rmtree(out / name, ignore_errors=True)
         manifest = Manifest(out, spec, resume)
-        to_run = plan_jobs(jobs, manifest, out, resume=resume, retry_failed=retry_failed, verify=verify)
-        in_batch = {j.name for j in jobs}
-        for name, j in manifest.jobs.items():
-            if name not in in_batch:
-                j["state"] = "not-in-batch"
-        manifest.data["runs"].append({"started": t_start, "jobs": len(jobs), "to_run": len(to_run)})
+        stack.callback(manifest.close)
+        to_run = plan_jobs(jobs, manifest, root, resume=resume, retry_failed=retry_failed, verify=verify)
+        in_batch = set(jobs.names())
+        with manifest.bulk():
+            for name, state in manifest.states().items():
+                if name not in in_batch and state != "not-in-batch":
+                    manifest.set_state(name, "not-in-batch")
+        manifest.add_run({"started": t_start, "jobs": len(jobs), "to_run": len(to_run)})
         log.info("batch %s: %d jobs, %d to run, output %s", spec.source or "<dict>", len(jobs), len(to_run), out)
+        sub = None
         if to_run:
-            c = session.start(stack)
-            session.probe(out)
+            try:
+                c = session.start(stack)
+                session.probe(root)
+            except BaseException:
+                manifest.discard()  # a store this run created: nothing written for a batch that cannot start
+                raise
             manifest.write()
             threads = sum(c.nthreads().values()) or 1
             chosen = strategy or spec.strategy
             if chosen == "auto":
                 chosen = "serial" if len(to_run) >= 2 * threads else "spread"
             log.info("strategy %s (%d jobs, %d worker threads), retries %d", chosen, len(to_run), threads, n_retries)
-            _execute(c, to_run, manifest, out, job_fn or run_job, chosen, n_retries, progress)
+            try:
+                fn = job_function(job_fn or run_job, remote)  # + storage options for a store
+                sub = execute(c, jobs, to_run, manifest, root, fn, chosen, n_retries, progress, window=window)
+            except KeyboardInterrupt:
+                manifest.write()
+                raise
         stale = _clean_stale_temps(out)  # e.g. the temp folder of a worker that was killed mid-job
         if stale:
             log.info("removed %d temporary leftovers of killed or interrupted jobs", stale)
-        manifest.data["runs"][-1]["finished"] = time.time()
+        manifest.update_run({"finished": time.time()})
         manifest.write()
+        if remote is not None:  # manifest.json, batch_status.json, batch.log beside the job folders
+            mirror_state(out, remote)
         result = BatchResult(
-            out, {n: j for n, j in manifest.jobs.items() if n in in_batch}, time.time() - t_start, session.dashboard
+            out,
+            {n: j for n, j in manifest.entries() if n in in_batch},
+            time.time() - t_start,
+            session.dashboard,
+            window=sub.window if sub else None,
+            max_in_flight=sub.max_in_flight if sub else 0,
         )
         log.info("%s", result.summary())
         return result
@@ -323,11 +321,13 @@ class _ClientSession:
                     log.info("dashboard %s", self.dashboard)
         return self.client
 
-    def probe(self, out: Path) -> None:
+    def probe(self, out: Any) -> None:
         from z2t_dask.batch.cluster import probe_output_folder
+        from z2t_dask.batch.remote import probe_remote
 
         if self.client is not None and not self.probed:
-            n = probe_output_folder(self.client, out)  # OutputFolderError: a worker does not see it
+            probe = probe_remote if is_url(out) else probe_output_folder
+            n = probe(self.client, out)  # OutputFolderError: a worker does not see it
             if n:
                 log.info("%d workers see the output folder %s", n, out)
             else:  # e.g. SLURM jobs still queued: run_job refuses to run where the folder is not visible
@@ -355,89 +355,3 @@ def _make_folder(out: Path) -> Path:
         top = top.parent
     out.mkdir(parents=True, exist_ok=True)
     return top
-
-
-def _execute(
-    c: Any,
-    to_run: list[Job],
-    manifest: Manifest,
-    out: Path,
-    fn: Callable,
-    strategy: str,
-    retries: int,
-    progress: bool | Callable,
-) -> None:
-    from distributed import as_completed
-    from distributed.scheduler import KilledWorker
-
-    futures = {}
-    for job in to_run:
-        manifest.jobs[job.name]["state"] = "running"
-        manifest.jobs[job.name]["submitted"] = time.time()
-        fut = c.submit(
-            fn, job.to_dict(), str(out), strategy=strategy, key=f"z2t-job-{job.key}", retries=retries, pure=False
-        )
-        futures[fut] = job
-    manifest.write()
-    n_done = n_failed = 0
-    bar = _ProgressBar(len(futures)) if progress is True else None
-    try:
-        for fut in as_completed(list(futures), loop=c.loop):
-            job = futures[fut]
-            entry = manifest.jobs[job.name]
-            if fut.status == "finished":
-                info = fut.result()
-                entry.update(
-                    {
-                        "state": "done",
-                        "outputs": info.get("outputs", {}),
-                        "seconds": info.get("seconds"),
-                        "finished": info.get("finished", time.time()),
-                        "error": None,
-                        "traceback": None,
-                        "attempts": read_attempts(out, job.key) or info.get("attempt", 1),
-                        "host": info.get("host"),
-                        "records": info.get("records"),
-                        "frames": info.get("frames"),
-                    }
-                )
-                manifest.completed_order.append(job.name)
-                n_done += 1
-                log.info("done %s in %ss", job.name, info.get("seconds"))
-            else:
-                exc = fut.exception()
-                if isinstance(exc, KilledWorker):
-                    msg = (
-                        f"this job kills workers (memory?): {exc}; the worker running it died "
-                        "repeatedly (distributed.scheduler.allowed-failures)"
-                    )
-                else:
-                    msg = f"{type(exc).__name__}: {exc}"
-                trace = "".join(tb.format_tb(fut.traceback())) if fut.traceback() is not None else ""
-                entry.update(
-                    {
-                        "state": "failed",
-                        "error": msg,
-                        "traceback": trace,
-                        "finished": time.time(),
-                        "attempts": read_attempts(out, job.key),
-                    }
-                )
-                n_failed += 1
-                log.error("failed %s: %s", job.name, msg)
-            fut.release()
-            manifest.write()
-            if bar is not None:
-                bar.update(n_done, n_failed)
-            elif callable(progress):
-                progress({"name": job.name, **entry})
-    except KeyboardInterrupt:
-        for fut, job in futures.items():
-            if manifest.jobs[job.name]["state"] == "running":
-                manifest.jobs[job.name]["state"] = "interrupted"
-            fut.cancel()
-        manifest.write()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()

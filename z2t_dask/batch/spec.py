@@ -12,7 +12,11 @@ A batch config holds a ``base_config`` (one sample's config) plus
 Every job gets a seed spawned from the batch ``seed`` and its position
 (``SeedSequence(seed, spawn_key=(grid_index, sample_id))``: no correlated or colliding streams)
 and a key: the hash of its fully resolved config, seed and name (:func:`job_key`). A rerun
-compares keys to decide which jobs changed. Nothing here touches files other than the batch
+compares keys to decide which jobs changed. ``shard_folders`` (true: 2, or 1-4 hex digits; default
+off) puts each job folder under a shard folder ``<out>/<shard>/<job>``, the shard the first hex
+digits of the sha256 of the job's name (100,000 folders in one directory are slow on shared
+filesystems). Jobs are made on demand by :class:`~z2t_dask.batch.grid.BatchJobs`;
+:func:`expand_jobs` lists them. Nothing here touches files other than the batch
 config itself.
 """
 
@@ -22,7 +26,6 @@ import copy
 import dataclasses
 import difflib
 import hashlib
-import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -34,6 +37,7 @@ import numpy as np
 
 from z2t_dask.config import ConfigError, config_to_dict, load_config
 from z2t_dask.errors import BatchConfigError
+from z2t_dask.io.remote import resolve_output
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -62,6 +66,8 @@ _TOP_KEYS = (
     "seed",
     "retries",
     "strategy",
+    "shard_folders",
+    "storage_options",
 )
 _SAMPLE_KEYS = ("num_samples", "frames_per_sample", "sample_naming", "description")
 # keys that the original configs keep equal to the ROI size: varied together with it
@@ -73,7 +79,7 @@ class BatchSpec:
     """A validated batch config."""
 
     base_config: dict
-    output_dir: Path
+    output_dir: Path | str  # a local folder (absolute) or a URL (s3://..., batch/remote.py)
     description: str = ""
     max_workers: int | None = None
     num_samples: int | None = None
@@ -84,6 +90,8 @@ class BatchSpec:
     retries: int = 2
     strategy: str = "auto"
     source: str | None = None
+    shard_folders: int = 0  # hex digits of the shard folder above each job folder (0: none)
+    storage_options: dict = field(default_factory=dict)  # fsspec options of a URL output_dir (never in job keys)
 
 
 @dataclass
@@ -196,7 +204,7 @@ def load_batch_config(
     spec = BatchSpec(
         base_config=base,
         # resolved here, on the client: workers elsewhere never see a relative path
-        output_dir=Path(os.path.abspath(output_dir or data.get("base_output_dir") or "batch_output")),
+        output_dir=resolve_output(output_dir or data.get("base_output_dir") or "batch_output"),  # a URL as is
         description=str(data.get("description", "")),
         source=src,
     )
@@ -217,6 +225,20 @@ def load_batch_config(
     if st not in ("auto", "serial", "spread"):
         problems.append(("strategy", f"expected one of 'auto', 'serial', 'spread', got {st!r}"))
     spec.strategy = st
+    so = data.get("storage_options", {})
+    if not isinstance(so, dict) or not all(isinstance(k, str) for k in so):
+        problems.append(("storage_options", f"expected a mapping of fsspec storage options, got {type(so).__name__}"))
+    else:
+        spec.storage_options = so
+    sh = data.get("shard_folders", False)
+    if sh is True:
+        spec.shard_folders = 2
+    elif sh is False or sh is None:
+        spec.shard_folders = 0
+    elif isinstance(sh, int) and 1 <= sh <= 4:
+        spec.shard_folders = sh
+    else:
+        problems.append(("shard_folders", f"expected true, false or a number of hex digits 1-4, got {sh!r}"))
     sc = data.get("sample_configs")
     if sc is not None:
         if not isinstance(sc, dict):
@@ -352,59 +374,11 @@ def _fmt_value(v: Any) -> str:
 
 
 def expand_jobs(spec: BatchSpec) -> list[Job]:
-    """All jobs of a batch, in order, each validated (errors name the job and key)."""
-    keys = [k for k, _ in spec.grid]
-    points = list(itertools.product(*[v for _, v in spec.grid])) if spec.grid else [()]
-    samples = list(range(1, spec.num_samples + 1)) if spec.num_samples else [0]
-    base_roi = _get_dotted(spec.base_config, "tiff.roi_size")
-    jobs: list[Job] = []
-    problems: list[tuple[str, str]] = []
-    names: set[str] = set()
-    for gi, point in enumerate(points):
-        grid_name = (
-            f"job_{gi:04d}_" + "_".join(f"{k.split('.')[-1]}_{_fmt_value(v)}" for k, v in zip(keys, point))
-            if spec.grid
-            else ""
-        )
-        for sid in samples:
-            cfg = copy.deepcopy(spec.base_config)
-            params: dict[str, Any] = {}
-            for k, v in zip(keys, point):
-                _set_dotted(cfg, k, v)
-                params[k] = v
-                if k == "tiff.roi_size" and base_roi is not None:
-                    for linked in _LINKED_TO_ROI:
-                        if _get_dotted(spec.base_config, linked) == base_roi:
-                            _set_dotted(cfg, linked, v)
-            if spec.frames_per_sample:
-                _set_dotted(cfg, "emitters.frames", spec.frames_per_sample)
-            resolve_user_paths(cfg, _paths_base(spec.source))  # a grid may vary zmap_path or a map
-            sample_name = spec.sample_naming.format(sample_id=sid) if sid else ""
-            if sid:
-                params["sample_id"] = sid
-                if isinstance(_get_dotted(cfg, "tiff"), dict):
-                    cfg["tiff"]["filename"] = f"{sample_name}.ome.tiff"
-            name = "/".join(p for p in (grid_name, sample_name) if p) or "single_job"
-            if name in names:
-                problems.append((name, "two jobs get the same folder name (check sample_naming)"))
-            names.add(name)
-            seed = job_seed(spec.seed, gi, sid)
-            _set_dotted(cfg, "emitters.seed", seed)
-            try:
-                resolved = config_to_dict(load_config(cfg))
-            except ConfigError as exc:
-                problems.extend((f"{name}: {k}", m) for k, m in exc.problems)
-                continue
-            jobs.append(
-                Job(
-                    index=len(jobs),
-                    name=name,
-                    params=params,
-                    config=resolved,
-                    seed=seed,
-                    key=job_key(resolved, seed, name),
-                )
-            )
-    if problems:
-        raise BatchConfigError(problems, spec.source)
-    return jobs
+    """All jobs of a batch, in order, each validated (errors name the job and key), as independent copies.
+
+    For large batches iterate :class:`~z2t_dask.batch.grid.BatchJobs` instead: the same jobs, made
+    on demand, each grid point validated once.
+    """
+    from z2t_dask.batch.grid import BatchJobs
+
+    return [dataclasses.replace(j, config=copy.deepcopy(j.config), params=dict(j.params)) for j in BatchJobs(spec)]

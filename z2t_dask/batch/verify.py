@@ -18,7 +18,7 @@ from typing import Any
 
 from z2t_dask.batch.checksums import check_outputs
 from z2t_dask.batch.jobs import JOB_MARKER, check_marker, read_marker
-from z2t_dask.batch.manifest import MANIFEST, ordered_jobs, read_manifest
+from z2t_dask.batch.manifest import has_manifest, ordered_jobs, read_manifest
 from z2t_dask.errors import FormatError
 
 __all__ = ["EXIT_DAMAGED", "format_verify", "report_verify", "verify_batch", "verify_folder", "verify_sample"]
@@ -55,7 +55,7 @@ def verify_batch(folder: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     FileNotFoundError
-        No ``manifest.json`` in ``folder``.
+        No manifest (store or ``manifest.json``) in ``folder``.
     FormatError
         An unreadable manifest (names the file).
     """
@@ -81,14 +81,14 @@ def verify_batch(folder: str | os.PathLike) -> dict[str, Any]:
         for rel in sorted(set(listed) | set(recorded)):
             a, b = listed.get(rel) or {}, recorded.get(rel) or {}
             if a.get("sha256") != b.get("sha256"):
-                damaged.append(f"{job_dir / rel}: {MANIFEST} and {JOB_MARKER} record different checksums")
+                damaged.append(f"{job_dir / rel}: the manifest and {JOB_MARKER} record different checksums")
     return _report(files, jobs, damaged)
 
 
 def verify_folder(path: str | os.PathLike) -> dict[str, Any]:
-    """:func:`verify_batch` for a folder with ``manifest.json``, else :func:`verify_sample`."""
+    """:func:`verify_batch` for a batch folder (a manifest store or ``manifest.json``), else :func:`verify_sample`."""
     p = Path(path)
-    if (p / MANIFEST).is_file():
+    if has_manifest(p):
         return verify_batch(p)
     if p.is_dir() and (p / "batch_status.json").is_file():
         return _report(0, 0, [], "no manifest.json (the original tool's batch_status.json): no checksums recorded")

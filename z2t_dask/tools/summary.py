@@ -94,7 +94,9 @@ def detect_kind(path: str | os.PathLike) -> str:
         raise FileNotFoundError(f"no such file or folder: {p}")
     stack_entry = detect_format(p)
     if p.is_dir() and not (stack_entry is not None and stack_entry.is_dir):  # a folder that is no stack
-        if (p / "manifest.json").is_file() or (p / "batch_status.json").is_file():
+        from z2t_dask.batch.manifest import has_manifest
+
+        if has_manifest(p) or (p / "batch_status.json").is_file():
             return "batch"
         if (p / "emitters.h5").is_file() or find_stack(p) is not None:
             return "sample"
@@ -409,11 +411,11 @@ def _summarize_stack(p: Path) -> dict[str, Any]:
 
 
 def _summarize_batch(p: Path) -> dict[str, Any]:
-    from z2t_dask.batch.manifest import MANIFEST, ordered_jobs, read_manifest, read_status
+    from z2t_dask.batch.manifest import has_manifest, ordered_jobs, read_manifest, read_status
 
     info: dict[str, Any] = {"kind": "batch", "path": str(p)}
     jobs: dict[str, dict] = {}
-    if (p / MANIFEST).is_file():
+    if has_manifest(p):  # the store (the live state) or, in a folder without one, manifest.json
         try:
             m = read_manifest(p)
         except FormatError as exc:
