@@ -121,7 +121,14 @@ def aberration_field(cfg: SimulationConfig, zmap: Zmap | None = None) -> Aberrat
 
 
 def exact_psf_model(cfg: SimulationConfig) -> PupilPSF:
-    """The exact pupil PSF model of a config's optics and ``psf.*`` numerics."""
+    """The exact pupil PSF model of a config's optics and ``psf.*`` numerics.
+
+    Vectorial or scalar (``psf.vectorial``), with the sample / coverslip / immersion indices and
+    thicknesses (actual and design; null design values resolve in the model), the OTF blur
+    ``psf.otf_sigma_nm`` (nm) and the resolved focal-plane depth :attr:`SimulationConfig.focus_depth_um`
+    (µm above the coverslip; ``optical.focus_depth_um`` null = ``emitters.z_range_um``), which
+    ``describe()`` stores in every output's metadata.
+    """
     o, p = cfg.optical, cfg.psf
     return PupilPSF(
         wavelength_nm=o.wavelength_nm,
@@ -133,6 +140,15 @@ def exact_psf_model(cfg: SimulationConfig) -> PupilPSF:
         patch_size=p.patch_size,
         oversampling=p.oversampling,
         n_modes=p.n_modes,
+        vectorial=bool(p.vectorial),
+        n_immersion_design=o.n_immersion_design,
+        n_coverslip=o.n_coverslip,
+        n_coverslip_design=o.n_coverslip_design,
+        coverslip_um=float(o.coverslip_um),
+        coverslip_design_um=o.coverslip_design_um,
+        working_distance_um=float(o.working_distance_um),
+        focus_depth_um=cfg.focus_depth_um,
+        otf_sigma_nm=float(p.otf_sigma_nm),
     )
 
 
@@ -144,7 +160,9 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     area (ROI + margin) and ``[-z_range, z_range]``; it is built once per process for the same
     optics, Zmap and options and carries its measured error in ``describe()``. Emitters whose
     aberrations do not come from that field (e.g. a Zmap object passed to ``simulate``) get
-    exact PSFs.
+    exact PSFs, and so do fixed dipoles (``emitters.dipole = "fixed"``). The library's cache key holds
+    the exact model's every parameter (vectorial or scalar, indices, thicknesses, resolved focus
+    depth, OTF blur): two configs that differ in any of them never share a library.
     """
     exact = exact_psf_model(cfg)
     p = cfg.psf

@@ -7,7 +7,7 @@ for large images, along Y and X (tiles) with :func:`dask.array.map_blocks`; each
    near a tile border lights every tile its ``patch_size`` patch overlaps: the block renders
    with a margin of ``patch_size // 2`` px),
 2. computes the PSF of each of those emitters once (the PSF code guarantees an emitter's PSF is
-   bit-identical whatever batch it is computed in),
+   bit-identical whatever batch it is computed in; fixed dipoles pass their orientation),
 3. adds ``phot × PSF`` of every record into its frame, records of a frame always in the same
    order (float64 sums), so a pixel's value does not depend on the chunking,
 4. adds the background and applies the camera on a **fixed noise grid** of
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from z2t_dask.errors import ConfigError
+from z2t_dask.physics.emitters import dipole_vectors
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
@@ -155,15 +156,19 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     uniq, inv = np.unique(win.em[keep], return_inverse=True)
     xy = em_xyz[uniq, :2]
     d = xy - np.floor(xy + 0.5)
+    # fixed dipoles: unit vectors (mu_x, mu_y, mu_z) from the truth's angles; isotropic: no argument
+    dip = None if win.em_dipole is None else dipole_vectors(win.em_dipole[uniq, 0], win.em_dipole[uniq, 1])
     psfs = np.empty((uniq.size, ps, ps), np.float32)
     for b0 in range(0, uniq.size, plan.psf_batch):
         sl = slice(b0, b0 + plan.psf_batch)
+        kw = {} if dip is None else {"dipole": dip[sl]}
         psfs[sl] = plan.psf.compute(
             win.em_phase[uniq[sl]],
             em_xyz[uniq[sl], 2],
             d[sl, 0],
             d[sl, 1],
             None if win.em_mag is None else win.em_mag[uniq[sl]],
+            **kw,
         )
     return _SignalPrep(
         region=region,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,10 +12,13 @@ import numpy as np
 
 from z2t_dask.io.atomic import atomic_path
 
-__all__ = ["RECORDS_CSV_COLUMNS", "write_records_csv"]
+__all__ = ["OPTIONAL_CSV_COLUMNS", "RECORDS_CSV_COLUMNS", "write_records_csv"]
 
 #: Header of the ground-truth CSV, in order.
 RECORDS_CSV_COLUMNS = ("frame", "id", "x_px", "y_px", "z_um", "photons", "inside")
+#: Columns appended (in this order) when the records hold them: the depth above the coverslip (µm)
+#: and the fixed-dipole orientation (rad); CSV header name = record column name.
+OPTIONAL_CSV_COLUMNS = ("depth_um", "dipole_polar_rad", "dipole_azimuth_rad")
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -32,8 +36,10 @@ def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any] |
     records : mapping, or iterable of mappings
         As in ``emitters.h5``: ``frame_ix`` (M,) int, ``id`` (M,) int, ``xyz`` (M, 3)
         [x, y camera px (pixel (r, c) centred at y=r, x=c); z µm], ``phot`` (M,) photons in
-        that frame, optional ``inside`` (M,) bool. An iterable of such mappings (e.g. the
-        time segments of a long sample) is written part after part, one in memory at a time.
+        that frame, optional ``inside`` (M,) bool, optional ``depth_um`` (M,) µm above the
+        coverslip, ``dipole_polar_rad`` and ``dipole_azimuth_rad`` (M,) (fixed dipoles). An
+        iterable of such mappings (e.g. the time segments of a long sample) is written part
+        after part, one in memory at a time; the first part's optional columns are every part's.
 
     Returns
     -------
@@ -42,17 +48,20 @@ def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any] |
 
     Notes
     -----
-    Columns ``frame, id, x_px, y_px, z_um, photons, inside``; rows in the given order.
+    Columns ``frame, id, x_px, y_px, z_um, photons, inside``, then those of
+    :data:`OPTIONAL_CSV_COLUMNS` the records hold; rows in the given order.
     Floats are written as the shortest text that reads back to the same float32 value;
     ``inside`` as 1/0, or empty when ``records`` has no ``inside`` column.
     """
-    parts = [records] if isinstance(records, Mapping) else records
-    order = ("frame_ix", "id", "x", "y", "z", "phot", "inside")
+    parts = iter([records] if isinstance(records, Mapping) else records)
+    first = next(parts, None)
+    optional = tuple(k for k in OPTIONAL_CSV_COLUMNS if isinstance(first, Mapping) and k in first)
+    order = ("frame_ix", "id", "x", "y", "z", "phot", "inside", *optional)
     final = Path(path)
     with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(",".join(RECORDS_CSV_COLUMNS) + "\n")
-        for part in parts:
-            columns = _columns(part)
+        fh.write(",".join(RECORDS_CSV_COLUMNS + optional) + "\n")
+        for part in itertools.chain([] if first is None else [first], parts):
+            columns = _columns(part, optional)
             m = columns["frame_ix"].shape[0]
             step = 65536
             for start in range(0, m, step):
@@ -61,8 +70,8 @@ def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any] |
     return final
 
 
-def _columns(records: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The text columns of one mapping of records (validated; errors name the column)."""
+def _columns(records: Mapping[str, Any], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The text columns of one mapping of records, with the ``optional`` ones (validated; errors name the column)."""
     if not isinstance(records, Mapping):
         raise ValueError(f"records must be a mapping of column name -> array, got {type(records).__name__}")
     for key in ("frame_ix", "id", "xyz", "phot"):
@@ -94,4 +103,11 @@ def _columns(records: Mapping[str, Any]) -> dict[str, np.ndarray]:
         columns["inside"] = np.where(inside.astype(bool), "1", "0")
     else:
         columns["inside"] = np.full(m, "", dtype="<U1")
+    for key in optional:
+        if key not in records:
+            raise ValueError(f"records/{key} is missing in a later part (the first part has it)")
+        arr = np.asarray(records[key])
+        if arr.shape != (m,) or arr.dtype.kind not in "iuf":
+            raise ValueError(f"records/{key} must be numbers of shape ({m},), got {arr.dtype} {arr.shape}")
+        columns[key] = _text(arr.astype(np.float32, copy=False))
     return columns

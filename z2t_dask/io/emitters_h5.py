@@ -12,6 +12,8 @@ Layout (names and dtypes exactly as the original's consumers expect)::
     records/frame_ix    int64   (M,)     frame index (= TIFF page index)
     records/id          int64   (M,)     emitter id (row into emitters/* and zernike_coeffs/*)
     records/<extra>     any     (M,)     optional columns, e.g. ``inside`` bool
+    emitters|records/depth_um                      float32  height above the coverslip, µm (z2t)
+    emitters|records/dipole_{polar,azimuth}_rad    float32  fixed-dipole orientation, rad (z2t, fixed dipoles)
     zernike_coeffs/phase, zernike_coeffs/mag   float32 (N, K)   optional
     frames              (T, Y, X)        optional, one HDF5 chunk per frame (v2/v3 loaders)
 
@@ -78,6 +80,12 @@ DEFAULT_UNITS: dict[str, str] = {
     "records/frame_ix": "frame index (0-based, equals the TIFF page index)",
     "records/id": "1 (emitter id: row into emitters/* and zernike_coeffs/*)",
     "records/inside": "bool (emitter inside the simulated field of view)",
+    "emitters/depth_um": "um (height above the coverslip: optical.focus_depth_um + z)",
+    "records/depth_um": "um (height above the coverslip: optical.focus_depth_um + z)",
+    "emitters/dipole_polar_rad": "rad (fixed dipole: polar angle from +z, away from the objective; 0..pi/2)",
+    "emitters/dipole_azimuth_rad": "rad (fixed dipole: azimuth from +x towards +y; 0..2pi)",
+    "records/dipole_polar_rad": "rad (fixed dipole: polar angle from +z, away from the objective; 0..pi/2)",
+    "records/dipole_azimuth_rad": "rad (fixed dipole: azimuth from +x towards +y; 0..2pi)",
     "zernike_coeffs/phase": "1 (phase Zernike coefficients per emitter, original mode order)",
     "zernike_coeffs/mag": "1 (magnitude Zernike coefficients per emitter, original mode order)",
 }

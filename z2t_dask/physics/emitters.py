@@ -9,6 +9,15 @@ Conventions
 * Times in frames: frame ``k`` integrates the interval ``[k, k + 1)``.
 * Photons: ``intensity`` is photons per full frame while on; a record's ``phot`` is the photons
   collected in that frame (intensity × on-time inside the frame).
+* Depth: ``depth_um`` = ``focus_depth_um + z``, the emitter's height above the coverslip in µm
+  (``optical.focus_depth_um``, resolved: :attr:`~z2t_dask.config.SimulationConfig.focus_depth_um`).
+* Fixed dipoles (``emitters.dipole = "fixed"``): ``dipole_polar_rad`` is the polar angle ``theta``
+  from +z (the optical axis, away from the objective), folded to ``[0, pi/2]`` (a dipole is axial:
+  ``mu`` and ``-mu`` are the same); ``dipole_azimuth_rad`` is the azimuth ``phi`` from +x (columns)
+  towards +y (rows) in ``[0, 2 pi)``; the unit vector is ``(sin t cos p, sin t sin p, cos t)``
+  (:func:`dipole_vectors`). Drawn uniformly on the sphere (:func:`dipole_angles`) unless the
+  config gives the angles. Both are extra columns of the emitter table and the records (float32
+  values), like ``depth_um``.
 
 Two photophysics models:
 
@@ -35,11 +44,18 @@ from typing import Any
 import numpy as np
 
 from z2t_dask.config import EmittersConfig
+from z2t_dask.physics.random_streams import PURPOSE_DIPOLE, stream
 
 __all__ = [
+    "DEPTH_COLUMN",
+    "DIPOLE_BLOCK",
+    "DIPOLE_COLUMNS",
     "EmitterTable",
     "Records",
     "activation_window",
+    "dipole_angles",
+    "dipole_vectors",
+    "truth_columns",
     "sample_emitters",
     "on_intervals",
     "bin_intervals",
@@ -48,14 +64,28 @@ __all__ = [
 ]
 
 
+#: Extra column of the emitter table and the records: depth above the coverslip (µm, float32 values).
+DEPTH_COLUMN = "depth_um"
+#: Extra columns of fixed dipoles: polar and azimuth angle (rad, float32 values).
+DIPOLE_COLUMNS = ("dipole_polar_rad", "dipole_azimuth_rad")
+#: Emitter ids per dipole-orientation stream ``(PURPOSE_DIPOLE, block)``; part of the stream definition.
+DIPOLE_BLOCK = 4096
+
+
 class _Columns:
     """Column access by attribute and by key (``table.xyz`` is ``table["xyz"]``), as a dict of arrays.
 
-    ``len(table)`` is the number of rows. Columns a file holds beyond the standard ones are in
-    ``extra`` and reachable by key.
+    ``len(table)`` is the number of rows. Columns beyond the standard ones (``depth_um``, dipole
+    angles, those a file holds) are in ``extra`` and reachable by key and by attribute.
     """
 
     extra: dict[str, np.ndarray]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        extra = self.__dict__.get("extra")  # absent while unpickling: no recursion
+        if extra is not None and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def column_names(cls) -> tuple[str, ...]:
@@ -371,6 +401,64 @@ def inside_image(xy: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
     h, w = image_shape
     x, y = xy[..., 0], xy[..., 1]
     return (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
+
+
+def dipole_angles(seed: int, ids: np.ndarray, cfg: EmittersConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-dipole orientations ``(polar, azimuth)`` in rad (float64 arrays of float32 values) of emitters ``ids``.
+
+    Uniform on the sphere: ``cos(theta)`` folded to ``[0, 1]`` is uniform (so ``theta`` lies in
+    ``[0, pi/2]``, mean ``|cos theta|`` = 1/2) and ``phi`` uniform in ``[0, 2 pi)``. Emitter ``i``
+    takes entry ``i mod DIPOLE_BLOCK`` of the stream ``(seed, PURPOSE_DIPOLE, i // DIPOLE_BLOCK)``
+    (``DIPOLE_BLOCK`` values of ``cos theta``, then as many of ``phi / 2 pi``): an emitter's
+    orientation depends on the seed and its id only, never on segments, chunks or other emitters.
+    ``cfg.dipole_polar_deg`` / ``dipole_azimuth_deg`` (degrees), when given, replace the draws
+    (the azimuth taken modulo 360).
+    """
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    polar = np.empty(ids.size)
+    azimuth = np.empty(ids.size)
+    block = ids // DIPOLE_BLOCK
+    for b in np.unique(block):
+        rng = stream(seed, PURPOSE_DIPOLE, int(b))
+        cos_t = rng.random(DIPOLE_BLOCK)
+        turn = rng.random(DIPOLE_BLOCK)
+        sel = np.flatnonzero(block == b)
+        k = ids[sel] - int(b) * DIPOLE_BLOCK
+        polar[sel] = np.arccos(cos_t[k])
+        azimuth[sel] = 2.0 * np.pi * turn[k]
+    if cfg.dipole_polar_deg is not None:
+        polar[:] = np.deg2rad(float(cfg.dipole_polar_deg))
+    if cfg.dipole_azimuth_deg is not None:
+        azimuth[:] = np.deg2rad(float(cfg.dipole_azimuth_deg) % 360.0)
+    return polar.astype(np.float32).astype(np.float64), azimuth.astype(np.float32).astype(np.float64)
+
+
+def dipole_vectors(polar: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
+    """Unit dipole vectors ``(N, 3)`` float64 ``(sin t cos p, sin t sin p, cos t)`` of angles in rad."""
+    t = np.asarray(polar, np.float64)
+    p = np.asarray(azimuth, np.float64)
+    return np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], axis=-1)
+
+
+def truth_columns(
+    table: EmitterTable, records: Records, *, focus_depth_um: float, dipole: tuple[np.ndarray, np.ndarray] | None
+) -> None:
+    """Add the depth (and fixed-dipole angles) as extra columns of ``table`` and ``records``, in place.
+
+    ``depth_um`` = ``focus_depth_um + z`` (µm above the coverslip), float32 values (float64 in the
+    table, as ``xyz``); ``dipole`` = ``(polar, azimuth)`` rad per emitter (row of ``table``), copied
+    to each record of the emitter. Records refer to emitters by ``id``, ``table.id`` being
+    consecutive from ``table.id[0]``.
+    """
+    f = np.float64(focus_depth_um)
+    table.extra[DEPTH_COLUMN] = (f + table.xyz[:, 2]).astype(np.float32).astype(np.float64)
+    records.extra[DEPTH_COLUMN] = (f + np.asarray(records.xyz[:, 2], np.float64)).astype(np.float32)
+    if dipole is None:
+        return
+    row = np.asarray(records.id, np.int64) - (int(table.id[0]) if len(table) else 0)
+    for name, values in zip(DIPOLE_COLUMNS, dipole):
+        table.extra[name] = np.asarray(values, np.float64)
+        records.extra[name] = np.asarray(values, np.float64)[row].astype(np.float32)
 
 
 def make_records(

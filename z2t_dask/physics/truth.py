@@ -23,6 +23,12 @@ records reach those frames are generated, and a few are kept in a small per-proc
 Writers stream the truth segment by segment (:meth:`Truth.parts`). Memory is then bounded by a
 few segments, whatever the number of frames.
 
+Every emitter and record also carries its depth above the coverslip (``depth_um``) and, with
+``emitters.dipole = "fixed"``, its dipole orientation (``dipole_polar_rad``,
+``dipole_azimuth_rad``; drawn from the emitter-id keyed stream ``PURPOSE_DIPOLE``, see
+:func:`~z2t_dask.physics.emitters.dipole_angles`) as extra columns; the columns of isotropic
+samples are drawn exactly as before.
+
 A sample rendered from an existing ``emitters.h5`` holds its truth in memory
 (:class:`InMemoryTruth`).
 """
@@ -38,7 +44,15 @@ import numpy as np
 from z2t_dask.caching import BuildOnceCache
 from z2t_dask.config import SimulationConfig
 from z2t_dask.physics.aberrations import AberrationField
-from z2t_dask.physics.emitters import EmitterTable, Records, activation_window, make_records, sample_emitters
+from z2t_dask.physics.emitters import (
+    EmitterTable,
+    Records,
+    activation_window,
+    dipole_angles,
+    make_records,
+    sample_emitters,
+    truth_columns,
+)
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, stream
 from z2t_dask.physics.truth_parts import (
     RecordWindow,
@@ -245,6 +259,8 @@ class SegmentedTruth(Truth):
         if id0:
             table.id = table.id + id0
             records.id = records.id + np.int32(id0)
+        dipole = dipole_angles(self.seed, table.id, cfg.emitters) if cfg.emitters.dipole == "fixed" else None
+        truth_columns(table, records, focus_depth_um=cfg.focus_depth_um, dipole=dipole)
         return table, records
 
     def _draw_segment(self, seg: _Segment) -> TruthPart:

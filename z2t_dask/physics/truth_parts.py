@@ -14,14 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from z2t_dask.physics.emitters import EmitterTable, Records
+from z2t_dask.physics.emitters import DIPOLE_COLUMNS, EmitterTable, Records
 
 __all__ = ["RecordWindow", "TruthPart", "compact_records", "concat_parts", "join_windows", "private_copy"]
 
 
 def compact_records(records: Records) -> Records:
     """``records`` with float32 positions and photons and int32 frames and ids (values unchanged:
-    positions and photons are float32 numbers, as stored in ``emitters.h5``)."""
+    positions and photons are float32 numbers, as stored in ``emitters.h5``); extra columns
+    (``depth_um``, dipole angles) are kept."""
     n = len(records)
     for name, arr in (("frame_ix", records.frame_ix), ("id", records.id)):
         if n and (arr.min() < 0 or arr.max() >= 2**31):
@@ -32,7 +33,15 @@ def compact_records(records: Records) -> Records:
         frame_ix=np.asarray(records.frame_ix, np.int32),
         id=np.asarray(records.id, np.int32),
         inside=np.asarray(records.inside, bool),
+        extra=dict(records.extra),
     )
+
+
+def _dipoles(table: EmitterTable) -> np.ndarray | None:
+    """``(N, 2)`` fixed-dipole angles (polar, azimuth; rad) of a table's emitters, or None (isotropic)."""
+    if DIPOLE_COLUMNS[0] not in table.extra:
+        return None
+    return np.stack([np.asarray(table.extra[k], np.float64) for k in DIPOLE_COLUMNS], axis=1)
 
 
 @dataclass
@@ -50,6 +59,7 @@ class RecordWindow:
     em_xyz: np.ndarray  # (U, 3) x, y px (ROI), z µm
     em_phase: np.ndarray  # (U, K) rad, Noll
     em_mag: np.ndarray | None  # (U, K) or None
+    em_dipole: np.ndarray | None = None  # (U, 2) fixed-dipole (polar, azimuth) rad, or None: isotropic
 
 
 @dataclass
@@ -98,12 +108,14 @@ class TruthPart:
             em_xyz=self.emitters.xyz,
             em_phase=self.phase,
             em_mag=self.mag,
+            em_dipole=_dipoles(self.emitters),
         )
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the arrays of this part."""
         arrays = [*vars(self.emitters).values(), *vars(self.records).values(), self.phase, self.mag]
+        arrays += [*self.emitters.extra.values(), *self.records.extra.values()]
         if self._index is not None:
             arrays += list(self._index)
         return int(sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
@@ -122,6 +134,8 @@ def private_copy(part: TruthPart, frames: int) -> TruthPart:
     arrays = {
         "e": vars(part.emitters),
         "r": vars(part.records),
+        "ee": part.emitters.extra,
+        "re": part.records.extra,
         "x": {"phase": part.phase, "mag": part.mag, "order": order, "offsets": offsets},
     }
     flat = [(g, k, a) for g, cols in arrays.items() for k, a in cols.items() if isinstance(a, np.ndarray)]
@@ -136,8 +150,8 @@ def private_copy(part: TruthPart, frames: int) -> TruthPart:
         off += size
     x = copies["x"]
     return TruthPart(
-        emitters=EmitterTable(**copies["e"]),
-        records=Records(**copies["r"]),
+        emitters=EmitterTable(**{**copies["e"], "extra": copies["ee"]}),
+        records=Records(**{**copies["r"], "extra": copies["re"]}),
         phase=x["phase"],
         mag=x["mag"],
         id0=part.id0,
@@ -156,6 +170,7 @@ def _compact_window(win: RecordWindow) -> RecordWindow:
         em_xyz=win.em_xyz[uniq],
         em_phase=win.em_phase[uniq],
         em_mag=None if win.em_mag is None else win.em_mag[uniq],
+        em_dipole=None if win.em_dipole is None else win.em_dipole[uniq],
     )
 
 
@@ -185,6 +200,7 @@ def join_windows(wins: list[RecordWindow]) -> RecordWindow:
         em_xyz=np.concatenate([w.em_xyz for w in wins]),
         em_phase=np.concatenate([w.em_phase for w in wins]),
         em_mag=mag,
+        em_dipole=None if wins[0].em_dipole is None else np.concatenate([w.em_dipole for w in wins]),
     )
 
 
@@ -196,8 +212,10 @@ def concat_parts(parts: list[TruthPart], n_modes: int) -> TruthPart:
     r = [p.records for p in parts]
     em_cols: dict[str, Any] = {k: np.concatenate([getattr(t, k) for t in e]) for k in EmitterTable.column_names()}
     rec_cols: dict[str, Any] = {k: np.concatenate([getattr(t, k) for t in r]) for k in Records.column_names()}
-    table = EmitterTable(**em_cols)
-    records = Records(**rec_cols)
+    em_extra = {k: np.concatenate([t.extra[k] for t in e]) for k in e[0].extra}
+    rec_extra = {k: np.concatenate([t.extra[k] for t in r]) for k in r[0].extra}
+    table = EmitterTable(**em_cols, extra=em_extra)
+    records = Records(**rec_cols, extra=rec_extra)
     mag = _concat_mags([(p.mag, len(p.emitters)) for p in parts], n_modes)
     return TruthPart(
         emitters=table, records=records, phase=np.concatenate([p.phase for p in parts]), mag=mag, id0=parts[0].id0

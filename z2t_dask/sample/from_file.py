@@ -26,7 +26,14 @@ from z2t_dask.config import SimulationConfig, load_config
 from z2t_dask.engine.assembly import aberration_field
 from z2t_dask.engine.budget import check_resources
 from z2t_dask.errors import ConfigError, FormatError, Z2TError
-from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
+from z2t_dask.physics.emitters import (
+    DIPOLE_COLUMNS,
+    EmitterTable,
+    Records,
+    dipole_angles,
+    inside_image,
+    truth_columns,
+)
 from z2t_dask.physics.zmap import legacy_to_noll
 from z2t_dask.sample.core import Sample, sample_from_truth
 
@@ -132,6 +139,61 @@ def _bad_rows(path: Any, name: str, bad: np.ndarray, total: int, what: str, valu
         raise FormatError(
             f"{path}: dataset '{name}' has {count} of {total} rows {what} (first: row {first}, value {values[first]})"
         )
+
+
+def _depth_and_dipoles(
+    path: Any,
+    cfg: SimulationConfig,
+    seed: int,
+    em: dict[str, Any],
+    table: EmitterTable,
+    records: Records,
+    report: Callable[[str], Any] | None,
+) -> SimulationConfig:
+    """Add ``depth_um`` (and fixed-dipole angles) to the table and records read from a file, in place.
+
+    Every emitter must lie above the coverslip: ``focus_depth_um + z >= 0`` (µm). An automatic
+    focus depth (``optical.focus_depth_um`` null: the emitters lie just above the coverslip) is
+    ``max(emitters.z_range_um, -min z)`` for a file's emitters (said in a warning when the file
+    reaches deeper than the z range; the returned config holds the value); an explicit one that
+    leaves an emitter below the coverslip is a FormatError naming the file, the dataset and the
+    focus depth. With ``emitters.dipole = "fixed"`` the file's
+    ``emitters/dipole_polar_rad`` and ``emitters/dipole_azimuth_rad`` are used when it has them
+    (checked: finite, polar in [0, pi], one row per emitter), else the orientations are drawn
+    (:func:`~z2t_dask.physics.emitters.dipole_angles`, from ``seed``, or the config's angles).
+    """
+    focus = cfg.focus_depth_um
+    n = len(table)
+    deepest = float(-table.xyz[:, 2].min()) if n else 0.0
+    if cfg.optical.focus_depth_um is None and deepest > focus:
+        focus = deepest  # a new config: the caller's is never changed
+        cfg = replace(cfg, optical=replace(cfg.optical, focus_depth_um=focus))
+        (report or log.warning)(
+            f"{path}: emitters reach z = {-deepest:.6g} um, below -emitters.z_range_um: the automatic "
+            f"optical.focus_depth_um is {focus:.6g} um (the deepest emitter on the coverslip)"
+        )
+    depth = focus + table.xyz[:, 2]
+    _bad_rows(
+        path,
+        "emitters/xyz",
+        depth < 0,
+        n,
+        f"below the coverslip: depth = optical.focus_depth_um ({focus} um) + z must be >= 0; give a config with "
+        f"optical.focus_depth_um >= {deepest:.6g}, or null",
+        table.xyz[:, 2],
+    )
+    dipole = None
+    if cfg.emitters.dipole == "fixed":
+        if all(k in em for k in DIPOLE_COLUMNS):
+            polar, azimuth = (
+                _array(path, f"emitters/{k}", em[k], n, None, "f").astype(np.float64) for k in DIPOLE_COLUMNS
+            )
+            _bad_rows(path, "emitters/dipole_polar_rad", (polar < 0) | (polar > np.pi), n, "outside [0, pi]", polar)
+            dipole = (polar, azimuth)
+        else:
+            dipole = dipole_angles(seed, table.id, cfg.emitters)
+    truth_columns(table, records, focus_depth_um=focus, dipole=dipole)
+    return cfg
 
 
 def load_sample_h5(
@@ -251,6 +313,7 @@ def load_sample_h5(
     inside = inside_image(rec_xyz[:, :2], cfg.image_shape)
     records = Records(xyz=rec_xyz, phot=phot, frame_ix=frame_ix, id=rec_ids, inside=inside)
     table = EmitterTable(xyz=xyz, intensity=columns["intensity"], t0=columns["t0"], on_time=columns["on_time"], id=ids)
+    cfg = _depth_and_dipoles(h5_path, cfg, int(seed), em, table, records, report)
     zc = f.zernike_coeffs
     k = cfg.psf.n_modes
     declared = str(f.attrs.get("zernike_convention", "")) if f.attrs else ""

@@ -157,6 +157,13 @@ def write_stack(
     )
 
 
+def _float32(table: Any) -> dict[str, np.ndarray]:
+    """A table's depth and fixed-dipole columns (``emitters/depth_um``, ``dipole_*_rad``) as float32, as stored."""
+    from z2t_dask.physics.emitters import DEPTH_COLUMN, DIPOLE_COLUMNS
+
+    return {k: np.asarray(table.extra[k], np.float32) for k in (DEPTH_COLUMN, *DIPOLE_COLUMNS) if k in table.extra}
+
+
 def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] | None = None) -> Path:
     """Write ``emitters.h5`` (original layout + provenance) and optionally a CSV.
 
@@ -181,8 +188,8 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
         for p in truth.parts():
             e, r = p.emitters, p.records
             yield (
-                {"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id},
-                {"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside},
+                {"xyz": e.xyz, "intensity": e.intensity, "t0": e.t0, "on_time": e.on_time, "id": e.id, **_float32(e)},
+                {"xyz": r.xyz, "phot": r.phot, "frame_ix": r.frame_ix, "id": r.id, "inside": r.inside, **_float32(r)},
                 {"phase": p.phase, "mag": mag_or_zeros(p, truth.n_modes)},
             )
 

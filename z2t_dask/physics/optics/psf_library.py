@@ -605,6 +605,7 @@ class PSFLibrary:
         dy: Any = None,
         mag: Any = None,
         *,
+        dipole: Any = None,
         xp: Any = np,
         workers: int | None = None,
         batch_size: int = 64,
@@ -612,15 +613,21 @@ class PSFLibrary:
         """Pixel-integrated PSF patches of many emitters (same contract as :meth:`PupilPSF.compute`).
 
         Emitters within the library (see the module notes) are interpolated; the others are
-        computed exactly.  Non-numpy ``xp`` uses the exact model.
+        computed exactly.  The library tabulates freely rotating (isotropic) emitters: fixed
+        dipoles (``dipole``, unit vectors ``(N, 3)``) are all computed with the exact model and
+        counted as its emitters.  Non-numpy ``xp`` uses the exact model.
 
         Returns
         -------
         ndarray, shape (N, patch_size, patch_size), float32
             Fraction of each emitter's photons per camera pixel of its patch.
         """
-        if xp is not np:
-            return self.exact.compute(phase, z_um, dx, dy, mag, xp=xp, workers=workers, batch_size=batch_size)
+        if xp is not np or dipole is not None:
+            kw = {} if dipole is None else {"dipole": dipole}
+            out = self.exact.compute(phase, z_um, dx, dy, mag, xp=xp, workers=workers, batch_size=batch_size, **kw)
+            counts = self.__dict__.setdefault("_counts", {"fast": 0, "exact": 0})
+            counts["exact"] += int(out.shape[0])
+            return out
         phase, z_um, dx, dy, mag = self.exact.check_inputs(phase, z_um, dx, dy, mag)
         n = phase.shape[0]
         p = self.patch_size
