@@ -30,7 +30,7 @@ import numpy as np
 
 from z2t_dask.errors import FormatError, InspectError
 from z2t_dask.tools.remote import is_url, summarize_url
-from z2t_dask.tools.summary_text import format_summary
+from z2t_dask.tools.summary_text import format_summary, optics_summary
 
 if TYPE_CHECKING:
     from z2t_dask.physics.emitters import Records
@@ -262,6 +262,7 @@ def _attrs_info(attrs: Mapping[str, Any]) -> dict[str, Any]:
         "z2t_version": attrs.get("z2t_version", attrs.get("z2t_dask_version")),
         "config": cfg if isinstance(cfg, dict) else None,
         "zmap": attrs.get("zmap") if isinstance(attrs.get("zmap"), dict) else None,
+        "optics": optics_summary(cfg if isinstance(cfg, dict) else None, attrs.get("psf")),  # PSF model, indices
     }
 
 
