@@ -22,6 +22,7 @@ from typing import Any
 from z2t_dask.batch.checksums import check_outputs, record_outputs
 from z2t_dask.batch.spec import Job
 from z2t_dask.errors import ClusterError, FormatError
+from z2t_dask.io.remote import RemoteFolder, is_url
 
 __all__ = [
     "ATTEMPTS_DIR",
@@ -50,6 +51,10 @@ def _bump_attempts(out_root: Path, key: str) -> int:
 
 def read_attempts(out_root: str | os.PathLike, key: str) -> int:
     """How many times the job with ``key`` was started in the batch folder ``out_root`` (0 if never)."""
+    if is_url(out_root):  # a batch on a store (batch/remote.py)
+        from z2t_dask.batch.remote import read_remote_attempts
+
+        return read_remote_attempts(RemoteFolder(out_root), key)  # type: ignore[arg-type]
     p = Path(out_root) / ATTEMPTS_DIR / key
     try:
         return int(p.read_text())
@@ -95,6 +100,10 @@ def check_marker(folder: Path, key: str, *, full: bool = False) -> tuple[dict | 
         ``(None, [])`` when there is no readable marker for ``key``; otherwise the marker and the
         damaged files (one line each, naming the file; empty when every output matches).
     """
+    if is_url(folder):  # a job folder on a store (batch/remote.py)
+        from z2t_dask.batch.remote import check_remote_marker
+
+        return check_remote_marker(RemoteFolder(folder), key, full=full)  # type: ignore[arg-type]
     try:
         info = read_marker(folder)
     except FormatError:
@@ -117,15 +126,26 @@ def finished_marker(folder: Path, key: str, *, full: bool = False) -> dict | Non
     return None if info is None or problems else info
 
 
-def run_job(job: Job | Mapping[str, Any], out_root: str | os.PathLike, *, strategy: str = "serial") -> dict:
+def run_job(
+    job: Job | Mapping[str, Any],
+    out_root: str | os.PathLike,
+    *,
+    strategy: str = "serial",
+    storage_options: Mapping[str, Any] | None = None,
+) -> dict:
     """Produce one job's sample folder (idempotent). Returns small metadata, never arrays.
 
     ``strategy="serial"`` computes the sample's graph in this task; ``"spread"`` hands it to the
-    cluster through ``worker_client()`` so one large sample uses every worker.
+    cluster through ``worker_client()`` so one large sample uses every worker. An ``out_root``
+    URL (``s3://...``, with ``storage_options``) is written by :func:`z2t_dask.batch.remote.run_remote_job`.
     """
     from z2t_dask.io.atomic import atomic_path
     from z2t_dask.sample import simulate
 
+    if is_url(out_root):  # a batch on a store: the marker written last commits (batch/remote.py)
+        from z2t_dask.batch.remote import run_remote_job
+
+        return run_remote_job(job, RemoteFolder(out_root, storage_options), strategy=strategy)  # type: ignore[arg-type]
     if isinstance(job, Mapping):
         job = Job(**job)
     root = Path(out_root)

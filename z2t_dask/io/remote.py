@@ -37,6 +37,7 @@ __all__ = [
     "STORAGE_OPTIONS_ENV",
     "RemoteFolder",
     "cache_root",
+    "check_remote_files",
     "env_storage_options",
     "is_url",
     "local_copy",
@@ -377,3 +378,26 @@ def _wanted(files: Mapping[str, Mapping[str, Any]], skip: Container[str]) -> Ite
     for rel, meta in sorted(files.items()):
         if rel.split("/", 1)[0] not in skip:
             yield rel, meta if isinstance(meta, Mapping) else {}
+
+
+def check_remote_files(folder: RemoteFolder, files: Mapping[str, Any], *, full: bool = False) -> list[str]:
+    """What differs between a folder on a store and its recorded files (empty: all match).
+
+    Sizes come from one listing; with ``full`` every file recorded with a sha256 is read and hashed.
+    """
+    listing = folder.listing()
+    problems = []
+    for rel, meta in sorted(files.items()):
+        meta = meta if isinstance(meta, Mapping) else {}
+        if rel not in listing:
+            problems.append(f"{folder.url}/{rel}: missing")
+        elif listing[rel] != meta.get("bytes"):
+            problems.append(f"{folder.url}/{rel}: {listing[rel]} bytes, expected {meta.get('bytes')}")
+        elif full and meta.get("sha256"):
+            h = hashlib.sha256()
+            with (folder / rel).fs.open((folder / rel).path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != meta["sha256"]:
+                problems.append(f"{folder.url}/{rel}: sha256 differs from the recorded checksum")
+    return problems

@@ -71,12 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--camera", help="original camera_parameters.json applied over the config")
     s.add_argument("--zmap", help="Zmap file (result.h5 / patches.h5); overrides zmap_path")
-    s.add_argument(
-        "--output-dir",
-        default="output",
-        help="parent folder of the sample folder (default: output), or a URL (s3://bucket/prefix, gs://, memory://; "
-        "storage options from the environment: AWS_*, FSSPEC_S3_*, Z2T_STORAGE_OPTIONS)",
-    )
+    s.add_argument("--output-dir", default="output", help="parent folder (default: output) or URL (s3://b/prefix)")
     s.add_argument("--name", default=None, help="sample folder name (default: sample_<seed:03d>)")
     s.add_argument(
         "--seed", type=_int_at_least(0), default=None, help="sample seed >= 0 (default: emitters.seed, else 0)"
@@ -169,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="one task per job (serial) or each job's graph over the cluster (spread)",
     )
     b.add_argument("--zmap", help="Zmap file overriding base_config.zmap_path")
-    b.add_argument("--output-dir", help="overrides base_output_dir")
+    b.add_argument("--output-dir", help="overrides base_output_dir; a URL (s3://bucket/prefix) writes to a store")
+    b.add_argument("--state-dir", help="with a URL output: local folder of the manifest, lock and log")
     b.add_argument(
         "--seed", type=_int_at_least(0), default=None, help="batch seed >= 0 (job seeds are spawned from it)"
     )
@@ -259,6 +255,7 @@ def _batch(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         zmap=args.zmap,
         seed=args.seed,
+        state_dir=args.state_dir,
     )
     print(result.summary())
     return result.exit_code

@@ -16,10 +16,10 @@ from functools import cached_property
 from typing import Any
 
 from z2t_dask.errors import FormatError, InspectError, RemoteStoreError
-from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, is_url, local_copy
+from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, check_remote_files, is_url, local_copy
 from z2t_dask.tools.results import SampleFolder, open_sample, stack_format
 
-__all__ = ["RemoteSampleFolder", "check_remote_files", "is_url", "open_remote_sample", "summarize_url"]
+__all__ = ["RemoteSampleFolder", "is_url", "open_remote_sample", "summarize_url"]
 
 #: A batch job's marker (:data:`z2t_dask.batch.jobs.JOB_MARKER`; tools may import batch, kept literal here).
 _JOB_MARKER = "z2t_job.json"
@@ -185,31 +185,6 @@ def _summarize_remote_sample(folder: RemoteFolder, verify: bool) -> dict[str, An
     return info
 
 
-def check_remote_files(folder: RemoteFolder, files: Mapping[str, Any], *, full: bool = False) -> list[str]:
-    """What differs between a folder on a store and its recorded files (empty: all match).
-
-    Sizes come from one listing; with ``full`` every file recorded with a sha256 is read and hashed.
-    """
-    import hashlib
-
-    listing = folder.listing()
-    problems = []
-    for rel, meta in sorted(files.items()):
-        meta = meta if isinstance(meta, Mapping) else {}
-        if rel not in listing:
-            problems.append(f"{folder.url}/{rel}: missing")
-        elif listing[rel] != meta.get("bytes"):
-            problems.append(f"{folder.url}/{rel}: {listing[rel]} bytes, expected {meta.get('bytes')}")
-        elif full and meta.get("sha256"):
-            h = hashlib.sha256()
-            with (folder / rel).fs.open((folder / rel).path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            if h.hexdigest() != meta["sha256"]:
-                problems.append(f"{folder.url}/{rel}: sha256 differs from the recorded checksum")
-    return problems
-
-
 def _summarize_remote_batch(folder: RemoteFolder, verify: bool) -> dict[str, Any]:
     from z2t_dask.tools.summary import _package_version
 
@@ -217,15 +192,9 @@ def _summarize_remote_batch(folder: RemoteFolder, verify: bool) -> dict[str, Any
         manifest = (folder / "manifest.json").read_json() or {}
     except FormatError as exc:
         raise InspectError(str(exc)) from None
-    listing = folder.listing()
-    sizes: dict[str, int] = {}
-    markers: set[str] = set()
-    for rel, n in listing.items():
-        top = rel.split("/", 1)[0]
-        sizes[top] = sizes.get(top, 0) + n
-        if rel == f"{top}/{_JOB_MARKER}":
-            markers.add(top)
     raw_jobs = manifest.get("jobs") if isinstance(manifest.get("jobs"), Mapping) else {}
+    listing = folder.listing()
+    sizes, markers = _job_sizes(listing, raw_jobs)
     jobs: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     n_files = n_jobs = 0
@@ -264,9 +233,25 @@ def _summarize_remote_batch(folder: RemoteFolder, verify: bool) -> dict[str, Any
         "jobs_total": len(jobs),
         "states": counts,
         "jobs": jobs,
-        "bytes": sum(sizes.values()),
+        "bytes": sum(listing.values()),
         "package_version": _package_version(),
     }
     if verify:
         info["verify"] = {"files_verified": n_files, "jobs_verified": n_jobs, "damaged": problems, "ok": not problems}
     return info
+
+
+def _job_sizes(listing: Mapping[str, int], jobs: Mapping[str, Any]) -> tuple[dict[str, int], set[str]]:
+    """Bytes under each job folder (a job name may hold ``/``: grid and shard folders) and the jobs with a marker."""
+    sizes: dict[str, int] = {}
+    markers: set[str] = set()
+    for rel, n in listing.items():
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            name = "/".join(parts[:i])
+            if name in jobs:
+                sizes[name] = sizes.get(name, 0) + n
+                if i == len(parts) - 1 and parts[-1] == _JOB_MARKER:
+                    markers.add(name)
+                break
+    return sizes, markers
