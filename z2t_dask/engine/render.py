@@ -91,6 +91,9 @@ class FramePlan:
     camera: Any
     background: float  # photons / px / frame
     psf_batch: int = 256
+    #: Spawn-key prefix of the camera noise: empty = ``(PURPOSE_NOISE,)`` (a single-channel sample);
+    #: channel ``c`` of a multi-channel sample: ``(PURPOSE_CHANNEL_NOISE, c)`` (z2t_dask.engine.channels).
+    noise_key: tuple[int, ...] = ()
 
     @property
     def dtype(self) -> np.dtype:
@@ -308,7 +311,12 @@ def render_block(block_info: dict | None = None, *, plan: FramePlan) -> np.ndarr
         _frame_signal(prep, i, photons)
         photons += background
         for nb in blocks:
-            recorded = nb.camera(np.ascontiguousarray(photons[nb.src]), noise_stream(plan.seed, t, nb.row, nb.col))
+            rng = (
+                stream(plan.seed, *plan.noise_key, t, nb.row, nb.col)
+                if plan.noise_key
+                else noise_stream(plan.seed, t, nb.row, nb.col)
+            )
+            recorded = nb.camera(np.ascontiguousarray(photons[nb.src]), rng)
             out[i][nb.dst] = recorded[nb.keep]
     return out
 

@@ -46,8 +46,7 @@ def frame_units(dtype: Any) -> str:
 
 def describe(frames: Any) -> str:
     """``"the TxYxX dtype stack"``, the name of a stack in memory-budget messages."""
-    t, h, w = frames.shape
-    return f"the {t}x{h}x{w} {frames.dtype} stack"
+    return f"the {'x'.join(str(int(s)) for s in frames.shape)} {frames.dtype} stack"
 
 
 def in_memory(frames: Any, *, scheduler: Any = "threads", memory_budget_bytes: float | None = None) -> np.ndarray:
@@ -140,11 +139,11 @@ def lazy_stack(
     p = Path(path)
     if len(shape) == 2:
         shape = (1, *shape)
-    if len(shape) != 3:
-        raise FormatError(f"{p}: expected a (T, Y, X) stack, got shape {tuple(shape)}")
-    t, h, w = (int(v) for v in shape)
-    step = max(1, min(t, READ_CHUNK_BYTES // max(1, h * w * np.dtype(dtype).itemsize)))
-    chunks = (tuple(min(step, t - a) for a in range(0, t, step)), (h,), (w,))
+    if len(shape) not in (3, 4):  # (T, Y, X), or (T, C, Y, X) of a multi-channel stack
+        raise FormatError(f"{p}: expected a (T, Y, X) or (T, C, Y, X) stack, got shape {tuple(shape)}")
+    t, rest = int(shape[0]), tuple(int(v) for v in shape[1:])
+    step = max(1, min(t, READ_CHUNK_BYTES // max(1, int(np.prod(rest)) * np.dtype(dtype).itemsize)))
+    chunks = (tuple(min(step, t - a) for a in range(0, t, step)), *((v,) for v in rest))
     stat = p.stat()
     token = tokenize(os.path.abspath(p), stat.st_mtime_ns, stat.st_size)
     return da.map_blocks(
@@ -154,7 +153,7 @@ def lazy_stack(
         chunks=chunks,
         dtype=dtype,
         name=f"z2t-read-{p.name}-{token}",
-        meta=np.empty((0, 0, 0), dtype),
+        meta=np.empty((0,) * len(shape), dtype),
     )
 
 
@@ -163,5 +162,5 @@ def _read_chunk(
 ) -> np.ndarray:
     """Frames ``[t0, t1)`` of the chunk dask asks for (task function: picklable)."""
     assert block_info is not None
-    (t0, t1), _, _ = block_info[None]["array-location"]
+    (t0, t1) = block_info[None]["array-location"][0]
     return read_frames(path, t0, t1)

@@ -102,9 +102,9 @@ def _frames_pair(frames: Any) -> tuple[tuple[int, int, int], Any] | None:
     if not (isinstance(frames, tuple) and len(frames) == 2 and isinstance(frames[0], (tuple, list))):
         return None
     shape = tuple(int(s) for s in frames[0])
-    if len(shape) != 3 or min(shape) < 0 or 0 in shape[1:]:
-        raise ValueError(f"frames shape must be (T, Y, X), got {frames[0]!r}")
-    return (shape[0], shape[1], shape[2]), frames[1]
+    if len(shape) not in (3, 4) or min(shape) < 0 or 0 in shape[1:]:  # (T, C, Y, X): multi-channel
+        raise ValueError(f"frames shape must be (T, Y, X) or (T, C, Y, X), got {frames[0]!r}")
+    return shape, frames[1]  # type: ignore[return-value]
 
 
 def _chunks(y: int, x: int, tile: tuple[int, int] | None) -> tuple[int, int, int]:
@@ -186,19 +186,20 @@ def write_frames_dataset(
         block = np.asarray(item)
         if block.ndim == 2:
             block = block[np.newaxis]
-        if block.ndim != 3:
+        if block.ndim != (len(declared) if declared is not None else 3):
             raise ValueError(f"frames must yield (Y, X) frames or (t, Y, X) blocks, got shape {block.shape}")
         if dset is None:
-            y, x = block.shape[1:]
-            if declared is not None and (y, x) != declared[1:]:
-                raise ValueError(f"frames block has frame shape {(y, x)}, expected {declared[1:]}")
+            y, x = block.shape[-2:]
+            if declared is not None and block.shape[1:] != declared[1:]:
+                raise ValueError(f"frames block has frame shape {block.shape[1:]}, expected {declared[1:]}")
             first = declared[0] if declared is not None else 0
+            mid = tuple(block.shape[1:-2])  # (C,) of a (T, C, Y, X) stack: one channel per HDF5 chunk
             dset = group.create_dataset(
                 name,
-                shape=(first, y, x),
-                maxshape=(first if declared is not None else None, y, x),
+                shape=(first, *mid, y, x),
+                maxshape=(first if declared is not None else None, *mid, y, x),
                 dtype=dt or block.dtype,
-                chunks=_chunks(y, x, tile),
+                chunks=(1, *(1 for _ in mid), *_chunks(y, x, tile)[1:]),
                 track_times=False,
                 **opts,
             )
@@ -275,9 +276,9 @@ def write_hdf5_stack(
         writing), or a full disk / file-size limit met while writing (nothing left behind).
     """
     px_x, px_y = pixel_size_pair(pixel_size_nm)
-    shape3 = tuple(int(s) for s in shape)
-    if len(shape3) != 3 or min(shape3) < 1:
-        raise ValueError(f"shape must be (T, Y, X) with positive sizes, got {shape!r}")
+    shape3 = tuple(int(s) for s in shape)  # (T, Y, X), or (T, C, Y, X) of a multi-channel stack
+    if len(shape3) not in (3, 4) or min(shape3) < 1:
+        raise ValueError(f"shape must be (T, Y, X) or (T, C, Y, X) with positive sizes, got {shape!r}")
     encoded = {str(k): encode_attr(str(k), v) for k, v in dict(attrs or {}).items()}
     final = Path(path)
     if not FRAME_COMPRESSIONS.get(compression):  # uncompressed: the size is known, refuse what cannot fit
@@ -291,6 +292,13 @@ def write_hdf5_stack(
             d.attrs["units"] = str(units)
             d.attrs["axes"] = "TYX"
             d.attrs["element_size_um"] = np.array([1.0, px_y / 1000.0, px_x / 1000.0])
+            if len(shape3) == 4:  # multi-channel: axes TCYX and the channel names
+                from z2t_dask.io.channels import channel_table_from_attrs
+
+                names = [str(c.get("name", f"ch{i}")) for i, c in enumerate(channel_table_from_attrs(attrs))]
+                d.attrs["axes"] = "TCYX"
+                d.attrs["element_size_um"] = np.array([1.0, 1.0, px_y / 1000.0, px_x / 1000.0])
+                d.attrs["channel_names"] = encode_attr("channel_names", names[: shape3[1]])
             d.attrs["pixel_size_nm"] = np.array([px_x, px_y])
     return final
 
@@ -374,7 +382,7 @@ def _has_frames(path: str | os.PathLike[str]) -> bool:
 
     try:
         with h5py.File(path, "r") as f:
-            return "frames" in f and getattr(f["frames"], "ndim", 0) == 3
+            return "frames" in f and getattr(f["frames"], "ndim", 0) in (3, 4)  # (T, Y, X) or (T, C, Y, X)
     except OSError:
         return False
 
@@ -384,8 +392,8 @@ def _store(request: WriteRequest) -> Path:
     tiled stack, one tile (option ``tile`` overrides)."""
     options = dict(request.options)
     frames = request.frames
-    tiled = len(frames.chunks[1]) > 1 or len(frames.chunks[2]) > 1
-    tile = options.pop("tile", frames.chunksize[1:] if tiled else None)
+    tiled = len(frames.chunks[-2]) > 1 or len(frames.chunks[-1]) > 1
+    tile = options.pop("tile", frames.chunksize[-2:] if tiled else None)
     if options:
         raise TypeError(f"hdf5: unknown format options {sorted(options)} (tile)")
     return write_hdf5_stack(

@@ -206,8 +206,8 @@ class StackFormat:
         if not hasattr(frames, "dask"):
             arr = np.asarray(frames)
             frames = da.from_array(arr, chunks=arr.shape)
-        if frames.ndim != 3 or 0 in frames.shape[1:]:
-            raise ValueError(f"frames must have shape (T, Y, X), got {tuple(frames.shape)}")
+        if frames.ndim not in (3, 4) or 0 in frames.shape[1:]:  # (T, C, Y, X): a multi-channel stack
+            raise ValueError(f"frames must have shape (T, Y, X) or (T, C, Y, X), got {tuple(frames.shape)}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
             raise ValueError(f"prefetch must be an integer >= 0, got {prefetch!r}")
         request = WriteRequest(

@@ -135,6 +135,8 @@ class _FrameFeed:
                 yield arr
             elif arr.ndim == 3:
                 yield from arr
+            elif arr.ndim == 4:  # (t, C, Y, X) blocks of a multi-channel stack: pages T-major
+                yield from arr.reshape(-1, *arr.shape[-2:])
             else:
                 raise ValueError(f"frames must yield (Y, X) frames or (t, Y, X) blocks, got shape {arr.shape}")
 
@@ -183,8 +185,13 @@ def write_ome_tiff(
     description: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     bigtiff: bool | None = None,
+    channels: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write frames, in order, as a single-series OME-TIFF (T, Y, X), atomically.
+
+    A ``shape`` (T, C, Y, X) writes a multi-channel series (axes ``TCYX``, pages T-major, OME
+    ``Channel`` names, emission wavelengths and colours from ``channels``, the channel table:
+    :func:`z2t_dask.io.channels.ome_channel_metadata`); ``frames`` then yields (t, C, Y, X) blocks.
 
     Parameters
     ----------
@@ -232,7 +239,9 @@ def write_ome_tiff(
     import tifffile
 
     final = Path(path)
-    shape3 = _shape3(shape)
+    full_shape = tuple(int(s) for s in shape) if isinstance(shape, (tuple, list)) else shape
+    multi = isinstance(full_shape, tuple) and len(full_shape) == 4  # (T, C, Y, X): T x C pages
+    shape3 = _shape3((full_shape[0] * full_shape[1], *full_shape[2:]) if multi else shape)
     dt = np.dtype(dtype)
     if dt not in _OME_DTYPES:
         raise FormatError(f"OME-TIFF stores {', '.join(sorted(str(d) for d in _OME_DTYPES))}, not {dt}")
@@ -247,6 +256,10 @@ def write_ome_tiff(
         "PhysicalSizeY": px_y / 1000.0,
         "PhysicalSizeYUnit": "µm",
     }
+    if multi:
+        from z2t_dask.io.channels import ome_channel_metadata
+
+        ome.update(ome_channel_metadata(list(channels or []), full_shape[1]))
     if description is not None:
         ome["Description"] = str(description)
     if metadata is not None:
@@ -255,7 +268,14 @@ def write_ome_tiff(
         text = json.dumps(dict(metadata), default=json_default, sort_keys=True)
         ome["CommentAnnotation"] = {"Namespace": PROVENANCE_NAMESPACE, "Value": text}
     ome["UUID"] = _content_uuid(
-        shape3, str(dt), [px_x, px_y], codec, codec_args, description, ome.get("CommentAnnotation")
+        shape3,
+        str(dt),
+        [px_x, px_y],
+        codec,
+        codec_args,
+        description,
+        ome.get("CommentAnnotation"),
+        *([ome["Channel"]] if multi else []),
     )
 
     if codec is None:  # uncompressed: the size is known, refuse what cannot fit before writing
@@ -265,7 +285,7 @@ def write_ome_tiff(
         tifffile.imwrite(
             tmp,
             feed,
-            shape=shape3,
+            shape=full_shape if multi else shape3,
             dtype=dt,
             bigtiff=bool(bigtiff),
             ome=True,
@@ -380,6 +400,9 @@ def _read_frames(path: str, t0: int, t1: int) -> np.ndarray:
     """Frames ``[t0, t1)`` of a TIFF's first series (a task function of :func:`open_ome_tiff`)."""
     with _tiff(path) as tif:
         series = tif.series[0]
+        if len(series.shape) == 4:  # (T, C, Y, X): C pages per frame
+            c = int(series.shape[1])
+            return tif.asarray(key=range(t0 * c, t1 * c), series=0).reshape(t1 - t0, *series.shape[1:])
         return tif.asarray(key=range(t0, t1), series=0).reshape(t1 - t0, *series.shape[-2:])
 
 
@@ -426,7 +449,14 @@ def _store(request: WriteRequest) -> Path:
         description=description,
         metadata={**request.attrs, "units": request.units},
         bigtiff=bigtiff,
+        channels=_channel_table(request.attrs) if frames.ndim == 4 else None,
     )
+
+
+def _channel_table(attrs: Any) -> list[dict[str, Any]]:
+    from z2t_dask.io.channels import channel_table_from_attrs
+
+    return channel_table_from_attrs(attrs)
 
 
 def _is_file(path: str | os.PathLike[str]) -> bool:

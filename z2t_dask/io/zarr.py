@@ -135,6 +135,9 @@ def storage_chunks(
     tiles); along t it is the largest divisor of the dask chunk whose chunk stays within
     ``target_bytes`` (one frame per chunk for large frames, so viewers read single frames).
     """
+    if len(chunks) == 4:  # (T, C, Y, X) of a multi-channel stack: one channel per storage chunk
+        st, ty, tx = storage_chunks((chunks[0], chunks[2], chunks[3]), itemsize, target_bytes)
+        return st, 1, ty, tx  # type: ignore[return-value]
     ct, ty, tx = (_common(c) for c in chunks)
     frame = ty * tx * int(itemsize)
     st = max([d for d in range(1, ct + 1) if ct % d == 0 and d * frame <= target_bytes] or [1])
@@ -184,7 +187,7 @@ def _create(
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     group = zarr.open_group(store=str(work), mode="a", zarr_format=zarr_format)
     extra: dict[str, Any] = (
-        {"dimension_names": ("t", "y", "x")}
+        {"dimension_names": ("t", "c", "y", "x") if array.ndim == 4 else ("t", "y", "x")}
         if zarr_format == 3
         else {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
     )
@@ -260,8 +263,8 @@ def write_ome_zarr(
     final = Path(path)
     if not hasattr(array, "dask"):
         array = da.from_array(np.asarray(array), chunks=array.shape)
-    if array.ndim != 3:
-        raise ValueError(f"array must be (T, Y, X), got shape {array.shape}")
+    if array.ndim not in (3, 4):
+        raise ValueError(f"array must be (T, Y, X) or (T, C, Y, X), got shape {array.shape}")
     store_chunks = storage_chunks(array.chunks, array.dtype.itemsize)
     compressors = _compressors(zarr_format, compression)  # validates before anything is created
     del compressors
@@ -277,6 +280,11 @@ def write_ome_zarr(
         shutil.rmtree(partial_sibling(final), ignore_errors=True)
     label = name or final.name.removesuffix(".ome.zarr").removesuffix(".zarr")
     attributes = {**ngff_attributes(zarr_format, pixel_size_nm, name=label), "z2t": _jsonable(dict(attrs or {}))}
+    if array.ndim == 4:  # axes t, c, y, x and the NGFF omero channels (z2t_dask.io.channels)
+        from z2t_dask.io.channels import channel_table_from_attrs, ngff_with_channels
+
+        table = channel_table_from_attrs(attrs)
+        attributes = ngff_with_channels(attributes, table, int(array.shape[1]), array.dtype)
     with resumable_dir(final, fingerprint=fp, overwrite=overwrite) as work:
         progress = work / PROGRESS_DIR
         if _read_fingerprint(work) != fp:
@@ -347,7 +355,7 @@ def _sources(
         if run:
             t0, t1 = int(starts[run[0]]), int(starts[run[-1] + 1])
             sources.append(array[t0:t1])
-            regions.append((slice(t0, t1), slice(0, array.shape[1]), slice(0, array.shape[2])))
+            regions.append((slice(t0, t1), *(slice(0, s) for s in array.shape[1:])))
             run.clear()
 
     for row in sorted(by_row):
@@ -401,8 +409,8 @@ def iter_zarr_blocks(path: str | os.PathLike[str], block_frames: int = 16) -> It
 
 def _open_frames(path: str | os.PathLike[str]) -> Any:
     frames = read_ome_zarr(path)
-    if frames.ndim != 3:
-        raise FormatError(f"{path}: expected a (T, Y, X) stack, got shape {frames.shape}")
+    if frames.ndim not in (3, 4):
+        raise FormatError(f"{path}: expected a (T, Y, X) or (T, C, Y, X) stack, got shape {frames.shape}")
     return frames
 
 

@@ -407,7 +407,12 @@ def simulate(
     check_resources(cfg, chunk_frames=chunk_frames, tile_size=tile_size)  # before anything is drawn or planned
     zm = zmap if isinstance(zmap, Zmap) else make_zmap(cfg)
     truth = SegmentedTruth(cfg, int(seed), aberration_field(cfg, zm))
-    sample = _sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size=tile_size)
+    if cfg.channels:  # detection channels (z2t_dask.engine.channels): (T, C, Y, X) frames
+        from z2t_dask.sample.channels import channel_sample
+
+        sample = channel_sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size)
+    else:
+        sample = _sample(cfg, int(seed), truth, zm.describe(), chunk_frames, tile_size=tile_size)
     if cfg.render.tune_malloc:  # the temporaries of a long sample's truth go back to the OS
         from z2t_dask.engine.allocator import release_free_memory
 

@@ -48,10 +48,10 @@ def stack_fingerprint(sample: Sample, fmt: str, compression: str | None = None) 
 def memory_budget(sample: Sample) -> dict[str, Any]:
     """Arguments of the memory-budget check of a non-streaming write (``render.memory_budget_mb``)."""
     budget = sample.config.render.memory_budget_mb
-    t, h, w = sample.frames.shape
+    shape = "x".join(str(int(s)) for s in sample.frames.shape)  # T x Y x X, or T x C x Y x X
     return {
         "budget_bytes": None if budget is None else budget * 2**20,
-        "what": f"the {t}x{h}x{w} {sample.frames.dtype} stack",
+        "what": f"the {shape} {sample.frames.dtype} stack",
     }
 
 
@@ -141,9 +141,14 @@ def write_stack(
     entry = get_format(format, "format")
     entry.check_compression(compression)
     comp, options = _format_options(sample, entry, compression)
+    frames = sample.frames
+    if sample.config.channels:  # (T, C, Y, X), or the split-view chip (z2t_dask.sample.channels)
+        from z2t_dask.sample.channels import frames_to_write
+
+        frames = frames_to_write(sample)
     return entry.write(
         Path(path),
-        sample.frames,
+        frames,
         compression=comp,
         pixel_size_nm=_pixel_size(sample),
         attrs=sample.attrs(),
@@ -196,7 +201,7 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
     path = Path(folder) / "emitters.h5"
     write_emitters_h5_parts(
         path,
-        parts(),
+        _channel_parts(sample, parts()),
         n_emitters=truth.n_emitters,
         n_records=truth.n_records,
         n_modes=truth.n_modes,
@@ -206,6 +211,7 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
             "records/inside": "bool (emitter centre inside the image: -0.5 <= x < W-0.5, -0.5 <= y < H-0.5)",
             "zernike_coeffs/phase": "rad (RMS-normalised Zernike phase, Noll order, index 0 = j 1)",
             "zernike_coeffs/mag": "1 (pupil amplitude Zernike coefficients, Noll order; 0 = none)",
+            **_channel_units(sample),
             **({"frames": _units(sample)} if frames is not None else {}),
         },
     )
@@ -214,3 +220,21 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
 
         write_records_csv(Path(folder) / "ground_truth.csv", (p.records.as_dict() for p in truth.parts()))
     return path
+
+
+def _channel_units(sample: Sample) -> dict[str, str]:
+    """``units`` of the per-channel truth columns of a multi-channel sample (none otherwise)."""
+    if not sample.config.channels:
+        return {}
+    from z2t_dask.sample.channels import CHANNEL_UNITS
+
+    return dict(CHANNEL_UNITS)
+
+
+def _channel_parts(sample: Sample, parts: Iterator[tuple[dict, dict, dict]]) -> Iterator[tuple[dict, dict, dict]]:
+    """``parts`` with the per-channel truth columns of a multi-channel sample added (unchanged otherwise)."""
+    if not sample.config.channels:
+        return parts
+    from z2t_dask.sample.channels import with_channel_columns
+
+    return with_channel_columns(sample, parts)
