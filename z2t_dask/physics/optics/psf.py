@@ -1,4 +1,21 @@
-"""Scalar pupil-function PSF, batched over emitters, pixel-integrated and sub-pixel placed.
+"""Pupil-function PSF (scalar or vectorial dipole), batched over emitters, pixel-integrated, sub-pixel placed.
+
+Vectorial model and stratified media
+------------------------------------
+With ``vectorial=True`` the pupil carries the fields of a dipole emitter
+(:mod:`z2t_dask.physics.optics.vectorial`: aplanatic apodisation, Fresnel transmission through
+the sample / coverslip / immersion interfaces, x, y and z dipole components): a freely rotating
+emitter (the default) is the incoherent mean of the x, y and z dipoles (five pupil transforms,
+``E_xy = E_yx``), a fixed dipole the coherent sum over its axes (two transforms).  When the
+sample, coverslip or immersion differ from the design (or ``n_medium <= NA``: supercritical
+light) the defocus below is replaced by the Gibson-Lanni phase of the emitter's depth
+``focus_depth_um + z`` (:func:`~z2t_dask.physics.optics.vectorial.gibson_lanni_terms`); light
+beyond the sample's critical angle is evanescent and decays with the depth.  Such
+depth-dependent models use larger FFT windows (24 um, folded to 12 um: the spherical
+aberration throws light far from the centre).  ``otf_sigma_nm`` multiplies the OTF by a
+Gaussian (model-mismatch blur).  Every PSF integrates to 1 over the window: **photons are
+detected photons**; :meth:`PupilPSF.collection_fraction` gives the fraction of the emitted
+photons that is.  Validated against psfmodels in ``tests/test_psf_vectorial.py``.
 
 Model
 -----
@@ -105,6 +122,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
+from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, gibson_lanni_terms
 
 __all__ = ["PupilPSF"]
 
@@ -112,6 +130,11 @@ __all__ = ["PupilPSF"]
 _MIN_WINDOW_NM = 12_000.0
 #: Minimum physical side (nm) of the window the intensity is folded onto.
 _MIN_INTENSITY_WINDOW_NM = 6_000.0
+#: The same two sides for depth-dependent models (index mismatch): spherical aberration throws a
+#: halo far from the centre (12 um keeps <= 1.5 % L2 at 3 um deep in water, NA 1.4; see
+#: tests/test_psf_vectorial.py).
+_MIN_WINDOW_NM_MISMATCH = 24_000.0
+_MIN_INTENSITY_WINDOW_NM_MISMATCH = 12_000.0
 #: Per-thread reusable work buffers of :meth:`PupilPSF._run_blocks` (dask runs blocks in threads).
 _THREAD_WORK = threading.local()
 #: Target size (bytes) of the amplitude PSFs of one numpy work block (kept in cache).
@@ -136,6 +159,14 @@ def _smooth_23(n: int) -> int:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_finite(v: Any) -> bool:
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and math.isfinite(float(v))
+    )
 
 
 def _is_pos_finite(v: Any) -> bool:
@@ -199,6 +230,15 @@ class PupilPSF:
     oversampling: int | None = None
     n_modes: int = 21
     window_px: int | None = None
+    vectorial: bool = False
+    n_immersion_design: float | None = None
+    n_coverslip: float | None = None
+    n_coverslip_design: float | None = None
+    coverslip_um: float = 170.0
+    coverslip_design_um: float | None = None
+    working_distance_um: float = 150.0
+    focus_depth_um: float = 0.0
+    otf_sigma_nm: float = 0.0
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -209,10 +249,22 @@ class PupilPSF:
             "pixel_size_nm_y",
             "n_medium",
             "n_immersion",
+            "coverslip_um",
+            "working_distance_um",
         ):
             v = getattr(self, name)
             if not _is_pos_finite(v):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("n_immersion_design", "n_coverslip", "n_coverslip_design", "coverslip_design_um"):
+            v = getattr(self, name)
+            if v is not None and not _is_pos_finite(v):
+                raise ValueError(f"{name} must be None or a finite number > 0, got {v!r}")
+        if not isinstance(self.vectorial, (bool, np.bool_)):
+            raise ValueError(f"vectorial must be a bool, got {self.vectorial!r}")
+        if not _is_finite(self.focus_depth_um):
+            raise ValueError(f"focus_depth_um must be a finite number, got {self.focus_depth_um!r}")
+        if not _is_finite(self.otf_sigma_nm) or float(self.otf_sigma_nm) < 0:
+            raise ValueError(f"otf_sigma_nm must be a finite number >= 0, got {self.otf_sigma_nm!r}")
         if not self.na < self.n_immersion:
             raise ValueError(f"na must be < n_immersion, got na={self.na!r}, n_immersion={self.n_immersion!r}")
         if not _is_int(self.patch_size) or self.patch_size < 3 or self.patch_size % 2 == 0:
@@ -260,7 +312,8 @@ class PupilPSF:
         # Folded intensity copies at least 3 half-patches away from any patch pixel, and a
         # window of at least 6 um (a PSF defocused by 1 um has a ~2.4 um radius at NA 1.4).
         px_min = min(float(self.pixel_size_nm_x), float(self.pixel_size_nm_y))
-        return max(4 * (self.patch_size // 2), math.ceil(_MIN_INTENSITY_WINDOW_NM / px_min))
+        side = _MIN_INTENSITY_WINDOW_NM_MISMATCH if self.depth_dependent else _MIN_INTENSITY_WINDOW_NM
+        return max(4 * (self.patch_size // 2), math.ceil(side / px_min))
 
     @property
     def window(self) -> int:
@@ -268,10 +321,8 @@ class PupilPSF:
         if self.window_px is not None:
             return int(self.window_px)
         w_int = _smooth_23(self._min_intensity_window)
-        target = max(
-            3.5 * self.patch_size,
-            _MIN_WINDOW_NM / min(float(self.pixel_size_nm_x), float(self.pixel_size_nm_y)),
-        )
+        side = _MIN_WINDOW_NM_MISMATCH if self.depth_dependent else _MIN_WINDOW_NM
+        target = max(3.5 * self.patch_size, side / min(float(self.pixel_size_nm_x), float(self.pixel_size_nm_y)))
         return w_int * max(1, math.ceil(target / w_int))
 
     @property
@@ -292,6 +343,36 @@ class PupilPSF:
     def fft_size(self) -> int:
         """Fine amplitude FFT grid side ``N = window * sampling`` (samples)."""
         return self.window * self.sampling
+
+    @property
+    def optics(self) -> StratifiedOptics:
+        """The sample / coverslip / immersion stack with every design value resolved (lengths in nm)."""
+        ni = float(self.n_immersion)
+        ng = ni if self.n_coverslip is None else float(self.n_coverslip)
+        tg = float(self.coverslip_um)
+        return StratifiedOptics(
+            wavelength_nm=float(self.wavelength_nm),
+            na=float(self.na),
+            n_medium=float(self.n_medium),
+            n_coverslip=ng,
+            n_immersion=ni,
+            n_coverslip_design=ng if self.n_coverslip_design is None else float(self.n_coverslip_design),
+            n_immersion_design=ni if self.n_immersion_design is None else float(self.n_immersion_design),
+            coverslip_nm=1000.0 * tg,
+            coverslip_design_nm=1000.0 * (tg if self.coverslip_design_um is None else float(self.coverslip_design_um)),
+            working_distance_nm=1000.0 * float(self.working_distance_um),
+            focus_nm=1000.0 * float(self.focus_depth_um),
+        )
+
+    @property
+    def depth_dependent(self) -> bool:
+        """True when the PSF depends on the emitter's depth above the coverslip, not only on ``z``.
+
+        That is the case with any index or thickness mismatch, or with supercritical light
+        (``n_medium < NA``); emitters must then lie above the coverslip
+        (``focus_depth_um + z >= 0``).
+        """
+        return not self.optics.index_matched or float(self.n_medium) <= float(self.na)
 
     # ------------------------------------------------------------------ cached grids (numpy)
     @cached_property
@@ -325,9 +406,21 @@ class PupilPSF:
         if max(inside.shape) > n_fft:  # pragma: no cover - Nyquist sampling guarantees this
             raise RuntimeError("pupil larger than the FFT window")
         kn = float(self.n_medium) / lam
-        arg = kn * kn - kr * kr
-        kz_re = np.sqrt(np.clip(arg, 0.0, None))
-        kz_im = np.sqrt(np.clip(-arg, 0.0, None))
+        optics = self.optics
+        matched = not self.depth_dependent
+        if matched:  # exact defocus 2 pi z (k_z - n / lambda); no evanescent light (NA < n_medium)
+            arg = kn * kn - kr * kr
+            kz_re = np.sqrt(np.clip(arg, 0.0, None))
+            defocus = 2.0 * np.pi * (kz_re - kn)
+            static = np.zeros_like(kr)
+            decay = np.zeros_like(kr)
+            static_decay = np.zeros_like(kr)
+        else:  # Gibson-Lanni: depth A - focus B + C (z.physics.optics.vectorial)
+            a, b, c = gibson_lanni_terms(optics, kr * kr)
+            defocus = a.real
+            decay = a.imag
+            static = c.real - optics.focus_nm * b
+            static_decay = c.imag
         mono = zernike_monomials(self.n_modes)
         if mono.shape[1] < 2:  # keep room for the (linear) sub-pixel ramps
             mono = np.pad(mono, ((0, 0), (0, 1), (0, 1)))
@@ -335,7 +428,20 @@ class PupilPSF:
         # intensity grid, rfft2 layout; f * px = (index / n_int) * s cycles per camera pixel.
         wy = np.sinc(np.fft.fftfreq(n_int) * s)
         wx = np.sinc(np.fft.rfftfreq(n_int) * s)
+        sigma = float(self.otf_sigma_nm)
+        if sigma > 0:  # model-mismatch blur: a Gaussian of s.d. sigma (nm) in the image
+            wy = wy * np.exp(-2.0 * (np.pi * sigma * np.fft.fftfreq(n_int) * s / float(self.pixel_size_nm_y)) ** 2)
+            wx = wx * np.exp(-2.0 * (np.pi * sigma * np.fft.rfftfreq(n_int) * s / float(self.pixel_size_nm_x)) ** 2)
         c0 = self.patch_size // 2
+        fields = comps = None
+        field_scale = 1.0
+        if self.vectorial:
+            e = dipole_fields(optics, kx2[sl], ky2[sl]) * inside  # (2, 3, n_r, n_c)
+            field_scale = float(np.abs(e).max())
+            e /= field_scale
+            fields = e.astype(np.complex64)
+            # freely rotating: incoherent sum over polarisations x dipole axes; E_xy == E_yx
+            comps = np.stack([e[0, 0], e[1, 1], np.sqrt(2.0) * e[0, 1], e[0, 2], e[1, 2]]).astype(np.complex64)
         return SimpleNamespace(
             n_fft=n_fft,
             n_int=n_int,
@@ -346,9 +452,18 @@ class PupilPSF:
             mask=inside.astype(np.float32),
             # powers of the normalised pupil coordinates u = kx / k_cut (columns), v (rows)
             u_pow=np.stack([(kx / k_cut) ** a for a in range(mono.shape[1])]).astype(np.float32),
-            defocus=np.where(inside, 2.0 * np.pi * (kz_re - kn), 0.0).astype(np.float32),  # rad/nm
-            evanescent=np.where(inside, 2.0 * np.pi * kz_im, 0.0).astype(np.float32),  # 1/nm
-            has_evanescent=bool(np.any(kz_im[inside] > 0)),
+            defocus=np.where(inside, defocus, 0.0).astype(np.float32),  # rad per nm of z (matched) or depth
+            matched=matched,
+            focus_nm=np.float32(optics.focus_nm),
+            static=np.where(inside, static, 0.0).astype(np.float32),  # rad
+            has_static=bool(np.any(static[inside] != 0)),
+            evanescent=np.where(inside, decay, 0.0).astype(np.float32),  # amplitude decay per nm of depth
+            static_decay=np.where(inside, static_decay, 0.0).astype(np.float32),
+            has_evanescent=bool(np.any(decay[inside] > 0) or np.any(static_decay[inside] != 0)),
+            fields=fields,  # (2, 3, n_r, n_c) complex64 dipole pupil fields / field_scale, or None (scalar)
+            field_scale=field_scale,
+            dk2=1.0 / (n_fft * d_x * n_fft * d_y),  # pupil sample area (cycles^2 / nm^2)
+            comps=comps,  # (5, n_r, n_c) isotropic components, or None
             ramp_u=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_x),  # rad per px of dx, per u
             ramp_v=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_y),
             otf_weight=(wy[:, None] * wx[None, :]).astype(np.float32),
@@ -400,7 +515,12 @@ class PupilPSF:
         g = self._grids
         return {
             "mode": "exact",
-            "model": "scalar pupil, exact defocus, pixel-integrated, Fourier sub-pixel shift",
+            "model": (
+                ("vectorial dipole pupil" if self.vectorial else "scalar pupil")
+                + (", Gibson-Lanni index mismatch" if self.depth_dependent else ", exact defocus")
+                + ", pixel-integrated, Fourier sub-pixel shift"
+            ),
+            "optics": {k: v for k, v in vars(self.optics).items()},
             **self.__getstate__(),
             "sampling": self.sampling,
             "window": self.window,
@@ -419,6 +539,7 @@ class PupilPSF:
         dy: Any = None,
         mag: Any = None,
         *,
+        dipole: Any = None,
         xp: Any = np,
         workers: int | None = None,
         batch_size: int = 64,
@@ -442,6 +563,10 @@ class PupilPSF:
         mag : array_like, shape (N, K2), K2 <= n_modes, optional
             Zernike amplitude coefficients (dimensionless, Noll order); pupil amplitude
             ``clip(1 + sum_{j>=2} mag_j Z_j, 0, inf)``.  Default: uniform pupil.
+        dipole : array_like, shape (N, 3), optional, keyword-only
+            Unit dipole vectors ``(mu_x, mu_y, mu_z)`` of fixed dipoles (vectorial model only;
+            ``mu_z`` along the optical axis, away from the objective).  None: freely rotating
+            emitters (the incoherent mean of the x, y and z dipoles).
         xp : module, keyword-only
             Array module of the inputs and output (numpy default; ``xp.fft`` is used for
             non-numpy modules).
@@ -460,6 +585,7 @@ class PupilPSF:
             amplitude is zero everywhere gets an all-zero patch.
         """
         phase, z_um, dx, dy, mag = self.check_inputs(phase, z_um, dx, dy, mag, xp=xp)
+        dipole = self.check_dipole(dipole, z_um, xp=xp)
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         p = self.patch_size
@@ -469,11 +595,18 @@ class PupilPSF:
             inten, energy = self._intensity(g, work, xp, workers, *sub)
             return self._to_patches(g, xp, workers, inten, energy, None if dest is None else dest[0])
 
-        self._run_blocks(xp, batch_size, (phase, z_um, dx, dy, mag), out, patches)
+        self._run_blocks(xp, batch_size, (phase, z_um, dx, dy, mag, dipole), out, patches)
         return out
 
     def pixel_otf(
-        self, phase: Any, z_um: Any, mag: Any = None, *, workers: int | None = None, batch_size: int = 64
+        self,
+        phase: Any,
+        z_um: Any,
+        mag: Any = None,
+        *,
+        dipole: Any = None,
+        workers: int | None = None,
+        batch_size: int = 64,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Spectrum of the pixel-integrated intensity of emitters centred on pixel ``c0``.
 
@@ -497,6 +630,7 @@ class PupilPSF:
             pixel centres) into photons per camera pixel of a unit-integral PSF (0 = no light).
         """
         phase, z_um, dx, dy, mag = self.check_inputs(phase, z_um, None, None, mag, xp=np)
+        dipole = self.check_dipole(dipole, z_um, xp=np)
         n_int = self._grids.n_int
         otf = np.empty((phase.shape[0], n_int, n_int // 2 + 1), np.complex64)
         norm = np.empty(phase.shape[0], np.float64)
@@ -508,7 +642,7 @@ class PupilPSF:
             norm = _normaliser(np, g, energy)
             return spec, np.full(spec.shape[0], norm) if energy is None else norm
 
-        self._run_blocks(np, batch_size, (phase, z_um, dx, dy, mag), (otf, norm), spectra)
+        self._run_blocks(np, batch_size, (phase, z_um, dx, dy, mag, dipole), (otf, norm), spectra)
         return otf, norm
 
     def check_inputs(
@@ -547,6 +681,69 @@ class PupilPSF:
             raise ValueError("phase contains non-finite values")
         return phase, z_um, dx, dy, mag
 
+    def collection_fraction(self, z_um: Any, dipole: Any = None) -> np.ndarray:
+        """Fraction of the emitted photons the objective collects, on this model's pupil samples.
+
+        The PSFs of :meth:`compute` integrate to 1 (``photons`` are detected photons); this is
+        the factor between them and the photons an emitter radiates (vectorial model only; see
+        :func:`z2t_dask.physics.optics.vectorial.collection_fraction` for the definition).
+
+        Parameters
+        ----------
+        z_um : array_like, shape (N,)
+            Axial positions relative to the nominal focal plane (um); depth = focus_depth_um + z.
+        dipole : array_like, shape (N, 3), optional
+            Fixed dipole unit vectors; None = freely rotating.
+
+        Returns
+        -------
+        ndarray, shape (N,), float64
+        """
+        if not self.vectorial:
+            raise ValueError("collection_fraction needs the vectorial model (vectorial=True)")
+        g = self._grids
+        z = np.atleast_1d(np.asarray(z_um, dtype=np.float64))
+        e = g.fields.astype(np.complex128).reshape(2, 3, -1) * g.field_scale
+        depth_nm = 1000.0 * (z + float(self.focus_depth_um))
+        att = np.multiply.outer(depth_nm, g.evanescent.reshape(-1)) + g.static_decay.reshape(-1)
+        att = np.exp(-2.0 * att) * g.mask.reshape(-1)
+        if dipole is None:
+            power = (np.abs(e) ** 2).sum(axis=(0, 1)) / 3.0
+            collected = att @ power
+        else:
+            mu = np.asarray(dipole, dtype=np.float64).reshape(-1, 3)
+            per = (np.abs(np.einsum("nj,pjk->npk", mu, e)) ** 2).sum(axis=1)
+            collected = (att * per).sum(axis=1)
+        total = 8.0 * np.pi * (float(self.n_medium) / float(self.wavelength_nm)) / 3.0
+        return collected * g.dk2 / total
+
+    def check_dipole(self, dipole: Any, z_um: Any, *, xp: Any = np) -> Any:
+        """Validate fixed-dipole vectors ``(N, 3)`` (or None) and the emitters' depths.
+
+        Raises
+        ------
+        ValueError
+            A dipole with the scalar model, a wrong shape, vectors that are not unit length, or
+            (for a depth-dependent model) an emitter below the coverslip.
+        """
+        if self.depth_dependent and z_um.shape[0]:
+            low = float(xp.min(z_um)) + float(self.focus_depth_um)
+            if low < -1e-6:
+                raise ValueError(
+                    f"emitter depth focus_depth_um + z_um must be >= 0 (above the coverslip), got {low:.4g} um "
+                    f"(focus_depth_um={self.focus_depth_um!r}, min z_um={float(xp.min(z_um)):.4g})"
+                )
+        if dipole is None:
+            return None
+        if not self.vectorial:
+            raise ValueError("fixed dipoles (dipole=...) need the vectorial model (vectorial=True)")
+        d = xp.asarray(dipole, dtype=xp.float32)
+        if d.shape != (z_um.shape[0], 3):
+            raise ValueError(f"dipole must have shape (N={z_um.shape[0]}, 3), got {tuple(d.shape)}")
+        if not bool(xp.all(xp.isfinite(d))) or not bool(xp.all(xp.abs(xp.sum(d * d, axis=1) - 1) < 1e-3)):
+            raise ValueError("dipole must hold finite unit vectors (mu_x, mu_y, mu_z)")
+        return d
+
     def _work(self, g: SimpleNamespace, xp: Any, bmax: int) -> SimpleNamespace:
         """Work buffers for blocks of up to ``bmax`` emitters, kept per thread and reused.
 
@@ -565,6 +762,7 @@ class PupilPSF:
                 vals=xp.empty((bmax, n_r, n_c), dtype=xp.complex64),
                 ybuf=xp.zeros((bmax, g.n_fft, g.n_fft), dtype=xp.complex64),
                 inten=xp.empty((bmax, g.n_int, g.n_int), dtype=xp.float32),
+                field=xp.empty((bmax, n_r, n_c), dtype=xp.complex64) if g.comps is not None else None,
             )
             if len(cache) >= 4:
                 cache.clear()
@@ -579,7 +777,7 @@ class PupilPSF:
         itself (then it returns None).
         """
         g = self._grids_for(xp)
-        phase, z_um, dx, dy, mag = inputs
+        phase, z_um, dx, dy, mag, dipole = inputs
         n_em = phase.shape[0]
         if n_em == 0:
             return
@@ -600,7 +798,12 @@ class PupilPSF:
             z_b = z_um[start:stop]
             for b0 in range(0, stop - start, block):
                 b1 = min(b0 + block, stop - start)
-                sub = [rows[b0:b1], None if arows is None else arows[b0:b1], z_b[b0:b1]]
+                sub = [
+                    rows[b0:b1],
+                    None if arows is None else arows[b0:b1],
+                    z_b[b0:b1],
+                    None if dipole is None else dipole[start + b0 : start + b1],
+                ]
                 n_b = b1 - b0
                 if not numpy_path and n_b < bmax:
                     sub = [None if a is None else _pad_rows(xp, a, bmax) for a in sub]
@@ -652,43 +855,93 @@ class PupilPSF:
         rows: Any,
         arows: Any,
         z_um: Any,
+        dipole: Any = None,
     ) -> tuple[Any, Any]:
-        """Folded intensity ``(b, n_int, n_int)`` float32 and pupil energy ``(b,)`` float64."""
+        """Folded intensity ``(b, n_int, n_int)`` float32 and pupil energy ``(b,)`` float64 (or None)."""
         b = rows.shape[0]
-        n_fft = g.n_fft
-        n_r, n_c = g.rect
-        # --- pupil phase on the pupil rectangle: Horner in u (2 D passes) + exact defocus.
+        # --- pupil phase on the pupil rectangle: Horner in u (2 D passes) + exact defocus (index
+        # matched: z (k_z - k_n)) or the Gibson-Lanni phase (depth A + static).
         phi = eval_rows(xp, rows, g.u_pow, work.phi[:b])
         z_nm = z_um * xp.float32(1000.0)
+        if not g.matched:
+            z_nm = z_nm + g.focus_nm  # depth above the coverslip (nm)
         tmp = work.tmp[:b]
         xp.multiply(g.defocus[None], z_nm[:, None, None], out=tmp)
         phi += tmp
+        if g.has_static:
+            phi += g.static[None]
         # --- pupil amplitude (zero outside the pupil) and energy (Parseval normaliser).
         amp = None
         if arows is not None:
             amp = eval_rows(xp, arows, g.u_pow, tmp)
             xp.maximum(amp, xp.float32(0.0), out=amp)
             amp *= g.mask[None]
-        if g.has_evanescent:
-            decay = xp.exp(-xp.abs(z_nm)[:, None, None] * g.evanescent[None]) * g.mask[None]
+        if g.has_evanescent:  # evanescent light decays with the depth (Gibson-Lanni A, C imaginary parts)
+            att = z_nm[:, None, None] * g.evanescent[None] + g.static_decay[None]
+            decay = xp.exp(-att) * g.mask[None]
             amp = decay if amp is None else amp * decay
-        # --- exp(i phi) * amp on the rectangle (contiguous, zero outside the pupil), then
-        # into the zero-padded x-FFT input.
+        # --- exp(i phi) * amp on the rectangle (contiguous, zero outside the pupil).
         vals = work.vals[:b]
         xp.cos(phi, out=vals.real)
         xp.sin(phi, out=vals.imag)
-        # The x-FFT runs in place on the first n_r rows of the y-FFT input (rows n_r.. are
-        # never written, so they stay zero); its input columns n_c.. are zeroed each block.
-        ybuf = work.ybuf[:b]
-        rows_in = ybuf[:, :n_r, :]
-        if amp is None:  # zero outside the pupil while copying into the FFT input
-            xp.multiply(vals.view(xp.float32), g.mask2[None], out=rows_in.view(xp.float32)[:, :, : 2 * n_c])
-            energy = None  # uniform pupil: the energy is the number of pupil samples
-        else:
+        inten = work.inten[:b]
+        if g.comps is None:  # scalar model: one field
+            if amp is None:  # zero outside the pupil while copying into the FFT input
+                rows_in = work.ybuf[:b, : g.rect[0], :]
+                xp.multiply(vals.view(xp.float32), g.mask2[None], out=rows_in.view(xp.float32)[:, :, : 2 * g.rect[1]])
+                energy = None  # uniform pupil: the energy is the number of pupil samples
+                self._field_intensity(g, work, xp, workers, None, inten, accumulate=False)
+                return inten, energy
             vals *= amp
             a64 = amp.reshape(b, -1).astype(xp.float64)
             energy = xp.sum(a64 * a64, axis=1)
-            rows_in[:, :, :n_c] = vals
+            self._field_intensity(g, work, xp, workers, vals, inten, accumulate=False)
+            return inten, energy
+        # vectorial model: the pupil field of each (polarisation, dipole) component, intensities summed
+        if amp is not None:
+            vals *= amp
+        if dipole is None:
+            comps = [g.comps[i][None] for i in range(g.comps.shape[0])]
+        else:  # fixed dipoles: the coherent sum over the dipole axes, per polarisation
+            mu = dipole.astype(xp.complex64)[:, :, None, None]
+            comps = [
+                g.fields[p, 0][None] * mu[:, 0] + g.fields[p, 1][None] * mu[:, 1] + g.fields[p, 2][None] * mu[:, 2]
+                for p in range(2)
+            ]
+        energy = xp.zeros(b, dtype=xp.float64)
+        field = work.field[:b]
+        for i, comp in enumerate(comps):
+            xp.multiply(vals, comp, out=field)
+            f64 = field.reshape(b, -1)
+            energy += xp.sum((f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2), axis=1)
+            self._field_intensity(g, work, xp, workers, field, inten, accumulate=i > 0)
+        return inten, energy
+
+    @staticmethod
+    def _field_intensity(
+        g: SimpleNamespace,
+        work: SimpleNamespace,
+        xp: Any,
+        workers: int | None,
+        field: Any,
+        inten: Any,
+        *,
+        accumulate: bool,
+    ) -> None:
+        """``|FFT(field)|^2`` folded onto the ``n_int`` grid, written to (or added to) ``inten``.
+
+        ``field`` is the pupil field on the pupil rectangle ``(b, n_r, n_c)``; None means it was
+        already copied into the first ``n_c`` columns of the x-FFT input rows.
+        """
+        b = inten.shape[0]
+        n_fft = g.n_fft
+        n_r, n_c = g.rect
+        # The x-FFT runs in place on the first n_r rows of the y-FFT input (rows n_r.. are
+        # never written, so they stay zero); its input columns n_c.. are zeroed each time.
+        ybuf = work.ybuf[:b]
+        rows_in = ybuf[:, :n_r, :]
+        if field is not None:
+            rows_in[:, :, :n_c] = field
         rows_in[:, :, n_c:] = 0
         # --- amplitude PSF: inverse FFT along x on the pupil rows, then along y.
         res = _ifft(xp, rows_in, axis=2, workers=workers, overwrite=True)  # in place (scipy)
@@ -708,9 +961,11 @@ class PupilPSF:
         left = top[:, :, : 2 * m]
         for j in range(1, f):
             xp.add(left, top[:, :, 2 * j * m : 2 * (j + 1) * m], out=left)
-        inten = work.inten[:b]
-        xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
-        return inten, energy
+        if accumulate:
+            inten += left[:, :, 0::2]
+            inten += left[:, :, 1::2]
+        else:
+            xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
 
     @staticmethod
     def _to_patches(g: SimpleNamespace, xp: Any, workers: int | None, inten: Any, energy: Any, dest: Any = None) -> Any:
