@@ -17,7 +17,7 @@ import numpy as np
 
 from z2t_dask.tools.figures import new_figure, save_figure
 
-__all__ = ["preview_zmap", "zmap_figure"]
+__all__ = ["focus_series", "preview_zmap", "zmap_figure"]
 
 _ZERNIKE_NAMES = {
     (0, 0): "piston",
@@ -63,6 +63,49 @@ def _coefficient_grid(zmap: Any, grid: int) -> tuple[np.ndarray, np.ndarray, np.
     return np.stack(rows, axis=1).transpose(2, 0, 1) if rows else np.zeros((zmap.n_modes, 0, 0)), xs, ys
 
 
+def _model_name(cfg: Any) -> str:
+    return "vectorial" if cfg.psf.vectorial else "scalar"
+
+
+def focus_series(zmap: Any, cfg: Any, z_um: Sequence[float], *, compare_scalar: bool = False) -> dict[str, np.ndarray]:
+    """PSFs through focus at the centre of a Zmap: ``{model name: (n, p, p) float32}``.
+
+    Parameters
+    ----------
+    zmap
+        A Zmap (rad RMS, Noll); its centre's coefficients are used.
+    cfg
+        A validated config; its PSF model (:func:`~z2t_dask.engine.assembly.make_psf_model`) comes
+        first, named ``"vectorial"`` or ``"scalar"`` (``psf.vectorial``); freely rotating emitters.
+    z_um
+        Axial positions (µm, positive away from the coverslip).
+    compare_scalar
+        Also the other model (scalar beside vectorial, or vectorial beside scalar) of the same
+        optics, so both are shown side by side.
+    """
+    import dataclasses
+
+    from z2t_dask.engine.assembly import make_psf_model
+
+    h, w = zmap.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ph_c, mag_c = zmap.coefficients(np.array([w / 2]), np.array([h / 2]), method="cubic")
+    zs = np.asarray(z_um, np.float64)
+    n = zs.size
+    cfgs = [cfg]
+    if compare_scalar:
+        cfgs.append(dataclasses.replace(cfg, psf=dataclasses.replace(cfg.psf, vectorial=not cfg.psf.vectorial)))
+    out = {}
+    for c in cfgs:
+        out[_model_name(c)] = np.asarray(
+            make_psf_model(c).compute(
+                np.repeat(ph_c, n, 0), zs, np.zeros(n), np.zeros(n), None if mag_c is None else np.repeat(mag_c, n, 0)
+            )
+        )
+    return out
+
+
 def zmap_figure(
     zmap: Any,
     config: Any = None,
@@ -71,6 +114,7 @@ def zmap_figure(
     grid: int = 48,
     max_maps: int = 15,
     z_um: Sequence[float] | None = None,
+    compare_scalar: bool = False,
 ) -> Any:
     """Coefficient maps, PSFs across the field (in focus) and through z at the field centre.
 
@@ -86,6 +130,9 @@ def zmap_figure(
         Most coefficient maps drawn (modes j >= 4 that are not zero everywhere).
     z_um
         Axial positions (µm) of the through-focus row; default 5 steps over ±``emitters.z_range_um``.
+    compare_scalar
+        Add a second through-focus row with the other PSF model (scalar under the vectorial
+        default, or vectorial under a scalar config): :func:`focus_series`.
     """
     from z2t_dask.config import load_config
     from z2t_dask.engine.assembly import make_psf_model
@@ -97,8 +144,11 @@ def zmap_figure(
     modes = [j for j in range(4, coeffs.shape[0] + 1) if np.abs(coeffs[j - 1]).max() > 1e-6][:max_maps]
     ncols = 5
     map_rows = max(1, math.ceil(len(modes) / ncols))
-    fig = new_figure((2.6 * ncols, 2.3 * map_rows + 2.3 * 3 + 2.5))
-    gs = fig.add_gridspec(map_rows + 4, ncols, height_ratios=[1.0] * map_rows + [1.0, 1.0, 1.0, 1.05])
+    extra = 1 if compare_scalar else 0
+    fig = new_figure((2.6 * ncols, 2.3 * map_rows + 2.3 * 3 + 2.5 * (1 + extra)))
+    gs = fig.add_gridspec(
+        map_rows + 4 + extra, ncols, height_ratios=[1.0] * map_rows + [1.0, 1.0, 1.0] + [1.05] * (1 + extra)
+    )
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)
     for k, j in enumerate(modes):
         ax = fig.add_subplot(gs[k // ncols, k % ncols])
@@ -148,26 +198,20 @@ def zmap_figure(
     # through focus at the centre
     zr = float(cfg.emitters.z_range_um) or 0.8
     zs = np.asarray(z_um if z_um is not None else np.linspace(-zr, zr, ncols), np.float64)[:ncols]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ph_c, mag_c = zmap.coefficients(np.array([w / 2]), np.array([h / 2]), method="cubic")
-    n = zs.size
-    stack = np.asarray(
-        model.compute(
-            np.repeat(ph_c, n, 0), zs, np.zeros(n), np.zeros(n), None if mag_c is None else np.repeat(mag_c, n, 0)
-        )
-    )
-    vmax = float(stack.max())
-    for i in range(n):
-        ax = fig.add_subplot(gs[map_rows + 3, i])
-        ax.imshow(stack[i], cmap="inferno", norm=PowerNorm(0.5, vmin=0, vmax=vmax), interpolation="nearest")
-        ax.set_title(f"centre, z = {zs[i]:+.2f} um", fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    series = focus_series(zmap, cfg, zs, compare_scalar=compare_scalar)
+    vmax = max(float(s.max()) for s in series.values())  # one scale: the models compare by eye
+    for row, (name, stack) in enumerate(series.items()):
+        for i in range(zs.size):
+            ax = fig.add_subplot(gs[map_rows + 3 + row, i])
+            ax.imshow(stack[i], cmap="inferno", norm=PowerNorm(0.5, vmin=0, vmax=vmax), interpolation="nearest")
+            ax.set_title(f"{name}, centre, z = {zs[i]:+.2f} um, peak {stack[i].max():.3f}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
     o = cfg.optical
     fig.suptitle(
-        f"{title} Zmap {h}x{w} px (maps in rad RMS, Noll); PSFs {model.patch_size}x{model.patch_size} px, "
-        f"NA {o.NA}, {o.wavelength_nm:g} nm, n {o.n_medium}, sqrt intensity scale; z > 0 away from the coverslip",
+        f"{title} Zmap {h}x{w} px (maps in rad RMS, Noll); {_model_name(cfg)} PSFs {model.patch_size}x"
+        f"{model.patch_size} px, NA {o.NA}, {o.wavelength_nm:g} nm, n {o.n_medium}, focal plane "
+        f"{cfg.focus_depth_um:g} um above the coverslip, sqrt intensity scale; z > 0 away from the coverslip",
         fontsize=9,
     )
     return fig
