@@ -433,7 +433,7 @@ class PupilPSF:
             wy = wy * np.exp(-2.0 * (np.pi * sigma * np.fft.fftfreq(n_int) * s / float(self.pixel_size_nm_y)) ** 2)
             wx = wx * np.exp(-2.0 * (np.pi * sigma * np.fft.rfftfreq(n_int) * s / float(self.pixel_size_nm_x)) ** 2)
         c0 = self.patch_size // 2
-        fields = comps = None
+        fields = comps = comp_power = None
         field_scale = 1.0
         if self.vectorial:
             e = dipole_fields(optics, kx2[sl], ky2[sl]) * inside  # (2, 3, n_r, n_c)
@@ -442,6 +442,7 @@ class PupilPSF:
             fields = e.astype(np.complex64)
             # freely rotating: incoherent sum over polarisations x dipole axes; E_xy == E_yx
             comps = np.stack([e[0, 0], e[1, 1], np.sqrt(2.0) * e[0, 1], e[0, 2], e[1, 2]]).astype(np.complex64)
+            comp_power = (np.abs(comps.astype(np.complex128)) ** 2).sum(axis=0).reshape(-1)
         return SimpleNamespace(
             n_fft=n_fft,
             n_int=n_int,
@@ -464,6 +465,7 @@ class PupilPSF:
             field_scale=field_scale,
             dk2=1.0 / (n_fft * d_x * n_fft * d_y),  # pupil sample area (cycles^2 / nm^2)
             comps=comps,  # (5, n_r, n_c) isotropic components, or None
+            comp_power=comp_power,  # (n_r * n_c,) float64 sum of their squared moduli
             ramp_u=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_x),  # rad per px of dx, per u
             ramp_v=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_y),
             otf_weight=(wy[:, None] * wx[None, :]).astype(np.float32),
@@ -762,7 +764,7 @@ class PupilPSF:
                 vals=xp.empty((bmax, n_r, n_c), dtype=xp.complex64),
                 ybuf=xp.zeros((bmax, g.n_fft, g.n_fft), dtype=xp.complex64),
                 inten=xp.empty((bmax, g.n_int, g.n_int), dtype=xp.float32),
-                field=xp.empty((bmax, n_r, n_c), dtype=xp.complex64) if g.comps is not None else None,
+                acc=xp.empty((bmax, g.n_int, 2 * g.n_int), dtype=xp.float32) if g.comps is not None else None,
             )
             if len(cache) >= 4:
                 cache.clear()
@@ -908,13 +910,25 @@ class PupilPSF:
                 g.fields[p, 0][None] * mu[:, 0] + g.fields[p, 1][None] * mu[:, 1] + g.fields[p, 2][None] * mu[:, 2]
                 for p in range(2)
             ]
-        energy = xp.zeros(b, dtype=xp.float64)
-        field = work.field[:b]
+        if dipole is None:  # energy = sum_k |vals|^2 sum_c |comp_c|^2, per emitter along its rows
+            v64 = vals.reshape(b, -1)
+            p64 = v64.real.astype(xp.float64) ** 2
+            p64 += v64.imag.astype(xp.float64) ** 2
+            p64 *= g.comp_power[None]
+            energy = xp.sum(p64, axis=1)
+        else:
+            energy = xp.zeros(b, dtype=xp.float64)
+        n_r, n_c = g.rect
+        rows_in = work.ybuf[:b, :n_r, :n_c]
+        acc = work.acc[:b]
         for i, comp in enumerate(comps):
-            xp.multiply(vals, comp, out=field)
-            f64 = field.reshape(b, -1)
-            energy += xp.sum((f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2), axis=1)
-            self._field_intensity(g, work, xp, workers, field, inten, accumulate=i > 0)
+            xp.multiply(vals, comp, out=rows_in)  # straight into the x-FFT input
+            if dipole is not None:
+                f64 = rows_in.reshape(b, -1)  # a copy (strided view)
+                energy += xp.sum(f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2, axis=1)
+            self._field_intensity(g, work, xp, workers, None, acc, accumulate=i > 0)
+        # (re^2, im^2) pairs summed once for all components
+        xp.add(acc[:, :, 0::2], acc[:, :, 1::2], out=inten)
         return inten, energy
 
     @staticmethod
@@ -929,6 +943,9 @@ class PupilPSF:
         accumulate: bool,
     ) -> None:
         """``|FFT(field)|^2`` folded onto the ``n_int`` grid, written to (or added to) ``inten``.
+
+        ``inten`` is ``(b, n_int, n_int)``, or ``(b, n_int, 2 n_int)`` to keep the squared real
+        and imaginary parts interleaved (an accumulator over several fields).
 
         ``field`` is the pupil field on the pupil rectangle ``(b, n_r, n_c)``; None means it was
         already copied into the first ``n_c`` columns of the x-FFT input rows.
@@ -961,9 +978,11 @@ class PupilPSF:
         left = top[:, :, : 2 * m]
         for j in range(1, f):
             xp.add(left, top[:, :, 2 * j * m : 2 * (j + 1) * m], out=left)
-        if accumulate:
-            inten += left[:, :, 0::2]
-            inten += left[:, :, 1::2]
+        if inten.shape[2] == 2 * m:  # interleaved (re^2, im^2) accumulator of the vectorial model
+            if accumulate:
+                inten += left
+            else:
+                inten[...] = left
         else:
             xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
 
