@@ -35,7 +35,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server on 127.0.0.1 (a free port) with one bucket; AWS_* point every client at it."""
-    pytest.importorskip("moto.server", reason="moto[server] is in the [test] extra")
+    pytest.importorskip("moto.server", reason="moto (+ flask, flask-cors) is in the [test] extra")
     pytest.importorskip("s3fs", reason="s3fs is in the [remote] and [test] extras")
     from moto.server import ThreadedMotoServer
 
