@@ -19,6 +19,10 @@ RECORDS_CSV_COLUMNS = ("frame", "id", "x_px", "y_px", "z_um", "photons", "inside
 #: Columns appended (in this order) when the records hold them: the depth above the coverslip (µm)
 #: and the fixed-dipole orientation (rad); CSV header name = record column name.
 OPTIONAL_CSV_COLUMNS = ("depth_um", "dipole_polar_rad", "dipole_azimuth_rad")
+#: Prefixes of the per-channel columns of a multi-channel sample, appended after those (in the records'
+#: order): ``photons_<channel>`` (photons in that channel), ``x_px_<channel>``, ``y_px_<channel>`` (position
+#: in that channel's pixels), ``inside_<channel>`` (1.0 / 0.0).
+CHANNEL_CSV_PREFIXES = ("photons_", "x_px_", "y_px_", "inside_")
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -56,6 +60,8 @@ def write_records_csv(path: str | os.PathLike[str], records: Mapping[str, Any] |
     parts = iter([records] if isinstance(records, Mapping) else records)
     first = next(parts, None)
     optional = tuple(k for k in OPTIONAL_CSV_COLUMNS if isinstance(first, Mapping) and k in first)
+    if isinstance(first, Mapping):  # per-channel columns of a multi-channel sample (photons_<channel>, ...)
+        optional += tuple(k for k in first if isinstance(k, str) and k.startswith(CHANNEL_CSV_PREFIXES))
     order = ("frame_ix", "id", "x", "y", "z", "phot", "inside", *optional)
     final = Path(path)
     with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:

@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from z2t_dask.config import SimulationConfig
 from z2t_dask.engine.channels import channel_plans, channel_stack, channel_truth, split_view, split_view_origin
 from z2t_dask.physics.truth import Truth
@@ -22,7 +24,9 @@ __all__ = [
     "channel_attrs",
     "channel_sample",
     "channel_table",
+    "csv_channel_records",
     "frames_to_write",
+    "split_channels",
     "with_channel_columns",
 ]
 
@@ -124,6 +128,47 @@ def with_channel_columns(sample: Sample, parts: Iterator[tuple[dict, dict, Any]]
     for em, rec, zc in parts:
         em_cols, rec_cols = channel_columns(truth.channels, truth.species, em["id"], rec["id"], rec["phot"], rec["xyz"])
         yield {**em, **em_cols}, {**rec, **rec_cols}, zc
+
+
+def csv_channel_records(sample: Sample, parts: Iterator[Any]) -> Iterator[dict[str, Any]]:
+    """Records of each truth part for the CSV: the per-channel columns as ``photons_<name>``,
+    ``x_px_<name>``, ``y_px_<name>``, ``inside_<name>`` (1-D, channel order)."""
+    names = [ch.name for ch in sample.config.channels]
+    for p in parts:
+        rec = p.records.as_dict()
+        phot_ch, xy_ch, inside_ch = rec.pop("phot_ch"), rec.pop("xy_ch"), rec.pop("inside_ch")
+        for c, name in enumerate(names):
+            rec[f"photons_{name}"] = phot_ch[:, c]
+            rec[f"x_px_{name}"] = xy_ch[:, c, 0]
+            rec[f"y_px_{name}"] = xy_ch[:, c, 1]
+            rec[f"inside_{name}"] = inside_ch[:, c].astype(np.float32)
+        yield rec
+
+
+def split_channels(chip: Any, attrs: dict[str, Any]) -> Any:
+    """The ``(T, C, Y, X)`` stack of a split-view chip ``(T, H', W')`` from its provenance attributes.
+
+    ``attrs`` are the stack's (:meth:`Sample.attrs`): ``channels`` (each channel's ``crop_offset``)
+    and ``image_shape`` ``[C, Y, X]``. Lazy when ``chip`` is a dask array.
+    """
+    import dask.array as da
+
+    from z2t_dask.io.channels import channel_table_from_attrs
+
+    table = channel_table_from_attrs(attrs)
+    shape = attrs.get("image_shape")
+    if isinstance(shape, str):
+        shape = json.loads(shape)
+    if not table or not isinstance(shape, list) or len(shape) != 3:
+        return chip
+    _, h, w = (int(v) for v in shape)
+    x0 = min(int(c["crop_offset"][0]) for c in table)
+    y0 = min(int(c["crop_offset"][1]) for c in table)
+    parts = []
+    for c in table:
+        ox, oy = int(c["crop_offset"][0]) - x0, int(c["crop_offset"][1]) - y0
+        parts.append(chip[:, oy : oy + h, ox : ox + w])
+    return da.stack(parts, axis=1)
 
 
 def split_view_offset(cfg: SimulationConfig) -> tuple[int, int]:

@@ -218,7 +218,7 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
     if sample.config.output.write_csv:
         from z2t_dask.io.csv import write_records_csv
 
-        write_records_csv(Path(folder) / "ground_truth.csv", (p.records.as_dict() for p in truth.parts()))
+        write_records_csv(Path(folder) / "ground_truth.csv", _csv_records(sample, truth.parts()))
     return path
 
 
@@ -238,3 +238,12 @@ def _channel_parts(sample: Sample, parts: Iterator[tuple[dict, dict, dict]]) -> 
     from z2t_dask.sample.channels import with_channel_columns
 
     return with_channel_columns(sample, parts)
+
+
+def _csv_records(sample: Sample, parts: Iterator[Any]) -> Iterator[dict[str, Any]]:
+    """The records of each truth part as CSV columns; a multi-channel sample's per-channel columns flattened."""
+    if not sample.config.channels:
+        return (p.records.as_dict() for p in parts)
+    from z2t_dask.sample.channels import csv_channel_records
+
+    return csv_channel_records(sample, parts)

@@ -93,7 +93,12 @@ class SampleFolder:
         """The lazy ``(T, Y, X)`` dask array of the stack (ADU for a camera, photons otherwise)."""
         if self.stack is None:
             raise FileNotFoundError(f"{self.path}: no frame stack (.ome.tiff, .ome.zarr or .h5) in the folder")
-        return open_stack(self.stack)
+        frames = open_stack(self.stack)
+        if frames.ndim == 3 and self.attrs.get("channels_layout") == "split-view":  # one chip -> (T, C, Y, X)
+            from z2t_dask.sample.channels import split_channels
+
+            frames = split_channels(frames, self.attrs)
+        return frames
 
     @cached_property
     def stack_info(self) -> Any:
