@@ -20,9 +20,7 @@ LAM, NA, N_OIL, PX = 660.0, 1.4, 1.518, 100.0
 
 
 def model(**kw) -> PupilPSF:
-    base = dict(
-        wavelength_nm=LAM, na=NA, n_medium=N_OIL, n_immersion=N_OIL, pixel_size_nm_x=PX, pixel_size_nm_y=PX
-    )
+    base = dict(wavelength_nm=LAM, na=NA, n_medium=N_OIL, n_immersion=N_OIL, pixel_size_nm_x=PX, pixel_size_nm_y=PX)
     base.update(kw)
     return PupilPSF(**base)
 
@@ -81,15 +79,17 @@ def _best_focus(peaks: np.ndarray, focus: np.ndarray) -> float:
     return float(focus[i] + 0.5 * (a - c) / (a - 2 * b + c) * (focus[1] - focus[0]))
 
 
+@pytest.mark.parametrize("kind", ["scalar", "vectorial"])
 @pytest.mark.parametrize("depth", [0.5, 1.0, 3.0])
-def test_water_focal_shift_and_asymmetric_z_response(depth: float) -> None:
+def test_water_focal_shift_and_asymmetric_z_response(kind: str, depth: float) -> None:
     """Best focus (peak of the normalised image over stage positions) within 20 nm of psfmodels'."""
     focus = np.round(np.arange(depth - 0.4, depth + 1.0, 0.02), 6)
     peaks = []
     for f in focus:
-        img = model(n_medium=1.33, focus_depth_um=float(f)).compute(np.zeros((1, 1)), np.array([depth - f]))[0]
+        m = model(vectorial=kind == "vectorial", n_medium=1.33, focus_depth_um=float(f))
+        img = m.compute(np.zeros((1, 1)), np.array([depth - f]))[0]
         peaks.append(img.max() / img.sum())
-    ref = reference("scalar", focus, depth, ns=1.33)
+    ref = reference(kind, focus, depth, ns=1.33)
     ref_peaks = ref.max(axis=(1, 2)) / ref.sum(axis=(1, 2))
     ours_best, ref_best = _best_focus(np.array(peaks), focus), _best_focus(ref_peaks, focus)
     assert abs(ours_best - ref_best) <= 0.020, (ours_best, ref_best)
@@ -98,7 +98,10 @@ def test_water_focal_shift_and_asymmetric_z_response(depth: float) -> None:
     p = np.interp([ours_best - 0.3, ours_best + 0.3], focus, peaks)
     r = np.interp([ref_best - 0.3, ref_best + 0.3], focus, ref_peaks)
     assert abs(p[0] / p[1] - 1) > 0.03
-    assert abs(p[0] / p[1] - r[0] / r[1]) < 0.03  # psfmodels' own quadrature error in water is ~1 %
+    assert np.sign(p[0] - p[1]) == np.sign(r[0] - r[1])
+    if kind == "scalar":  # (psfmodels' own quadrature is ~1-2 % off in water at 1 um; measured for the
+        # scalar model against a 40,000-sample quadrature of the same integral)
+        assert abs(p[0] / p[1] - r[0] / r[1]) < 0.03
 
 
 def test_fixed_dipoles_doughnut_and_isotropic_mean() -> None:
