@@ -172,3 +172,31 @@ def test_split_view_with_a_gap_and_rows(tmp_path):
     assert chip.shape == (6, 45, 54)
     assert np.array_equal(chip[:, 25:, 30:], frames[:, 1]) and np.all(chip[:, 20:25, :] == 0)
     assert np.array_equal(z2t.open_sample(folder).frames.compute(), frames)
+
+
+# ---- other readers (installed by the test extra when available; skipped otherwise) ------------------
+
+
+def test_ome_zarr_py_reads_two_channels_with_names(sample, frames, tmp_path):
+    pytest.importorskip("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    folder = sample.save(tmp_path / "s", format="ome-zarr")
+    image = list(Reader(parse_url(str(folder / "s.ome.zarr")))())[0]
+    assert [a["name"] for a in image.metadata["axes"]] == ["t", "c", "y", "x"]
+    assert image.metadata["channel_names"] == ["green", "red"]
+    assert np.array_equal(np.asarray(image.data[0]), frames)
+
+
+@pytest.mark.parametrize("fmt, name", [("ome-tiff", "s.ome.tiff"), ("ome-zarr", "s.ome.zarr")])
+def test_bioio_reads_two_channels_with_names(sample, frames, fmt, name, tmp_path):
+    pytest.importorskip("bioio")
+    pytest.importorskip("bioio_ome_tiff" if fmt == "ome-tiff" else "bioio_ome_zarr")
+    from bioio import BioImage
+
+    folder = sample.save(tmp_path / "s", format=fmt)
+    image = BioImage(folder / name)
+    assert (image.dims.T, image.dims.C, image.dims.Y, image.dims.X) == (6, 2, 20, 24)
+    assert [str(c) for c in image.channel_names] == ["green", "red"]
+    assert np.array_equal(np.asarray(image.data)[:, :, 0], frames)
