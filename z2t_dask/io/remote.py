@@ -96,6 +96,9 @@ class RemoteFolder:
         Options of the file system (merged over :func:`env_storage_options`).
     """
 
+    url: str
+    storage_options: dict[str, Any]
+
     def __init__(self, url: str | RemoteFolder, storage_options: Mapping[str, Any] | None = None):
         if isinstance(url, RemoteFolder):
             storage_options = {**url.storage_options, **dict(storage_options or {})}

@@ -165,14 +165,15 @@ def write_ome_zarr_url(
     fp = fingerprint or _default_fingerprint(array, zarr_format, compression)
     regions = list(block_regions(array.chunks))
     progress = image / PROGRESS_DIR
-    same = _read_fingerprint(image) == fp
-    if same and not (progress / OPEN_MARK).exists():
+    existing = image.listing()  # one LIST: an empty prefix needs no metadata reads
+    same = bool(existing) and _read_fingerprint(image) == fp
+    if same and f"{PROGRESS_DIR}/{OPEN_MARK}" not in existing:
         return ZarrWriteReport(image.url, len(regions), 0, len(regions))  # type: ignore[arg-type]
+    done = {k.split("/", 1)[1] for k in existing if k.startswith(PROGRESS_DIR + "/")} if same else set()
     if not same:
         label = name or image.name.removesuffix(".ome.zarr").removesuffix(".zarr")
         attributes = {**ngff_attributes(zarr_format, pixel_size_nm, name=label), "z2t": _jsonable(dict(attrs or {}))}
         _create(image, array, zarr_format=zarr_format, compression=compression, attributes=attributes, fingerprint=fp)
-    done = set(progress.listing())
     todo = [(idx, reg) for idx, reg in regions if block_key(reg) not in done]
     if todo:
         sources, targets = _sources(array, todo)

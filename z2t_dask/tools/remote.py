@@ -85,7 +85,8 @@ def open_remote_sample(url: str | RemoteFolder, storage_options: Mapping[str, An
     """
     folder = RemoteFolder(url, storage_options)
     marker = _marker(folder)
-    files = marker.get("files") if isinstance(marker.get("files"), Mapping) else {}
+    raw = marker.get("files")
+    files: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     stack = marker.get("stack") if isinstance(marker.get("stack"), str) else None
     fmt = marker.get("format") if isinstance(marker.get("format"), str) else None
     direct = fmt == "ome-zarr" and stack is not None
@@ -192,7 +193,8 @@ def _summarize_remote_batch(folder: RemoteFolder, verify: bool) -> dict[str, Any
         manifest = (folder / "manifest.json").read_json() or {}
     except FormatError as exc:
         raise InspectError(str(exc)) from None
-    raw_jobs = manifest.get("jobs") if isinstance(manifest.get("jobs"), Mapping) else {}
+    raw = manifest.get("jobs")
+    raw_jobs: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     listing = folder.listing()
     sizes, markers = _job_sizes(listing, raw_jobs)
     jobs: dict[str, dict[str, Any]] = {}
