@@ -16,7 +16,10 @@ SIGKILL (driver and cluster) at K random moments, then run to the end; checks th
 done exactly once (every marker written once, no temporaries), and that the store and the markers
 agree (key and recorded outputs).
 
-Run: ``python -m benchmarks.batch_scale --jobs 1000 10000 [--workers 2] [--kill 3 --kill-jobs 2000]``
+``--job noop``: the jobs write one small file and their marker without simulating (the driver's
+own cost per job: planning, submission, the manifest store, Dask's task overhead).
+
+Run: ``python -m benchmarks.batch_scale --jobs 1000 10000 [--workers 2] [--job noop] [--kill 3 --kill-jobs 2000]``
 """
 
 from __future__ import annotations
@@ -54,7 +57,23 @@ def tiny_batch(out: Path, n: int, **extra) -> dict:
     }
 
 
-def one(n: int, workers: int, root: Path, shard: bool) -> dict:
+def noop_job(job: dict, out_root: str, **kw) -> dict:
+    """A job without simulation (one small file and the marker, as run_job writes them): the driver's cost alone."""
+    from z2t_dask.batch.checksums import record_outputs
+    from z2t_dask.batch.jobs import JOB_MARKER, finished_marker
+
+    folder = Path(out_root) / job["name"]
+    done = finished_marker(folder, job["key"])
+    if done is not None:
+        return {**done, "reused": True}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data.json").write_text(json.dumps({"seed": job["seed"]}))
+    info = {"key": job["key"], "outputs": record_outputs(folder, exclude=(JOB_MARKER,)), "finished": time.time()}
+    (folder / JOB_MARKER).write_text(json.dumps(info))
+    return info
+
+
+def one(n: int, workers: int, root: Path, shard: bool, job: str = "real") -> dict:
     """Run, resume and inspect one batch of ``n`` jobs (in this process); the figures."""
     from distributed import Client, LocalCluster
 
@@ -67,7 +86,7 @@ def one(n: int, workers: int, root: Path, shard: bool) -> dict:
         Client(cl) as c,
     ):
         t = time.perf_counter()
-        res = run_batch(cfg, c, progress=False)
+        res = run_batch(cfg, c, progress=False, job_fn=noop_job if job == "noop" else None)
         run_s = time.perf_counter() - t
     assert res.exit_code == 0, res.summary()
     t = time.perf_counter()
@@ -80,6 +99,7 @@ def one(n: int, workers: int, root: Path, shard: bool) -> dict:
     inspect_s = time.perf_counter() - t
     return {
         "jobs": n,
+        "job": job,
         "workers": workers,
         "run_s": round(run_s, 2),
         "ms_per_job": round(1e3 * run_s / n, 2),
@@ -157,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, nargs="*", default=[1000, 10000], help="batch sizes (default 1000 10000)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--shard", action="store_true", help="shard_folders: true")
+    ap.add_argument(
+        "--job", choices=("real", "noop"), default="real", help="real tiny samples, or no simulation (the driver alone)"
+    )
     ap.add_argument("--kill", type=int, default=0, help="driver kills of the crash test (0: no crash test)")
     ap.add_argument("--kill-jobs", type=int, default=2000)
     ap.add_argument("--keep", help="keep the batch folders under this folder")
@@ -164,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.workers, Path(args.root), args.shard)))
+        print(json.dumps(one(args.one, args.workers, Path(args.root), args.shard, args.job)))
         return
     root = Path(args.keep or tempfile.mkdtemp(prefix="z2t-batch-scale-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -172,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for n in args.jobs:
             cmd = [sys.executable, "-m", "benchmarks.batch_scale", "--one", str(n), "--workers", str(args.workers)]
-            cmd += ["--root", str(root)] + (["--shard"] if args.shard else [])
+            cmd += ["--root", str(root), "--job", args.job] + (["--shard"] if args.shard else [])
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)

@@ -141,10 +141,19 @@ def _eager_reference(spec) -> list[dict]:
             seed = job_seed(spec.seed, gi, sid)
             _set_dotted(cfg, "emitters.seed", seed)
             resolved = config_to_dict(load_config(cfg))
+            canon = json.dumps(  # the key's recipe, written out: keys of existing batch folders must not change
+                {"schema": 1, "config": resolved, "seed": int(seed), "name": name},
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=True,
+                allow_nan=False,
+                default=str,
+            )
+            key = hashlib.sha256(canon.encode()).hexdigest()[:20]
+            assert key == job_key(resolved, seed, name)
             jobs.append(
-                {"index": len(jobs), "name": name, "params": params, "config": resolved, "seed": seed,
-                 "key": job_key(resolved, seed, name)}
-            )  # fmt: skip
+                {"index": len(jobs), "name": name, "params": params, "config": resolved, "seed": seed, "key": key}
+            )
     return jobs
 
 
@@ -197,9 +206,7 @@ def test_a_100000_job_grid_is_not_materialised(tmp_path):
 
 
 def test_bad_grid_points_are_all_named_once(tmp_path):
-    spec = load_batch_config(
-        tiny_batch(tmp_path, 50, variables={"emitters.num_emitters": [-1, 1, -2]})
-    )
+    spec = load_batch_config(tiny_batch(tmp_path, 50, variables={"emitters.num_emitters": [-1, 1, -2]}))
     with pytest.raises(BatchConfigError) as ei:
         BatchJobs(spec)
     keys = [k for k, _ in ei.value.problems]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import math
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from typing import Any, overload
 
 from z2t_dask.batch.spec import (
     _LINKED_TO_ROI,
+    SCHEMA_VERSION,
     BatchSpec,
     Job,
     _fmt_value,
@@ -50,6 +52,13 @@ log = logging.getLogger("z2t_dask.batch")
 
 #: Resolved grid points kept in memory.
 _CACHE_POINTS = 256
+#: Stand-ins for a job's seed, file name and folder in its point's key text (see :meth:`BatchJobs._key`).
+_SEED, _FILE, _NAME = "\x00z2t-seed\x00", "\x00z2t-file\x00", "\x00z2t-name\x00"
+
+
+def _canonical(obj: Any) -> str:
+    """The text :func:`~z2t_dask.batch.spec.job_key` hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=str)
 
 
 def shard_of(name: str, digits: int) -> str:
@@ -66,6 +75,7 @@ class _Point:
     config: dict | None
     has_tiff: bool
     problems: list[tuple[str, str]] = field(default_factory=list)
+    key_text: str | None = None  # the key's text with stand-ins for seed, file name and folder
 
 
 class BatchJobs(Sequence[Job]):
@@ -190,6 +200,7 @@ class BatchJobs(Sequence[Job]):
         has_tiff = isinstance(cfg.get("tiff"), dict)
         try:
             p = _Point(grid_name, params, config_to_dict(load_config(cfg)), has_tiff)
+            p.key_text = self._key_text(p)
         except ConfigError as exc:
             name = self._folder(grid_name, self.sample_names[0])
             p = _Point(grid_name, params, None, has_tiff, [(f"{name}: {k}", m) for k, m in exc.problems])
@@ -204,6 +215,25 @@ class BatchJobs(Sequence[Job]):
         if self.samples[si] and p.has_tiff:
             cfg["tiff"] = {**p.config.get("tiff", {}), "filename": f"{self.sample_names[si]}.ome.tiff"}
         return cfg
+
+    def _key_text(self, p: _Point) -> str | None:
+        """The canonical text of a job key of point ``p`` with stand-ins (None if they are not unique)."""
+        assert p.config is not None
+        cfg = {**p.config, "emitters": {**p.config.get("emitters", {}), "seed": _SEED}}
+        if self.samples[0] and p.has_tiff:
+            cfg["tiff"] = {**p.config.get("tiff", {}), "filename": _FILE}
+        text = _canonical({"schema": SCHEMA_VERSION, "config": cfg, "seed": _SEED, "name": _NAME})
+        counts = (text.count(json.dumps(_SEED)), text.count(json.dumps(_FILE)), text.count(json.dumps(_NAME)))
+        return text if counts == (2, int(bool(self.samples[0] and p.has_tiff)), 1) else None
+
+    def _key(self, p: _Point, config: dict, seed: int, si: int, name: str) -> str:
+        """:func:`~z2t_dask.batch.spec.job_key` of a job of point ``p``, from the point's key text when it has one."""
+        if p.key_text is None or self._exact:
+            return job_key(config, seed, name)
+        text = p.key_text.replace(json.dumps(_SEED), str(int(seed))).replace(json.dumps(_NAME), json.dumps(name))
+        if self.samples[si] and p.has_tiff:
+            text = text.replace(json.dumps(_FILE), json.dumps(f"{self.sample_names[si]}.ome.tiff"))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def job(self, i: int) -> Job:
         """Make job ``i`` (0-based batch order).
@@ -224,7 +254,8 @@ class BatchJobs(Sequence[Job]):
             config = config_to_dict(load_config(self._raw(gi, self.point_values(gi), si)[0]))
         else:
             config = self._patched(p, si, seed)
-        return Job(index=i, name=name, params=params, config=config, seed=seed, key=job_key(config, seed, name))
+        key = self._key(p, config, seed, si, name)
+        return Job(index=i, name=name, params=params, config=config, seed=seed, key=key)
 
     def point_jobs(self) -> Iterator[Job]:
         """The first job of every grid point (what differs between points: Zmap, ROI, camera...)."""
@@ -252,7 +283,8 @@ class BatchJobs(Sequence[Job]):
             if p.config is not None and not checked and len(self.samples) > 1:
                 checked = True
                 cfg, _, seed = self._raw(gi, self.point_values(gi), 1)
-                if config_to_dict(load_config(cfg)) != self._patched(p, 1, seed):
+                job = self.job(gi * len(self.samples) + 1)
+                if config_to_dict(load_config(cfg)) != job.config or job.key != job_key(job.config, seed, job.name):
                     log.warning("batch: samples differ by more than seed and file name; resolving every job")
                     self._exact = True
         if problems:

@@ -115,26 +115,28 @@ def plan_jobs(
     of 10⁵ jobs is fine).
     """
     to_run: list[int] = []
+    recorded = manifest.brief()  # folder -> (state, key): one query, not one per job
     with manifest.bulk():
         for job in jobs:
-            prev = manifest.get(job.name)
-            same = prev is not None and prev.get("key") == job.key
-            if resume and same and prev is not None and prev.get("state") == "failed" and not retry_failed:
+            state, key = recorded.pop(job.name, (None, None))
+            same = state is not None and key == job.key
+            if resume and same and state == "failed" and not retry_failed:
                 continue
             marker, damaged = check_marker(out / job.name, job.key, full=verify) if resume else (None, [])
             if damaged:
                 log.warning("job %s: outputs differ from their checksums, redoing it: %s", job.name, "; ".join(damaged))
                 (out / job.name / JOB_MARKER).unlink(missing_ok=True)
             elif marker is not None:
-                if same and prev is not None and prev.get("state") in ("done", "skipped"):
-                    if prev.get("state") != "skipped":
+                if same and state in ("done", "skipped"):
+                    if state != "skipped":
                         manifest.set_state(job.name, "skipped")
                 else:  # finished, but the manifest did not record it: adopt it from its marker
                     log.info("job %s: finished in an earlier run (its marker), not recorded: adopted", job.name)
                     manifest.put(job.name, _adopted(job, marker, out))
                 continue
-            if prev is not None and not same:
-                log.info("job %s: config changed (key %s -> %s): redo", job.name, prev.get("key"), job.key)
+            if state is not None and not same:
+                log.info("job %s: config changed (key %s -> %s): redo", job.name, key, job.key)
+            prev = manifest.get(job.name) if same else None
             manifest.put(
                 job.name,
                 {
@@ -142,7 +144,7 @@ def plan_jobs(
                     "seed": job.seed,
                     "params": job.params,
                     "index": job.index,
-                    "attempts": prev.get("attempts", 0) if prev is not None and same else 0,
+                    "attempts": prev.get("attempts", 0) if prev is not None else 0,
                     "state": "pending",
                 },
             )

@@ -24,6 +24,7 @@ quietly (the rerun redoes them).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import os
 import shutil
@@ -115,10 +116,20 @@ class BatchResult:
 
 
 def _clean_stale_temps(out: Path) -> int:
+    """Remove every temporary (``.<name>.tmp-*``) under ``out`` (one ``os.scandir`` walk); how many."""
     n = 0
-    for p in list(out.rglob(".*.tmp-*")):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        n += 1
+    stack = [str(out)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith(".") and fnmatch.fnmatchcase(e.name, ".*.tmp-*"):
+                shutil.rmtree(e.path, ignore_errors=True) if e.is_dir(follow_symlinks=False) else os.unlink(e.path)
+                n += 1
+            elif e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
     return n
 
 
@@ -279,7 +290,7 @@ def run_batch(
             except KeyboardInterrupt:
                 manifest.write()
                 raise
-        stale = _clean_stale_temps(out)  # e.g. the temp folder of a worker that was killed mid-job
+        stale = _clean_stale_temps(out) if to_run else 0  # e.g. the temp folder of a worker killed mid-job
         if stale:
             log.info("removed %d temporary leftovers of killed or interrupted jobs", stale)
         manifest.update_run({"finished": time.time()})

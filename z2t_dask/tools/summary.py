@@ -30,6 +30,7 @@ import numpy as np
 
 from z2t_dask.errors import FormatError, InspectError
 from z2t_dask.tools.remote import is_url, summarize_url
+from z2t_dask.tools.summary_channels import channel_stats
 from z2t_dask.tools.summary_text import format_summary, optics_summary
 
 if TYPE_CHECKING:
@@ -284,7 +285,7 @@ def _summarize_sample(p: Path) -> dict[str, Any]:
     if s.stack is not None:
         info["stack"] = _stack_info(s.stack)
         frames = info["stack"]["shape"][0]
-        info["frames"], info["height"], info["width"] = info["stack"]["shape"]
+        info["frames"], info["height"], info["width"] = [info["stack"]["shape"][i] for i in (0, -2, -1)]
         info["dtype"] = info["stack"]["dtype"]
     if s.truth is not None:
         info.update(_attrs_info(s.truth.attrs))
@@ -293,6 +294,7 @@ def _summarize_sample(p: Path) -> dict[str, Any]:
         recs = s.records
         info["truth"] = truth_stats(recs, frames)
         info["truth"]["emitters"] = int(len(s.truth.emitters["xyz"]))
+        info["truth"].update(channel_stats(s.truth.emitters, s.truth.records, s.truth.attrs))  # multi-channel
     _add_snr(info)
     info["files"] = _files(p)
     info["bytes"] = sum(f["bytes"] for f in info["files"])
@@ -332,6 +334,7 @@ def _summarize_emitters(p: Path) -> dict[str, Any]:
         rec["inside"] = inside_image(rec["xyz"][:, :2], (int(t["roi_height"]), int(t["roi_width"])))
     info["truth"] = truth_stats(rec, frames)
     info["truth"]["emitters"] = int(len(truth.emitters["xyz"]))
+    info["truth"].update(channel_stats(truth.emitters, rec, truth.attrs))  # multi-channel
     zc = truth.zernike_coeffs
     info["truth"]["zernike_coeffs"] = list(zc["phase"].shape) if zc and "phase" in zc else None
     info["frames_dataset"] = list(truth.frames_shape) if truth.frames_shape else None
@@ -412,10 +415,12 @@ def _summarize_stack(p: Path) -> dict[str, Any]:
 
 
 def _summarize_batch(p: Path) -> dict[str, Any]:
+    from z2t_dask.batch.folders import folder_sizes
     from z2t_dask.batch.manifest import has_manifest, ordered_jobs, read_manifest, read_status
 
     info: dict[str, Any] = {"kind": "batch", "path": str(p)}
     jobs: dict[str, dict] = {}
+    sizes = folder_sizes(p)  # one walk of the batch folder, not one per job
     if has_manifest(p):  # the store (the live state) or, in a folder without one, manifest.json
         try:
             m = read_manifest(p)
@@ -425,7 +430,6 @@ def _summarize_batch(p: Path) -> dict[str, Any]:
         info["runs"] = len(m.get("runs", []))
         for name, j in ordered_jobs(m):
             err = (j.get("error") or "").strip().splitlines()
-            folder = p / name
             jobs[name] = {
                 "state": j.get("state"),
                 "attempts": j.get("attempts"),
@@ -436,8 +440,8 @@ def _summarize_batch(p: Path) -> dict[str, Any]:
                 "frames": j.get("frames"),
                 "records": j.get("records"),
                 "error": err[-1] if err else None,
-                "folder_exists": folder.is_dir(),
-                "bytes": disk_usage(folder) if folder.is_dir() else 0,
+                "folder_exists": name in sizes,
+                "bytes": sizes.get(name, 0),
             }
     else:  # the original tool's batch_status.json
         try:
@@ -460,7 +464,7 @@ def _summarize_batch(p: Path) -> dict[str, Any]:
             "jobs_total": len(jobs),
             "states": counts,
             "jobs": jobs,
-            "bytes": disk_usage(p),
+            "bytes": sizes.get("", 0),
             "package_version": _package_version(),
         }
     )

@@ -181,32 +181,64 @@ def _write_json_export(con: sqlite3.Connection, path: Path, meta: Mapping[str, A
     """Write ``manifest.json`` from the store, streamed job by job (constant memory).
 
     The bytes are those of ``json.dumps(document, indent=1, sort_keys=True)`` (the format written
-    before the store existed).
+    before the store existed; :func:`_dump` is its encoder for the values a store holds, ~3x faster).
     """
     from z2t_dask.io.atomic import atomic_path
 
-    head = {k: meta.get(k) for k in ("schema", "batch", "runs", "updated")}
-    head.setdefault("batch", {})
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write("{\n")
-        f.write(' "batch": ' + _indented(json.dumps(head["batch"], indent=1, sort_keys=True, default=str), 1) + ",\n")
-        rows = con.execute("SELECT name, state, entry FROM jobs ORDER BY name")
+        parts: list[str] = ["{\n", ' "batch": ']
+        _dump(meta.get("batch") or {}, 1, parts)
+        parts.append(",\n")
+        f.write("".join(parts))
         first = True
-        for name, state, text in rows:
-            body = json.dumps(_entry(state, text), indent=1, sort_keys=True, default=str)
-            f.write((' "jobs": {\n' if first else ",\n") + "  " + json.dumps(name) + ": " + _indented(body, 2))
+        for name, state, text in con.execute("SELECT name, state, entry FROM jobs ORDER BY name"):
+            parts = [' "jobs": {\n  ' if first else ",\n  ", _ESC(name), ": "]
+            _dump(_entry(state, text), 2, parts)
+            f.write("".join(parts))
             first = False
-        f.write(' "jobs": {},\n' if first else "\n },\n")
-        f.write(' "runs": ' + _indented(json.dumps(head["runs"] or [], indent=1, sort_keys=True, default=str), 1))
-        f.write(",\n" + ' "schema": ' + json.dumps(head["schema"]))
-        if head["updated"] is not None:
-            f.write(",\n" + ' "updated": ' + json.dumps(head["updated"]))
-        f.write("\n}")
+        parts = [' "jobs": {},\n' if first else "\n },\n", ' "runs": ']
+        _dump(meta.get("runs") or [], 1, parts)
+        parts += [",\n", ' "schema": ', json.dumps(meta.get("schema"))]
+        if meta.get("updated") is not None:
+            parts += [",\n", ' "updated": ', json.dumps(meta.get("updated"))]
+        parts.append("\n}")
+        f.write("".join(parts))
 
 
-def _indented(text: str, depth: int) -> str:
-    """``text`` (a JSON value dumped at depth 0) as nested ``depth`` levels deep (one space per level)."""
-    return text.replace("\n", "\n" + " " * depth)
+_ESC = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _dump(v: Any, depth: int, out: list[str]) -> None:
+    """Append the text of ``json.dumps(v, indent=1, sort_keys=True, default=str)`` nested ``depth`` levels deep."""
+    if isinstance(v, str):
+        out.append(_ESC(v))
+    elif v is None:
+        out.append("null")
+    elif v is True:
+        out.append("true")
+    elif v is False:
+        out.append("false")
+    elif isinstance(v, int):
+        out.append(int.__repr__(v))
+    elif isinstance(v, float):
+        out.append(json.dumps(v))
+    elif isinstance(v, dict | list | tuple):
+        if not v:
+            out.append("{}" if isinstance(v, dict) else "[]")
+            return
+        pad = "\n" + " " * (depth + 1)
+        out.append("{" if isinstance(v, dict) else "[")
+        if isinstance(v, dict):
+            for i, k in enumerate(sorted(v)):
+                out += [pad if i == 0 else "," + pad, _ESC(str(k)), ": "]
+                _dump(v[k], depth + 1, out)
+        else:
+            for i, x in enumerate(v):
+                out.append(pad if i == 0 else "," + pad)
+                _dump(x, depth + 1, out)
+        out.append("\n" + " " * depth + ("}" if isinstance(v, dict) else "]"))
+    else:
+        out.append(_ESC(str(v)))
 
 
 def _status(con: sqlite3.Connection, session_seq: int, start_time: float | None) -> dict[str, Any]:

@@ -278,6 +278,16 @@ class Manifest:
             return int(self._con.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
         return int(self._con.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0])
 
+    def brief(self) -> dict[str, tuple[str, str | None]]:
+        """Job folder -> (state, key) of every recorded job, in one query (what planning a run needs)."""
+        try:
+            rows = self._con.execute("SELECT name, state, json_extract(entry, '$.key') FROM jobs")
+            return {n: (s, k) for n, s, k in rows}
+        except sqlite3.OperationalError:  # an SQLite without its JSON functions
+            return {
+                n: (s, json.loads(e).get("key")) for n, s, e in self._con.execute("SELECT name, state, entry FROM jobs")
+            }
+
     def states(self) -> dict[str, str]:
         """Job folder -> state of every recorded job (names and states only)."""
         return dict(self._con.execute("SELECT name, state FROM jobs"))
