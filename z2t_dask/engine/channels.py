@@ -22,7 +22,7 @@ from z2t_dask.config.coercion import build
 from z2t_dask.engine.assembly import aberration_field, make_camera, make_psf_model, make_zmap
 from z2t_dask.engine.render import FramePlan, frames_array
 from z2t_dask.errors import ConfigError
-from z2t_dask.physics.channels import ChannelGeometry, ChannelTruth, SpeciesTable, affine_matrix
+from z2t_dask.physics.channels import ChannelGeometry, ChannelTruth, SpeciesTable, StoredSpecies, affine_matrix
 from z2t_dask.physics.random_streams import PURPOSE_CHANNEL_NOISE
 from z2t_dask.physics.truth import Truth
 
@@ -94,7 +94,12 @@ def channel_geometries(cfg: SimulationConfig) -> tuple[ChannelGeometry, ...]:
 
 
 def channel_truth(cfg: SimulationConfig, seed: int, base: Truth) -> ChannelTruth:
-    """The multi-channel truth of ``cfg`` over the reference truth ``base`` (species and ratios drawn per id)."""
+    """The multi-channel truth of ``cfg`` over the reference truth ``base``: species and ratios drawn per id
+    (:class:`~z2t_dask.physics.channels.SpeciesTable`), or those an in-memory truth's emitters carry (a file's)."""
+    part = getattr(base, "part", None)  # an in-memory truth (a file) may carry its species and ratios
+    stored = None if part is None else part.emitters.extra
+    if stored is not None and "ratio" in stored and "species" in stored:
+        return ChannelTruth(base, channel_geometries(cfg), StoredSpecies(stored["species"], stored["ratio"]))
     sp = cfg.emitters.species
     table = SpeciesTable(seed, [s.fraction for s in sp], [s.ratio for s in sp], [s.ratio_spread for s in sp])
     return ChannelTruth(base, channel_geometries(cfg), table)

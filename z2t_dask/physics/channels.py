@@ -49,6 +49,7 @@ __all__ = [
     "ChannelTruth",
     "ChannelView",
     "SpeciesTable",
+    "StoredSpecies",
     "affine_matrix",
     "apply_affine",
     "channel_columns",
@@ -204,6 +205,12 @@ class SpeciesTable:
             ratio[sel] = r[ids[sel] - b * SPECIES_BLOCK]
         return species, ratio
 
+    def token(self) -> str:
+        """A deterministic identifier of the draws (for dask keys)."""
+        from dask.base import tokenize
+
+        return tokenize(self.seed, self.fractions, self.means, self.spreads)
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_cache")
@@ -216,7 +223,7 @@ class SpeciesTable:
 
 def channel_columns(
     channels: Sequence[ChannelGeometry],
-    species: SpeciesTable,
+    species: SpeciesTable | StoredSpecies,
     em_ids: np.ndarray,
     rec_ids: np.ndarray,
     rec_phot: np.ndarray,
@@ -244,7 +251,35 @@ def channel_columns(
     )
 
 
-def _augment(part: TruthPart, channels: Sequence[ChannelGeometry], species: SpeciesTable) -> TruthPart:
+class StoredSpecies:
+    """Species and ratios given per emitter (e.g. read from a multi-channel ``emitters.h5``), by id.
+
+    Parameters
+    ----------
+    species : ndarray (N,) int
+        Species index of emitters ``0..N-1``.
+    ratio : ndarray (N, C) float
+        Photon split ratio of each emitter (rows sum to 1).
+    """
+
+    def __init__(self, species: np.ndarray, ratio: np.ndarray):
+        self.species = np.asarray(species, np.int16)
+        self.ratio = np.asarray(ratio, np.float32)
+        self.n_channels = int(self.ratio.shape[1])
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Species (n,) int16 and ratios (n, C) float32 of emitter ``ids`` (rows of the given arrays)."""
+        ids = np.asarray(ids, np.int64)
+        return self.species[ids], self.ratio[ids]
+
+    def token(self) -> str:
+        """A deterministic identifier of the arrays (for dask keys)."""
+        from dask.base import tokenize
+
+        return tokenize(self.species, self.ratio)
+
+
+def _augment(part: TruthPart, channels: Sequence[ChannelGeometry], species: SpeciesTable | StoredSpecies) -> TruthPart:
     """``part`` with the per-channel columns of :func:`channel_columns` in ``extra`` (base arrays shared)."""
     e, r = part.emitters, part.records
     em_cols, rec_cols = channel_columns(channels, species, e.id, r.id, r.phot, r.xyz)
@@ -267,7 +302,7 @@ class ChannelTruth(Truth):
     the reference one; :meth:`channel` gives what channel ``c`` renders.
     """
 
-    def __init__(self, base: Truth, channels: Sequence[ChannelGeometry], species: SpeciesTable):
+    def __init__(self, base: Truth, channels: Sequence[ChannelGeometry], species: SpeciesTable | StoredSpecies):
         self.base = base
         self.channels = tuple(channels)
         self.species = species
@@ -297,7 +332,7 @@ class ChannelTruth(Truth):
     def token(self) -> str:
         from dask.base import tokenize
 
-        return tokenize(self.base.token(), self.channels, vars(self.species).get("kappas"), self.species.means)
+        return tokenize(self.base.token(), self.channels, self.species.token())
 
     def channel(self, c: int, field: AberrationField) -> ChannelView:
         """What channel ``c`` renders, with its aberration ``field`` (over the channel's pixels)."""
@@ -320,7 +355,12 @@ class ChannelView(Truth):
     """
 
     def __init__(
-        self, base: Truth, index: int, geometry: ChannelGeometry, species: SpeciesTable, field: AberrationField
+        self,
+        base: Truth,
+        index: int,
+        geometry: ChannelGeometry,
+        species: SpeciesTable | StoredSpecies,
+        field: AberrationField,
     ):
         self.base = base
         self.index = int(index)
@@ -368,7 +408,7 @@ class ChannelView(Truth):
             self.base.token(),
             self.index,
             self.geometry,
-            self.species.means,
+            self.species.token(),
             f.describe(),
             f.offset_xy,
             f.scale,

@@ -27,6 +27,7 @@ __all__ = [
     "csv_channel_records",
     "frames_to_write",
     "split_channels",
+    "stored_species",
     "with_channel_columns",
 ]
 
@@ -87,6 +88,7 @@ def channel_sample(
     zmap_info: dict,
     chunk_frames: int | None,
     tile_size: int | None,
+    extra_attrs: dict | None = None,
 ) -> Sample:
     """The multi-channel sample of ``cfg`` over the reference truth ``base`` (lazy ``(T, C, Y, X)`` frames)."""
     truth = channel_truth(cfg, seed, base)
@@ -103,7 +105,7 @@ def channel_sample(
         truth=truth,
         frames=frames,
         zmap_info=zmap_info,
-        extra_attrs=channel_attrs(cfg),
+        extra_attrs={**(extra_attrs or {}), **channel_attrs(cfg)},
         plan=plans[0],
     )
 
@@ -169,6 +171,38 @@ def split_channels(chip: Any, attrs: dict[str, Any]) -> Any:
         ox, oy = int(c["crop_offset"][0]) - x0, int(c["crop_offset"][1]) - y0
         parts.append(chip[:, oy : oy + h, ox : ox + w])
     return da.stack(parts, axis=1)
+
+
+def stored_species(path: Any, cfg: SimulationConfig, em: dict[str, Any], table: Any) -> None:
+    """Put a multi-channel ``emitters.h5``'s ``emitters/species`` and ``emitters/ratio`` into ``table.extra``
+    (rendered as stored: :class:`~z2t_dask.physics.channels.StoredSpecies`); absent, they are drawn from the
+    seed as :func:`~z2t_dask.sample.simulate` draws them.
+
+    Raises
+    ------
+    FormatError
+        A ratio that is not (N, C) for the config's C channels, not finite, negative or not summing to 1
+        (tolerance 1e-4), or species outside the config's species (the message names the file and dataset).
+    """
+    from z2t_dask.errors import FormatError
+
+    if "ratio" not in em:
+        return
+    n, c = len(table), len(cfg.channels)
+    ratio = np.asarray(em["ratio"], np.float64)
+    if ratio.shape != (n, c) or not np.all(np.isfinite(ratio)):
+        raise FormatError(
+            f"{path}: emitters/ratio must be finite with shape ({n}, {c}) (C = channels), got {ratio.shape}"
+        )
+    if ratio.size and (ratio.min() < 0 or np.abs(ratio.sum(1) - 1).max() > 1e-4):
+        raise FormatError(f"{path}: emitters/ratio rows must be >= 0 and sum to 1 (each emitter's photon split)")
+    species = np.asarray(em.get("species", np.zeros(n)), np.int64)
+    if species.shape != (n,) or (n and (species.min() < 0 or species.max() >= len(cfg.emitters.species))):
+        raise FormatError(
+            f"{path}: emitters/species must be ({n},) indices into the {len(cfg.emitters.species)} species"
+        )
+    table.extra["species"] = species.astype(np.int16)
+    table.extra["ratio"] = ratio.astype(np.float32)
 
 
 def split_view_offset(cfg: SimulationConfig) -> tuple[int, int]:

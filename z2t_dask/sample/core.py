@@ -300,6 +300,11 @@ def sample_from_truth(
         phase=np.ascontiguousarray(phase, np.float32),
         mag=None if mag is None else np.ascontiguousarray(mag, np.float32),
     )
+    if cfg.channels:  # detection channels: (T, C, Y, X) frames (z2t_dask.sample.channels)
+        from z2t_dask.sample.channels import channel_sample
+
+        truth = InMemoryTruth(part, cfg.emitters.frames)
+        return channel_sample(cfg, seed, truth, zmap_info, chunk_frames, tile_size, extra_attrs)
     return _sample(cfg, seed, InMemoryTruth(part, cfg.emitters.frames), zmap_info, chunk_frames, extra_attrs, tile_size)
 
 

@@ -314,6 +314,10 @@ def load_sample_h5(
     records = Records(xyz=rec_xyz, phot=phot, frame_ix=frame_ix, id=rec_ids, inside=inside)
     table = EmitterTable(xyz=xyz, intensity=columns["intensity"], t0=columns["t0"], on_time=columns["on_time"], id=ids)
     cfg = _depth_and_dipoles(h5_path, cfg, int(seed), em, table, records, report)
+    if cfg.channels:  # a multi-channel file's species and ratios are rendered as stored
+        from z2t_dask.sample.channels import stored_species
+
+        stored_species(h5_path, cfg, em, table)
     zc = f.zernike_coeffs
     k = cfg.psf.n_modes
     declared = str(f.attrs.get("zernike_convention", "")) if f.attrs else ""

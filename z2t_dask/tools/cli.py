@@ -294,7 +294,8 @@ def _simulate(args: argparse.Namespace) -> int:
         out, format=entry.name, compression=args.compression, overwrite=args.overwrite, streaming=not args.no_streaming
     )  # MemoryBudgetError: exit 2
     dt = time.perf_counter() - t
-    T, H, W = sample.frames.shape
+    T, H, W = sample.frames.shape[0], sample.frames.shape[-2], sample.frames.shape[-1]
+    H = f"{sample.frames.shape[1]} channels {H}" if sample.frames.ndim == 4 else H  # (T, C, Y, X)
     print(
         f"wrote {out}/{entry.filename(name)} ({T} frames {H}x{W} {sample.frames.dtype}) and {out}/emitters.h5 "
         f"({sample.truth.n_emitters} emitters, {sample.truth.n_records} records) in {dt:.2f} s"
@@ -334,7 +335,8 @@ def _render(args: argparse.Namespace) -> int:
     check_output_room(sample.config, entry, args.compression, out, estimate)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_stack(sample, out, format=entry.name, compression=args.compression, streaming=not args.no_streaming)
-    T, H, W = sample.frames.shape
+    T, H, W = sample.frames.shape[0], sample.frames.shape[-2], sample.frames.shape[-1]
+    H = f"{sample.frames.shape[1]} channels {H}" if sample.frames.ndim == 4 else H  # (T, C, Y, X)
     print(f"wrote {out} ({T} frames {H}x{W} {sample.frames.dtype}) in {time.perf_counter() - t:.2f} s")
     return EXIT_OK
 

@@ -212,6 +212,10 @@ def _sample_title(name: str, shape: Sequence[int], dtype: Any, rec: Mapping[str,
 def preview_sample(sample: Any, path: str | os.PathLike, *, n_frames: int = 6, crop: int = 192, dpi: int = 90) -> Path:
     """PNG preview of a :class:`~z2t_dask.sample.Sample` (only the shown frames are rendered)."""
     frames = sample.frames
+    if frames.ndim == 4:  # several detection channels: side by side (z2t_dask.tools.preview_channels)
+        from z2t_dask.tools.preview_channels import preview_channel_sample
+
+        return preview_channel_sample(sample, path, n_frames=min(n_frames, 3), crop=crop, dpi=dpi)
     rec = _records(sample.records)
 
     def get(idx: list[int], rows: int, cols: int) -> np.ndarray:
@@ -240,6 +244,12 @@ def _preview_files(
     from z2t_dask.tools.results import open_stack
 
     frames = open_stack(stack)
+    if truth_h5 is not None:  # a multi-channel sample: channels side by side (z2t_dask.tools.preview_channels)
+        from z2t_dask.tools.preview_channels import channel_preview_files
+
+        shown = channel_preview_files(frames, truth_h5, name, path, n_frames, crop, dpi)
+        if shown is not None:
+            return shown
     t, h, w = (int(v) for v in frames.shape)
     seed = None
     if truth_h5 is None:

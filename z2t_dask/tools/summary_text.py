@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from z2t_dask.tools.summary_channels import channel_lines
+
 __all__ = ["format_summary", "optics_summary"]
 
 
@@ -115,7 +117,8 @@ def _sample_lines(info: Mapping[str, Any]) -> list[str]:
     out = []
     st = info.get("stack")
     if st:
-        t, h, w = st["shape"]
+        t, h, w = (st["shape"][i] for i in (0, -2, -1))
+        h = f"{st['shape'][1]} channels x {h}" if len(st["shape"]) == 4 else h  # (T, C, Y, X)
         out.append(
             f"  stack: {Path(st['path']).name} ({st['format']}), {t} frames of {h}x{w} px, {st['dtype']}, "
             f"{_size(st['bytes'])} on disk (raw {_size(st['raw_bytes'])}, x{st['compression_ratio']})"
@@ -133,6 +136,7 @@ def _sample_lines(info: Mapping[str, Any]) -> list[str]:
         )
         out.append(f"  emitters per frame: {_st(tr['emitters_per_frame'])}")
         out.append(f"  photons per record: {_st(tr['photons_per_record'])}")
+        out.extend(channel_lines(info))  # per-channel photons and ratio per species (multi-channel)
         if tr.get("z_um"):
             out.append(f"  z: {tr['z_um'][0]} .. {tr['z_um'][1]} um")
     if info.get("background_photons_per_px") is not None:
