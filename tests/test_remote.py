@@ -275,3 +275,23 @@ def test_batch_storage_options_must_be_a_mapping(tmp_path):
         load_batch_config(_batch_config("s3://b/x", storage_options="key=secret"))
     spec = load_batch_config(_batch_config("s3://b/x/", storage_options={"anon": False}))
     assert spec.output_dir == "s3://b/x" and spec.storage_options == {"anon": False}
+
+
+def test_prefetch_serves_markers_from_one_listing_until_a_write():
+    import fsspec
+
+    root = RemoteFolder("memory://z2t-mem/prefetch")
+    for i in range(3):
+        (root / f"job_{i}" / "z2t_job.json").write_json({"key": f"k{i}"})
+        (root / f"job_{i}" / "data.bin").write_bytes(b"x" * (i + 1))
+    assert root.prefetch(("z2t_job.json",)) == 3
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/z2t-mem/prefetch/job_1/z2t_job.json", b'{"key": "changed behind its back"}')
+    job = RemoteFolder(root / "job_1")  # planning wraps the folder again: it keeps the cache
+    assert (job / "z2t_job.json").read_json() == {"key": "k1"}  # from memory: no request
+    assert job.listing() == {"data.bin": 2, "z2t_job.json": len(json.dumps({"key": "k1"}, indent=1))}
+    with pytest.raises(FileNotFoundError):
+        (job / "absent.json").read_bytes()
+    (root / "job_2" / "z2t_job.json").unlink()  # any write through the folder drops the cache
+    assert (job / "z2t_job.json").read_json() == {"key": "changed behind its back"}
+    assert "z2t_job.json" not in (root / "job_2").listing()

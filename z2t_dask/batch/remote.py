@@ -226,6 +226,7 @@ def batch_places(
         return out, out, None
     out = state_folder(remote.url, state_dir)
     fetch_state(remote, out)
+    remote.prefetch((JOB_MARKER,))  # planning reads every job's marker and listing from memory
     log.info("batch output %s, state folder %s", remote.url, out)
     return out, remote, remote
 

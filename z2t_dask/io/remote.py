@@ -21,6 +21,7 @@ temporary folder and uploaded (OME-TIFF, HDF5, ``emitters.h5``).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -101,13 +102,17 @@ class RemoteFolder:
 
     def __init__(self, url: str | RemoteFolder, storage_options: Mapping[str, Any] | None = None):
         if isinstance(url, RemoteFolder):
-            storage_options = {**url.storage_options, **dict(storage_options or {})}
+            if not storage_options:  # the same folder: shares its file system and prefetched cache
+                self.__dict__.update(url.__dict__)
+                return
+            storage_options = {**url.storage_options, **dict(storage_options)}
             url = url.url
         if not is_url(url):
             raise RemoteStoreError(f"{url!r}: not a URL (expected <protocol>://...)")
         self.url = str(url).rstrip("/")
         self.storage_options: dict[str, Any] = {**env_storage_options(), **dict(storage_options or {})}
         self._fs: Any = None
+        self._cache: dict[str, Any] = {}  # shared with children: see prefetch()
         self._path = ""
 
     def __getstate__(self) -> dict[str, Any]:
@@ -135,6 +140,7 @@ class RemoteFolder:
         child = RemoteFolder.__new__(RemoteFolder)
         child.url, child.storage_options = f"{self.url}/{str(rel).strip('/')}", self.storage_options
         child._fs, child._path = self._fs, f"{self._path}/{str(rel).strip('/')}" if self._fs is not None else ""
+        child._cache = self._cache
         return child
 
     @property
@@ -200,8 +206,44 @@ class RemoteFolder:
         self.refresh()
         return bool(self.fs.isdir(self.path))
 
+    def prefetch(self, names: Container[str]) -> int:
+        """List the whole prefix once and fetch every object named in ``names`` concurrently (one
+        batched ``cat``): until the next write through this folder or a child, :meth:`listing` and
+        :meth:`read_bytes` of the folder and its children answer from memory (e.g. resuming a batch
+        of 10⁵ jobs on a store reads its job markers in a few requests, not 2 per job).
+
+        Returns the number of objects fetched.
+        """
+        listing = self.listing()
+        wanted = [self.path + "/" + rel for rel in listing if rel.rsplit("/", 1)[-1] in names]
+        blobs = self.fs.cat(wanted) if wanted else {}
+        self._cache.clear()
+        self._cache.update(
+            {
+                "root": self.path.rstrip("/") + "/",
+                "listing": listing,
+                "keys": sorted(listing),
+                "blobs": {_norm(k): v for k, v in blobs.items()},
+            }
+        )
+        return len(blobs)
+
+    def _cached(self) -> tuple[str, dict] | None:
+        """This folder's path relative to a prefetched ancestor, and that ancestor's cache."""
+        cache = self._cache
+        if not cache or not (self.path + "/").startswith(cache["root"]):
+            return None
+        return self.path[len(cache["root"]) :], cache
+
     def read_bytes(self) -> bytes:
         """The object's bytes (FileNotFoundError when absent)."""
+        hit = self._cached()
+        if hit is not None:
+            rel, cache = hit
+            if rel not in cache["listing"]:  # the prefetched listing holds every object of the prefix
+                raise FileNotFoundError(self.url)
+            if _norm(self.path) in cache["blobs"]:
+                return bytes(cache["blobs"][_norm(self.path)])
         return bytes(self.fs.cat_file(self.path))
 
     def read_text(self, encoding: str = "utf-8") -> str:
@@ -223,6 +265,7 @@ class RemoteFolder:
 
     def write_bytes(self, data: bytes) -> None:
         """Write the object whole: one PUT on an object store; temporary + rename on a local disk."""
+        self._cache.clear()
         fs, path = self.fs, self.path
         if self.is_local:
             parent = path.rsplit("/", 1)[0]
@@ -242,6 +285,7 @@ class RemoteFolder:
 
     def unlink(self, missing_ok: bool = False) -> None:
         """Remove the object (FileNotFoundError when absent, unless ``missing_ok``)."""
+        self._cache.clear()
         try:
             self.fs.rm_file(self.path)
         except FileNotFoundError:
@@ -254,6 +298,7 @@ class RemoteFolder:
 
         Returns the number of objects removed.
         """
+        self._cache.clear()
         doomed = [self.path + "/" + rel for rel in self.listing() if rel.split("/", 1)[0] not in keep]
         if doomed:
             self.fs.rm(doomed)
@@ -263,7 +308,16 @@ class RemoteFolder:
         return len(doomed)
 
     def listing(self) -> dict[str, int]:
-        """``{relative key: bytes}`` of every object under the prefix (fresh, not a cached listing)."""
+        """``{relative key: bytes}`` of every object under the prefix (fresh, unless prefetched: :meth:`prefetch`)."""
+        hit = self._cached()
+        if hit is not None:
+            rel, cache = hit
+            start, keys, out = rel + "/" if rel else "", cache["keys"], {}
+            for i in range(bisect.bisect_left(keys, start), len(keys)):  # the keys under start: one range
+                if not keys[i].startswith(start):
+                    break
+                out[keys[i][len(start) :]] = cache["listing"][keys[i]]
+            return out
         self.refresh()
         try:
             found = self.fs.find(self.path, detail=True)
@@ -309,6 +363,11 @@ class RemoteFolder:
         finally:
             tmp.unlink(missing_ok=True)
         return final
+
+
+def _norm(path: str) -> str:
+    """A path as fsspec keys it, without a leading ``/`` (memory:// lists ``/b/k``, s3 ``b/k``)."""
+    return path.lstrip("/")
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
