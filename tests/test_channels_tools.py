@@ -87,3 +87,53 @@ def test_preview_shows_channels_side_by_side(folder, tmp_path):
     assert img.shape[1] > img.shape[0] * 0.4 and img.shape[0] > 400  # 3 frame rows + histograms, 2 columns
     s = z2t.simulate(doc(), seed=2)
     assert s.preview(tmp_path / "q.png").is_file()
+
+
+# ---- batch: grid variables address a channel or species by name ------------------------------------
+
+
+def batch_doc(out) -> dict:
+    return {
+        "base_output_dir": str(out),
+        "seed": 1,
+        "base_config": doc(),
+        "variables": {"channels.red.transform.shift_px": [[0, 0], [3, 1]], "emitters.species.A.ratio": [[0.2, 0.8]]},
+    }
+
+
+def test_batch_grid_varies_channel_and_species_keys_by_name(tmp_path):
+    from z2t_dask.batch.spec import expand_jobs, load_batch_config
+    from z2t_dask.errors import BatchConfigError
+
+    jobs = expand_jobs(load_batch_config(batch_doc(tmp_path)))
+    assert [j.config["channels"][1]["transform"]["shift_px"] for j in jobs] == [[0, 0], [3, 1]]
+    assert all(j.config["emitters"]["species"][0]["ratio"] == [0.2, 0.8] for j in jobs)
+    assert all(j.config["channels"][0]["transform"]["shift_px"] == [0, 0] for j in jobs)  # the other untouched
+    bad = batch_doc(tmp_path)
+    bad["variables"] = {"channels.blue.efficiency": [0.5]}
+    with pytest.raises(BatchConfigError) as err:
+        expand_jobs(load_batch_config(bad))
+    assert "channels.blue.efficiency" in str(err.value) and "green, red" in str(err.value)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_batch_runs_two_colour_jobs(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from z2t_dask.batch import run_batch
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        res = run_batch(batch_doc(tmp_path / "out"), client, progress=False)
+    assert res.exit_code == 0, res.summary()
+    folders = sorted(p.parent for p in (tmp_path / "out").rglob("emitters.h5"))
+    assert len(folders) == 2
+    xy = []
+    for f in folders:
+        s = z2t.open_sample(f)
+        assert s.frames.shape == (6, 2, 20, 24)
+        xy.append(s.records["xy_ch"][:, 1] - s.records["xyz"][:, :2])
+    assert sorted(np.round(np.median(d, axis=0), 3).tolist() for d in xy) == [[0.0, 0.0], [3.0, 1.0]]

@@ -109,21 +109,41 @@ class Job:
         return dataclasses.asdict(self)
 
 
+def _named(items: list, name: str, dotted: str) -> dict:
+    """The element called ``name`` of a list of mappings: ``channels.<name>.<key>``, ``emitters.species.<name>...``
+    address a channel or species by its ``name`` (issue 13); BatchConfigError naming the key when there is none."""
+    for item in items:
+        if isinstance(item, dict) and item.get("name") == name:
+            return item
+    known = ", ".join(str(i.get("name")) for i in items if isinstance(i, dict))
+    raise BatchConfigError([(dotted, f"no element named {name!r} to vary (names: {known or 'none'})")])
+
+
 def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     cur = d
     for p in parts[:-1]:
+        if isinstance(cur, list):  # a channel or species by name
+            cur = _named(cur, p, dotted)
+            continue
         nxt = cur.get(p)
-        if not isinstance(nxt, dict):
+        if not isinstance(nxt, (dict, list)):
             nxt = {}
             cur[p] = nxt
         cur = nxt
+    if isinstance(cur, list):
+        raise BatchConfigError([(dotted, "vary a key of a channel or species (e.g. channels.<name>.efficiency)")])
     cur[parts[-1]] = copy.deepcopy(value)
 
 
 def _get_dotted(d: Mapping, dotted: str, default: Any = None) -> Any:
     cur: Any = d
     for p in dotted.split("."):
+        if isinstance(cur, list):  # a channel or species by name
+            cur = next((i for i in cur if isinstance(i, Mapping) and i.get("name") == p), None)
+            if cur is None:
+                return default
+            continue
         if not isinstance(cur, Mapping) or p not in cur:
             return default
         cur = cur[p]
