@@ -121,7 +121,8 @@ def kill_test(n: int, kills: int, workers: int, root: Path, seed: int = 0) -> di
     cfgp.write_text(json.dumps(tiny_batch(out, n)))
     z2t = os.path.join(os.path.dirname(sys.executable), "z2t")
     cmd = [z2t, "batch", "--config", str(cfgp), "--max-workers", str(workers), "--no-progress"]
-    done_at_kill, marker_times = [], {}
+    done_at_kill: list[int] = []
+    marker_times: dict[str, int] = {}
     for _ in range(kills):
         proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = rng.uniform(0.05, 0.6) * n  # kill once this many jobs are recorded done

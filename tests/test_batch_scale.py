@@ -110,7 +110,7 @@ def _eager_reference(spec) -> list[dict]:
     points = list(itertools.product(*[v for _, v in spec.grid])) if spec.grid else [()]
     samples = list(range(1, spec.num_samples + 1)) if spec.num_samples else [0]
     base_roi = _get_dotted(spec.base_config, "tiff.roi_size")
-    jobs = []
+    jobs: list[dict] = []
     for gi, point in enumerate(points):
         grid_name = (
             f"job_{gi:04d}_" + "_".join(f"{k.split('.')[-1]}_{_fmt_value(v)}" for k, v in zip(keys, point))
@@ -171,9 +171,14 @@ def test_jobs_made_on_demand_equal_every_job_resolved_on_its_own(tmp_path, batch
 
     spec = load_batch_config({"base_output_dir": str(tmp_path), "seed": 2, "base_config": copy.deepcopy(TINY), **batch})
     reference = _eager_reference(spec)
-    calls = []
+    calls: list[dict] = []
     real = grid.load_config
-    monkeypatch.setattr(grid, "load_config", lambda cfg: calls.append(1) or real(cfg))
+
+    def counted(cfg):
+        calls.append(cfg)
+        return real(cfg)
+
+    monkeypatch.setattr(grid, "load_config", counted)
     lazy = BatchJobs(spec)
     jobs = [j.to_dict() for j in lazy]
     n_calls = len(calls)

@@ -415,60 +415,9 @@ def _summarize_stack(p: Path) -> dict[str, Any]:
 
 
 def _summarize_batch(p: Path) -> dict[str, Any]:
-    from z2t_dask.batch.folders import folder_sizes
-    from z2t_dask.batch.manifest import has_manifest, ordered_jobs, read_manifest, read_status
+    from z2t_dask.batch.folders import batch_summary
 
-    info: dict[str, Any] = {"kind": "batch", "path": str(p)}
-    jobs: dict[str, dict] = {}
-    sizes = folder_sizes(p)  # one walk of the batch folder, not one per job
-    if has_manifest(p):  # the store (the live state) or, in a folder without one, manifest.json
-        try:
-            m = read_manifest(p)
-        except FormatError as exc:
-            raise InspectError(str(exc)) from None
-        info["batch"] = m.get("batch", {})
-        info["runs"] = len(m.get("runs", []))
-        for name, j in ordered_jobs(m):
-            err = (j.get("error") or "").strip().splitlines()
-            jobs[name] = {
-                "state": j.get("state"),
-                "attempts": j.get("attempts"),
-                "seconds": j.get("seconds"),
-                "seed": j.get("seed"),
-                "key": j.get("key"),
-                "params": j.get("params"),
-                "frames": j.get("frames"),
-                "records": j.get("records"),
-                "error": err[-1] if err else None,
-                "folder_exists": name in sizes,
-                "bytes": sizes.get(name, 0),
-            }
-    else:  # the original tool's batch_status.json
-        try:
-            st = read_status(p)
-        except FormatError as exc:
-            raise InspectError(str(exc)) from None
-        info["note"] = "no manifest.json: the original tool's batch_status.json"
-        for name in sorted(set(st.get("completed_jobs", []))):
-            jobs[name] = {"state": "done", "folder_exists": (p / name).is_dir()}
-        for f in st.get("failed_jobs", []):
-            jobs.setdefault(
-                f.get("job_id"),
-                {"state": "failed", "error": f.get("error"), "folder_exists": (p / str(f.get("job_id"))).is_dir()},
-            )
-    counts: dict[str, int] = {}
-    for j in jobs.values():
-        counts[j["state"]] = counts.get(j["state"], 0) + 1
-    info.update(
-        {
-            "jobs_total": len(jobs),
-            "states": counts,
-            "jobs": jobs,
-            "bytes": sizes.get("", 0),
-            "package_version": _package_version(),
-        }
-    )
-    return info
+    return {**batch_summary(p), "package_version": _package_version()}
 
 
 def summarize(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:

@@ -205,7 +205,7 @@ def _write_json_export(con: sqlite3.Connection, path: Path, meta: Mapping[str, A
         f.write("".join(parts))
 
 
-_ESC = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_ESC = json.encoder.encode_basestring_ascii
 
 
 def _dump(v: Any, depth: int, out: list[str]) -> None:

@@ -62,7 +62,7 @@ class _JobsView(MutableMapping[str, dict]):
     def __len__(self) -> int:
         return self._m.count()
 
-    def items(self):  # type: ignore[override]  # one query, not one per job
+    def items(self):  # one query, not one per job
         return list(self._m.entries())
 
 
