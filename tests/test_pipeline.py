@@ -193,10 +193,12 @@ def test_console_script_runs(tmp_path):
 
 def test_original_emitters_render_consistent_with_the_original_tiff(original):
     # the same records through our physics (noise-free) vs the original's noisy float TIFF:
-    # per-frame collected photons must agree (background 100 photons/px in the original)
+    # per-frame collected photons must agree (background 100 photons/px in the original); the original's
+    # PSF is a scalar pupil model, so ours is the scalar one here (the vectorial PSF spreads ~5 % more
+    # light beyond the patches of these edge-heavy 40x40 frames)
     cfg = z2t.load_config(
         original("batch_config_100samples_40.json"),
-        overrides={"camera": {"model": "none"}, "background": {"photons": 0.0}},
+        overrides={"camera": {"model": "none"}, "background": {"photons": 0.0}, "psf": {"vectorial": False}},
     )
     ours = z2t.render_emitters(original("emitters_40.h5"), cfg).compute().sum(axis=(1, 2))
     theirs = tifffile.imread(original("simulation_40.ome.tiff")).astype(np.float64).sum(axis=(1, 2)) - 100 * 40 * 40

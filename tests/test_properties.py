@@ -119,6 +119,12 @@ GEOMETRY = {
     *("tiff.roi_size", "tiff.roi_width", "tiff.roi_height", "tiff.crop_offset", "zernike.crop_offset"),
     *("zernike.crop_size", "zernike.synthetic_shape", "camera.chip_height", "camera.chip_width"),
 }
+#: Issue 12 keys with rules across sections (indices > NA, focus depth >= z range, fixed dipoles need the
+#: vectorial model, dipole angles need fixed dipoles): drawn by _draw_psf_optics.
+PSF_OPTICS = {
+    *(f"optical.{k}" for k in ("n_immersion_design", "n_coverslip", "n_coverslip_design", "focus_depth_um")),
+    *("psf.vectorial", "emitters.dipole", "emitters.dipole_polar_deg", "emitters.dipole_azimuth_deg"),
+}
 #: Leaves drawn by dedicated code below (rules across sections, or no generic type).
 SPECIAL = {
     *GEOMETRY,
@@ -128,6 +134,7 @@ SPECIAL = {
     *("camera.model", "tiff.add_noise", "tiff.filename", "emitters.area_px"),
     *("camera.scmos_offset", "camera.scmos_variance", "camera.scmos_gain", "provenance", "zmap_path"),
     "output.exports",
+    *PSF_OPTICS,
 }
 #: Upper ends of valid draws where the schema has none (keeps samples plausible; the schema allows more).
 INT_CAP = {
@@ -347,6 +354,28 @@ def _draw_optics(draw: Any, ov: dict[str, Any], expect: dict[str, Any]) -> None:
         _put(ov, "optical.use_default_config", use_default)
 
 
+def _draw_psf_optics(draw: Any, ov: dict[str, Any], expect: dict[str, Any]) -> None:
+    """The PSF_OPTICS keys (each maybe unset), every rule across sections kept (after the NA and z range)."""
+    values: dict[str, Any] = {}
+    na = _effective(ov, "optical.NA")
+    for key in ("n_immersion_design", "n_coverslip", "n_coverslip_design"):
+        values[f"optical.{key}"] = st.none() | st.floats(max(1.0, na + 1e-3), na + 2.0, **FINITE)
+    z_range = _effective(ov, "emitters.z_range_um")
+    values["optical.focus_depth_um"] = st.none() | st.floats(z_range, z_range + 1e3, **FINITE)
+    vectorial = draw(st.sampled_from(["unset", True, False]))
+    dipole = draw(st.sampled_from(["unset", "isotropic"] if vectorial is False else ["unset", "isotropic", "fixed"]))
+    for path, value in (("psf.vectorial", vectorial), ("emitters.dipole", dipole)):
+        if value != "unset":
+            expect[path] = value
+            _put(ov, path, value)
+    if dipole == "fixed":
+        values["emitters.dipole_polar_deg"] = st.none() | st.floats(0, 90, **FINITE)
+        values["emitters.dipole_azimuth_deg"] = st.none() | st.floats(0, 360, **FINITE)
+    for path in draw(st.lists(st.sampled_from(sorted(values)), unique=True)):
+        expect[path] = draw(values[path])
+        _put(ov, path, expect[path])
+
+
 @st.composite
 def valid_documents(draw: Any) -> Valid:
     """Random keys over the built-in default, each a valid value, every rule across sections kept."""
@@ -357,6 +386,7 @@ def valid_documents(draw: Any) -> Valid:
         _put(ov, path, expect[path])
     image_shape, offset = _draw_geometry(draw, ov)
     _draw_optics(draw, ov, expect)
+    _draw_psf_optics(draw, ov, expect)
     extra: dict[str, st.SearchStrategy[Any]] = {
         "psf.patch_size": st.integers(1, 60).map(lambda k: 2 * k + 1),
         "psf.fast_subpixel": st.integers(1, 32).map(lambda k: 2 * k),
@@ -651,6 +681,8 @@ def rule_violations(draw: Any) -> Invalid:
         _put(ov, "optical.n_immersion", n_imm)
         _put(ov, "optical.NA", n_imm + draw(st.sampled_from([0.0, 1e-9, 0.3])))
         _put(ov, "optical.use_default_config", False)
+        for key in ("n_immersion_design", "n_coverslip", "n_coverslip_design"):  # their own rule vs NA: unset
+            _put(ov, f"optical.{key}", None)
         return Invalid(ov, "optical.NA")
     if rule == "explicit_optics_with_defaults":
         key = draw(st.sampled_from(["wavelength_nm", "pixel_size_nm_x", "pixel_size_nm_y", "n_medium"]))

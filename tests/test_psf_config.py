@@ -288,13 +288,16 @@ def test_emitters_below_the_coverslip_in_a_file_are_refused_naming_it(tmp_path, 
 
 def test_inspect_names_the_model_indices_and_focus_depth(tmp_path) -> None:
     from z2t_dask.tools.summary import format_summary, summarize
+    from z2t_dask.tools.summary_text import optics_summary
 
     over = {"emitters": {"dipole": "fixed"}, "optical": {"use_default_config": False, "n_medium": 1.33}}
     folder = z2t.simulate(load_config(small_config(), overrides=over), seed=2).save(tmp_path / "v")
     info = summarize(folder)
-    assert info["optics"]["model"] == "vectorial" and info["optics"]["dipole"] == "fixed"
-    assert info["optics"]["n_medium"] == 1.33 and info["optics"]["n_coverslip_design"] == 1.518
-    assert info["optics"]["focus_depth_um"] == 0.5 and info["optics"]["focus_auto"] is True
+    optics = info["optics"]
+    assert optics == optics_summary(info["config"], None)  # the resolved focus depth is in the config's too
+    assert optics["model"] == "vectorial" and optics["dipole"] == "fixed"
+    assert optics["n_medium"] == 1.33 and optics["n_coverslip_design"] == 1.518
+    assert optics["focus_depth_um"] == 0.5 and optics["focus_auto"] is True
     text = format_summary(info)
     assert "PSF: vectorial model, fixed dipoles" in text and "medium 1.33, coverslip 1.518" in text
     assert "focal plane 0.5 um above the coverslip (auto" in text

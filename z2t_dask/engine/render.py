@@ -164,14 +164,13 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     psfs = np.empty((uniq.size, ps, ps), np.float32)
     for b0 in range(0, uniq.size, plan.psf_batch):
         sl = slice(b0, b0 + plan.psf_batch)
-        kw = {} if dip is None else {"dipole": dip[sl]}
         psfs[sl] = plan.psf.compute(
             win.em_phase[uniq[sl]],
             em_xyz[uniq[sl], 2],
             d[sl, 0],
             d[sl, 1],
             None if win.em_mag is None else win.em_mag[uniq[sl]],
-            **kw,
+            dipole=None if dip is None else dip[sl],
         )
     return _SignalPrep(
         region=region,

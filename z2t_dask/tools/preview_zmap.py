@@ -67,7 +67,9 @@ def _model_name(cfg: Any) -> str:
     return "vectorial" if cfg.psf.vectorial else "scalar"
 
 
-def focus_series(zmap: Any, cfg: Any, z_um: Sequence[float], *, compare_scalar: bool = False) -> dict[str, np.ndarray]:
+def focus_series(
+    zmap: Any, cfg: Any, z_um: Sequence[float] | np.ndarray, *, compare_scalar: bool = False
+) -> dict[str, np.ndarray]:
     """PSFs through focus at the centre of a Zmap: ``{model name: (n, p, p) float32}``.
 
     Parameters

@@ -113,6 +113,75 @@ def _optics_lines(opt: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def optics_summary(cfg: Mapping[str, Any] | None, psf: Any = None) -> dict[str, Any] | None:
+    """The PSF model and optics of a stored config (and its PSF description), design values resolved.
+
+    Parameters
+    ----------
+    cfg
+        The config a sample stores (plain data), or None (then None is returned).
+    psf
+        The stored PSF description (``describe()`` of the model: the resolved focus depth), if any.
+
+    Returns
+    -------
+    dict or None
+        ``model`` ("vectorial" / "scalar"; configs written before the vectorial model are scalar),
+        ``dipole`` ("isotropic" / "fixed"), ``mode``, ``otf_sigma_nm``, ``NA``, ``wavelength_nm``,
+        the indices ``n_medium``, ``n_coverslip``, ``n_coverslip_design``, ``n_immersion``,
+        ``n_immersion_design``, thicknesses ``coverslip_um``, ``coverslip_design_um``,
+        ``working_distance_um`` (µm), ``focus_depth_um`` (µm above the coverslip, resolved) and
+        ``focus_auto`` (whether ``optical.focus_depth_um`` was null).
+    """
+    if not isinstance(cfg, Mapping):
+        return None
+    o, p, e = cfg.get("optical") or {}, cfg.get("psf") or {}, cfg.get("emitters") or {}
+    d = psf if isinstance(psf, Mapping) else {}
+    d = d.get("exact", d) if d.get("mode") == "fast" and isinstance(d.get("exact"), Mapping) else d
+
+    def pick(key: str, default: Any) -> Any:
+        return default if o.get(key) is None else o.get(key)
+
+    n_imm = o.get("n_immersion")
+    n_cov = pick("n_coverslip", n_imm)
+    focus = d.get("focus_depth_um")
+    if focus is None:
+        focus = pick("focus_depth_um", e.get("z_range_um"))
+    return {
+        "model": "vectorial" if p.get("vectorial", False) else "scalar",
+        "dipole": e.get("dipole", "isotropic"),
+        "mode": p.get("mode"),
+        "otf_sigma_nm": p.get("otf_sigma_nm", 0.0),
+        "NA": o.get("NA"),
+        "wavelength_nm": o.get("wavelength_nm"),
+        "n_medium": o.get("n_medium"),
+        "n_coverslip": n_cov,
+        "n_coverslip_design": pick("n_coverslip_design", n_cov),
+        "n_immersion": n_imm,
+        "n_immersion_design": pick("n_immersion_design", n_imm),
+        "coverslip_um": o.get("coverslip_um", 170.0),
+        "coverslip_design_um": pick("coverslip_design_um", o.get("coverslip_um", 170.0)),
+        "working_distance_um": o.get("working_distance_um", 150.0),
+        "focus_depth_um": focus,
+        "focus_auto": o.get("focus_depth_um") is None,
+    }
+
+
+def _optics_lines(opt: Mapping[str, Any]) -> list[str]:
+    dipole = "fixed dipoles" if opt["dipole"] == "fixed" else "isotropic (freely rotating) emitters"
+    blur = f", OTF blur {opt['otf_sigma_nm']:g} nm" if opt.get("otf_sigma_nm") else ""
+    return [
+        f"  PSF: {opt['model']} model, {dipole}, {opt['mode']} mode{blur}; NA {opt['NA']}, "
+        f"{opt['wavelength_nm']} nm",
+        f"  indices: medium {opt['n_medium']}, coverslip {opt['n_coverslip']} (design {opt['n_coverslip_design']}), "
+        f"immersion {opt['n_immersion']} (design {opt['n_immersion_design']}); coverslip {opt['coverslip_um']} um "
+        f"(design {opt['coverslip_design_um']}), working distance {opt['working_distance_um']} um",
+        f"  focal plane {opt['focus_depth_um']} um above the coverslip"
+        + (" (auto: emitters.z_range_um)" if opt.get("focus_auto") else "")
+        + "; emitter depth = focal plane + z",
+    ]
+
+
 def _sample_lines(info: Mapping[str, Any]) -> list[str]:
     out = []
     st = info.get("stack")
@@ -150,8 +219,9 @@ def _sample_lines(info: Mapping[str, Any]) -> list[str]:
         )
     if info.get("config"):
         out.extend(_config_lines(info["config"]))
-    if info.get("optics"):
-        out.extend(_optics_lines(info["optics"]))
+    optics = info.get("optics") or optics_summary(info.get("config"))  # PSF model, indices, focus depth
+    if optics:
+        out.extend(_optics_lines(optics))
     if info.get("z2t_version") is not None:
         out.append(
             f"  seed: {info.get('seed')}, written by z2t-dask {info.get('z2t_version')} "
