@@ -295,3 +295,18 @@ def test_prefetch_serves_markers_from_one_listing_until_a_write():
     (root / "job_2" / "z2t_job.json").unlink()  # any write through the folder drops the cache
     assert (job / "z2t_job.json").read_json() == {"key": "changed behind its back"}
     assert "z2t_job.json" not in (root / "job_2").listing()
+
+
+def test_unreachable_store_is_a_remote_store_error_naming_the_url(tmp_path):
+    pytest.importorskip("s3fs", reason="s3fs is in the [remote] and [test] extras")
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+        "key": "k",
+        "secret": "s",
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+    }
+    with pytest.raises(RemoteStoreError, match="s3://nowhere/run/sample_001: .*Connect"):
+        z2t.simulate(tiny_config(), seed=1).save("s3://nowhere/run/sample_001", storage_options=options)
+    cfg = _batch_config("s3://nowhere/batch", storage_options=options)
+    with pytest.raises(RemoteStoreError, match="s3://nowhere/batch"):
+        run_batch(cfg, progress=False, state_dir=tmp_path / "state")

@@ -31,7 +31,7 @@ from typing import Any
 
 from z2t_dask.batch.spec import Job
 from z2t_dask.errors import FormatError, OutputFolderError
-from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, cache_root, check_remote_files, is_url
+from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, cache_root, check_remote_files, is_url, store_errors
 
 __all__ = [
     "MIRRORED",
@@ -225,8 +225,9 @@ def batch_places(
         out = Path(os.path.abspath(output_dir))
         return out, out, None
     out = state_folder(remote.url, state_dir)
-    fetch_state(remote, out)
-    remote.prefetch((JOB_MARKER,))  # planning reads every job's marker and listing from memory
+    with store_errors(remote.url):  # no bucket, no credentials, no endpoint: refused before anything runs
+        fetch_state(remote, out)
+        remote.prefetch((JOB_MARKER,))  # planning reads every job's marker and listing from memory
     log.info("batch output %s, state folder %s", remote.url, out)
     return out, remote, remote
 

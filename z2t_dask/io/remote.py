@@ -22,6 +22,7 @@ temporary folder and uploaded (OME-TIFF, HDF5, ``emitters.h5``).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ from collections.abc import Container, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from z2t_dask.errors import FormatError, RemoteStoreError
+from z2t_dask.errors import FormatError, RemoteStoreError, Z2TError
 
 __all__ = [
     "SAMPLE_MARKER",
@@ -44,6 +45,7 @@ __all__ = [
     "local_copy",
     "resolve_output",
     "staging_dir",
+    "store_errors",
 ]
 
 #: The marker of a complete sample folder on a store (written last): its files, sizes and sha256.
@@ -64,6 +66,25 @@ def resolve_output(path: str | os.PathLike) -> str | Path:
     if is_url(path):
         return str(path).rstrip("/")
     return Path(os.path.abspath(path))
+
+
+#: Modules whose exceptions are failures of a store (credentials, network, bucket), not bugs of ours.
+_STORE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "adlfs", "azure", "fsspec")
+
+
+@contextlib.contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """Turn a store's failure (no bucket, no credentials, unreachable endpoint, permission) into a
+    :class:`RemoteStoreError` naming ``url``; errors of ours and messages already naming it pass."""
+    try:
+        yield
+    except (Z2TError, FileExistsError):
+        raise
+    except Exception as exc:
+        store = isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _STORE_MODULES
+        if not store or url in str(exc):
+            raise
+        raise RemoteStoreError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
 
 def env_storage_options() -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from z2t_dask import __version__
-from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, staging_dir
+from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, staging_dir, store_errors
 
 if TYPE_CHECKING:
     from z2t_dask.sample.core import Sample
@@ -71,12 +71,27 @@ def save_to_url(
         The URL's file system is not installed or the URL is unusable.
     """
     from z2t_dask.io.formats import get_format
-    from z2t_dask.sample.exports import write_exports
-    from z2t_dask.sample.writing import write_ground_truth, write_stack
 
     entry = get_format(format or sample.config.output.format, "format")
     entry.check_compression(compression)
     folder = RemoteFolder(url, storage_options)
+    with store_errors(folder.url):
+        return _save(sample, folder, entry, compression, overwrite, scheduler, prefetch, streaming)
+
+
+def _save(
+    sample: Sample,
+    folder: RemoteFolder,
+    entry: Any,
+    compression: str | None,
+    overwrite: bool,
+    scheduler: Any,
+    prefetch: int,
+    streaming: bool,
+) -> str:
+    from z2t_dask.sample.exports import write_exports
+    from z2t_dask.sample.writing import write_ground_truth, write_stack
+
     marker = folder / SAMPLE_MARKER
     if marker.exists():
         if not overwrite:

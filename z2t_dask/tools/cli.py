@@ -277,11 +277,12 @@ def _simulate(args: argparse.Namespace) -> int:
     entry.check_compression(args.compression, key="--compression")  # FormatError: exit 2
     seed = args.seed if args.seed is not None else (cfg.emitters.seed if cfg.emitters.seed is not None else 0)
     name = args.name or f"sample_{seed:03d}"
-    from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, is_url
+    from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, is_url, store_errors
 
     remote = is_url(args.output_dir)  # a store (s3://, gs://, memory://, file://): passed as is
     out: Any = f"{str(args.output_dir).rstrip('/')}/{name}" if remote else Path(args.output_dir) / name
-    exists = (RemoteFolder(out) / SAMPLE_MARKER).exists() if remote else out.exists()
+    with store_errors(str(out)):  # no bucket, credentials or endpoint: exit 2 naming the URL
+        exists = (RemoteFolder(out) / SAMPLE_MARKER).exists() if remote else out.exists()
     if exists and not args.overwrite:
         print(f"z2t simulate: {out} exists; use --overwrite or another --name/--seed", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from z2t_dask.errors import FormatError, InspectError, RemoteStoreError
-from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, check_remote_files, is_url, local_copy
+from z2t_dask.io.remote import SAMPLE_MARKER, RemoteFolder, check_remote_files, is_url, local_copy, store_errors
 from z2t_dask.tools.results import SampleFolder, open_sample, stack_format
 
 __all__ = ["RemoteSampleFolder", "is_url", "open_remote_sample", "summarize_url"]
@@ -84,6 +84,11 @@ def open_remote_sample(url: str | RemoteFolder, storage_options: Mapping[str, An
         marker, or the URL's file system is not installed.
     """
     folder = RemoteFolder(url, storage_options)
+    with store_errors(folder.url):
+        return _open(folder)
+
+
+def _open(folder: RemoteFolder) -> SampleFolder:
     marker = _marker(folder)
     raw = marker.get("files")
     files: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
@@ -121,6 +126,11 @@ def summarize_url(url: str, *, verify: bool = False, storage_options: Mapping[st
         Neither a complete sample folder nor a batch.
     """
     folder = RemoteFolder(url, storage_options)
+    with store_errors(folder.url):
+        return _summarize(folder, verify)
+
+
+def _summarize(folder: RemoteFolder, verify: bool) -> dict:
     if (folder / SAMPLE_MARKER).exists() or (folder / _JOB_MARKER).exists():
         return _summarize_remote_sample(folder, verify)
     if (folder / "manifest.json").exists():
