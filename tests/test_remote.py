@@ -291,7 +291,9 @@ def test_prefetch_serves_markers_from_one_listing_until_a_write():
     assert (job / "z2t_job.json").read_json() == {"key": "k1"}  # from memory: no request
     assert job.listing() == {"data.bin": 2, "z2t_job.json": len(json.dumps({"key": "k1"}, indent=1))}
     with pytest.raises(FileNotFoundError):
-        (job / "absent.json").read_bytes()
+        (root / "job_9" / "z2t_job.json").read_bytes()  # a prefetched name not listed: absent, no request
+    fs.pipe_file("/z2t-mem/prefetch/job_1/counter", b"2")
+    assert (job / "counter").read_text() == "2"  # names not prefetched are read fresh
     (root / "job_2" / "z2t_job.json").unlink()  # any write through the folder drops the cache
     assert (job / "z2t_job.json").read_json() == {"key": "changed behind its back"}
     assert "z2t_job.json" not in (root / "job_2").listing()

@@ -227,7 +227,7 @@ class RemoteFolder:
         self.refresh()
         return bool(self.fs.isdir(self.path))
 
-    def prefetch(self, names: Container[str]) -> int:
+    def prefetch(self, names: tuple[str, ...]) -> int:
         """List the whole prefix once and fetch every object named in ``names`` concurrently (one
         batched ``cat``): until the next write through this folder or a child, :meth:`listing` and
         :meth:`read_bytes` of the folder and its children answer from memory (e.g. resuming a batch
@@ -244,6 +244,7 @@ class RemoteFolder:
                 "root": self.path.rstrip("/") + "/",
                 "listing": listing,
                 "keys": sorted(listing),
+                "names": set(names),
                 "blobs": {_norm(k): v for k, v in blobs.items()},
             }
         )
@@ -261,11 +262,11 @@ class RemoteFolder:
         hit = self._cached()
         if hit is not None:
             rel, cache = hit
-            if rel not in cache["listing"]:  # the prefetched listing holds every object of the prefix
-                raise FileNotFoundError(self.url)
             if _norm(self.path) in cache["blobs"]:
                 return bytes(cache["blobs"][_norm(self.path)])
-        return bytes(self.fs.cat_file(self.path))
+            if rel not in cache["listing"] and rel.rsplit("/", 1)[-1] in cache["names"]:
+                raise FileNotFoundError(self.url)  # a prefetched name that was not there
+        return bytes(self.fs.cat_file(self.path))  # anything else (e.g. attempt counters) is read fresh
 
     def read_text(self, encoding: str = "utf-8") -> str:
         return self.read_bytes().decode(encoding)
