@@ -46,7 +46,13 @@ CONVENTIONS = {
     "frame_ix": "records/frame_ix = TIFF page index; every frame 0..T-1 is present",
     "random_streams": "numpy SeedSequence(seed, spawn_key=(purpose, ...)): emitters (0,) (samples of more "
     "than 1000 frames: segment sizes (0,), time segment k of 1000 frames of activation "
-    "time (0, 1, k)); camera noise (1, frame, block_row, block_col) on a fixed 512x512 px grid",
+    "time (0, 1, k)); camera noise (1, frame, block_row, block_col) on a fixed 512x512 px grid; fixed-dipole "
+    "orientations (12, id // 4096)",
+    "depth": "depth_um = optical.focus_depth_um + z: height above the coverslip in um (>= 0); the focal plane "
+    "lies focus_depth_um above the coverslip (psfmodels' zv)",
+    "dipole": "fixed dipoles: dipole_polar_rad = angle from +z (optical axis, away from the objective) in "
+    "[0, pi/2] (mu and -mu are the same dipole), dipole_azimuth_rad = from +x towards +y in [0, 2 pi); "
+    "unit vector (sin t cos p, sin t sin p, cos t); isotropic = mean of x, y and z dipoles",
 }
 
 
