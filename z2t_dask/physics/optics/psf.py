@@ -765,6 +765,8 @@ class PupilPSF:
                 ybuf=xp.zeros((bmax, g.n_fft, g.n_fft), dtype=xp.complex64),
                 inten=xp.empty((bmax, g.n_int, g.n_int), dtype=xp.float32),
                 acc=xp.empty((bmax, g.n_int, 2 * g.n_int), dtype=xp.float32) if g.comps is not None else None,
+                field=xp.empty((bmax, n_r, n_c), dtype=xp.complex64) if g.comps is not None else None,
+                pbuf=xp.zeros((bmax, g.n_int, g.n_int), dtype=xp.complex64) if g.comps is not None else None,
             )
             if len(cache) >= 4:
                 cache.clear()
@@ -918,18 +920,70 @@ class PupilPSF:
             energy = xp.sum(p64, axis=1)
         else:
             energy = xp.zeros(b, dtype=xp.float64)
-        n_r, n_c = g.rect
-        rows_in = work.ybuf[:b, :n_r, :n_c]
+        field = work.field[:b]
         acc = work.acc[:b]
         for i, comp in enumerate(comps):
-            xp.multiply(vals, comp, out=rows_in)  # straight into the x-FFT input
+            xp.multiply(vals, comp, out=field)
             if dipole is not None:
-                f64 = rows_in.reshape(b, -1)  # a copy (strided view)
+                f64 = field.reshape(b, -1)
                 energy += xp.sum(f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2, axis=1)
-            self._field_intensity(g, work, xp, workers, None, acc, accumulate=i > 0)
+            self._polyphase_intensity(g, work, xp, workers, field, acc, accumulate=i > 0)
         # (re^2, im^2) pairs summed once for all components
         xp.add(acc[:, :, 0::2], acc[:, :, 1::2], out=inten)
         return inten, energy
+
+    @staticmethod
+    def _polyphase_intensity(
+        g: SimpleNamespace,
+        work: SimpleNamespace,
+        xp: Any,
+        workers: int | None,
+        field: Any,
+        acc: Any,
+        *,
+        accumulate: bool,
+    ) -> None:
+        """``|FFT(field)|^2`` folded onto the ``n_int`` grid, as squared ``(re, im)`` pairs into ``acc``.
+
+        With ``f = n_fft / n_int`` the folded intensity is the sum over the ``f^2`` polyphase
+        components ``P[f k + p, f l + q]`` of ``|ortho n_int-point FFT|^2`` (the DFT's Parseval
+        over the fold; the components' phase factors have modulus 1): the same values as
+        transforming the whole window and folding, with ``n_int``-point transforms.
+
+        Parameters
+        ----------
+        field : array, shape (b, n_r, n_c)
+            Pupil field on the pupil rectangle (corner of the FFT window).
+        acc : array, shape (b, n_int, 2 n_int), float32
+            Written (``accumulate`` false) or added to.
+        """
+        b = field.shape[0]
+        f = g.n_fft // g.n_int
+        pb = work.pbuf[:b]  # (b, m, m); rows below the components' extent stay zero
+        first = not accumulate
+        top = 0  # rows of pb written by the previous component
+        for p in range(f):
+            for q in range(f):
+                sub = field[:, p::f, q::f]
+                sr, sc = sub.shape[1], sub.shape[2]
+                if top > sr:
+                    pb[:, sr:top, :] = 0
+                top = sr
+                rows = pb[:, :sr, :]
+                rows[:, :, :sc] = sub
+                rows[:, :, sc:] = 0
+                res = _ifft(xp, rows, axis=2, workers=workers, overwrite=True)  # in place (scipy)
+                if not (xp is np and np.may_share_memory(res, rows)):
+                    rows[...] = res
+                hv = _ifft(xp, pb, axis=1, workers=workers).view(xp.float32)  # (b, m, 2 m)
+                xp.square(hv, out=hv)
+                if first:
+                    acc[...] = hv
+                    first = False
+                else:
+                    acc += hv
+        if top:  # keep the invariant for the next call
+            pb[:, :top, :] = 0
 
     @staticmethod
     def _field_intensity(
