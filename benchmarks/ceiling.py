@@ -7,8 +7,9 @@ preallocated buffers (no data movement, no phase evaluation, no folding, no norm
 * ``exp(i phi)`` as complex64 (``cos`` and ``sin`` into the real and imaginary parts, the
   fastest numpy form; ``numpy.exp`` of a complex array is ~7x slower) on the pupil samples;
 * the inverse FFT along x of the pupil rows (``rows x N``), the inverse FFT along y of the
-  full ``N x N`` window (both once per pupil field: 1 for the scalar model, 5 for the vectorial
-  model's freely rotating emitter, 2 for a fixed dipole), the real FFT of the folded ``M x M``
+  full ``N x N`` window (the scalar model); the vectorial model transforms each of its pupil
+  fields (5 for a freely rotating emitter) as ``f^2`` polyphase components of ``M x M``
+  (``f = N / M``: x on their rows, y on ``M x M``); then the real FFT of the folded ``M x M``
   intensity, the inverse FFT along y of its half spectrum and the inverse real FFT along x of the patch rows.
 
 Timed for several cache block sizes; the ceiling is the fastest.
@@ -40,12 +41,16 @@ def ceiling_block(model: Any, b: int, workers: int | None) -> tuple[Any, int]:
     """``(run, b)``: ``run()`` does the ceiling work of ``b`` emitters of ``model`` once."""
     g = model._grids
     n, m, p = g.n_fft, g.n_int, model.patch_size
-    n_fields = 1 if g.comps is None else g.comps.shape[0]
+    vectorial = g.comps is not None
+    f = n // m
+    sub_rows = -(-g.rect[0] // f)
     rng = np.random.default_rng(0)
     phi = rng.uniform(-np.pi, np.pi, (b, g.n_points)).astype(np.float32)
     vals = np.empty((b, g.n_points), np.complex64)
     xbuf = np.zeros((b, g.rect[0], n), np.complex64)
     ybuf = np.zeros((b, n, n), np.complex64)
+    pxbuf = np.zeros((b, sub_rows, m), np.complex64)
+    pybuf = np.zeros((b, m, m), np.complex64)
     inten = rng.random((b, m, m)).astype(np.float32)
     half = np.zeros((b, m, m // 2 + 1), np.complex64)
     rows = np.zeros((b, p, m // 2 + 1), np.complex64)
@@ -53,7 +58,11 @@ def ceiling_block(model: Any, b: int, workers: int | None) -> tuple[Any, int]:
     def run() -> None:
         np.cos(phi, out=vals.real)
         np.sin(phi, out=vals.imag)
-        for _ in range(n_fields):
+        if vectorial:
+            for _ in range(g.comps.shape[0] * f * f):
+                sfft.ifft(pxbuf, axis=2, norm="ortho", workers=workers)
+                sfft.ifft(pybuf, axis=1, norm="ortho", workers=workers)
+        else:
             sfft.ifft(xbuf, axis=2, norm="ortho", workers=workers)
             sfft.ifft(ybuf, axis=1, norm="ortho", workers=workers)
         sfft.rfft2(inten, axes=(1, 2), workers=workers)
