@@ -226,6 +226,14 @@ def test_s3_batch_resumes_without_redoing_and_is_inspected(s3, tmp_path, process
     s = z2t.open_sample(f"{url}/{name}")
     assert s.frames.shape[0] == 3 and s.config["emitters"]["num_emitters"] in (5, 10)
 
+    damaged = root / name / "emitters.h5"
+    damaged.write_bytes(damaged.read_bytes() + b"x")  # a file changed after its job finished
+    assert not z2t.summarize(url, verify=True)["verify"]["ok"]
+    redo = run_batch(cfg, client=process_client, progress=False, state_dir=tmp_path / "state")
+    assert redo.states()["done"] == [name] and len(redo.states()["skipped"]) == 3
+    assert (root / name / "z2t_job.json").read_json()["attempt"] == 2
+    assert z2t.summarize(url, verify=True)["verify"]["ok"]
+
 
 def test_memory_store_is_refused_for_workers_in_other_processes(tmp_path, process_client):
     with pytest.raises(OutputFolderError, match="memory://z2t-mem/private"):
