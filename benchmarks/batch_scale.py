@@ -19,7 +19,12 @@ agree (key and recorded outputs).
 ``--job noop``: the jobs write one small file and their marker without simulating (the driver's
 own cost per job: planning, submission, the manifest store, Dask's task overhead).
 
-Run: ``python -m benchmarks.batch_scale --jobs 1000 10000 [--workers 2] [--job noop] [--kill 3 --kill-jobs 2000]``
+``--synthetic N``: a finished batch of N jobs written without Dask (folders and markers), then
+resumed twice (the first adopts every job from its marker) and inspected: the resume and inspect
+figures at 10⁵ jobs without running 10⁵ jobs.
+
+Run: ``python -m benchmarks.batch_scale --jobs 1000 10000 [--workers 2] [--job noop] [--synthetic 100000]
+[--kill 3 --kill-jobs 2000]`` (``--jobs`` with no value: no run)
 """
 
 from __future__ import annotations
@@ -111,6 +116,58 @@ def one(n: int, workers: int, root: Path, shard: bool, job: str = "real") -> dic
     }
 
 
+def synthetic(n: int, root: Path) -> dict:
+    """A finished batch of ``n`` jobs written without Dask (folders and markers), then resumed and inspected.
+
+    The first ``run_batch`` adopts every job from its marker (no cluster is started: nothing to
+    run); the second is the resume of a finished batch. ``decide_s`` is the time until the runner
+    logged how many jobs it has to run (0), ``resume_s`` the whole call (with the JSON exports).
+    """
+    import logging
+
+    from z2t_dask import run_batch
+    from z2t_dask.batch import BatchJobs, load_batch_config
+
+    out = root / f"synthetic{n}"
+    cfg = tiny_batch(out, n)
+    out.mkdir(parents=True)
+    t = time.perf_counter()
+    for job in BatchJobs(load_batch_config(cfg)):
+        noop_job({"name": job.name, "key": job.key, "seed": job.seed}, str(out))
+    write_s = time.perf_counter() - t
+    decided: list[float] = []
+
+    class _Clock(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "to run, output" in record.getMessage():
+                decided.append(time.perf_counter())
+
+    logging.getLogger("z2t_dask.batch").addHandler(_Clock())
+    t = time.perf_counter()
+    first = run_batch(cfg, progress=False)
+    adopt_s = time.perf_counter() - t
+    assert set(first.states()) == {"skipped"} and len(first.jobs) == n
+    t = time.perf_counter()
+    again = run_batch(cfg, progress=False)
+    resume_s = time.perf_counter() - t
+    assert set(again.states()) == {"skipped"}
+    decide_s = decided[-1] - t
+    z2t = os.path.join(os.path.dirname(sys.executable), "z2t")
+    t = time.perf_counter()
+    subprocess.run([z2t, "inspect", str(out), "--json"], check=True, stdout=subprocess.DEVNULL)
+    inspect_s = time.perf_counter() - t
+    return {
+        "jobs": n,
+        "job": "synthetic (finished batch written without Dask)",
+        "write_s": round(write_s, 1),
+        "first_resume_adopting_markers_s": round(adopt_s, 1),
+        "resume_decide_s": round(decide_s, 1),
+        "resume_s": round(resume_s, 1),
+        "inspect_s": round(inspect_s, 1),
+        "driver_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
 def kill_test(n: int, kills: int, workers: int, root: Path, seed: int = 0) -> dict:
     """Kill a ``z2t batch`` of ``n`` jobs ``kills`` times at random moments, then finish it; check it."""
     from z2t_dask.batch import JOB_MARKER, read_manifest
@@ -181,12 +238,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--job", choices=("real", "noop"), default="real", help="real tiny samples, or no simulation (the driver alone)"
     )
+    ap.add_argument("--synthetic", type=int, default=0, help="resume + inspect of a finished batch of this many jobs")
     ap.add_argument("--kill", type=int, default=0, help="driver kills of the crash test (0: no crash test)")
     ap.add_argument("--kill-jobs", type=int, default=2000)
     ap.add_argument("--keep", help="keep the batch folders under this folder")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size here, print JSON
     ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--synthetic-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.synthetic_one:
+        print(json.dumps(synthetic(args.synthetic_one, Path(args.root))))
+        return
     if args.one:
         print(json.dumps(one(args.one, args.workers, Path(args.root), args.shard, args.job)))
         return
@@ -205,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"per-job time ratio {rows[-1]['jobs']} vs {rows[0]['jobs']} jobs: "
                 f"{rows[-1]['ms_per_job'] / rows[0]['ms_per_job']:.2f}"
             )
+        if args.synthetic:
+            cmd = [sys.executable, "-m", "benchmarks.batch_scale", "--synthetic-one", str(args.synthetic)]
+            res = subprocess.run(cmd + ["--root", str(root)], check=True, capture_output=True, text=True)
+            print(res.stdout.strip().splitlines()[-1], flush=True)
         if args.kill:
             print(json.dumps(kill_test(args.kill_jobs, args.kill, args.workers, root)), flush=True)
     finally:
