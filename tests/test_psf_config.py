@@ -327,3 +327,21 @@ def test_the_psf_gallery_shows_scalar_and_vectorial_side_by_side() -> None:
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+@pytest.mark.slow  # two full Zmap previews (~15 s), as test_preview.py's CLI Zmap preview
+def test_cli_preview_compare_scalar_draws_a_taller_gallery(tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from z2t_dask.tools.cli import main
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(small_config(zernike={"synthetic_shape": [300, 300]})))
+    assert main(["preview", str(cfg), "-o", str(tmp_path / "one.png")]) == 0
+    assert main(["preview", str(cfg), "-o", str(tmp_path / "two.png"), "--compare-scalar"]) == 0
+    one, two = imread(str(tmp_path / "one.png")), imread(str(tmp_path / "two.png"))
+    assert two.shape[1] == one.shape[1] and two.shape[0] > one.shape[0]  # one more row of PSFs
+    folder = z2t.simulate(small_config(), seed=1).save(tmp_path / "s")
+    assert main(["preview", str(folder), "-o", str(tmp_path / "f.png"), "--compare-scalar"]) == 2
+    assert "applies to Zmap and config previews" in capsys.readouterr().err

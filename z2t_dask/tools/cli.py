@@ -194,6 +194,9 @@ def _add_view_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--config", default=None, help="config whose optics make the PSFs of a Zmap preview (default: built-in)"
     )
+    v.add_argument(
+        "--compare-scalar", action="store_true", help="Zmap/config preview: scalar and vectorial PSFs side by side"
+    )
     i = sub.add_parser(
         "inspect", help="summarise a sample folder, batch folder (every job's state), Zmap, emitters.h5 or frame stack"
     )
@@ -213,7 +216,7 @@ def _preview(args: argparse.Namespace) -> int:
     if not Path(args.path).exists() and args.path != "default":
         print(f"z2t preview: no such file or folder: {args.path}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    out = preview(args.path, args.output, n_frames=args.frames, config=args.config)
+    out = preview(args.path, args.output, n_frames=args.frames, config=args.config, compare_scalar=args.compare_scalar)
     print(f"wrote {out}")
     return EXIT_OK
 

@@ -319,6 +319,7 @@ def preview(
     config: Any = None,
     crop: int = 192,
     dpi: int | None = None,
+    compare_scalar: bool = False,
 ) -> Path:
     """Write the preview PNG of a sample / batch folder, Zmap, emitters.h5, stack, or config.
 
@@ -332,6 +333,9 @@ def preview(
         Frames in the montage.
     config
         Config for the optics of a Zmap preview (default: the built-in default).
+    compare_scalar
+        Zmap and config previews: the scalar and vectorial PSF models through focus side by side
+        (:func:`~z2t_dask.tools.preview_zmap.zmap_figure`); an error for other kinds.
 
     Raises
     ------
@@ -345,15 +349,17 @@ def preview(
     p = Path(path)
     out_path = Path(out) if out is not None else default_output(p)
     if str(path) == "default" and not p.exists():
-        return preview_zmap(None, out_path, config=None, dpi=dpi or 80)
+        return preview_zmap(None, out_path, config=None, dpi=dpi or 80, compare_scalar=compare_scalar)
     if p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml"):
-        return preview_zmap(None, out_path, config=p, dpi=dpi or 80)
+        return preview_zmap(None, out_path, config=p, dpi=dpi or 80, compare_scalar=compare_scalar)
     try:
         kind = detect_kind(p)
     except InspectError as exc:
         raise PreviewError(str(exc)) from None
     if kind == "zmap":
-        return preview_zmap(p, out_path, config=config, dpi=dpi or 80)
+        return preview_zmap(p, out_path, config=config, dpi=dpi or 80, compare_scalar=compare_scalar)
+    if compare_scalar:
+        raise PreviewError(f"{p}: compare_scalar (--compare-scalar) applies to Zmap and config previews, not a {kind}")
     from z2t_dask.tools.results import find_stack
 
     if kind == "batch":
