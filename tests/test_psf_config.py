@@ -345,3 +345,13 @@ def test_cli_preview_compare_scalar_draws_a_taller_gallery(tmp_path, capsys) -> 
     folder = z2t.simulate(small_config(), seed=1).save(tmp_path / "s")
     assert main(["preview", str(folder), "-o", str(tmp_path / "f.png"), "--compare-scalar"]) == 2
     assert "applies to Zmap and config previews" in capsys.readouterr().err
+
+
+def test_the_fast_library_stays_above_the_coverslip_in_a_mismatched_sample() -> None:
+    # water at NA 1.4: the model depends on depth, so no library plane may lie below the coverslip
+    over = {"optical": {"use_default_config": False, "n_medium": 1.33}, "camera": {"model": "none"}}
+    fast = z2t.simulate(small_config(psf={"mode": "fast"}, **over), seed=1)
+    assert fast.plan.psf.z_planes[0] == -0.5 == -fast.config.focus_depth_um
+    exact = z2t.simulate(small_config(**over), seed=1).compute(scheduler="sync")
+    got = fast.compute(scheduler="sync")
+    assert fast.psf_info["error"]["max"] < 0.01 and np.abs(got - exact).sum() < 0.01 * exact.sum()

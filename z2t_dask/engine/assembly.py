@@ -171,8 +171,8 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     z, e, o = cfg.zernike, cfg.emitters, cfg.optical
     (w, h), m, (x0, y0) = cfg.area_xy, float(e.margin_px), cfg.crop_offset_xy
     extent = (-m, w + m, -m, h + m)
-    pad = 1e-4  # um: float32 rounding of the emitters' z
-    z_range = (-float(e.z_range_um) - pad, float(e.z_range_um) + pad)
+    pad = 1e-4  # um: float32 rounding of the emitters' z; never below the coverslip (depth focus + z >= 0)
+    z_range = (max(-float(e.z_range_um) - pad, -cfg.focus_depth_um), float(e.z_range_um) + pad)
     fixed = {} if o.ignore_fixed_psf_coeffs else dict(p.fixed_zernike)
     st = os.stat(cfg.zmap_path) if cfg.zmap_path and os.path.exists(cfg.zmap_path) else None
     stamp = None if st is None else [st.st_size, st.st_mtime_ns]  # a rewritten Zmap is another library
