@@ -121,7 +121,7 @@ def _named(items: list, name: str, dotted: str) -> dict:
 
 def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
-    cur = d
+    cur: Any = d
     for p in parts[:-1]:
         if isinstance(cur, list):  # a channel or species by name
             cur = _named(cur, p, dotted)

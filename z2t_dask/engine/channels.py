@@ -22,7 +22,14 @@ from z2t_dask.config.coercion import build
 from z2t_dask.engine.assembly import aberration_field, make_camera, make_psf_model, make_zmap
 from z2t_dask.engine.render import FramePlan, frames_array
 from z2t_dask.errors import ConfigError
-from z2t_dask.physics.channels import ChannelGeometry, ChannelTruth, SpeciesTable, StoredSpecies, affine_matrix
+from z2t_dask.physics.channels import (
+    ChannelGeometry,
+    ChannelTruth,
+    SpeciesTable,
+    StoredSpecies,
+    affine_matrix,
+    apply_affine,
+)
 from z2t_dask.physics.random_streams import PURPOSE_CHANNEL_NOISE
 from z2t_dask.physics.truth import Truth
 
@@ -44,7 +51,9 @@ def channel_config(cfg: SimulationConfig, c: int) -> SimulationConfig:
     with the channel's ``synthetic_seed``; phase terms ``psf.fixed_zernike`` (unless
     ``optical.ignore_fixed_psf_coeffs``) plus the channel's ``fixed_zernike``; the channel's
     ``wavelength_nm``, ``background``, ``crop_offset`` (chip position: Zmap lookup and sCMOS
-    maps) and ``camera`` keys over the camera section.
+    maps) and ``camera`` keys over the camera section. Its emitter area (margin and z range) covers
+    where the channel sees the emitters (through its affine map, z minus its focal offset): what its
+    fast PSF library tabulates; the emitters themselves are drawn from ``cfg``.
     """
     ch = cfg.channels[c]
     base_fixed = {} if cfg.optical.ignore_fixed_psf_coeffs else dict(cfg.psf.fixed_zernike)
@@ -58,6 +67,20 @@ def channel_config(cfg: SimulationConfig, c: int) -> SimulationConfig:
         camera = build(CameraConfig, {**merged, **ch.camera}, f"channels[{c}].camera", problems)
         if problems:
             raise ConfigError(problems)
+    # the fast PSF library of the channel tabulates where the channel sees the emitters: the sampling
+    # area mapped by its affine map (a wider margin) and z shifted by its focal offset (a wider z range)
+    e = cfg.emitters
+    (w, h), m = cfg.area_xy, float(e.margin_px)
+    corners = np.array([[-m, -m], [w + m, -m], [-m, h + m], [w + m, h + m]])
+    geo = channel_geometries(cfg)[c]
+    moved = float(np.abs(apply_affine(geo.matrix, corners) - corners).max())
+    emitters = dataclasses.replace(
+        e,
+        species=[],
+        margin_px=m + float(np.ceil(moved)),
+        z_range_um=float(e.z_range_um) + abs(float(ch.z_offset_um)),
+        area_px=[w, h],
+    )
     return dataclasses.replace(
         cfg,
         zmap_path=ch.zmap_path or cfg.zmap_path,
@@ -71,7 +94,7 @@ def channel_config(cfg: SimulationConfig, c: int) -> SimulationConfig:
         camera=camera,
         channels=[],
         channels_layout="stack",
-        emitters=dataclasses.replace(cfg.emitters, species=[]),
+        emitters=emitters,
     )
 
 

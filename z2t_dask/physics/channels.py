@@ -41,7 +41,8 @@ from z2t_dask.caching import BuildOnceCache
 from z2t_dask.physics.aberrations import AberrationField
 from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
 from z2t_dask.physics.random_streams import PURPOSE_SPECIES, stream
-from z2t_dask.physics.truth import RecordWindow, Truth, TruthPart
+from z2t_dask.physics.truth import InMemoryTruth, RecordWindow, SegmentedTruth, Truth, TruthPart
+from z2t_dask.physics.truth_parts import join_windows
 
 __all__ = [
     "SPECIES_BLOCK",
@@ -367,6 +368,7 @@ class ChannelView(Truth):
         self.geometry = geometry
         self.species = species
         self.field = field
+        self._init_cache()
         self.frames, self.n_emitters, self.n_records, self.n_modes = (
             base.frames,
             base.n_emitters,
@@ -374,25 +376,78 @@ class ChannelView(Truth):
             base.n_modes,
         )
 
-    def window(self, t0: int, t1: int) -> RecordWindow:
-        w = self.base.window(t0, t1)
-        uniq, inv = np.unique(w.em, return_inverse=True)
-        xyz = np.asarray(w.em_xyz[uniq], np.float64)
+    def _parts_hit(self, t0: int, t1: int) -> list[TruthPart] | None:
+        """The base truth's parts whose records reach frames ``[t0, t1)``; None for another kind of truth."""
+        b = self.base
+        if isinstance(b, SegmentedTruth):
+            return [b.segment(s.index) for s in b.segments if s.first_frame < t1 and s.last_frame >= t0]
+        if isinstance(b, InMemoryTruth):
+            return [b.part]
+        return None
+
+    def _emitters(self, part: TruthPart) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(xyz, phase, mag)`` of every emitter of ``part`` in this channel (one field evaluation per part,
+        kept in a small per-process cache: a Zmap interpolation costs per call, not per emitter)."""
+        key = (int(part.id0), len(part.emitters))
+        return self._cache.get(key, lambda: self._compute(np.asarray(part.emitters.xyz, np.float64)))
+
+    def _compute(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         xy = apply_affine(self.geometry.matrix, xyz[:, :2])
         phase, mag = self.field(xy)
+        return (
+            np.column_stack([xy, xyz[:, 2] - self.geometry.z_offset_um]),
+            np.ascontiguousarray(phase, np.float32),
+            None if mag is None else np.ascontiguousarray(mag, np.float32),
+        )
+
+    def _channel_window(self, w: RecordWindow, xyz: np.ndarray, phase: np.ndarray, mag: Any) -> RecordWindow:
         _, ratio = self.species.lookup(w.ids)
         dipole = getattr(w, "em_dipole", None)  # fixed dipoles: the same orientation in every channel
-        extra = {} if dipole is None else {"em_dipole": dipole[uniq]}
+        extra = {} if dipole is None else {"em_dipole": dipole}
         return RecordWindow(
             frame_ix=w.frame_ix,
             ids=w.ids,
-            em=inv.reshape(-1),
+            em=w.em,
             phot=channel_photons(w.phot, ratio[:, self.index], self.geometry.efficiency),
-            em_xyz=np.column_stack([xy, xyz[:, 2] - self.geometry.z_offset_um]),
-            em_phase=np.ascontiguousarray(phase, np.float32),
-            em_mag=None if mag is None else np.ascontiguousarray(mag, np.float32),
+            em_xyz=xyz,
+            em_phase=phase,
+            em_mag=mag,
             **extra,
         )
+
+    def window(self, t0: int, t1: int) -> RecordWindow:
+        parts = self._parts_hit(t0, t1)
+        if parts is None:  # any other truth: its window's emitters, evaluated here
+            w = self.base.window(t0, t1)
+            uniq, inv = np.unique(w.em, return_inverse=True)
+            dipole = getattr(w, "em_dipole", None)
+            w = RecordWindow(
+                frame_ix=w.frame_ix,
+                ids=w.ids,
+                em=inv.reshape(-1),
+                phot=w.phot,
+                em_xyz=w.em_xyz[uniq],
+                em_phase=w.em_phase[uniq],
+                em_mag=None,
+                **({} if dipole is None else {"em_dipole": dipole[uniq]}),
+            )
+            return self._channel_window(w, *self._compute(np.asarray(w.em_xyz, np.float64)))
+        if not parts:
+            return self.base.window(t0, t1)  # no records: an empty window
+        wins = [self._channel_window(p.window(t0, t1, self.frames), *self._emitters(p)) for p in parts]
+        return wins[0] if len(wins) == 1 else join_windows(wins)
+
+    def _init_cache(self) -> None:
+        self._cache: BuildOnceCache[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = BuildOnceCache(4)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_cache", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_cache()
 
     def parts(self) -> Iterator[TruthPart]:
         return self.base.parts()
