@@ -137,3 +137,17 @@ def test_batch_runs_two_colour_jobs(tmp_path):
         assert s.frames.shape == (6, 2, 20, 24)
         xy.append(s.records["xy_ch"][:, 1] - s.records["xyz"][:, :2])
     assert sorted(np.round(np.median(d, axis=0), 3).tolist() for d in xy) == [[0.0, 0.0], [3.0, 1.0]]
+
+
+def test_napari_layers_name_channels_and_place_truth_per_channel(folder):
+    from z2t_dask.tools.napari_reader import napari_get_reader
+
+    layers = napari_get_reader(str(folder))(str(folder))
+    names = [kw["name"] for _, kw, _ in layers]
+    assert names[:2] == ["sample_002 [green]", "sample_002 [red]"]
+    assert "sample_002 truth [red]" in names and "sample_002 truth [red] (edge)" in names
+    s = z2t.open_sample(folder)
+    red = next(data for data, kw, kind in layers if kw["name"] == "sample_002 truth [red]")
+    inside = s.records["inside_ch"][:, 1]
+    xy = s.records["xy_ch"][inside, 1].astype(np.float64)
+    assert np.allclose(red[:, 1:], xy[:, ::-1])  # (t, y, x) at the records' positions in the red channel

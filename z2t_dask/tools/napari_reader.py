@@ -179,10 +179,13 @@ def _image_layers(sample: SampleFolder, scale: tuple[float, float, float], name:
         "seed": sample.attrs.get("seed"),
     }
     layers: list[LayerData] = []
+    from z2t_dask.tools.napari_channels import channel_labels  # a multi-channel sample's channel names
+
+    labels = channel_labels(sample.attrs, len(stacks))
     for c, stack in enumerate(stacks):
         several = len(stacks) > 1
         kwargs: dict[str, Any] = {
-            "name": f"{name} [ch {c}]" if several else name,
+            "name": f"{name} [{labels[c]}]" if several else name,
             "scale": scale,
             "axis_labels": ("t", "y", "x"),
             "units": ("dimensionless", "µm", "µm") if scale[1:] != (1.0, 1.0) else None,
@@ -244,6 +247,10 @@ def _points(
 
 def _points_layers(sample: SampleFolder, scale: tuple[float, float, float], name: str, edge: str) -> list[LayerData]:
     records = sample.records
+    if _record_column(records, "xy_ch") is not None:  # detection channels: truth at each channel's positions
+        from z2t_dask.tools.napari_channels import channel_points_layers
+
+        return channel_points_layers(records, sample.attrs, scale, name, edge, _points)
     inside = np.asarray(records.inside, dtype=bool)
     channel = _record_column(records, "channel")
     groups: list[tuple[int | None, np.ndarray]] = [(None, np.ones(len(inside), dtype=bool))]
