@@ -200,3 +200,20 @@ def test_bioio_reads_two_channels_with_names(sample, frames, fmt, name, tmp_path
     assert (image.dims.T, image.dims.C, image.dims.Y, image.dims.X) == (6, 2, 20, 24)
     assert [str(c) for c in image.channel_names] == ["green", "red"]
     assert np.array_equal(np.asarray(image.data)[:, :, 0], frames)
+
+
+@pytest.mark.parametrize("layout, fmt", [("stack", "ome-tiff"), ("split-view", "hdf5")])
+def test_frames_in_emitters_h5_are_the_stack(layout, fmt, tmp_path):
+    import h5py
+
+    d = doc(channels_layout=layout, output={"frames_in_h5": True})
+    folder = z2t.simulate(d, seed=1).save(tmp_path / "s", format=fmt)
+    stack = z2t.open_sample(folder)
+    with h5py.File(folder / "emitters.h5", "r") as f:
+        stored = f["frames"][()]
+    expected = (6, 2, 20, 24) if layout == "stack" else (6, 20, 48)
+    assert stored.shape == expected
+    if layout == "stack":
+        assert np.array_equal(stored, stack.frames.compute())
+    else:
+        assert np.array_equal(stored[:, :, :24], stack.frames[:, 0].compute())

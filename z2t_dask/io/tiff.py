@@ -386,9 +386,12 @@ def iter_ome_tiff_blocks(path: str | os.PathLike[str], block_frames: int = 16) -
     """Yield the frames of a TIFF's first series in order, ``block_frames`` at a time (bounded memory)."""
     with _tiff(path) as tif:
         series = tif.series[0]
-        n = int(series.shape[0]) if len(series.shape) == 3 else 1
+        n = int(series.shape[0]) if len(series.shape) in (3, 4) else 1
         step = max(1, int(block_frames))
         for t0 in range(0, n, step):
+            if len(series.shape) == 4:  # (T, C, Y, X): C pages per frame
+                yield _read_frames(path, t0, min(n, t0 + step))
+                continue
             block = tif.asarray(key=range(t0, min(n, t0 + step)), series=0)
             yield block.reshape(-1, *series.shape[-2:])
 

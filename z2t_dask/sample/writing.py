@@ -187,7 +187,7 @@ def write_ground_truth(sample: Sample, folder: Path, *, stack: tuple[Path, str] 
         source = (
             iter_stack_blocks(stack[0], stack[1], block) if stack is not None else _iter_blocks(sample, "auto", 2, True)
         )
-        frames = (sample.frames.shape, source)
+        frames = (_stack_shape(sample), source)
 
     def parts() -> Iterator[tuple[dict, dict, dict]]:
         for p in truth.parts():
@@ -238,6 +238,15 @@ def _channel_parts(sample: Sample, parts: Iterator[tuple[dict, dict, dict]]) -> 
     from z2t_dask.sample.channels import with_channel_columns
 
     return with_channel_columns(sample, parts)
+
+
+def _stack_shape(sample: Sample) -> tuple[int, ...]:
+    """Shape of the stack as written: the frames', or a split-view sample's chip (T, H', W')."""
+    if not sample.config.channels:
+        return tuple(sample.frames.shape)
+    from z2t_dask.sample.channels import frames_to_write
+
+    return tuple(frames_to_write(sample).shape)
 
 
 def _csv_records(sample: Sample, parts: Iterator[Any]) -> Iterator[dict[str, Any]]:
