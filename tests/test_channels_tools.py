@@ -151,3 +151,13 @@ def test_napari_layers_name_channels_and_place_truth_per_channel(folder):
     inside = s.records["inside_ch"][:, 1]
     xy = s.records["xy_ch"][inside, 1].astype(np.float64)
     assert np.allclose(red[:, 1:], xy[:, ::-1])  # (t, y, x) at the records' positions in the red channel
+
+
+def test_budget_counts_every_channel():
+    import dataclasses
+
+    from z2t_dask.engine.budget import estimate_resources
+
+    two = z2t.load_config(doc())
+    one = dataclasses.replace(two, channels=[])
+    assert estimate_resources(two)["stack_bytes"] == 2 * estimate_resources(one)["stack_bytes"]

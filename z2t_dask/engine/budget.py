@@ -176,10 +176,11 @@ def estimate_resources(
     aligned = min(h, (-(-ty // NOISE_BLOCK) + 1) * NOISE_BLOCK) * min(w, (-(-tx // NOISE_BLOCK) + 1) * NOISE_BLOCK)
     per_chunk = ct * ty * tx * itemsize + 4 * aligned + CAMERA_BYTES_PER_PIXEL * min(aligned, NOISE_BLOCK**2)
     render = min(workers, n_blocks) * per_chunk
-    library = int(cfg.psf.fast_max_mib * 2**20) if cfg.psf.mode == "fast" else 0
+    n_channels = max(1, len(cfg.channels))  # detection channels: C frames per frame, one PSF library each
+    library = n_channels * int(cfg.psf.fast_max_mib * 2**20) if cfg.psf.mode == "fast" else 0
     bookkeeping = n_blocks * GRAPH_BYTES_PER_BLOCK + n_segments * SEGMENT_SUMMARY_BYTES
     bookkeeping += frames * FRAME_BOOKKEEPING_BYTES
-    frame_bytes = h * w * itemsize
+    frame_bytes = h * w * itemsize * n_channels
     return {
         "truth_bytes": int(truth),
         "render_bytes": int(render),
