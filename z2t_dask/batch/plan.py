@@ -10,10 +10,12 @@ unfinished, damaged, or failed with ``retry_failed``) or left failed.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from z2t_dask.batch.checksums import check_outputs
 from z2t_dask.batch.jobs import JOB_MARKER, check_marker, read_attempts
 from z2t_dask.batch.manifest import Manifest
 from z2t_dask.batch.spec import Job
@@ -106,8 +108,9 @@ def plan_jobs(
 ) -> list[int]:
     """Set each job's manifest entry for this run; return the indices (:attr:`Job.index`) of the jobs to run.
 
-    A job done earlier with the same key is skipped when its outputs still match their record
-    (the fast check, or every sha256 with ``verify``); damaged outputs are logged at WARNING,
+    A job done earlier with the same key is skipped when its marker is there and its outputs still
+    match their record (the fast check: sizes and times against the manifest's record, no file
+    read; or every sha256 against the marker with ``verify``); damaged outputs are logged at WARNING,
     naming the files, their marker removed and the job redone. A job whose folder holds its
     finished marker while the manifest does not say so (a driver killed after the job finished)
     is adopted from its marker (``skipped``), not run again. The entries are written in a few
@@ -121,6 +124,10 @@ def plan_jobs(
             state, key = recorded.pop(job.name, (None, None))
             same = state is not None and key == job.key
             if resume and same and state == "failed" and not retry_failed:
+                continue
+            if resume and same and state in ("done", "skipped") and not verify and _still_done(manifest, job, out):
+                if state != "skipped":
+                    manifest.set_state(job.name, "skipped")
                 continue
             marker, damaged = check_marker(out / job.name, job.key, full=verify) if resume else (None, [])
             if damaged:
@@ -150,6 +157,24 @@ def plan_jobs(
             )
             to_run.append(job.index)
     return to_run
+
+
+def _still_done(manifest: Manifest, job: Job, out: Path) -> bool:
+    """The fast path of a resume: a local job folder with its marker and the outputs its manifest entry records.
+
+    Stats only (the marker's existence, each output's size and time; no file is read): the
+    manifest's record is the marker's (``z2t inspect --verify`` checks that they agree). Anything
+    else (a store, no record, a missing marker, a damaged output) goes through the marker itself
+    (:func:`~z2t_dask.batch.jobs.check_marker`), which names what differs.
+    """
+    if not isinstance(out, Path):  # a batch on a store: batch/remote.py reads its markers
+        return False
+    entry = manifest.get(job.name)
+    outputs = entry.get("outputs") if entry else None
+    folder = out / job.name
+    if not isinstance(outputs, dict) or not outputs or not os.path.isfile(folder / JOB_MARKER):
+        return False
+    return not check_outputs(folder, outputs)
 
 
 def _adopted(job: Job, marker: dict, out: Path) -> dict:
