@@ -239,7 +239,9 @@ def test_futures_held_never_exceed_the_window(client, tmp_path, monkeypatch):
     res = run_batch(tiny_batch(tmp_path / "w", 60), client, progress=watch, job_fn=quick_job, window=5)
     assert res.exit_code == 0 and len(res.states()["done"]) == 60 and len(held) == 60
     assert res.window == 5 and res.max_in_flight == 5  # filled, never more
-    assert max(held) <= 5 and max(on_scheduler) <= 5, (max(held), max(on_scheduler))
+    assert max(held) <= 5, held  # the client: never more futures than the window
+    # the scheduler forgets a released task one message later: O(window), not O(jobs)
+    assert max(on_scheduler) <= 2 * 5, on_scheduler
     # the default window: a few times the worker threads
     res = run_batch(tiny_batch(tmp_path / "d", 40), client, progress=False, job_fn=quick_job)
     assert res.window == window_for(2) and 0 < res.max_in_flight <= res.window
