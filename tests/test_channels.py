@@ -75,6 +75,7 @@ def test_default_species_splits_equally():
         (lambda d: d["emitters"]["species"][0].update(ratio=[1.0]), "emitters.species[0].ratio"),
         (lambda d: d["emitters"]["species"][0].update(ratio_spread=0.5), "emitters.species[0].ratio_spread"),
         (lambda d: d["emitters"]["species"][1].update(fraction=0.9), "emitters.species"),
+        (lambda d: d["emitters"]["species"][0].update(brightness=0), "emitters.species[0].brightness"),
         (lambda d: d.update(channels=[TWO[0]]), "channels"),
         (lambda d: d.update(channels_layout="side"), "channels_layout"),
         (lambda d: d["channels"][1].update(crop_offset=[110, 50]), "channels[1].crop_offset"),

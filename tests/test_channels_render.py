@@ -196,3 +196,20 @@ def test_segmented_truth_same_bytes_across_segments():
     assert len(parts) == 2
     streamed = np.concatenate([p.records["phot_ch"] for p in parts])
     assert np.array_equal(streamed, s.records["phot_ch"])
+
+
+def test_species_brightness_scales_truth_and_images():
+    """A species' brightness (photophysics override) multiplies its records' photons in the truth and in the
+    images: brightness 1/2 and ratios 1/2 make channel a exactly 1/4 of the single-channel image (noise-free)."""
+    over = {"camera": {"model": "none"}, "background": {"photons": 0.0}}
+    single = z2t.simulate(small_config(**over), seed=5)
+    d = doc(**over)
+    same = {"synthetic_seed": 0, "crop_offset": [100, 50]}
+    d["channels"] = [{"name": "a", **same}, {"name": "b", **same, "background": 0.0}]
+    d["emitters"]["species"] = [{"name": "dim", "fraction": 1.0, "ratio": [0.5, 0.5], "brightness": 0.5}]
+    s = z2t.simulate(d, seed=5)
+    assert np.array_equal(s.records.phot, single.records.phot * np.float32(0.5))
+    assert np.array_equal(s.emitters.intensity, single.emitters.intensity * 0.5)
+    assert np.array_equal(s.records["phot_ch"][:, 0], single.records.phot * np.float32(0.25))
+    two = s.frames.compute()
+    assert np.array_equal(two[:, 0], single.frames.compute() * np.float32(0.25))

@@ -117,6 +117,15 @@ class SpeciesConfig:
             "RMS over channels of the s.d. of an emitter's share (Dirichlet; 0 = every emitter at the mean)", "", ge=0
         ),
     )
+    brightness: float = field(
+        default=1.0,
+        metadata=_meta(
+            "photophysics override: photon yield relative to the emitters section (multiplies the photons of this "
+            "species' emitters and records)",
+            "",
+            gt=0,
+        ),
+    )
 
 
 def channel_names(cfg: SimulationConfig) -> tuple[str, ...]:

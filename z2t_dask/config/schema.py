@@ -164,8 +164,8 @@ class EmittersConfig:
     species: list = field(
         default_factory=list,
         metadata=_meta(
-            "dye species (needs channels): [{name, fraction, ratio: mean share per channel, ratio_spread}] "
-            "(see z2t_dask.config.channels)",
+            "dye species (needs channels): [{name, fraction, ratio: mean share per channel, ratio_spread, "
+            "brightness}] (see z2t_dask.config.channels)",
             "",
         ),
     )

@@ -124,7 +124,13 @@ def channel_truth(cfg: SimulationConfig, seed: int, base: Truth) -> ChannelTruth
     if stored is not None and "ratio" in stored and "species" in stored:
         return ChannelTruth(base, channel_geometries(cfg), StoredSpecies(stored["species"], stored["ratio"]))
     sp = cfg.emitters.species
-    table = SpeciesTable(seed, [s.fraction for s in sp], [s.ratio for s in sp], [s.ratio_spread for s in sp])
+    table = SpeciesTable(
+        seed,
+        [s.fraction for s in sp],
+        [s.ratio for s in sp],
+        [s.ratio_spread for s in sp],
+        brightness=[s.brightness for s in sp],
+    )
     return ChannelTruth(base, channel_geometries(cfg), table)
 
 

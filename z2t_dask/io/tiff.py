@@ -390,7 +390,7 @@ def iter_ome_tiff_blocks(path: str | os.PathLike[str], block_frames: int = 16) -
         step = max(1, int(block_frames))
         for t0 in range(0, n, step):
             if len(series.shape) == 4:  # (T, C, Y, X): C pages per frame
-                yield _read_frames(path, t0, min(n, t0 + step))
+                yield _read_frames(os.fspath(path), t0, min(n, t0 + step))
                 continue
             block = tif.asarray(key=range(t0, min(n, t0 + step)), series=0)
             yield block.reshape(-1, *series.shape[-2:])

@@ -55,6 +55,7 @@ __all__ = [
     "apply_affine",
     "channel_columns",
     "channel_photons",
+    "species_photons",
     "dirichlet_concentration",
 ]
 
@@ -97,6 +98,15 @@ def apply_affine(a: np.ndarray, xy: np.ndarray) -> np.ndarray:
 def channel_photons(phot: np.ndarray, ratio: np.ndarray, efficiency: float) -> np.ndarray:
     """Photons of a channel: ``phot × ratio × efficiency`` in float64, returned float32 (the stored values)."""
     return (np.asarray(phot, np.float64) * np.asarray(ratio, np.float64) * float(efficiency)).astype(np.float32)
+
+
+def species_photons(phot: np.ndarray, species: np.ndarray, brightness: Sequence[float] | None) -> np.ndarray:
+    """Photons with each emitter's species brightness: ``phot × brightness[species]`` (float64 product,
+    float32 result); ``phot`` itself when there is no brightness override."""
+    if brightness is None:
+        return np.asarray(phot)
+    factor = np.asarray(brightness, np.float64)[np.asarray(species, np.int64)]
+    return (np.asarray(phot, np.float64) * factor).astype(np.float32)
 
 
 def dirichlet_concentration(mean: Sequence[float], spread: float) -> float:
@@ -156,15 +166,24 @@ class SpeciesTable:
         Mean ratio (C,) of each species.
     spreads : sequence of float
         ``ratio_spread`` of each species (RMS s.d. of a share).
+    brightness : sequence of float, optional
+        Photon yield of each species relative to the drawn emitters (default 1: unchanged).
     """
 
     def __init__(
-        self, seed: int, fractions: Sequence[float], means: Sequence[Sequence[float]], spreads: Sequence[float]
+        self,
+        seed: int,
+        fractions: Sequence[float],
+        means: Sequence[Sequence[float]],
+        spreads: Sequence[float],
+        brightness: Sequence[float] | None = None,
     ):
         self.seed = int(seed)
         self.fractions = tuple(float(f) for f in fractions)
         self.means = tuple(tuple(float(v) for v in m) for m in means)
         self.spreads = tuple(float(s) for s in spreads)
+        b = tuple(float(v) for v in (brightness or [1.0] * len(self.means)))
+        self.brightness: tuple[float, ...] | None = None if all(v == 1.0 for v in b) else b
         self.n_channels = len(self.means[0])
         self.kappas = tuple(dirichlet_concentration(m, s) for m, s in zip(self.means, self.spreads))
         self._cache: BuildOnceCache[tuple[np.ndarray, np.ndarray]] = BuildOnceCache(16)
@@ -210,7 +229,7 @@ class SpeciesTable:
         """A deterministic identifier of the draws (for dask keys)."""
         from dask.base import tokenize
 
-        return tokenize(self.seed, self.fractions, self.means, self.spreads)
+        return tokenize(self.seed, self.fractions, self.means, self.spreads, self.brightness)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -267,6 +286,7 @@ class StoredSpecies:
         self.species = np.asarray(species, np.int16)
         self.ratio = np.asarray(ratio, np.float32)
         self.n_channels = int(self.ratio.shape[1])
+        self.brightness: tuple[float, ...] | None = None  # stored photons already carry each species' yield
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Species (n,) int16 and ratios (n, C) float32 of emitter ``ids`` (rows of the given arrays)."""
@@ -283,12 +303,17 @@ class StoredSpecies:
 def _augment(part: TruthPart, channels: Sequence[ChannelGeometry], species: SpeciesTable | StoredSpecies) -> TruthPart:
     """``part`` with the per-channel columns of :func:`channel_columns` in ``extra`` (base arrays shared)."""
     e, r = part.emitters, part.records
-    em_cols, rec_cols = channel_columns(channels, species, e.id, r.id, r.phot, r.xyz)
+    b = species.brightness  # a species' photon yield (photophysics override): photons and intensity scaled
+    phot, intensity = r.phot, e.intensity
+    if b is not None:
+        phot = species_photons(r.phot, species.lookup(r.id)[0], b)
+        intensity = species_photons(e.intensity, species.lookup(e.id)[0], b).astype(np.float64)
+    em_cols, rec_cols = channel_columns(channels, species, e.id, r.id, phot, r.xyz)
     emitters = EmitterTable(
-        xyz=e.xyz, intensity=e.intensity, t0=e.t0, on_time=e.on_time, id=e.id, extra={**e.extra, **em_cols}
+        xyz=e.xyz, intensity=intensity, t0=e.t0, on_time=e.on_time, id=e.id, extra={**e.extra, **em_cols}
     )
     records = Records(
-        xyz=r.xyz, phot=r.phot, frame_ix=r.frame_ix, id=r.id, inside=r.inside, extra={**r.extra, **rec_cols}
+        xyz=r.xyz, phot=phot, frame_ix=r.frame_ix, id=r.id, inside=r.inside, extra={**r.extra, **rec_cols}
     )
     return TruthPart(emitters=emitters, records=records, phase=part.phase, mag=part.mag, id0=part.id0)
 
@@ -401,14 +426,15 @@ class ChannelView(Truth):
         )
 
     def _channel_window(self, w: RecordWindow, xyz: np.ndarray, phase: np.ndarray, mag: Any) -> RecordWindow:
-        _, ratio = self.species.lookup(w.ids)
+        sp, ratio = self.species.lookup(w.ids)
+        phot = species_photons(w.phot, sp, self.species.brightness)  # as the truth's records/phot
         dipole = getattr(w, "em_dipole", None)  # fixed dipoles: the same orientation in every channel
         extra = {} if dipole is None else {"em_dipole": dipole}
         return RecordWindow(
             frame_ix=w.frame_ix,
             ids=w.ids,
             em=w.em,
-            phot=channel_photons(w.phot, ratio[:, self.index], self.geometry.efficiency),
+            phot=channel_photons(phot, ratio[:, self.index], self.geometry.efficiency),
             em_xyz=xyz,
             em_phase=phase,
             em_mag=mag,

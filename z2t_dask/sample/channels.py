@@ -72,7 +72,13 @@ def channel_attrs(cfg: SimulationConfig) -> dict[str, Any]:
         "channel_names": json.dumps([ch.name for ch in cfg.channels]),
         "species": json.dumps(
             [
-                {"name": s.name, "fraction": s.fraction, "ratio": s.ratio, "ratio_spread": s.ratio_spread}
+                {
+                    "name": s.name,
+                    "fraction": s.fraction,
+                    "ratio": s.ratio,
+                    "ratio_spread": s.ratio_spread,
+                    "brightness": s.brightness,
+                }
                 for s in cfg.emitters.species
             ]
         ),
