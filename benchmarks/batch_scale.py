@@ -185,7 +185,8 @@ def kill_test(n: int, kills: int, workers: int, root: Path, seed: int = 0) -> di
     marker_times: dict[str, int] = {}
     for _ in range(kills):
         proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        target = rng.uniform(0.05, 0.6) * n  # kill once this many jobs are recorded done
+        before = done_at_kill[-1] if done_at_kill else 0
+        target = before + rng.uniform(0.1, 0.3) * (n - before)  # kill once this many jobs are recorded done
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None:
             try:
