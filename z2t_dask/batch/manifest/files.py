@@ -71,8 +71,12 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=60, isolation_level=None)
     else:
         con = sqlite3.connect(path, timeout=60, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
+        mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":  # e.g. a filesystem without shared memory: a rollback journal
+            log.warning("manifest store %s: no write-ahead log on this filesystem (journal mode %s)", path, mode)
+            con.execute("PRAGMA synchronous=FULL")
+        else:
+            con.execute("PRAGMA synchronous=NORMAL")
     return con
 
 
