@@ -76,6 +76,7 @@ def test_default_species_splits_equally():
         (lambda d: d["emitters"]["species"][0].update(ratio_spread=0.5), "emitters.species[0].ratio_spread"),
         (lambda d: d["emitters"]["species"][1].update(fraction=0.9), "emitters.species"),
         (lambda d: d["emitters"]["species"][0].update(brightness=0), "emitters.species[0].brightness"),
+        (lambda d: d["channels"][1].update(z_offset_um=-2.0), "channels[1].z_offset_um"),
         (lambda d: d.update(channels=[TWO[0]]), "channels"),
         (lambda d: d.update(channels_layout="side"), "channels_layout"),
         (lambda d: d["channels"][1].update(crop_offset=[110, 50]), "channels[1].crop_offset"),
@@ -195,3 +196,17 @@ def test_three_channel_dirichlet_rms_spread_and_zero_share():
     assert np.all(rz[:, 0] == 0) and np.allclose(rz.sum(1), 1, atol=1e-6)
     fixed = SpeciesTable(5, [1.0], [[0.25, 0.75]], [0.0])
     assert np.all(fixed.lookup(np.arange(100))[1] == np.float32([0.25, 0.75]))
+
+
+def test_channel_config_keeps_the_focal_plane_and_shifts_it_by_the_offset():
+    from z2t_dask.engine.channels import channel_config
+
+    doc = two_colour(psf={"mode": "fast"})
+    doc["channels"][1]["z_offset_um"] = 0.15
+    cfg = z2t.load_config(doc)
+    ref = cfg.focus_depth_um  # automatic: emitters.z_range_um
+    a, b = channel_config(cfg, 0), channel_config(cfg, 1)
+    assert a.focus_depth_um == ref and abs(b.focus_depth_um - (ref + 0.15)) < 1e-12
+    # the fast library of channel b spans its z (z - 0.15) and its shifted positions
+    assert b.emitters.z_range_um >= cfg.emitters.z_range_um + 0.15 and b.emitters.margin_px >= 2.0 + 2.5
+    assert b.optical.wavelength_nm == 680.0 and b.channels == [] and b.emitters.species == []

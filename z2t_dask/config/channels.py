@@ -309,6 +309,15 @@ def resolve_channels(cfg: SimulationConfig, problems: list[tuple[str, str]]) -> 
         seen.setdefault(ch.name, i)
     if cfg.channels_layout == "split-view":
         _check_split_view(cfg, chans, problems)
+    for i, ch in enumerate(chans):  # a channel's focal plane (the reference's + z_offset_um) above the coverslip
+        if cfg.focus_depth_um + ch.z_offset_um < 0:
+            problems.append(
+                (
+                    f"channels[{i}].z_offset_um",
+                    f"{ch.z_offset_um} puts the channel's focal plane below the coverslip (focal plane depth "
+                    f"{cfg.focus_depth_um} um + offset < 0)",
+                )
+            )
     n = len(chans)
     if not isinstance(raw_species, list):
         problems.append(("emitters.species", f"expected a list of species, got {type(raw_species).__name__}"))

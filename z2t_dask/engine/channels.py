@@ -87,7 +87,15 @@ def channel_config(cfg: SimulationConfig, c: int) -> SimulationConfig:
         zernike=dataclasses.replace(
             cfg.zernike, synthetic_seed=int(ch.synthetic_seed or 0), crop_offset=list(ch.crop_offset)
         ),
-        optical=dataclasses.replace(cfg.optical, wavelength_nm=float(ch.wavelength_nm), ignore_fixed_psf_coeffs=False),
+        optical=dataclasses.replace(
+            cfg.optical,
+            wavelength_nm=float(ch.wavelength_nm),
+            ignore_fixed_psf_coeffs=False,
+            # the channel's nominal focal plane: the reference's, shifted deeper by its focal offset (an emitter
+            # at z lies z - z_offset_um from it, at the same depth); explicit, as the widened z range below
+            # would otherwise move an automatic focus depth
+            focus_depth_um=cfg.focus_depth_um + float(ch.z_offset_um),
+        ),
         psf=dataclasses.replace(cfg.psf, fixed_zernike=fixed),
         tiff=dataclasses.replace(cfg.tiff, crop_offset=list(ch.crop_offset)),
         background=dataclasses.replace(cfg.background, photons=float(ch.background)),
