@@ -28,6 +28,7 @@ from z2t_dask.physics import camera as cam
 from z2t_dask.physics.aberrations import AberrationField
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary, cached_library
+from z2t_dask.physics.optics.psf_spectral import SpectralLibrary
 from z2t_dask.physics.zmap import SyntheticZmap, Zmap, read_zmap
 
 __all__ = [
@@ -160,7 +161,10 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     area (ROI + margin) and ``[-z_range, z_range]``; it is built once per process for the same
     optics, Zmap and options and carries its measured error in ``describe()``. Emitters whose
     aberrations do not come from that field (e.g. a Zmap object passed to ``simulate``) get
-    exact PSFs, and so do fixed dipoles (``emitters.dipole = "fixed"``). The library's cache key holds
+    exact PSFs, and so do fixed dipoles (``emitters.dipole = "fixed"``). A field the table library
+    does not cover within ``psf.fast_max_mib`` (a whole chip with a varying Zmap) gets the low-rank
+    spectral library (:class:`~z2t_dask.physics.optics.psf_spectral.SpectralLibrary`: its memory
+    does not grow with the area; z planes ``2 * psf.fast_dz_um`` apart, cubic). The library's cache key holds
     the exact model's every parameter (vectorial or scalar, indices, thicknesses, resolved focus
     depth, OTF blur): two configs that differ in any of them never share a library.
     """
@@ -203,13 +207,24 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
 
     def build() -> PSFLibrary:
         step = 2 * exact.sampling  # sub-pixel offsets: even and a multiple of the fine sampling
-        return PSFLibrary.from_field(
-            exact,
-            aberration_field(cfg).at,
-            extent,
-            z_range,
+        field_fn = aberration_field(cfg).at
+        kw: dict[str, Any] = dict(
             dz_um=p.fast_dz_um,
             subpixel=-(-p.fast_subpixel // step) * step,
+            span_rad=p.fast_span_rad,
+            tol_rad=p.fast_tol_rad,
+            max_mib=p.fast_max_mib,
+        )
+        plan = PSFLibrary.from_field(exact, field_fn, extent, z_range, plan_only=True, **kw)
+        if plan.info["coverage"] >= 1.0:  # the table library covers the field within its cap
+            return PSFLibrary.from_field(exact, field_fn, extent, z_range, **kw)
+        # a large varying field (a whole chip): the low-rank spectral library, cubic in z
+        return SpectralLibrary.from_field(
+            exact,
+            field_fn,
+            extent,
+            z_range,
+            dz_um=2 * p.fast_dz_um,
             span_rad=p.fast_span_rad,
             tol_rad=p.fast_tol_rad,
             max_mib=p.fast_max_mib,

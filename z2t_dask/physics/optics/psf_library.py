@@ -102,8 +102,11 @@ def cached_library(key: str, build: Callable[[], PSFLibrary]) -> PSFLibrary:
 
 def clear_cache() -> None:
     """Drop this process's cached libraries and tables (as in a fresh worker process)."""
+    from z2t_dask.physics.optics.psf_spectral import clear_spectral_cache
+
     _LIBRARIES.clear()
     _TABLES.clear()
+    clear_spectral_cache()
 
 
 def _fit(rows: int, cols: int, max_nodes: int) -> tuple[int, int]:
@@ -285,6 +288,7 @@ class PSFLibrary:
         max_mib: float = 256.0,
         error_samples: int = 256,
         seed: int = 0,
+        plan_only: bool = False,
     ) -> PSFLibrary:
         """Build the library of a field (Zmap) and measure its error.
 
@@ -311,6 +315,9 @@ class PSFLibrary:
             Emitters drawn for :meth:`measure_error` (0 = skip).
         seed : int
             Seed of those draws.
+        plan_only : bool
+            Choose the node grid and measure its coverage (``info["coverage"]``) without building
+            tables or measuring the error (cheap: field evaluations only).
 
         Returns
         -------
@@ -394,6 +401,9 @@ class PSFLibrary:
             if cov <= coverage:
                 break
             lib, shape, coverage = cand, finer, cov
+        if plan_only:
+            lib.info.update({"coverage": coverage, "max_nodes": max_nodes})
+            return lib
         if coverage < 0.99:
             warnings.warn(
                 f"psf fast mode: the library ({shape[0]}x{shape[1]} field nodes, {max_mib:g} MiB cap) "
