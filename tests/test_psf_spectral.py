@@ -135,3 +135,33 @@ def test_pipeline_chooses_it_and_bytes_do_not_depend_on_the_chunking() -> None:
     exact = z2t.simulate(z2t.load_config(small_config(camera={"model": "none"})), seed=2).compute(scheduler="sync")
     bg = cfg.background.photons
     assert np.linalg.norm(a - exact) <= BOUND * np.linalg.norm(exact - bg)
+
+
+def test_same_bytes_for_any_blas_thread_count() -> None:
+    """The basis (eigen-decomposition under one BLAS thread) and the per-emitter products: same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, numpy as np\n"
+        "from z2t_dask.physics.optics.psf import PupilPSF\n"
+        "from z2t_dask.physics.optics.psf_spectral import SpectralLibrary\n"
+        "from z2t_dask.physics.zmap import SyntheticZmap\n"
+        "zm = SyntheticZmap(shape=(1200, 1200), rms_rad=0.35, seed=0)\n"
+        "ex = PupilPSF(wavelength_nm=660.0, na=1.4, pixel_size_nm_x=101.11, pixel_size_nm_y=98.83,\n"
+        "              patch_size=17, window_px=64)\n"
+        "lib = SpectralLibrary.from_field(ex, zm.coefficients, (0, 1200, 0, 1200), (-0.3, 0.3), error_samples=0)\n"
+        "rng = np.random.default_rng(1)\n"
+        "n = 40\n"
+        "ph, _ = zm.coefficients(rng.uniform(0, 1200, n), rng.uniform(0, 1200, n))\n"
+        "out = lib.compute(ph, rng.uniform(-.3, .3, n), rng.uniform(-.5, .5, n), rng.uniform(-.5, .5, n))\n"
+        "tab = lib._tables()\n"
+        "print(lib.psf_grid, hashlib.sha1(out.tobytes() + tab.basis.tobytes()).hexdigest())\n"
+    )
+    digests = set()
+    for threads in ("1", "4"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.add(res.stdout.strip())
+    assert len(digests) == 1 and "(1, 1)" not in digests.pop()
