@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, machine
 
-ORDER = ("w1", "w2", "psf", "camera")
+ORDER = ("w1", "w2", "psf", "chip", "camera")
 
 
 def run_workload(name: str, repeat: int) -> list[dict]:
