@@ -5,7 +5,7 @@ original fixtures; its absolute zmap_path is overridden) as a subprocess into a 
 on a LocalCluster of ``--max-workers`` processes, and reports the wall time and the peak RSS of
 the whole process tree (driver, scheduler, workers), sampled every 50 ms with psutil.
 
-Run: ``python -m benchmarks.bench_batch [--max-workers 2] [--samples 100]``
+Run: ``python -m benchmarks.bench_batch [--max-workers 2] [--samples 100] [--psf-mode fast]``
 The original: 563 s for this batch with 4 workers on a Xeon 8358P; ≈ 33 min on this 2-core machine.
 """
 
@@ -42,11 +42,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--max-workers", type=int, default=2)
     ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--psf-mode", default=None, choices=["exact", "fast"], help="psf.mode (default: the config's)")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="z2t-batch-bench-"))
     try:
         cfg = json.loads((FIXTURES / "batch_config_100samples_40.json").read_text())
         cfg["sample_configs"]["num_samples"] = args.samples
+        if args.psf_mode:
+            cfg["base_config"].setdefault("psf", {})["mode"] = args.psf_mode
         cfgp = tmp / "batch.json"
         cfgp.write_text(json.dumps(cfg))
         cmd = [
@@ -75,7 +78,11 @@ def main(argv=None) -> None:
         states = [j["state"] for j in manifest["jobs"].values()]
         secs = sorted(j["seconds"] for j in manifest["jobs"].values() if j.get("seconds"))
         print(out.strip())
-        print(f"W1 batch: {args.samples} samples x 200 frames x 40x40, {args.max_workers} workers, on {machine()}")
+        mode = args.psf_mode or "config default"
+        print(
+            f"W1 batch: {args.samples} samples x 200 frames x 40x40, psf.mode {mode}, {args.max_workers} workers, "
+            f"on {machine()}"
+        )
         print(
             f"  wall {wall:.1f} s (rc {proc.returncode}), {states.count('done')} done; per job median "
             f"{secs[len(secs) // 2]:.2f} s; {args.samples * 200 / wall:.0f} frames/s; "

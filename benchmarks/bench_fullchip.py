@@ -44,9 +44,10 @@ from benchmarks.common import ROOT, PeakRSS, machine
 EMITTERS_PER_FRAME_SPAN = 2600 / (200 + 15)
 
 
-def fullchip_config(frames: int, fmt: str) -> dict:
-    """The W2/W3 config: 1200x1200 EMCCD, ~40 emitters per frame, synthetic Zmap."""
+def fullchip_config(frames: int, fmt: str, psf_mode: str = "exact") -> dict:
+    """The W2/W3 config: 1200x1200 EMCCD, ~40 emitters per frame, synthetic Zmap (``psf.mode``)."""
     return {
+        "psf": {"mode": psf_mode},
         "tiff": {"roi_size": 1200, "crop_offset": [0, 0], "compression": "zstd"},
         "emitters": {
             "frames": frames,
@@ -59,11 +60,11 @@ def fullchip_config(frames: int, fmt: str) -> dict:
     }
 
 
-def run_one(frames: int, fmt: str, tmp: Path, scheduler: str) -> dict:
+def run_one(frames: int, fmt: str, tmp: Path, scheduler: str, psf_mode: str = "exact") -> dict:
     """Simulate and save one full-chip sample; return timings, sizes and peak RSS."""
     import z2t_dask as z2t
 
-    cfg = z2t.load_config(fullchip_config(frames, fmt))
+    cfg = z2t.load_config(fullchip_config(frames, fmt, psf_mode))
     out = tmp / f"w_{fmt}_{frames}"
     with PeakRSS() as mem:
         t0 = time.perf_counter()
@@ -100,7 +101,7 @@ def _report(r: dict) -> str:
     )
 
 
-def _subprocess(frames: int, fmt: str, tmp: str, scheduler: str) -> dict:
+def _subprocess(frames: int, fmt: str, tmp: str, scheduler: str, psf_mode: str = "exact") -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -114,20 +115,22 @@ def _subprocess(frames: int, fmt: str, tmp: str, scheduler: str) -> dict:
         tmp,
         "--scheduler",
         scheduler,
+        "--psf-mode",
+        psf_mode,
         "--json",
     ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def profile(frames: int) -> None:
+def profile(frames: int, psf_mode: str = "exact") -> None:
     """cProfile of rendering ``frames`` full-chip frames in this thread (no writer)."""
     import cProfile
     import pstats
 
     import z2t_dask as z2t
 
-    sample = z2t.simulate(z2t.load_config(fullchip_config(frames, "ome-tiff")), seed=1)
+    sample = z2t.simulate(z2t.load_config(fullchip_config(frames, "ome-tiff", psf_mode)), seed=1)
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
@@ -190,9 +193,10 @@ def main(argv=None) -> None:
     ap.add_argument("--scheduler", default="threads")
     ap.add_argument("--json", action="store_true", help="run: print the result as JSON")
     ap.add_argument("--seconds", type=float, default=100.0, help="timeline: how long to sample")
+    ap.add_argument("--psf-mode", default="exact", choices=["exact", "fast"], help="psf.mode of the config")
     args = ap.parse_args(argv)
     if args.workload == "profile":
-        profile((args.frames or [20])[0])
+        profile((args.frames or [20])[0], args.psf_mode)
         return
     tmp_root = Path(tempfile.mkdtemp(prefix="z2t-fullchip-", dir=args.tmp))
     try:
@@ -200,7 +204,7 @@ def main(argv=None) -> None:
             timeline((args.frames or [10000])[0], args.format or "ome-zarr", tmp_root, args.seconds)
             return
         if args.workload == "run":
-            r = run_one((args.frames or [200])[0], args.format or "ome-tiff", tmp_root, args.scheduler)
+            r = run_one((args.frames or [200])[0], args.format or "ome-tiff", tmp_root, args.scheduler, args.psf_mode)
             print(json.dumps(r) if args.json else _report(r))
             return
         fmt = args.format or ("ome-tiff" if args.workload == "w2" else "ome-zarr")
@@ -208,7 +212,7 @@ def main(argv=None) -> None:
         print(f"{args.workload.upper()} on {machine()}")
         results = []
         for n in counts:
-            r = _subprocess(n, fmt, str(tmp_root), args.scheduler)
+            r = _subprocess(n, fmt, str(tmp_root), args.scheduler, args.psf_mode)
             results.append(r)
             print("  " + _report(r), flush=True)
         if args.workload == "w2":
