@@ -147,8 +147,9 @@ def _library_note(info: dict, counts: dict) -> str:
     err = info.get("error", {})
     pct = lambda v: "n/a" if v is None else f"{v:.2%}"
     n = counts.get("exact", 0) + counts.get("fast", 0)
+    grid = info.get("grid") or f"spectral, rank {info.get('rank')}, PSF nodes {info.get('psf_grid')}"
     return (
-        f"library grid {info.get('grid')}, {info.get('z_planes', [0, 0, 0])[2]} planes, "
+        f"library grid {grid}, {info.get('z_planes', [0, 0, 0])[2]} planes, "
         f"{info.get('table_mib')} MiB, covers {info.get('coverage', 0):.0%} of the field; measured error "
         f"max {pct(err.get('max'))} p99 {pct(err.get('p99'))}; exact fallbacks {counts.get('exact', 0)} of {n} PSFs"
     )

@@ -1,5 +1,10 @@
 """Fast PSF mode: a library of exact PSFs over field position, z and sub-pixel phase, interpolated.
 
+This table library suits small fields (a node holds ``planes * (S + 1)^2`` patches).  A field
+it does not cover within its memory cap (a whole chip with a varying Zmap) gets the low-rank
+spectral library of :mod:`~z2t_dask.physics.optics.psf_spectral` instead
+(:func:`z2t_dask.engine.assembly.make_psf_model` chooses, with ``plan_only``).
+
 Model
 -----
 The exact model (:class:`~z2t_dask.physics.optics.psf.PupilPSF`) is tabulated once per Zmap and optics:
