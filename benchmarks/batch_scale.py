@@ -197,7 +197,8 @@ def kill_test(n: int, kills: int, workers: int, root: Path, seed: int = 0) -> di
             if n_done >= target:
                 break
             time.sleep(rng.uniform(0.2, 1.0))
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         doc = read_manifest(out)
         done = [k for k, j in doc["jobs"].items() if j["state"] in ("done", "skipped")]
