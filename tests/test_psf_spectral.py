@@ -186,3 +186,24 @@ def test_amplitude_zmap_and_oversampled_model() -> None:
         err = rel_l2(lib.compute(ph, z, dx, dy, mag), exact.compute(ph, z, dx, dy, mag))
         assert lib.__dict__["_counts"] == {"fast": 48, "exact": 0} and err.max() <= BOUND, (exact, err.max())
     assert cases[1][0].sampling == 2 and lib.info["band_loss"] < 1e-12
+
+
+def test_a_field_rougher_than_the_nodes_falls_back_where_they_cannot_follow() -> None:
+    """A Zmap with ripples finer than the (capped) PSF node grid: served PSFs within the bound, the rest exact."""
+    zm = SyntheticZmap(shape=(1200, 1200), rms_rad=0.35, seed=0)
+
+    def rough(x, y):
+        ph, _ = zm.coefficients(x, y)
+        ph[:, 6] += 0.08 * np.sin(2 * np.pi * np.asarray(x) / 70.0)  # coma ripples, 70-px period
+        return ph, None
+
+    exact = _small(window_px=64)
+    with pytest.warns(UserWarning, match="serves"):
+        lib = SpectralLibrary.from_field(exact, rough, (0, 1200, 0, 1200), (-0.3, 0.3), error_samples=64)
+    assert lib.info["coverage"] < 0.99 and lib.info["error"]["exact_fraction"] > 0
+    ph, _, z, dx, dy = held_out(rough, (0, 1200, 0, 1200), (-0.3, 0.3), 64, seed=18)
+    served = lib.serves(ph, None)
+    out = lib.compute(ph, z, dx, dy)
+    ref = exact.compute(ph, z, dx, dy)
+    assert 0 < served.sum() < 64 and np.array_equal(out[~served], ref[~served])
+    assert rel_l2(out[served], ref[served]).max() <= BOUND

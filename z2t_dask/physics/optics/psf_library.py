@@ -611,6 +611,20 @@ class PSFLibrary:
             res2 = np.where(use, score[rows, best], res2)
         return nodes, weights, np.sqrt(res2 + extra_sq)
 
+    def serves(self, phase: np.ndarray, mag: np.ndarray | None) -> np.ndarray:
+        """Whether the library (not the exact model) gives the PSFs of these aberrations (within z and offsets).
+
+        Parameters
+        ----------
+        phase, mag
+            As in :meth:`field_weights`.
+
+        Returns
+        -------
+        ndarray (N,) bool
+        """
+        return self.field_weights(phase, mag)[2] <= self.tol_rad
+
     # ------------------------------------------------------------------ main entry point
     def compute(
         self,
@@ -748,8 +762,7 @@ class PSFLibrary:
         dx = rng.uniform(-0.5, 0.5, n)
         dy = rng.uniform(-0.5, 0.5, n)
         ph, mag = field_fn(x, y)
-        _, _, res = self.field_weights(np.asarray(ph, np.float64), mag)
-        served = res <= self.tol_rad
+        served = self.serves(np.asarray(ph, np.float64), mag)
         fast = self.compute(ph, z, dx, dy, mag).astype(np.float64)
         ref = self.exact.compute(ph, z, dx, dy, mag).astype(np.float64)
         err = np.linalg.norm((fast - ref).reshape(n, -1), axis=1) / np.maximum(

@@ -37,7 +37,6 @@ per emitter): its bytes do not depend on the other emitters of the call (tested)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import warnings
@@ -49,6 +48,7 @@ import numpy as np
 
 from z2t_dask.caching import BuildOnceCache
 from z2t_dask.physics.optics.psf import PupilPSF
+from z2t_dask.physics.optics.psf_basis import spectral_tables
 from z2t_dask.physics.optics.psf_library import FieldFunction, PSFLibrary, _fit, _stack
 from z2t_dask.physics.optics.psf_lookup import TriangleLookup
 
@@ -59,20 +59,12 @@ _GROUP = 16  # emitters evaluated together (their coefficient gathers and spectr
 _PSF_SPAN = 4.0  # PSF node cells span up to this many span_rad (cubic interpolation)
 _LOOK_SPAN = 0.5  # lookup cells span up to this many span_rad (linear, residual check)
 _MAX_LOOK_NODES = 65_536
+_MAX_PSF_NODES = 144  # at most 144 x planes exact PSFs to build
 
 
 def clear_spectral_cache() -> None:
     """Drop this process's spectral tables (as in a fresh worker process)."""
     _CACHE.clear()
-
-
-def _one_blas_thread() -> Any:
-    """One BLAS thread for the basis (the same bytes in every process, whatever its threads)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with the scientific stack
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
 
 
 def _cubic(f: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,12 +100,16 @@ class SpectralLibrary(PSFLibrary):
         Largest relative residual of the basis over the node spectra (sets the rank).
     max_rank : int
         Upper bound of the rank.
+    psf_tol_rad : float
+        Largest RMS wavefront distance (rad) between an emitter's aberrations and the PSF
+        nodes' field interpolation at its position (:meth:`node_residual`); beyond it: exact.
     """
 
     psf_grid: tuple[int, int] = (1, 1)
     psf_nodes: np.ndarray = field(default_factory=lambda: np.zeros((1, 1)))
     rank_tol: float = 0.003
     max_rank: int = 320
+    psf_tol_rad: float = 0.005
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,7 +140,9 @@ class SpectralLibrary(PSFLibrary):
     def key(self) -> str:
         """Hash of everything the tables depend on."""
         h = hashlib.sha256()
-        h.update(repr(("spectral", super().key, self.psf_grid, self.rank_tol, self.max_rank)).encode())
+        h.update(
+            repr(("spectral", super().key, self.psf_grid, self.rank_tol, self.max_rank, self.psf_tol_rad)).encode()
+        )
         h.update(self.psf_nodes.tobytes())
         return h.hexdigest()[:20]
 
@@ -223,6 +221,8 @@ class SpectralLibrary(PSFLibrary):
 
         pr = max(4, 1 + cells(_PSF_SPAN * span_rad, grad_y, y1 - y0)) if var_y else 1
         pc = max(4, 1 + cells(_PSF_SPAN * span_rad, grad_x, x1 - x0)) if var_x else 1
+        pr, pc = _fit(pr, pc, _MAX_PSF_NODES)  # bounded build cost; a rougher field falls back to exact
+        pr, pc = (pr if pr == 1 else max(pr, 4)), (pc if pc == 1 else max(pc, 4))
         psf_nodes, psf_xy = nodes_at(pr, pc)
         mx, my = np.meshgrid((fx[1:] + fx[:-1]) / 2, (fy[1:] + fy[:-1]) / 2)
         cph, cmag = field_fn(mx.ravel(), my.ravel())
@@ -257,7 +257,7 @@ class SpectralLibrary(PSFLibrary):
             lr, lc = finer
             lib = make(finer)
             probe_res = lib.field_weights(np.asarray(cph, np.float64), cmag)[2]
-        coverage = float(np.mean(probe_res <= tol_rad))
+        coverage = float(np.mean(lib.serves(np.asarray(cph, np.float64), cmag)))
         tab = _CACHE.get(lib.key, lambda: lib._build(max_mib))
         lib.__dict__["_tab"] = tab
         info = {
@@ -272,8 +272,8 @@ class SpectralLibrary(PSFLibrary):
         }
         if coverage < 0.99:
             warnings.warn(
-                f"psf fast mode: the spectral library serves {coverage:.0%} of the field within tol_rad={tol_rad:g} "
-                "rad; the other emitters use the exact model",
+                f"psf fast mode: the spectral library serves {coverage:.0%} of the field (tol_rad={tol_rad:g} rad, "
+                f"{lib.psf_tol_rad:g} rad from its {pr}x{pc} PSF nodes); the other emitters use the exact model",
                 stacklevel=2,
             )
         if error_samples:
@@ -290,85 +290,10 @@ class SpectralLibrary(PSFLibrary):
         return tab
 
     def _build(self, max_mib: float | None = None) -> SimpleNamespace:
-        """Node spectra -> orthonormal basis (rank by ``rank_tol``) and per node/plane coefficients."""
-        ex = self.exact
-        k = ex.n_modes
-        planes = self.z_planes
-        rows, cols = self.psf_grid
-        n_nodes, nz = rows * cols, len(planes)
-        s = ex.sampling
-        n = ex.intensity_window * s
-        kcut2 = 2.0 * float(ex.na) / float(ex.wavelength_nm)
-        ky = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_y) / s)))
-        kx = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_x) / s)))
-        row_idx = np.r_[n - ky : n, 0 : ky + 1]  # ky = -Ky .. Ky
-        wcol = np.full(kx + 1, 2.0)
-        wcol[0] = 1.0
-        sq = np.sqrt(wcol)
-        n_real = 2 * (2 * ky + 1) * (kx + 1)
-        x = np.empty((n_nodes * nz, n_real), np.float64)
-        lost = 0.0
-        total = 0.0
-        for i in range(n_nodes):
-            phase = np.zeros((nz, k))
-            phase[:, 1:] = self.psf_nodes[i, : k - 1]
-            mag = None
-            if self.with_mag:
-                mag = np.zeros((nz, k))
-                mag[:, 1:] = self.psf_nodes[i, k - 1 :]
-            otf, norm = ex.pixel_otf(phase, planes, mag)
-            o = otf.astype(np.complex128) * (norm / (n * n))[:, None, None]
-            full = (np.abs(o) ** 2 * np.r_[1.0, np.full(o.shape[2] - 1, 2.0)]).sum()
-            blk = o[:, row_idx, : kx + 1] * sq
-            kept = (np.abs(blk) ** 2).sum()
-            lost, total = lost + max(full - kept, 0.0), total + full
-            x[i * nz : (i + 1) * nz] = blk.view(np.float64).reshape(nz, -1)
-        norms = np.linalg.norm(x, axis=1)
-        sub = np.flatnonzero((np.arange(x.shape[0]) % nz) % 2 == 0)
-        sub = np.union1d(sub, np.arange(nz - 1, x.shape[0], nz))  # every other plane + the last
-        with _one_blas_thread():
-            a = x[sub]
-            gram = a @ a.T
-            lam, vec = np.linalg.eigh(gram)
-            order = np.argsort(lam)[::-1]
-            lam, vec = lam[order], vec[:, order]
-            good = int(np.count_nonzero(lam > lam[0] * 1e-13))
-            cap = min(self.max_rank, good)
-            if max_mib is not None:  # basis + coefficients within the cap
-                per_rank = 4 * (n_real + n_nodes * nz)
-                cap = max(1, min(cap, int(max_mib * 2**20 // per_rank)))
-            basis = (vec[:, :cap].T @ a) / np.sqrt(lam[:cap])[:, None]  # (cap, n_real) orthonormal rows
-            coef = x @ basis.T  # (rows * nz, cap)
-        res2 = np.maximum(norms[:, None] ** 2 - np.cumsum(coef * coef, axis=1), 0.0)
-        rel = np.sqrt(res2) / np.maximum(norms, 1e-300)[:, None]
-        worst = rel.max(axis=0)
-        ok = np.flatnonzero(worst <= self.rank_tol)
-        rank = int(ok[0]) + 1 if ok.size else cap
-        c0 = ex.patch_size // 2
-        r = np.arange(ex.patch_size) - c0
-        kys = np.arange(-ky, ky + 1)
-        kxs = np.arange(kx + 1)
-        fy = np.exp(2j * np.pi * np.outer(r, kys) * s / n).astype(np.complex64)  # (p, 2Ky+1)
-        fxm = np.exp(2j * np.pi * np.outer(kxs, r) * s / n) * sq[:, None]  # (Kx+1, p)
-        mmat = np.empty((2 * (kx + 1), ex.patch_size), np.float32)
-        mmat[0::2] = fxm.real
-        mmat[1::2] = -fxm.imag
-        tab = SimpleNamespace(
-            basis=np.ascontiguousarray(basis[:rank], dtype=np.float32),
-            coef=np.ascontiguousarray(coef[:, :rank], dtype=np.float32),
-            rank=rank,
-            residual=float(worst[rank - 1]),
-            ky=ky,
-            kx=kx,
-            kys=kys.astype(np.float64),
-            kxs=kxs.astype(np.float64),
-            phase_step=2.0 * np.pi * s / n,
-            fy=fy,
-            mmat=mmat,
-            band_loss=lost / max(total, 1e-300),
-        )
-        tab.nbytes = int(tab.basis.nbytes + tab.coef.nbytes)
-        return tab
+        return spectral_tables(
+            self.exact, self.psf_nodes, self.with_mag, self.z_planes, rank_tol=self.rank_tol, max_rank=self.max_rank,
+            max_mib=max_mib,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ field lookup
     def field_weights(self, phase: np.ndarray, mag: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -418,10 +343,10 @@ class SpectralLibrary(PSFLibrary):
         out = np.empty((n, p, p), np.float32)
         if n == 0:
             return out
-        nodes, lam, res = self.field_weights(phase, mag)
         z64 = z_um.astype(np.float64)
         planes = self.z_planes
-        fast = (res <= self.tol_rad) & (z64 >= planes[0]) & (z64 <= planes[-1])
+        served, xy = self._locate(phase, mag)
+        fast = served & (z64 >= planes[0]) & (z64 <= planes[-1])
         slow = np.flatnonzero(~fast)
         if slow.size:
             out[slow] = self.exact.compute(
@@ -430,11 +355,51 @@ class SpectralLibrary(PSFLibrary):
             )  # fmt: skip
         idx = np.flatnonzero(fast)
         if idx.size:
-            xy = (lam[idx, :, None] * self.node_xy[nodes[idx]]).sum(1)
-            out[idx] = self._render(xy, z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
+            out[idx] = self._render(xy[idx], z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
         counts["fast"] += int(idx.size)
         counts["exact"] += int(slow.size)
         return out
+
+    def _locate(self, phase: np.ndarray, mag: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Served mask (lookup residual <= tol_rad and node residual <= psf_tol_rad) and field positions."""
+        nodes, lam, res = self.field_weights(phase, mag)
+        xy = (lam[:, :, None] * self.node_xy[nodes]).sum(1)
+        served = res <= self.tol_rad
+        cand = np.flatnonzero(served)
+        if cand.size:  # the PSF nodes' aberrations must interpolate to the emitter's (a rough Zmap: exact)
+            near = self.node_residual(phase[cand], None if mag is None else mag[cand], xy[cand])
+            served[cand] = near <= self.psf_tol_rad
+        return served, xy
+
+    def serves(self, phase: np.ndarray, mag: np.ndarray | None) -> np.ndarray:
+        """Whether the library gives the PSFs of these aberrations (lookup and node residuals)."""
+        return self._locate(np.asarray(phase, np.float64), mag)[0]
+
+    def node_residual(self, phase: np.ndarray, mag: np.ndarray | None, xy: np.ndarray) -> np.ndarray:
+        """RMS wavefront distance (rad) between aberrations and the PSF nodes' interpolation at ``xy``.
+
+        The PSF of an emitter is the same (field-cubic) combination of the nodes' PSFs: where
+        the nodes' aberrations do not combine to the emitter's (a Zmap rougher than the node
+        grid), neither do their PSFs, and the emitter is computed exactly.
+        """
+        v = _stack(
+            np.asarray(phase, np.float64), None if mag is None else np.asarray(mag, np.float64), self.exact.n_modes,
+            self.with_mag,
+        )  # fmt: skip
+        x0, x1, y0, y1 = self._bounds
+        rows, cols = self.psf_grid
+        iy, wy = self._axis(xy[:, 1], y0, y1, rows)
+        ix, wx = self._axis(xy[:, 0], x0, x1, cols)
+        n = v.shape[0]
+        idx = (iy[:, :, None] * cols + ix[:, None, :]).reshape(n, -1)
+        w = (wy[:, :, None] * wx[:, None, :]).reshape(n, -1)
+        d = v - (w[:, :, None] * self.psf_nodes[idx]).sum(1)
+        return np.sqrt((d * d).sum(1))
+
+    @property
+    def _bounds(self) -> tuple[float, float, float, float]:
+        xy_n = self.node_xy  # the lookup grid spans the field extent (a constant axis: one PSF node)
+        return float(xy_n[:, 0].min()), float(xy_n[:, 0].max()), float(xy_n[:, 1].min()), float(xy_n[:, 1].max())
 
     def _axis(self, pos: np.ndarray, lo: float, hi: float, count: int) -> tuple[np.ndarray, np.ndarray]:
         if count == 1:
@@ -445,8 +410,7 @@ class SpectralLibrary(PSFLibrary):
     def _render(self, xy: np.ndarray, z: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """Patches ``(N, p, p)`` of emitters at field positions ``xy`` (ROI px), planes interpolated."""
         tab = self._tables()
-        xy_n = self.node_xy  # the lookup grid spans the field extent (a constant axis: one PSF node)
-        x0, x1, y0, y1 = xy_n[:, 0].min(), xy_n[:, 0].max(), xy_n[:, 1].min(), xy_n[:, 1].max()
+        x0, x1, y0, y1 = self._bounds
         rows, cols = self.psf_grid
         planes = self.z_planes
         nz = len(planes)

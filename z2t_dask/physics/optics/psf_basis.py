@@ -1,0 +1,142 @@
+"""Basis of the spectral library: the exact model's band-limited pixel spectra at the PSF nodes and planes.
+
+The spectra (``rfft2`` of the pixel-integrated intensity on the ``n_int`` intensity window,
+normalised to photons per camera pixel) are cropped to their band ``|ky| <= Ky``, ``0 <= kx <=
+Kx`` (``2 NA / lambda``; the energy outside is recorded as ``band_loss``), weighted so that
+their Euclidean norm is the intensity's, and decomposed (method of snapshots: the Gram matrix of
+every other plane, its eigenvectors) into an orthonormal basis; the rank is the smallest whose
+largest relative residual over *all* node spectra is within ``rank_tol``.  See
+:mod:`~z2t_dask.physics.optics.psf_spectral`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from z2t_dask.physics.optics.psf import PupilPSF
+
+__all__ = ["spectral_tables"]
+
+
+def _one_blas_thread() -> Any:
+    """One BLAS thread for the basis (the same bytes in every process, whatever its threads)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with the scientific stack
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def spectral_tables(
+    ex: PupilPSF,
+    psf_nodes: np.ndarray,
+    with_mag: bool,
+    planes: np.ndarray,
+    *,
+    rank_tol: float,
+    max_rank: int,
+    max_mib: float | None = None,
+) -> SimpleNamespace:
+    """Node spectra -> orthonormal basis (rank by ``rank_tol``) and per node/plane coefficients.
+
+    Parameters
+    ----------
+    ex : PupilPSF
+        The exact model.
+    psf_nodes : ndarray (n_nodes, n_vec)
+        Aberration vectors of the PSF nodes (``psf_library._stack`` layout).
+    with_mag : bool
+        Whether the vectors hold amplitude coefficients.
+    planes : ndarray
+        z planes (um).
+    rank_tol, max_rank
+        Largest relative residual over the node spectra, and the largest rank.
+    max_mib : float, optional
+        Memory cap (MiB) of basis + coefficients.
+
+    Returns
+    -------
+    SimpleNamespace
+        ``basis`` (K, n_real) float32, ``coef`` (n_nodes * planes, K) float32, ``rank``,
+        ``residual``, the band ``ky``, ``kx``, the transform matrices ``fy``, ``mmat`` and ``nbytes``.
+    """
+    k = ex.n_modes
+    n_nodes, nz = psf_nodes.shape[0], len(planes)
+    s = ex.sampling
+    n = ex.intensity_window * s
+    kcut2 = 2.0 * float(ex.na) / float(ex.wavelength_nm)
+    ky = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_y) / s)))
+    kx = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_x) / s)))
+    row_idx = np.r_[n - ky : n, 0 : ky + 1]  # ky = -Ky .. Ky
+    wcol = np.full(kx + 1, 2.0)
+    wcol[0] = 1.0
+    sq = np.sqrt(wcol)
+    n_real = 2 * (2 * ky + 1) * (kx + 1)
+    x = np.empty((n_nodes * nz, n_real), np.float64)
+    lost = 0.0
+    total = 0.0
+    for i in range(n_nodes):
+        phase = np.zeros((nz, k))
+        phase[:, 1:] = psf_nodes[i, : k - 1]
+        mag = None
+        if with_mag:
+            mag = np.zeros((nz, k))
+            mag[:, 1:] = psf_nodes[i, k - 1 :]
+        otf, norm = ex.pixel_otf(phase, planes, mag)
+        o = otf.astype(np.complex128) * (norm / (n * n))[:, None, None]
+        full = (np.abs(o) ** 2 * np.r_[1.0, np.full(o.shape[2] - 1, 2.0)]).sum()
+        blk = o[:, row_idx, : kx + 1] * sq
+        kept = (np.abs(blk) ** 2).sum()
+        lost, total = lost + max(full - kept, 0.0), total + full
+        x[i * nz : (i + 1) * nz] = blk.view(np.float64).reshape(nz, -1)
+    norms = np.linalg.norm(x, axis=1)
+    sub = np.flatnonzero((np.arange(x.shape[0]) % nz) % 2 == 0)
+    sub = np.union1d(sub, np.arange(nz - 1, x.shape[0], nz))  # every other plane + the last
+    with _one_blas_thread():
+        a = x[sub]
+        gram = a @ a.T
+        lam, vec = np.linalg.eigh(gram)
+        order = np.argsort(lam)[::-1]
+        lam, vec = lam[order], vec[:, order]
+        good = int(np.count_nonzero(lam > lam[0] * 1e-13))
+        cap = min(max_rank, good)
+        if max_mib is not None:  # basis + coefficients within the cap
+            per_rank = 4 * (n_real + n_nodes * nz)
+            cap = max(1, min(cap, int(max_mib * 2**20 // per_rank)))
+        basis = (vec[:, :cap].T @ a) / np.sqrt(lam[:cap])[:, None]  # (cap, n_real) orthonormal rows
+        coef = x @ basis.T  # (rows * nz, cap)
+    res2 = np.maximum(norms[:, None] ** 2 - np.cumsum(coef * coef, axis=1), 0.0)
+    rel = np.sqrt(res2) / np.maximum(norms, 1e-300)[:, None]
+    worst = rel.max(axis=0)
+    ok = np.flatnonzero(worst <= rank_tol)
+    rank = int(ok[0]) + 1 if ok.size else cap
+    c0 = ex.patch_size // 2
+    r = np.arange(ex.patch_size) - c0
+    kys = np.arange(-ky, ky + 1)
+    kxs = np.arange(kx + 1)
+    fy = np.exp(2j * np.pi * np.outer(r, kys) * s / n).astype(np.complex64)  # (p, 2Ky+1)
+    fxm = np.exp(2j * np.pi * np.outer(kxs, r) * s / n) * sq[:, None]  # (Kx+1, p)
+    mmat = np.empty((2 * (kx + 1), ex.patch_size), np.float32)
+    mmat[0::2] = fxm.real
+    mmat[1::2] = -fxm.imag
+    tab = SimpleNamespace(
+        basis=np.ascontiguousarray(basis[:rank], dtype=np.float32),
+        coef=np.ascontiguousarray(coef[:, :rank], dtype=np.float32),
+        rank=rank,
+        residual=float(worst[rank - 1]),
+        ky=ky,
+        kx=kx,
+        kys=kys.astype(np.float64),
+        kxs=kxs.astype(np.float64),
+        phase_step=2.0 * np.pi * s / n,
+        fy=fy,
+        mmat=mmat,
+        band_loss=lost / max(total, 1e-300),
+    )
+    tab.nbytes = int(tab.basis.nbytes + tab.coef.nbytes)
+    return tab
