@@ -3,7 +3,8 @@
 The PSF models receive aberrations, not positions.  A fast library that interpolates over the
 field finds where on the field an emitter's aberration vector lies: among the triangles of a
 regular node grid (each cell split along its diagonal; segments on a one-row or one-column
-grid) touching the few nodes nearest in aberration space (k-d tree), the one whose plane is
+grid) touching the node nearest in aberration space (k-d tree; the four nearest when that
+leaves a residual), the one whose plane is
 closest to the vector in the least-squares sense, with barycentric weights ``>= -0.1`` (mild
 extrapolation at cell edges).  Its residual (distance from that plane, rad RMS of wavefront)
 tells whether the emitter belongs to the field.  Every step is element-wise per emitter.
@@ -63,13 +64,19 @@ class TriangleLookup:
         self.cands = _candidates(int(grid[0]), int(grid[1]))
         self.tree: Any = cKDTree(self.nodes)
 
-    def locate(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def locate(self, v: np.ndarray, retry_above: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Triangle, barycentric weights and squared residual of each vector.
+
+        The triangles around the nearest node are tried first; a vector whose squared residual
+        then exceeds ``retry_above`` tries those around the four nearest (a field whose
+        aberrations repeat, or a strongly anisotropic one) and keeps the better.
 
         Parameters
         ----------
         v : ndarray, shape (N, n_vec)
             Aberration vectors (rad).
+        retry_above : float
+            Squared residual (rad^2) above which the wider search runs.
 
         Returns
         -------
@@ -81,10 +88,19 @@ class TriangleLookup:
             Squared RMS wavefront distance (rad^2) from the interpolation ``sum_v weight_v node_v``;
             the nearest node's (weight 1) when no triangle accepts the vector.
         """
+        nodes, weights, out = self._locate(v, 1)
+        kn = min(_NEAREST, self.nodes.shape[0])
+        redo = np.flatnonzero(out > retry_above)
+        if kn > 1 and redo.size:
+            n2, w2, o2 = self._locate(v[redo], kn)
+            better = o2 < out[redo]
+            nodes[redo[better]], weights[redo[better]], out[redo[better]] = n2[better], w2[better], o2[better]
+        return nodes, weights, out
+
+    def _locate(self, v: np.ndarray, kn: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = v.shape[0]
         if n == 0:
             return np.zeros((0, 3), np.intp), np.zeros((0, 3)), np.zeros(0)
-        kn = min(_NEAREST, self.nodes.shape[0])
         _, near = self.tree.query(v, k=kn)
         near = np.asarray(near).reshape(n, kn)
         cand = self.cands[near].reshape(n, 8 * kn, 3)

@@ -309,7 +309,7 @@ class SpectralLibrary(PSFLibrary):
         look = self.__dict__.get("_lookup")
         if look is None:
             look = self.__dict__["_lookup"] = TriangleLookup(self.nodes, self.grid)
-        nodes, weights, res2 = look.locate(v)
+        nodes, weights, res2 = look.locate(v, retry_above=(self.tol_rad / 4) ** 2)
         return nodes, weights, np.sqrt(res2 + extra_sq)
 
     # ------------------------------------------------------------------ evaluation
