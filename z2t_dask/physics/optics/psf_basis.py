@@ -11,7 +11,6 @@ largest relative residual over *all* node spectra is within ``rank_tol``.  See
 
 from __future__ import annotations
 
-import contextlib
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -25,10 +24,8 @@ __all__ = ["spectral_tables"]
 
 def _one_blas_thread() -> Any:
     """One BLAS thread for the basis (the same bytes in every process, whatever its threads)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with the scientific stack
-        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits  # a dependency: no silent multi-threaded fallback
+
     return threadpool_limits(1, user_api="blas")
 
 
