@@ -149,14 +149,29 @@ class PSFConfig:
     batch_size: int = field(default=256, metadata=_meta("emitters per FFT batch (memory bound)", "", ge=1))
     fast_dz_um: float = field(
         default=0.025,
-        metadata=_meta("fast mode: largest z spacing of the library planes (linear interpolation)", "um", gt=0),
+        metadata=_meta(
+            "fast mode: largest z spacing of the table library's planes (linear interpolation); the whole-chip "
+            "spectral library uses twice it (cubic)",
+            "um",
+            gt=0,
+        ),
     )
     fast_subpixel: int = field(
-        default=8, metadata=_meta("fast mode: sub-pixel offsets per pixel in the library (even)", "", ge=2)
+        default=8,
+        metadata=_meta(
+            "fast mode: sub-pixel offsets per pixel in the table library (even; the spectral library shifts exactly)",
+            "",
+            ge=2,
+        ),
     )
     fast_span_rad: float = field(
         default=0.05,
-        metadata=_meta("fast mode: largest RMS aberration change across a field cell of the library", "rad", gt=0),
+        metadata=_meta(
+            "fast mode: largest RMS aberration change across a field cell of the table library (the spectral "
+            "library's PSF nodes span 4x it, its position lookup grid 0.5x)",
+            "rad",
+            gt=0,
+        ),
     )
     fast_tol_rad: float = field(
         default=0.002,
