@@ -135,6 +135,9 @@ SPECIAL = {
     *("camera.scmos_offset", "camera.scmos_variance", "camera.scmos_gain", "provenance", "zmap_path"),
     "output.exports",
     *PSF_OPTICS,
+    # issue 13: channels need two or more entries and species need channels (rules across keys); drawn at
+    # their defaults here, their valid space is tests/test_channels*.py's
+    *("channels", "channels_layout", "emitters.species"),
 }
 #: Upper ends of valid draws where the schema has none (keeps samples plausible; the schema allows more).
 INT_CAP = {
@@ -562,6 +565,9 @@ SPECIAL_INVALID: dict[str, st.SearchStrategy[Any]] = {
     "psf.fixed_zernike": NOT_A_MAPPING | st.none(),
     "zmap_path": st.sampled_from([5, 2.5, True, [], {}]),
     "output.exports": st.sampled_from(["picasso", 5, 2.5, True, None, {"picasso": 1}]),  # names: test_exporters
+    "channels": st.sampled_from([5, 2.5, True, "a", {"a": 1}, [5], [{}], [{"name": "a"}]]),
+    "channels_layout": st.sampled_from(["split-view", "side", 5, True, None]),  # split-view needs channels
+    "emitters.species": st.sampled_from([5, True, "a", {"a": 1}, [5], [{}]]),  # species need channels
     **{
         f"camera.scmos_{k}": st.sampled_from([None, True, False, [1.0], {"a": 1}, NAN, INF, -INF, HUGE, -HUGE])
         for k in ("offset", "variance", "gain")
