@@ -49,8 +49,8 @@ def ceiling_block(model: Any, b: int, workers: int | None) -> tuple[Any, int]:
     vals = np.empty((b, g.n_points), np.complex64)
     xbuf = np.zeros((b, g.rect[0], n), np.complex64)
     ybuf = np.zeros((b, n, n), np.complex64)
-    pxbuf = np.zeros((b, sub_rows, m), np.complex64)
-    pybuf = np.zeros((b, m, m), np.complex64)
+    pxbuf = np.zeros((b, f * f, sub_rows, m), np.complex64)
+    pybuf = np.zeros((b, f * f, m, m), np.complex64)
     inten = rng.random((b, m, m)).astype(np.float32)
     half = np.zeros((b, m, m // 2 + 1), np.complex64)
     rows = np.zeros((b, p, m // 2 + 1), np.complex64)
@@ -59,9 +59,9 @@ def ceiling_block(model: Any, b: int, workers: int | None) -> tuple[Any, int]:
         np.cos(phi, out=vals.real)
         np.sin(phi, out=vals.imag)
         if vectorial:
-            for _ in range(g.comps.shape[0] * f * f):
-                sfft.ifft(pxbuf, axis=2, norm="ortho", workers=workers)
-                sfft.ifft(pybuf, axis=1, norm="ortho", workers=workers)
+            for _ in range(g.comps.shape[0]):
+                sfft.ifft(pxbuf, axis=3, norm="ortho", workers=workers)
+                sfft.ifft(pybuf, axis=2, norm="ortho", workers=workers)
         else:
             sfft.ifft(xbuf, axis=2, norm="ortho", workers=workers)
             sfft.ifft(ybuf, axis=1, norm="ortho", workers=workers)

@@ -766,7 +766,11 @@ class PupilPSF:
                 inten=xp.empty((bmax, g.n_int, g.n_int), dtype=xp.float32),
                 acc=xp.empty((bmax, g.n_int, 2 * g.n_int), dtype=xp.float32) if g.comps is not None else None,
                 field=xp.empty((bmax, n_r, n_c), dtype=xp.complex64) if g.comps is not None else None,
-                pbuf=xp.zeros((bmax, g.n_int, g.n_int), dtype=xp.complex64) if g.comps is not None else None,
+                pbuf=(
+                    xp.zeros((bmax, (g.n_fft // g.n_int) ** 2, g.n_int, g.n_int), dtype=xp.complex64)
+                    if g.comps is not None
+                    else None
+                ),
             )
             if len(cache) >= 4:
                 cache.clear()
@@ -959,31 +963,28 @@ class PupilPSF:
         """
         b = field.shape[0]
         f = g.n_fft // g.n_int
-        pb = work.pbuf[:b]  # (b, m, m); rows below the components' extent stay zero
-        first = not accumulate
-        top = 0  # rows of pb written by the previous component
+        pb = work.pbuf[:b]  # (b, f^2, m, m); rows below the components' extent stay zero
+        n_r, n_c = g.rect
+        sr, sc = -(-n_r // f), -(-n_c // f)
         for p in range(f):
             for q in range(f):
                 sub = field[:, p::f, q::f]
-                sr, sc = sub.shape[1], sub.shape[2]
-                if top > sr:
-                    pb[:, sr:top, :] = 0
-                top = sr
-                rows = pb[:, :sr, :]
-                rows[:, :, :sc] = sub
-                rows[:, :, sc:] = 0
-                res = _ifft(xp, rows, axis=2, workers=workers, overwrite=True)  # in place (scipy)
-                if not (xp is np and np.may_share_memory(res, rows)):
-                    rows[...] = res
-                hv = _ifft(xp, pb, axis=1, workers=workers).view(xp.float32)  # (b, m, 2 m)
-                xp.square(hv, out=hv)
-                if first:
-                    acc[...] = hv
-                    first = False
-                else:
-                    acc += hv
-        if top:  # keep the invariant for the next call
-            pb[:, :top, :] = 0
+                dest = pb[:, p * f + q, :sr, :sc]
+                dest[:, : sub.shape[1], : sub.shape[2]] = sub
+                dest[:, sub.shape[1] :, :] = 0
+                dest[:, :, sub.shape[2] :] = 0
+        rows = pb[:, :, :sr, :]
+        rows[:, :, :, sc:] = 0
+        res = _ifft(xp, rows, axis=3, workers=workers, overwrite=True)  # in place (scipy)
+        if not (xp is np and np.may_share_memory(res, rows)):
+            rows[...] = res
+        hv = _ifft(xp, pb, axis=2, workers=workers).view(xp.float32)  # (b, f^2, m, 2 m)
+        xp.square(hv, out=hv)
+        for j in range(f * f):
+            if j == 0 and not accumulate:
+                acc[...] = hv[:, 0]
+            else:
+                acc += hv[:, j]
 
     @staticmethod
     def _field_intensity(
