@@ -27,10 +27,11 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from z2t_dask.caching import built_once
 from z2t_dask.errors import ZmapError
 from z2t_dask.physics.optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
 
@@ -170,6 +171,25 @@ def used_source_modes(convention: str, n_source: int, n_modes: int) -> frozenset
     return frozenset(used)
 
 
+@built_once(16)
+def _bead_interpolators(path: str, size: int, mtime_ns: int) -> tuple[Any, ...] | None:
+    """Bead points, magnitudes and their (cubic, nearest) interpolators, built once per file version.
+
+    The same interpolators as ``scipy.interpolate.griddata`` builds on every call (its Delaunay
+    triangulation dominated a small sample's cost); None when the Zmap has no bead magnitudes.
+    """
+    b = H5Zmap.read_beads(path)
+    if "coeff_mag" not in b or b["coeff_mag"].shape[0] == 0:
+        return None
+    pts = np.stack([b["x"], b["y"]], axis=1)
+    vals = b["coeff_mag"]
+    if pts.shape[0] < 4:
+        return pts, vals, None, None
+    from scipy.interpolate import CloughTocher2DInterpolator, NearestNDInterpolator
+
+    return pts, vals, CloughTocher2DInterpolator(pts, vals), NearestNDInterpolator(pts, vals)
+
+
 @lru_cache(maxsize=16)
 def _nan_planes(path: str, size: int, mtime_ns: int) -> tuple[int, ...]:
     """Modes of ``z_maps/phase`` with no finite value (read one plane at a time; cached by file stamp)."""
@@ -273,9 +293,14 @@ class H5Zmap(Zmap):
 
     def beads(self) -> dict[str, np.ndarray]:
         """Bead table with rejected (NaN) beads removed: ``y``, ``x``, ``mean_ncc``, ``coeff_phase``, ``coeff_mag``."""
+        return self.read_beads(self.path)
+
+    @staticmethod
+    def read_beads(path: str | Path) -> dict[str, np.ndarray]:
+        """The bead table of Zmap file ``path`` (see :meth:`beads`)."""
         import h5py
 
-        with h5py.File(self.path, "r") as f:
+        with h5py.File(path, "r") as f:
             if "coords" not in f:
                 return {}
             coords = np.asarray(f["coords"][()], dtype=np.float64)
@@ -305,19 +330,20 @@ class H5Zmap(Zmap):
 
     def _magnitude(self, x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
         """Scattered bead magnitudes interpolated at (x, y) with the correct axes; NaN beads ignored."""
-        b = self.beads()
-        if "coeff_mag" not in b or b["coeff_mag"].shape[0] == 0 or x.size == 0:
+        if x.size == 0:
             return None
-        pts = np.stack([b["x"], b["y"]], axis=1)
-        vals = b["coeff_mag"]
+        p = Path(self.path)
+        st = p.stat()
+        interp = _bead_interpolators(str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if interp is None:
+            return None
+        pts, vals, cubic, nearest = interp
         q = np.stack([x, y], axis=1)
-        if pts.shape[0] >= 4:
-            from scipy.interpolate import griddata
-
-            out = griddata(pts, vals, q, method="cubic")
+        if cubic is not None:  # scipy's griddata(method="cubic"), then "nearest" outside the hull
+            out = cubic(q)
             miss = ~np.all(np.isfinite(out), axis=1)
             if miss.any():
-                out[miss] = griddata(pts, vals, q[miss], method="nearest")
+                out[miss] = nearest(q[miss])
         else:
             d = ((q[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
             out = vals[np.argmin(d, axis=1)]
