@@ -22,7 +22,7 @@ import pytest
 import tifffile
 from distributed import Client, LocalCluster
 
-from z2t_dask.batch import JOB_MARKER, MANIFEST, BatchLockError, run_batch
+from z2t_dask.batch import JOB_MARKER, BatchLockError, run_batch
 from z2t_dask.batch.cluster import OutputFolderError
 from z2t_dask.batch.lock import LOCK_FILE, batch_lock, read_lock
 from z2t_dask.batch.verify import verify_folder
