@@ -371,3 +371,22 @@ def test_sharded_layout_round_trip(client, tmp_path, capsys):
     assert verify_folder(out)["ok"] and verify_folder(out)["files_verified"] == 12
     assert main(["preview", str(out), "-o", str(tmp_path / "p.png")]) == 0 and (tmp_path / "p.png").is_file()
     capsys.readouterr()
+
+
+def test_inspect_exports_the_manifest_on_demand_and_prints_compact_json(tmp_path, capsys):
+    """``z2t inspect FOLDER --export-manifest --json``: manifest.json / batch_status.json from the store."""
+    from z2t_dask.tools.cli import main
+
+    fixture = HERE / "data" / "batch_manifest_v1"
+    out = tmp_path / "b"
+    out.mkdir()
+    shutil.copy(fixture / MANIFEST, out / MANIFEST)
+    spec = load_batch_config({"base_output_dir": str(out), "seed": 5, "base_config": copy.deepcopy(TINY)})
+    Manifest(out, spec, resume=True).close()  # the store now holds the jobs
+    (out / MANIFEST).unlink()
+    assert main(["inspect", str(out), "--export-manifest", "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and isinstance(json.loads(printed), dict)  # one compact line
+    assert json.loads((out / MANIFEST).read_text()) == read_manifest(out)
+    assert read_status(out)["completed_jobs"] == ["sample_001", "sample_002"]
+    assert main(["inspect", str(out / MANIFEST), "--export-manifest"]) == 2  # not a batch folder
