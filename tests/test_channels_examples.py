@@ -26,6 +26,9 @@ def test_two_colour_example_runs_as_split_view(tmp_path):
     assert chip.shape == (2, 256, 512)  # one chip, the channels side by side
     frames = s.frames.compute()
     assert np.array_equal(chip[:, :, :256], frames[:, 0]) and np.array_equal(chip[:, :, 256:], frames[:, 1])
-    assert (folder / "ground_truth.csv").read_text().splitlines()[0].endswith(
-        "photons_short,x_px_short,y_px_short,inside_short,photons_long,x_px_long,y_px_long,inside_long"
+    assert (
+        (folder / "ground_truth.csv")
+        .read_text()
+        .splitlines()[0]
+        .endswith("photons_short,x_px_short,y_px_short,inside_short,photons_long,x_px_long,y_px_long,inside_long")
     )

@@ -170,12 +170,14 @@ def gibson_lanni_terms(o: StratifiedOptics, k2: np.ndarray) -> tuple[np.ndarray,
         - o.coverslip_nm / o.n_coverslip
     )
     c = piston_free(
-        lambda q: two_pi
-        * (
-            ti_const * kz_i(q)
-            + o.coverslip_nm * kz(o.n_coverslip, lam, q)
-            - o.coverslip_design_nm * kz(o.n_coverslip_design, lam, q)
-            - o.working_distance_nm * kz(o.n_immersion_design, lam, q)
+        lambda q: (
+            two_pi
+            * (
+                ti_const * kz_i(q)
+                + o.coverslip_nm * kz(o.n_coverslip, lam, q)
+                - o.coverslip_design_nm * kz(o.n_coverslip_design, lam, q)
+                - o.working_distance_nm * kz(o.n_immersion_design, lam, q)
+            )
         )
     )
     return a, b, c
