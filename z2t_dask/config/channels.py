@@ -126,6 +126,30 @@ class SpeciesConfig:
             gt=0,
         ),
     )
+    t_on: float | None = field(
+        default=None,
+        metadata=_meta(
+            "photophysics override (blinking): mean on time before going dark; null = emitters.t_on", "frames", gt=0
+        ),
+    )
+    t_dark: float | None = field(
+        default=None,
+        metadata=_meta("photophysics override (blinking): mean dark time; null = emitters.t_dark", "frames", gt=0),
+    )
+    t_bleach: float | None = field(
+        default=None,
+        metadata=_meta(
+            "photophysics override (blinking): mean on time before bleaching; null = emitters.t_bleach", "frames", gt=0
+        ),
+    )
+    lifetime_avg: float | None = field(
+        default=None,
+        metadata=_meta("photophysics override (single): mean on-time; null = emitters.lifetime_avg", "frames", gt=0),
+    )
+
+
+#: Species kinetics overrides and the emitters.model they apply to.
+_KINETICS_MODEL = {"t_on": "blinking", "t_dark": "blinking", "t_bleach": "blinking", "lifetime_avg": "single"}
 
 
 def channel_names(cfg: SimulationConfig) -> tuple[str, ...]:
@@ -214,7 +238,7 @@ def _channel(raw: Any, i: int, cfg: SimulationConfig, problems: list) -> Channel
     )
 
 
-def _species(raw: Any, i: int, n_channels: int, problems: list) -> SpeciesConfig | None:
+def _species(raw: Any, i: int, n_channels: int, problems: list, model: str = "single") -> SpeciesConfig | None:
     path = f"emitters.species[{i}]"
     if isinstance(raw, SpeciesConfig):
         raw = dataclasses.asdict(raw)
@@ -227,6 +251,11 @@ def _species(raw: Any, i: int, n_channels: int, problems: list) -> SpeciesConfig
         return None
     if not isinstance(sp.name, str) or not _NAME.match(sp.name):
         problems.append((f"{path}.name", f"expected a name of letters, digits, _ or -, got {sp.name!r}"))
+    for key, kin_model in _KINETICS_MODEL.items():
+        if getattr(sp, key) is not None and kin_model != model:
+            problems.append(
+                (f"{path}.{key}", f"overrides the {kin_model} model, but emitters.model is {model!r}: remove it")
+            )
     ratio = _number_list(sp.ratio, n_channels, f"{path}.ratio", problems, "one mean share per channel")
     if ratio is None:
         return None
@@ -324,7 +353,7 @@ def resolve_channels(cfg: SimulationConfig, problems: list[tuple[str, str]]) -> 
         return cfg
     if not raw_species:
         raw_species = [{"name": "default", "fraction": 1.0, "ratio": [1.0 / n] * n, "ratio_spread": 0.0}]
-    species = [_species(r, i, n, problems) for i, r in enumerate(raw_species)]
+    species = [_species(r, i, n, problems, cfg.emitters.model) for i, r in enumerate(raw_species)]
     if any(s is None for s in species):
         return cfg
     sps: list[SpeciesConfig] = [s for s in species if s is not None]

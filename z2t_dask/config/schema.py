@@ -165,7 +165,7 @@ class EmittersConfig:
         default_factory=list,
         metadata=_meta(
             "dye species (needs channels): [{name, fraction, ratio: mean share per channel, ratio_spread, "
-            "brightness}] (see z2t_dask.config.channels)",
+            "brightness, t_on, t_dark, t_bleach, lifetime_avg}] (see z2t_dask.config.channels)",
             "",
         ),
     )

@@ -25,12 +25,12 @@ from z2t_dask.errors import ConfigError
 from z2t_dask.physics.channels import (
     ChannelGeometry,
     ChannelTruth,
-    SpeciesTable,
     StoredSpecies,
     affine_matrix,
     apply_affine,
 )
 from z2t_dask.physics.random_streams import PURPOSE_CHANNEL_NOISE
+from z2t_dask.physics.species import species_table
 from z2t_dask.physics.truth import Truth
 
 __all__ = [
@@ -131,15 +131,7 @@ def channel_truth(cfg: SimulationConfig, seed: int, base: Truth) -> ChannelTruth
     stored = None if part is None else part.emitters.extra
     if stored is not None and "ratio" in stored and "species" in stored:
         return ChannelTruth(base, channel_geometries(cfg), StoredSpecies(stored["species"], stored["ratio"]))
-    sp = cfg.emitters.species
-    table = SpeciesTable(
-        seed,
-        [s.fraction for s in sp],
-        [s.ratio for s in sp],
-        [s.ratio_spread for s in sp],
-        brightness=[s.brightness for s in sp],
-    )
-    return ChannelTruth(base, channel_geometries(cfg), table)
+    return ChannelTruth(base, channel_geometries(cfg), species_table(seed, cfg))
 
 
 def channel_plans(cfg: SimulationConfig, seed: int, truth: ChannelTruth) -> list[FramePlan]:

@@ -40,7 +40,7 @@ import numpy as np
 from z2t_dask.caching import BuildOnceCache
 from z2t_dask.physics.aberrations import AberrationField
 from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
-from z2t_dask.physics.random_streams import PURPOSE_SPECIES, stream
+from z2t_dask.physics.species import SPECIES_BLOCK, SpeciesTable, dirichlet_concentration
 from z2t_dask.physics.truth import InMemoryTruth, RecordWindow, SegmentedTruth, Truth, TruthPart
 from z2t_dask.physics.truth_parts import join_windows
 
@@ -58,9 +58,6 @@ __all__ = [
     "species_photons",
     "dirichlet_concentration",
 ]
-
-#: Emitter ids per species stream (part of the random-stream definition: not a setting).
-SPECIES_BLOCK = 4096
 
 
 def affine_matrix(
@@ -109,21 +106,6 @@ def species_photons(phot: np.ndarray, species: np.ndarray, brightness: Sequence[
     return (np.asarray(phot, np.float64) * factor).astype(np.float32)
 
 
-def dirichlet_concentration(mean: Sequence[float], spread: float) -> float:
-    """Concentration κ of a Dirichlet with mean shares ``mean`` whose shares' s.d. have RMS ``spread``.
-
-    ``Var r_i = m_i (1 - m_i) / (κ + 1)``, so ``κ = Σ m_i (1 - m_i) / (C spread²) - 1``; ``inf`` for
-    spread 0 (every emitter at the mean). Raises ValueError when ``spread`` is too large (κ <= 0).
-    """
-    m = np.asarray(mean, np.float64)
-    if spread <= 0:
-        return math.inf
-    kappa = float(np.sum(m * (1 - m)) / (m.size * spread**2) - 1.0)
-    if not kappa > 0:
-        raise ValueError(f"ratio_spread {spread} is too large for the mean ratio {list(m)}")
-    return kappa
-
-
 @dataclass(frozen=True)
 class ChannelGeometry:
     """What the truth needs of one channel: its registration, focal offset and efficiency.
@@ -151,94 +133,6 @@ class ChannelGeometry:
     def matrix(self) -> np.ndarray:
         """The (2, 3) float64 affine matrix."""
         return np.asarray(self.affine, np.float64)
-
-
-class SpeciesTable:
-    """Species and photon split ratios of emitters by id (drawn per block of :data:`SPECIES_BLOCK` ids).
-
-    Parameters
-    ----------
-    seed : int
-        The sample seed.
-    fractions : sequence of float
-        Share of the emitters of each species (sum 1).
-    means : sequence of sequence of float
-        Mean ratio (C,) of each species.
-    spreads : sequence of float
-        ``ratio_spread`` of each species (RMS s.d. of a share).
-    brightness : sequence of float, optional
-        Photon yield of each species relative to the drawn emitters (default 1: unchanged).
-    """
-
-    def __init__(
-        self,
-        seed: int,
-        fractions: Sequence[float],
-        means: Sequence[Sequence[float]],
-        spreads: Sequence[float],
-        brightness: Sequence[float] | None = None,
-    ):
-        self.seed = int(seed)
-        self.fractions = tuple(float(f) for f in fractions)
-        self.means = tuple(tuple(float(v) for v in m) for m in means)
-        self.spreads = tuple(float(s) for s in spreads)
-        b = tuple(float(v) for v in (brightness or [1.0] * len(self.means)))
-        self.brightness: tuple[float, ...] | None = None if all(v == 1.0 for v in b) else b
-        self.n_channels = len(self.means[0])
-        self.kappas = tuple(dirichlet_concentration(m, s) for m, s in zip(self.means, self.spreads))
-        self._cache: BuildOnceCache[tuple[np.ndarray, np.ndarray]] = BuildOnceCache(16)
-
-    def block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Species (B,) int16 and ratios (B, C) float32 of ids ``[b·B, (b+1)·B)``."""
-        return self._cache.get(int(b), lambda: self._draw(int(b)))
-
-    def _draw(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = stream(self.seed, PURPOSE_SPECIES, b)
-        n, c = SPECIES_BLOCK, self.n_channels
-        edges = np.cumsum(self.fractions)
-        species = np.minimum(np.searchsorted(edges / edges[-1], rng.random(n), side="right"), len(edges) - 1)
-        ratio = np.empty((n, c), np.float64)
-        for s, (m, kappa) in enumerate(zip(self.means, self.kappas)):
-            mean = np.asarray(m)
-            sel = species == s
-            if not math.isfinite(kappa):
-                ratio[sel] = mean
-                continue
-            nz = mean > 0
-            g = np.zeros((n, c))
-            g[:, nz] = rng.standard_gamma(kappa * mean[nz], size=(n, int(nz.sum())))  # drawn for every id
-            total = g.sum(axis=1, keepdims=True)
-            r = np.where(total > 0, g / np.where(total > 0, total, 1.0), mean)
-            ratio[sel] = r[sel]
-        return species.astype(np.int16), ratio.astype(np.float32)
-
-    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Species (n,) int16 and ratios (n, C) float32 of emitter ``ids``."""
-        ids = np.asarray(ids, np.int64)
-        species = np.empty(ids.shape, np.int16)
-        ratio = np.empty((*ids.shape, self.n_channels), np.float32)
-        blocks = ids // SPECIES_BLOCK
-        for b in np.unique(blocks):
-            sel = blocks == b
-            sp, r = self.block(int(b))
-            species[sel] = sp[ids[sel] - b * SPECIES_BLOCK]
-            ratio[sel] = r[ids[sel] - b * SPECIES_BLOCK]
-        return species, ratio
-
-    def token(self) -> str:
-        """A deterministic identifier of the draws (for dask keys)."""
-        from dask.base import tokenize
-
-        return tokenize(self.seed, self.fractions, self.means, self.spreads, self.brightness)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_cache")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._cache = BuildOnceCache(16)
 
 
 def channel_columns(

@@ -45,6 +45,7 @@ import numpy as np
 
 from z2t_dask.config import EmittersConfig
 from z2t_dask.physics.random_streams import PURPOSE_DIPOLE, stream
+from z2t_dask.physics.species import species_kinetics
 
 __all__ = [
     "DEPTH_COLUMN",
@@ -255,12 +256,14 @@ def activation_window(cfg: EmittersConfig) -> tuple[float, float]:
 
     ``single``: ``[-3τ, T - 1 + 3τ)``; ``blinking``: ``[-pad, T - 1 + pad)`` with ``pad`` three
     mean activation-to-bleach lifetimes (emitters already cycling when the movie starts).
+    Species kinetics overrides widen the padding to the longest-lived species (steady state at frame 0).
     """
+    subs = species_kinetics(cfg)
     frames = int(cfg.frames)
     if cfg.model == "single":
-        tau = float(cfg.lifetime_avg)
-        return -3 * tau, frames - 1 + 3 * tau
-    pad = 3.0 * _blinking_rates(cfg)[3]
+        pad = 3.0 * max(float(c.lifetime_avg) for c in (cfg, *(subs or ())))
+    else:
+        pad = 3.0 * max(_blinking_rates(c)[3] for c in (cfg, *(subs or ())))
     return -pad, frames - 1 + pad
 
 
@@ -280,6 +283,7 @@ def sample_emitters(
     area_xy: tuple[float, float],
     n: int | None = None,
     window: tuple[float, float] | None = None,
+    species: np.ndarray | None = None,
 ) -> tuple[EmitterTable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Draw emitters and their on-intervals.
 
@@ -298,6 +302,8 @@ def sample_emitters(
         ``[lo, hi)`` of the first-on / activation times in frames (default
         :func:`activation_window`: the whole movie); a time segment of a long sample draws its
         own part of it.
+    species
+        Species index (n,) of each emitter when species override the kinetics (see :func:`on_intervals`).
 
     Returns
     -------
@@ -313,7 +319,7 @@ def sample_emitters(
     intensity = _truncated_normal(rng, cfg.intensity_mu, cfg.intensity_sigma, cfg.intensity_min, n)
     xyz = np.stack([x, y, z], axis=1).astype(np.float32).astype(np.float64)
     intensity = intensity.astype(np.float32).astype(np.float64)
-    idx, start, end = on_intervals(cfg, rng, n, window=window)
+    idx, start, end = on_intervals(cfg, rng, n, window=window, species=species)
     on_time = np.bincount(idx, weights=end - start, minlength=n)
     first = np.full(n, np.inf)
     np.minimum.at(first, idx, start)
@@ -332,16 +338,26 @@ def sample_emitters(
 
 
 def on_intervals(
-    cfg: EmittersConfig, rng: np.random.Generator, n: int, *, window: tuple[float, float] | None = None
+    cfg: EmittersConfig,
+    rng: np.random.Generator,
+    n: int,
+    *,
+    window: tuple[float, float] | None = None,
+    species: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """On-intervals ``[start, end)`` in frames for ``n`` emitters, sorted by emitter then time.
 
     First-on (activation) times are uniform in ``window`` (default :func:`activation_window`).
+    ``species`` (n,) gives each emitter's species where species override the kinetics: the rates
+    are then per-emitter arrays (the same stream draws as scalar rates); without it, or without
+    overrides, the section's scalar rates.
     """
     frames = int(cfg.frames)
     lo, hi = activation_window(cfg) if window is None else window
+    subs = None if species is None else species_kinetics(cfg)
+    sp = np.asarray(species if subs is not None else [], np.int64)
     if cfg.model == "single":
-        tau = float(cfg.lifetime_avg)
+        tau: Any = float(cfg.lifetime_avg) if subs is None else np.array([c.lifetime_avg for c in subs], float)[sp]
         t0 = rng.uniform(lo, hi, n)
         on = rng.exponential(tau, n)
         # float32 round trip: the intervals written to emitters.h5 are the ones binned
@@ -350,14 +366,15 @@ def on_intervals(
         return np.arange(n, dtype=np.int64), t0, t0 + on
     # blinking: competing exits from ON (dark at 1/t_on, bleach at 1/t_bleach); activations start
     # early enough (activation_window) that emitters are cycling when the movie starts
-    mean_on, p_bleach, _, _ = _blinking_rates(cfg)
+    rates: Any = [_blinking_rates(c)[:3] for c in (subs or (cfg,))]  # per species: (mean_on, p_bleach, t_dark)
+    mean_on, p_bleach, t_dark = rates[0] if subs is None else [np.array(v, float)[sp] for v in zip(*rates)]
     t = rng.uniform(lo, hi, n)
     alive = np.arange(n, dtype=np.int64)
     idx_parts, s_parts, e_parts = [], [], []
     while alive.size:
-        on = rng.exponential(mean_on, alive.size)
-        bleach = rng.random(alive.size) < p_bleach
-        dark = rng.exponential(cfg.t_dark, alive.size)
+        on = rng.exponential(_at(mean_on, alive), alive.size)
+        bleach = rng.random(alive.size) < _at(p_bleach, alive)
+        dark = rng.exponential(_at(t_dark, alive), alive.size)
         idx_parts.append(alive)
         s_parts.append(t)
         e_parts.append(t + on)
@@ -369,6 +386,11 @@ def on_intervals(
     end = np.concatenate(e_parts) if e_parts else np.zeros(0)
     order = np.lexsort((start, idx))
     return idx[order], start[order], end[order]
+
+
+def _at(rate: Any, alive: np.ndarray) -> Any:
+    """A scalar rate as is, a per-emitter array at the rows ``alive``."""
+    return rate if np.ndim(rate) == 0 else rate[alive]
 
 
 def bin_intervals(

@@ -54,6 +54,7 @@ from z2t_dask.physics.emitters import (
     truth_columns,
 )
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, stream
+from z2t_dask.physics.species import emitter_species
 from z2t_dask.physics.truth_parts import (
     RecordWindow,
     TruthPart,
@@ -249,12 +250,16 @@ class SegmentedTruth(Truth):
     def _draw(self, index: int, window: tuple[float, float], n: int, id0: int) -> tuple[EmitterTable, Records]:
         """The ``n`` emitters of segment ``index`` (ids from ``id0``) and their records, without aberrations."""
         cfg = self.cfg
+        # species kinetics overrides: each emitter's species by its id (None: the section's rates)
+        species = emitter_species(self.seed, cfg, id0 + np.arange(n, dtype=np.int64))
         if self.n_segments == 1:
             rng = stream(self.seed, PURPOSE_EMITTERS)
-            table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy)
+            table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy, species=species)
         else:
             rng = stream(self.seed, PURPOSE_EMITTERS, 1, index)
-            table, intervals = sample_emitters(cfg.emitters, rng, area_xy=cfg.area_xy, n=n, window=window)
+            table, intervals = sample_emitters(
+                cfg.emitters, rng, area_xy=cfg.area_xy, n=n, window=window, species=species
+            )
         records = compact_records(make_records(table, intervals, self.frames, cfg.image_shape))
         if id0:
             table.id = table.id + id0

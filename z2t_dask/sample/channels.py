@@ -78,6 +78,7 @@ def channel_attrs(cfg: SimulationConfig) -> dict[str, Any]:
                     "ratio": s.ratio,
                     "ratio_spread": s.ratio_spread,
                     "brightness": s.brightness,
+                    **{k: getattr(s, k) for k in ("t_on", "t_dark", "t_bleach", "lifetime_avg") if getattr(s, k)},
                 }
                 for s in cfg.emitters.species
             ]
