@@ -32,9 +32,8 @@ from z2t_dask.io.zarr import (
     _compressors,
     _default_fingerprint,
     _jsonable,
-    _sources,
     storage_chunks,
-    store_batches,
+    store_blocks,
 )
 from z2t_dask.io.zarr_progress import PROGRESS_DIR, block_key, block_regions
 
@@ -176,19 +175,8 @@ def write_ome_zarr_url(
         _create(image, array, zarr_format=zarr_format, compression=compression, attributes=attributes, fingerprint=fp)
     todo = [(idx, reg) for idx, reg in regions if block_key(reg) not in done]
     if todo:
-        sources, targets = _sources(array, todo)
         target: Any = RemoteMarkedTarget(image)
-        for group in store_batches(sources):
-            da.store(
-                [sources[i] for i in group],
-                [target] * len(group),
-                regions=[targets[i] for i in group],
-                lock=False,
-                compute=True,
-                scheduler=scheduler,
-            )
-            if between_batches is not None:
-                between_batches()
+        store_blocks(array, todo, target, scheduler=scheduler, between_batches=between_batches)
     progress.rmtree(keep=(OPEN_MARK,))
     (progress / OPEN_MARK).unlink(missing_ok=True)  # last: from here on the image is complete
     return ZarrWriteReport(image.url, len(regions), len(todo), len(regions) - len(todo))  # type: ignore[arg-type]

@@ -301,23 +301,36 @@ def write_ome_zarr(
         done = set(os.listdir(progress))
         todo = [(idx, reg) for idx, reg in regions if block_key(reg) not in done]
         if todo:
-            sources, targets = _sources(array, todo)
             target: Any = MarkedTarget(str(work / "0"), str(progress))  # a da.store target (__setitem__)
-            for group in store_batches(sources):
-                da.store(
-                    [sources[i] for i in group],
-                    [target] * len(group),
-                    regions=[targets[i] for i in group],
-                    lock=False,
-                    compute=True,
-                    scheduler=scheduler,
-                )
-                if between_batches is not None:
-                    between_batches()
+            store_blocks(array, todo, target, scheduler=scheduler, between_batches=between_batches)
         import shutil
 
         shutil.rmtree(progress)
     return ZarrWriteReport(final, len(regions), len(todo), len(regions) - len(todo))
+
+
+def store_blocks(
+    array: Any, todo: list, target: Any, *, scheduler: Any = None, between_batches: Callable[[], None] | None = None
+) -> None:
+    """Store the blocks ``todo`` (``(index, region)`` pairs) of dask ``array`` into ``target`` in bounded batches.
+
+    ``target`` is a ``da.store`` target (``__setitem__``) that marks each block done; ``between_batches`` runs
+    after every batch (progress, interrupts).
+    """
+    import dask.array as da
+
+    sources, targets = _sources(array, todo)
+    for group in store_batches(sources):
+        da.store(
+            [sources[i] for i in group],
+            [target] * len(group),
+            regions=[targets[i] for i in group],
+            lock=False,
+            compute=True,
+            scheduler=scheduler,
+        )
+        if between_batches is not None:
+            between_batches()
 
 
 def store_batches(sources: list, limit: int | None = None) -> Iterator[list[int]]:
