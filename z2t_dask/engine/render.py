@@ -61,6 +61,10 @@ DEFAULT_CHUNK_MB = 16.0
 #: Upper bound of the automatic frames per chunk (keeps small-frame samples parallel).
 MAX_AUTO_CHUNK_FRAMES = 32
 
+#: Regions (px) up to this size sum a frame's patches with one ``bincount`` over a padded canvas;
+#: larger ones patch by patch into a float64 scratch (:func:`_frame_signal`).
+SMALL_REGION_PX = 256 * 256
+
 #: A rectangle of the image ``(y0, y1, x0, x1)``: rows ``[y0, y1)``, columns ``[x0, x1)`` (px).
 Region = tuple[int, int, int, int]
 
@@ -144,6 +148,13 @@ class _SignalPrep:
     cy: np.ndarray  # (R,) int64 centre row
     phot: np.ndarray  # (R,) float32 photons (summed in float64)
     bounds: np.ndarray  # (t1 - t0 + 1,) record offsets per frame
+    _scratch: np.ndarray | None = None  # float64 zeros of the region (large regions), reused frame after frame
+
+    def scratch(self, h: int, w: int) -> np.ndarray:
+        """A ``(h, w)`` float64 array of zeros that :func:`_frame_signal` leaves zeroed after each frame."""
+        if self._scratch is None or self._scratch.shape != (h, w):
+            self._scratch = np.zeros((h, w), np.float64)
+        return self._scratch
 
 
 def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _SignalPrep:
@@ -183,37 +194,53 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     )
 
 
-def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray) -> np.ndarray:
-    """Write the expected signal photons of the ``f``-th frame of ``prep`` into ``out`` (region-sized float32).
+def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, background: np.float32 | None = None) -> np.ndarray:
+    """Write the photons of the ``f``-th frame of ``prep`` into ``out`` (region-sized float32 C-contiguous).
 
+    ``out`` = float32(signal) + ``background`` (float32 addition; no background: the signal alone).
     Contributions to a pixel are summed in float64 in record order, which does not depend on the
-    region: a tile equals the same rectangle of the whole frame bit for bit. Sparse frames (few
-    patches on a large region) sum over the touched pixels only (their sorted indices, one
-    ``bincount`` over those); dense ones use one ``bincount`` over the region. ``bincount`` adds
-    each bin's contributions sequentially in input (record) order: the same float64 sums either
-    way, and no region-sized float64 scratch.
+    region: a tile equals the same rectangle of the whole frame bit for bit. Small regions
+    (:data:`SMALL_REGION_PX`) take one ``bincount`` over a canvas padded by the patch half-width
+    (every contribution lands in a bin, no masking; ``bincount`` adds each bin's contributions
+    sequentially in input order); large ones add each record's patch into a float64 scratch
+    (again in record order) and copy back the rectangles they touched only. Both give the same
+    float64 sums, starting from 0.0, as any other summation in record order.
     """
     y0, y1, x0, x1 = prep.region
     h, w = y1 - y0, x1 - x0
-    a, b = prep.bounds[f], prep.bounds[f + 1]
-    out[...] = 0.0
-    if b <= a:
-        return out
-    offs = np.arange(prep.psfs.shape[-1]) - prep.psfs.shape[-1] // 2
-    rows = prep.cy[a:b, None] + offs[None, :] - y0  # (R, ps), region coordinates
-    cols = prep.cx[a:b, None] + offs[None, :] - x0
-    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    flat = rows[:, :, None] * w + cols[:, None, :]
-    weights = prep.psfs[prep.inv[a:b]].astype(np.float64) * prep.phot[a:b, None, None]
-    idx, wts = flat[valid], weights[valid]
-    if 4 * idx.size >= h * w:  # dense (small frames): one pass over the region
-        out[...] = np.bincount(idx, weights=wts, minlength=h * w).reshape(h, w)
-        return out
-    touched, inv = np.unique(idx, return_inverse=True)
-    sums = np.bincount(inv.reshape(-1), weights=wts, minlength=touched.size)
+    a, b = int(prep.bounds[f]), int(prep.bounds[f + 1])
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
-    out.reshape(-1)[touched] = sums
+    bg = np.float32(0.0 if background is None else background)
+    out[...] = bg
+    if b <= a:
+        return out
+    ps = prep.psfs.shape[-1]
+    c = ps // 2
+    if h * w <= SMALL_REGION_PX:
+        m = 2 * c  # canvas margin: a kept record's centre lies within c px of the region
+        hp, wp = h + 2 * m, w + 2 * m
+        offs = (np.arange(ps)[:, None] * wp + np.arange(ps)[None, :]).reshape(-1)
+        base = (prep.cy[a:b] - y0 + c) * wp + (prep.cx[a:b] - x0 + c)  # patch corner on the canvas
+        flat = base[:, None] + offs[None, :]
+        weights = np.multiply(prep.psfs[prep.inv[a:b]].reshape(b - a, -1), prep.phot[a:b, None], dtype=np.float64)
+        canvas = np.bincount(flat.reshape(-1), weights=weights.reshape(-1), minlength=hp * wp).reshape(hp, wp)
+        np.add(canvas[m : m + h, m : m + w], bg, out=out, dtype=np.float32, casting="same_kind")
+        return out
+    scratch = prep.scratch(h, w)
+    boxes = []
+    for r in range(a, b):
+        ry, rx = int(prep.cy[r]) - c - y0, int(prep.cx[r]) - c - x0  # patch corner, region coordinates
+        py0, px0, py1, px1 = max(0, -ry), max(0, -rx), min(ps, h - ry), min(ps, w - rx)
+        if py1 <= py0 or px1 <= px0:
+            continue
+        dst = (slice(ry + py0, ry + py1), slice(rx + px0, rx + px1))
+        scratch[dst] += prep.psfs[prep.inv[r], py0:py1, px0:px1] * np.float64(prep.phot[r])
+        boxes.append(dst)
+    for dst in boxes:  # overlapping boxes copy the same sums twice
+        np.add(scratch[dst], bg, out=out[dst], dtype=np.float32, casting="same_kind")
+    for dst in boxes:
+        scratch[dst] = 0.0
     return out
 
 
@@ -307,8 +334,7 @@ def render_block(block_info: dict | None = None, *, plan: FramePlan) -> np.ndarr
     photons = np.empty((aligned[1] - aligned[0], aligned[3] - aligned[2]), np.float32)
     background = np.float32(plan.background)
     for i, t in enumerate(range(t0, t1)):
-        _frame_signal(prep, i, photons)
-        photons += background
+        _frame_signal(prep, i, photons, background)
         for nb in blocks:
             rng = (
                 stream(plan.seed, *plan.noise_key, t, nb.row, nb.col)
