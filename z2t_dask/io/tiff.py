@@ -21,6 +21,7 @@ for integers.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from z2t_dask.io.blocks import lazy_stack
 from z2t_dask.io.jsonutil import json_default
 from z2t_dask.io.registry import StackFormat, StackInfo, WriteRequest, pixel_size_pair
 from z2t_dask.io.space import check_output_space
+from z2t_dask.io.tiff_pages import FrameFeed, close_quietly, page_data
 
 __all__ = [
     "BIGTIFF_THRESHOLD",
@@ -61,6 +63,16 @@ BIGTIFF_THRESHOLD = 2**31 - 2**26
 #: Zstandard level of ``"zstd"`` (shared with the OME-Zarr writer). Measured on a 1200x1200 EMCCD
 #: frame: level 1 10 ms, ratio 1.87; level 3 26 ms, 1.99; level 5 42 ms, 1.99.
 ZSTD_LEVEL = 1
+
+#: Files whose raw image size is at most this (bytes) are assembled in memory and written to their
+#: temporary in one ``write`` (a 40x40x200 float32 training movie: 1.3 MB): tifffile's page-by-page
+#: seek/tell/write calls each cost a system call (and a GIL hand-off to the render threads) on a file.
+SMALL_FILE_BYTES = 8 * 2**20
+
+#: Compressed pages are encoded here (:mod:`z2t_dask.io.tiff_pages`: large frames in a thread pool, in
+#: parallel with rendering) and handed to tifffile as encoded strips: the same bytes as tifffile's own
+#: encoder. False: tifffile encodes (the reference the tests compare with).
+PRE_ENCODE = True
 
 #: Accepted compression names -> (tifffile codec, codec arguments).
 COMPRESSIONS: dict[str | None, tuple[str | None, dict[str, int] | None]] = {
@@ -118,62 +130,6 @@ def _content_uuid(*parts: Any) -> str:
     return f"urn:uuid:{uuid.UUID(bytes=hashlib.sha256(text.encode()).digest()[:16], version=5)}"
 
 
-class _FrameFeed:
-    """Iterator of (Y, X) frames from frames/blocks, checking shape, dtype and count."""
-
-    def __init__(self, frames: Iterable[Any], shape: tuple[int, int, int], dtype: np.dtype) -> None:
-        self._source = iter(frames)
-        self._shape = shape
-        self._dtype = dtype
-        self._frames = self._flatten()
-        self.count = 0
-
-    def _flatten(self) -> Iterator[np.ndarray]:
-        for item in self._source:
-            arr = np.asarray(item)
-            if arr.ndim == 2:
-                yield arr
-            elif arr.ndim == 3:
-                yield from arr
-            elif arr.ndim == 4:  # (t, C, Y, X) blocks of a multi-channel stack: pages T-major
-                yield from arr.reshape(-1, *arr.shape[-2:])
-            else:
-                raise ValueError(f"frames must yield (Y, X) frames or (t, Y, X) blocks, got shape {arr.shape}")
-
-    def __iter__(self) -> _FrameFeed:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        total = self._shape[0]
-        if self.count == total:
-            self._check_no_extra()
-            raise StopIteration
-        try:
-            frame = next(self._frames)
-        except StopIteration:
-            raise ValueError(f"frames yielded {self.count} frames but shape[0] = {total} were declared") from None
-        self.count += 1
-        if frame.shape != self._shape[1:]:
-            raise ValueError(f"frame {self.count - 1} has shape {frame.shape}, expected {self._shape[1:]} (Y, X)")
-        if frame.dtype != self._dtype:
-            if not np.can_cast(frame.dtype, self._dtype, casting="same_kind"):
-                raise ValueError(
-                    f"frame {self.count - 1} has dtype {frame.dtype}, which cannot be stored as {self._dtype}"
-                )
-            frame = frame.astype(self._dtype)
-        return np.ascontiguousarray(frame)
-
-    def _check_no_extra(self) -> None:
-        for _ in self._frames:
-            raise ValueError(f"frames yielded more than the declared shape[0] = {self._shape[0]} frames")
-
-    def finish(self) -> None:
-        """Raise ValueError unless exactly ``shape[0]`` frames were consumed and none remain."""
-        if self.count != self._shape[0]:
-            raise ValueError(f"{self.count} frames were written but shape[0] = {self._shape[0]}")
-        self._check_no_extra()
-
-
 def write_ome_tiff(
     path: str | os.PathLike[str],
     frames: Iterable[Any],
@@ -186,6 +142,7 @@ def write_ome_tiff(
     metadata: Mapping[str, Any] | None = None,
     bigtiff: bool | None = None,
     channels: list[dict[str, Any]] | None = None,
+    encoder_threads: int | None = None,
 ) -> Path:
     """Write frames, in order, as a single-series OME-TIFF (T, Y, X), atomically.
 
@@ -221,6 +178,11 @@ def write_ome_tiff(
     bigtiff : bool, optional
         Force BigTIFF on/off; default: BigTIFF when the raw size exceeds
         ``BIGTIFF_THRESHOLD`` (~1.94 GiB).
+    encoder_threads : int, optional
+        Threads compressing pages while frames are rendered and written (0: in the writing thread);
+        default: up to :data:`~z2t_dask.io.tiff_pages.ENCODER_THREADS_MAX` (at most the CPU count) for
+        frames of 256 KiB or more, else 0. The file's bytes do not depend on it. At most
+        ``2 * encoder_threads`` frames are held beyond the current block.
 
     Returns
     -------
@@ -280,24 +242,34 @@ def write_ome_tiff(
 
     if codec is None:  # uncompressed: the size is known, refuse what cannot fit before writing
         check_output_space(final, math.prod(shape3) * dt.itemsize, what="the OME-TIFF")
-    feed = _FrameFeed(frames, shape3, dt)
-    with atomic_path(final) as tmp:
-        tifffile.imwrite(
-            tmp,
-            feed,
-            shape=full_shape if multi else shape3,
-            dtype=dt,
-            bigtiff=bool(bigtiff),
-            ome=True,
-            photometric="minisblack",
-            compression=codec,
-            compressionargs=codec_args,
-            predictor=None,
-            resolution=resolution_per_cm(px_x, px_y),
-            resolutionunit=tifffile.RESUNIT.CENTIMETER,
-            metadata=ome,
-        )
-        feed.finish()
+    feed = FrameFeed(frames, shape3, dt)
+    options: dict[str, Any] = {
+        "shape": full_shape if multi else shape3,
+        "dtype": dt,
+        "bigtiff": bool(bigtiff),
+        "ome": True,
+        "photometric": "minisblack",
+        "compression": codec,
+        "compressionargs": codec_args,
+        "predictor": None,
+        "resolution": resolution_per_cm(px_x, px_y),
+        "resolutionunit": tifffile.RESUNIT.CENTIMETER,
+        "metadata": ome,
+    }
+    data = page_data(feed, shape3, dt, codec, codec_args, encoder_threads, pre_encode=PRE_ENCODE)
+    try:
+        with atomic_path(final) as tmp:
+            if math.prod(shape3) * dt.itemsize <= SMALL_FILE_BYTES:
+                buffer = io.BytesIO()
+                tifffile.imwrite(buffer, data, **options)
+                feed.finish()
+                with open(tmp, "wb") as fh:
+                    fh.write(buffer.getbuffer())
+            else:
+                tifffile.imwrite(tmp, data, **options)
+                feed.finish()
+    finally:
+        close_quietly(data)  # stops encoder threads when tifffile failed midway
     return final
 
 
