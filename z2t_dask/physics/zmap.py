@@ -150,6 +150,32 @@ def _interp_window(
     return out
 
 
+@built_once(8)
+def _phase_window(path: str, size: int, mtime_ns: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """``z_maps/phase[:, y0:y1, x0:x1]`` of a Zmap file version as read-only float64 (a batch's samples
+    of one ROI read it once)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        win = np.asarray(f["z_maps/phase"][:, y0:y1, x0:x1], dtype=np.float64)
+    win.flags.writeable = False
+    return win
+
+
+@dataclass(frozen=True)
+class _PhaseMaps:
+    """The ``z_maps/phase`` dataset of a file version, read window by window through :func:`_phase_window`."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    shape: tuple[int, int, int]
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        _, ys, xs = key
+        return _phase_window(self.path, self.size, self.mtime_ns, ys.start, ys.stop, xs.start, xs.stop)
+
+
 def used_source_modes(convention: str, n_source: int, n_modes: int) -> frozenset[int]:
     """Indices of the source modes that reach the first ``n_modes`` Noll coefficients.
 
@@ -317,13 +343,13 @@ class H5Zmap(Zmap):
         return {k: v[good] for k, v in out.items()}
 
     def coefficients(self, x, y, *, method: str = "cubic"):
-        import h5py
-
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         order = {"cubic": 3, "linear": 1, "nearest": 0}[method]
-        with h5py.File(self.path, "r") as f:
-            raw = _interp_window(f["z_maps/phase"], x, y, order, self._used, str(self.path))
+        p = Path(self.path)
+        st = p.stat()
+        maps = _PhaseMaps(str(p.resolve()), st.st_size, st.st_mtime_ns, (self.n_source_modes, *self.shape))
+        raw = _interp_window(maps, x, y, order, self._used, str(self.path))
         phase = _to_noll(raw, self.convention, self.n_modes) * _unit_factor(self.units, self.wavelength_nm)
         mag = self._magnitude(x, y)
         return phase, mag
@@ -446,4 +472,17 @@ def read_zmap(
     n_modes
         Number of Noll modes returned.
     """
-    return H5Zmap(str(path), convention=convention, units=units, wavelength_nm=wavelength_nm, n_modes=n_modes)
+    try:
+        st = Path(path).stat()
+    except OSError:  # missing: H5Zmap raises the ZmapError naming it
+        return H5Zmap(str(path), convention=convention, units=units, wavelength_nm=wavelength_nm, n_modes=n_modes)
+    return _opened_zmap(str(path), st.st_size, st.st_mtime_ns, convention, units, float(wavelength_nm), int(n_modes))
+
+
+@built_once(16)
+def _opened_zmap(
+    path: str, size: int, mtime_ns: int, convention: str, units: str, wavelength_nm: float, n_modes: int
+) -> H5Zmap:
+    """An opened and checked :class:`H5Zmap`, once per file version and reading options (a batch's
+    samples share it; it holds no data, only what the file's checks found)."""
+    return H5Zmap(path, convention=convention, units=units, wavelength_nm=wavelength_nm, n_modes=n_modes)  # type: ignore[arg-type]
