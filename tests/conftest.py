@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The on-disk PSF library cache (z2t_dask.physics.optics.psf_store) stays off in the tests (and their
+# subprocesses): every test builds what it checks; tests of the cache turn it on in a temporary folder.
+os.environ.setdefault("Z2T_PSF_CACHE", "off")
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "original"

@@ -26,6 +26,7 @@ from z2t_dask.config import SimulationConfig
 from z2t_dask.errors import ConfigError
 from z2t_dask.physics import camera as cam
 from z2t_dask.physics.aberrations import AberrationField
+from z2t_dask.physics.optics import psf_store
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary, cached_library
 from z2t_dask.physics.optics.psf_spectral import SpectralLibrary
@@ -166,7 +167,10 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     spectral library (:class:`~z2t_dask.physics.optics.psf_spectral.SpectralLibrary`: its memory
     does not grow with the area; z planes ``2 * psf.fast_dz_um`` apart, cubic). The library's cache key holds
     the exact model's every parameter (vectorial or scalar, indices, thicknesses, resolved focus
-    depth, OTF blur): two configs that differ in any of them never share a library.
+    depth, OTF blur): two configs that differ in any of them never share a library. A spectral
+    library is also kept on disk (:mod:`~z2t_dask.physics.optics.psf_store`: ``$Z2T_PSF_CACHE``,
+    else ``~/.cache/z2t_dask/psf``; ``off`` disables it) under that key and the code's stamp, and
+    loaded (checked) instead of built by later processes: the same library, hence the same bytes.
     """
     exact = exact_psf_model(cfg)
     p = cfg.psf
@@ -206,6 +210,9 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     )
 
     def build() -> PSFLibrary:
+        stored = psf_store.load_library(key, exact)  # a library built by an earlier run or another worker
+        if stored is not None:
+            return stored
         step = 2 * exact.sampling  # sub-pixel offsets: even and a multiple of the fine sampling
         field_fn = aberration_field(cfg).at
         kw: dict[str, Any] = dict(
@@ -219,7 +226,7 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
         if plan.info["coverage"] >= 1.0:  # the table library covers the field within its cap
             return PSFLibrary.from_field(exact, field_fn, extent, z_range, **kw)
         # a large varying field (a whole chip): the low-rank spectral library, cubic in z
-        return SpectralLibrary.from_field(
+        lib = SpectralLibrary.from_field(
             exact,
             field_fn,
             extent,
@@ -229,6 +236,8 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
             tol_rad=p.fast_tol_rad,
             max_mib=p.fast_max_mib,
         )
+        psf_store.save_library(key, lib, field_fn, extent)
+        return lib
 
     return cached_library(key, build)
 

@@ -11,15 +11,17 @@ largest relative residual over *all* node spectra is within ``rank_tol``.  See
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from z2t_dask.physics.optics import psf_store
 from z2t_dask.physics.optics.psf import PupilPSF
 
-__all__ = ["spectral_tables"]
+__all__ = ["spectral_tables", "spectral_transforms", "stored_tables"]
 
 
 def _one_blas_thread() -> Any:
@@ -27,6 +29,62 @@ def _one_blas_thread() -> Any:
     from threadpoolctl import threadpool_limits  # a dependency: no silent multi-threaded fallback
 
     return threadpool_limits(1, user_api="blas")
+
+
+def _band(ex: PupilPSF) -> tuple[int, int]:
+    """The band ``(Ky, Kx)`` of the pixel spectra (``2 NA / lambda`` on the ``n_int`` window)."""
+    s = ex.sampling
+    n = ex.intensity_window * s
+    kcut2 = 2.0 * float(ex.na) / float(ex.wavelength_nm)
+    ky = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_y) / s)))
+    kx = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_x) / s)))
+    return ky, kx
+
+
+def stored_tables(ex: PupilPSF, lib_key: str, n_rows: int, max_mib: float | None, build: Any) -> SimpleNamespace:
+    """The tables of a library from the on-disk cache (:mod:`~z2t_dask.physics.optics.psf_store`), or built.
+
+    Parameters
+    ----------
+    ex : PupilPSF
+        The exact model (its band checks the stored arrays' shapes).
+    lib_key : str
+        The library's key (everything the tables depend on but ``max_mib``).
+    n_rows : int
+        Coefficient rows expected (PSF nodes x planes).
+    max_mib : float or None
+        The memory cap the tables were built with (part of the entry's key).
+    build : callable
+        ``build() -> SimpleNamespace`` (:func:`spectral_tables`) on a miss; its tables are stored.
+    """
+    key = json.dumps(["spectral-tables", lib_key, max_mib])
+    got = psf_store.load("spectral-tables", key)
+    ky, kx = _band(ex)
+    if got is not None:
+        arrays, meta = got
+        basis, coef = arrays.get("basis"), arrays.get("coef")
+        n_real = 2 * (2 * ky + 1) * (kx + 1)
+        if (
+            basis is not None
+            and coef is not None
+            and basis.dtype == np.float32
+            and coef.dtype == np.float32
+            and basis.ndim == 2
+            and basis.shape[0] >= 1
+            and basis.shape[1] == n_real
+            and coef.shape == (n_rows, basis.shape[0])
+            and (meta.get("ky"), meta.get("kx")) == (ky, kx)
+            and np.isfinite(basis).all()
+            and np.isfinite(coef).all()
+        ):
+            return spectral_transforms(
+                ex, basis=basis, coef=coef, residual=float(meta["residual"]), ky=ky, kx=kx,
+                band_loss=float(meta["band_loss"]),
+            )  # fmt: skip
+    tab = build()
+    meta = {"ky": int(tab.ky), "kx": int(tab.kx), "residual": float(tab.residual), "band_loss": float(tab.band_loss)}
+    psf_store.save("spectral-tables", key, {"basis": tab.basis, "coef": tab.coef}, meta)
+    return tab
 
 
 def spectral_tables(
@@ -64,11 +122,8 @@ def spectral_tables(
     """
     k = ex.n_modes
     n_nodes, nz = psf_nodes.shape[0], len(planes)
-    s = ex.sampling
-    n = ex.intensity_window * s
-    kcut2 = 2.0 * float(ex.na) / float(ex.wavelength_nm)
-    ky = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_y) / s)))
-    kx = min(n // 2 - 1, int(math.floor(kcut2 * n * float(ex.pixel_size_nm_x) / s)))
+    n = ex.intensity_window * ex.sampling
+    ky, kx = _band(ex)
     row_idx = np.r_[n - ky : n, 0 : ky + 1]  # ky = -Ky .. Ky
     wcol = np.full(kx + 1, 2.0)
     wcol[0] = 1.0
@@ -112,6 +167,45 @@ def spectral_tables(
     worst = rel.max(axis=0)
     ok = np.flatnonzero(worst <= rank_tol)
     rank = int(ok[0]) + 1 if ok.size else cap
+    return spectral_transforms(
+        ex,
+        basis=np.ascontiguousarray(basis[:rank], dtype=np.float32),
+        coef=np.ascontiguousarray(coef[:, :rank], dtype=np.float32),
+        residual=float(worst[rank - 1]),
+        ky=ky,
+        kx=kx,
+        band_loss=lost / max(total, 1e-300),
+    )
+
+
+def spectral_transforms(
+    ex: PupilPSF, *, basis: np.ndarray, coef: np.ndarray, residual: float, ky: int, kx: int, band_loss: float
+) -> SimpleNamespace:
+    """The tables of :func:`spectral_tables` from its basis and coefficients (adds the transforms).
+
+    Parameters
+    ----------
+    ex : PupilPSF
+        The exact model (patch size, sampling, pixel sizes).
+    basis : ndarray (K, n_real) float32
+        Orthonormal basis rows.
+    coef : ndarray (n_nodes * planes, K) float32
+        Coefficients of the node spectra.
+    residual, band_loss : float
+        Largest relative residual of the basis and the energy fraction outside the band.
+    ky, kx : int
+        The band (``|ky| <= Ky``, ``0 <= kx <= Kx``).
+
+    Returns
+    -------
+    SimpleNamespace
+        As :func:`spectral_tables`.
+    """
+    s = ex.sampling
+    n = ex.intensity_window * s
+    wcol = np.full(kx + 1, 2.0)
+    wcol[0] = 1.0
+    sq = np.sqrt(wcol)
     c0 = ex.patch_size // 2
     r = np.arange(ex.patch_size) - c0
     kys = np.arange(-ky, ky + 1)
@@ -122,18 +216,18 @@ def spectral_tables(
     mmat[0::2] = fxm.real
     mmat[1::2] = -fxm.imag
     tab = SimpleNamespace(
-        basis=np.ascontiguousarray(basis[:rank], dtype=np.float32),
-        coef=np.ascontiguousarray(coef[:, :rank], dtype=np.float32),
-        rank=rank,
-        residual=float(worst[rank - 1]),
-        ky=ky,
-        kx=kx,
+        basis=basis,
+        coef=coef,
+        rank=int(basis.shape[0]),
+        residual=float(residual),
+        ky=int(ky),
+        kx=int(kx),
         kys=kys.astype(np.float64),
         kxs=kxs.astype(np.float64),
         phase_step=2.0 * np.pi * s / n,
         fy=fy,
         mmat=mmat,
-        band_loss=lost / max(total, 1e-300),
+        band_loss=float(band_loss),
     )
     tab.nbytes = int(tab.basis.nbytes + tab.coef.nbytes)
     return tab

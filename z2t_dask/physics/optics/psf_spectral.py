@@ -48,7 +48,7 @@ import numpy as np
 
 from z2t_dask.caching import BuildOnceCache
 from z2t_dask.physics.optics.psf import PupilPSF
-from z2t_dask.physics.optics.psf_basis import spectral_tables
+from z2t_dask.physics.optics.psf_basis import spectral_tables, stored_tables
 from z2t_dask.physics.optics.psf_library import FieldFunction, PSFLibrary, _fit, _stack
 from z2t_dask.physics.optics.psf_lookup import TriangleLookup
 
@@ -149,9 +149,7 @@ class SpectralLibrary(PSFLibrary):
     @property
     def table_bytes(self) -> int:
         """Memory of the basis, coefficients and lookup grid (bytes) once built."""
-        t = self.__dict__.get("_tab") or _CACHE.get(self.key, self._build)
-        self.__dict__["_tab"] = t
-        return int(t.nbytes + self.nodes.nbytes)
+        return int(self._tables().nbytes + self.nodes.nbytes)
 
     def __repr__(self) -> str:
         return (
@@ -249,6 +247,7 @@ class SpectralLibrary(PSFLibrary):
             )
 
         lib = make((lr, lc))
+        lib.__dict__["_max_mib"] = float(max_mib)
         probe_res = lib.field_weights(np.asarray(cph, np.float64), cmag)[2]
         while probe_res.max() > tol_rad / 4:  # refine the lookup while it is coarse for this field
             finer = _fit(2 * lr - 1 if lr > 1 else 1, 2 * lc - 1 if lc > 1 else 1, _MAX_LOOK_NODES)
@@ -256,10 +255,10 @@ class SpectralLibrary(PSFLibrary):
                 break
             lr, lc = finer
             lib = make(finer)
+            lib.__dict__["_max_mib"] = float(max_mib)
             probe_res = lib.field_weights(np.asarray(cph, np.float64), cmag)[2]
         coverage = float(np.mean(lib.serves(np.asarray(cph, np.float64), cmag)))
-        tab = _CACHE.get(lib.key, lambda: lib._build(max_mib))
-        lib.__dict__["_tab"] = tab
+        tab = lib._tables()
         info = {
             "field_extent_px": [x0, x1, y0, y1],
             "span_rad": span_rad,
@@ -285,14 +284,22 @@ class SpectralLibrary(PSFLibrary):
     def _tables(self) -> SimpleNamespace:  # type: ignore[override]
         tab = self.__dict__.get("_tab")
         if tab is None:
-            tab = _CACHE.get(self.key, self._build)
+            tab = _CACHE.get((self.key, self.__dict__.get("_max_mib")), self._build)
             self.__dict__["_tab"] = tab
         return tab
 
-    def _build(self, max_mib: float | None = None) -> SimpleNamespace:
-        return spectral_tables(
-            self.exact, self.psf_nodes, self.with_mag, self.z_planes, rank_tol=self.rank_tol, max_rank=self.max_rank,
-            max_mib=max_mib,
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_max_mib": self.__dict__.get("_max_mib")}  # a worker builds the same
+
+    def _build(self) -> SimpleNamespace:
+        """The tables: from the on-disk cache (:mod:`~z2t_dask.physics.optics.psf_store`) or built."""
+        max_mib = self.__dict__.get("_max_mib")
+        return stored_tables(
+            self.exact, self.key, len(self.psf_nodes) * len(self.z_planes), max_mib,
+            lambda: spectral_tables(
+                self.exact, self.psf_nodes, self.with_mag, self.z_planes, rank_tol=self.rank_tol,
+                max_rank=self.max_rank, max_mib=max_mib,
+            ),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ field lookup

@@ -1,0 +1,273 @@
+"""Persistent on-disk cache of built fast PSF libraries (a second run or another worker loads, not builds).
+
+A spectral library (:mod:`~z2t_dask.physics.optics.psf_spectral`) costs about a second to build
+(the exact PSFs of its nodes and planes, the basis, the held-out error measurement); loading
+it costs milliseconds.  Entries are kept under
+
+* ``$Z2T_PSF_CACHE`` when set (a folder; ``off``, ``0``, ``no``, ``false`` or ``none`` turn the
+  cache off),
+* else ``$XDG_CACHE_HOME/z2t_dask/psf``, else ``~/.cache/z2t_dask/psf``.
+
+Each entry is one uncompressed ``.npz`` (no pickles) named by the sha256 of its key, holding its
+arrays and a JSON header: the full key, a *code stamp* (sha256 of the sources of the optics,
+Zmap and aberration modules and of :mod:`z2t_dask.engine.assembly`, with the package, NumPy
+and SciPy versions) and the sha256 of every array.  An entry is used only if all three match
+and its arrays have the expected shapes; anything else (a damaged, truncated, foreign or stale
+file) is rebuilt and replaced.  Writes are atomic (a temporary file in the same folder, then
+``os.replace``); a folder that cannot be written only costs the rebuild.  The library itself
+also checks a loaded entry against the exact model on probe emitters before using it
+(:func:`z2t_dask.physics.optics.psf_spectral.SpectralLibrary.check_probes`).
+
+This module depends only on the standard library and NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ENV", "cache_dir", "code_stamp", "entry_path", "load", "save"]
+
+#: Environment variable: the cache folder, or ``off`` (also ``0``, ``no``, ``false``, ``none``).
+ENV = "Z2T_PSF_CACHE"
+_OFF = {"", "0", "off", "no", "false", "none", "disable", "disabled"}
+_FORMAT = 1
+_META = "__meta__"
+_PKG = Path(__file__).resolve().parents[2]  # the z2t_dask package folder
+_STAMPED = ("physics/optics", "physics/zmap.py", "physics/aberrations.py", "engine/assembly.py")
+
+
+def cache_dir() -> Path | None:
+    """The cache folder (``$Z2T_PSF_CACHE``, ``$XDG_CACHE_HOME/z2t_dask/psf``, ``~/.cache/z2t_dask/psf``).
+
+    Returns
+    -------
+    Path or None
+        None when ``$Z2T_PSF_CACHE`` turns the cache off.
+    """
+    raw = os.environ.get(ENV)
+    if raw is not None:
+        return None if raw.strip().lower() in _OFF else Path(raw).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "z2t_dask" / "psf"
+
+
+@functools.lru_cache(maxsize=1)
+def code_stamp() -> str:
+    """sha256 of the code a library depends on (sources, package / NumPy / SciPy versions)."""
+    import scipy
+
+    from z2t_dask import __version__
+
+    h = hashlib.sha256(repr((_FORMAT, __version__, np.__version__, scipy.__version__)).encode())
+    for rel in _STAMPED:
+        p = _PKG / rel
+        for f in sorted(p.glob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(_PKG).as_posix().encode())
+            h.update(f.read_bytes() if f.is_file() else b"<missing>")
+    return h.hexdigest()
+
+
+def entry_path(kind: str, key: str) -> Path | None:
+    """The file of an entry (None when the cache is off)."""
+    d = cache_dir()
+    if d is None:
+        return None
+    return d / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(repr((name, a.dtype.str, a.shape)).encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def load(kind: str, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """The arrays and header of an entry, or None (off, missing, damaged, another key or code).
+
+    Parameters
+    ----------
+    kind : str
+        Entry kind (file name prefix), e.g. ``"spectral-lib"``.
+    key : str
+        Everything the entry depends on (compared in full with the stored key).
+
+    Returns
+    -------
+    (dict, dict) or None
+        Arrays by name and the JSON header (``meta``: what :func:`save` was given).
+    """
+    path = entry_path(kind, key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        head = json.loads(arrays.pop(_META).tobytes().decode())
+        if (
+            head.get("format") != _FORMAT
+            or head.get("kind") != kind
+            or head.get("key") != key
+            or head.get("stamp") != code_stamp()
+            or head.get("sha256") != _digest(arrays)
+        ):
+            return None
+        return arrays, head["meta"]
+    except Exception:  # noqa: BLE001 - any unreadable entry is rebuilt
+        return None
+
+
+def save(kind: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path | None:
+    """Write an entry atomically (a temporary file, then ``os.replace``); None if not written.
+
+    Parameters
+    ----------
+    kind, key
+        As in :func:`load`.
+    arrays : mapping of str to ndarray
+        Numeric arrays (stored as they are, no pickles).
+    meta : mapping
+        JSON-serialisable header (floats round-trip exactly).
+    """
+    path = entry_path(kind, key)
+    if path is None:
+        return None
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    head = {"format": _FORMAT, "kind": kind, "key": key, "stamp": code_stamp(), "sha256": _digest(arrays)}
+    head["meta"] = dict(meta)
+    tmp = None
+    try:
+        blob = np.frombuffer(json.dumps(head, allow_nan=False).encode(), np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            payload: dict[str, Any] = {**arrays, _META: blob}
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+    except (OSError, ValueError, TypeError):  # a read-only or full disk, a value JSON cannot hold: no entry
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return None
+
+
+# ---------------------------------------------------------------------- spectral libraries
+_LIB = "spectral-lib"
+_PROBES = 4  # probe emitters checked on every load (exact vs fast, against the stored errors)
+_ARRAYS = ("nodes", "node_xy", "psf_nodes")
+_SCALARS = ("with_mag", "z_min_um", "z_max_um", "dz_um", "subpixel", "tol_rad", "rank_tol", "max_rank", "psf_tol_rad")
+
+
+def _probe_errors(lib: Any, probe: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Relative L2 errors (float64) of the library against its exact model on the probe emitters."""
+    mag = probe.get("mag")
+    args = (probe["phase"], probe["z"], probe["dx"], probe["dy"], mag if mag is not None and mag.size else None)
+    fast = lib.compute(*args).astype(np.float64)
+    ref = lib.exact.compute(*args).astype(np.float64)
+    n = fast.shape[0]
+    num = np.linalg.norm((fast - ref).reshape(n, -1), axis=1)
+    return num / np.maximum(np.linalg.norm(ref.reshape(n, -1), axis=1), 1e-300)
+
+
+def save_library(key: str, lib: Any, field_fn: Any, extent: tuple[float, float, float, float]) -> Path | None:
+    """Store a built spectral library under ``key`` with probe emitters (its tables are stored when built).
+
+    Parameters
+    ----------
+    key : str
+        Everything the library depends on (:func:`z2t_dask.engine.assembly.make_psf_model`'s key).
+    lib : SpectralLibrary
+        The library (built by :meth:`~z2t_dask.physics.optics.psf_spectral.SpectralLibrary.from_field`).
+    field_fn, extent
+        Its field function and extent (the probe emitters' aberrations).
+    """
+    if cache_dir() is None:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(0x5702E,)))
+    x0, x1, y0, y1 = extent
+    x, y = rng.uniform(x0, x1, _PROBES), rng.uniform(y0, y1, _PROBES)
+    z = rng.uniform(lib.z_min_um, lib.z_max_um, _PROBES)
+    dx, dy = rng.uniform(-0.5, 0.5, _PROBES), rng.uniform(-0.5, 0.5, _PROBES)
+    ph, mag = field_fn(x, y)
+    probe = {
+        "phase": np.asarray(ph, np.float32),
+        "mag": np.zeros((0, 0), np.float32) if mag is None else np.asarray(mag, np.float32),
+        "z": z.astype(np.float32),
+        "dx": dx.astype(np.float32),
+        "dy": dy.astype(np.float32),
+    }
+    arrays = {name: getattr(lib, name) for name in _ARRAYS}
+    arrays.update({f"probe_{k}": v for k, v in probe.items()})
+    counts = lib.__dict__.get("_counts")
+    kept = None if counts is None else dict(counts)
+    arrays["probe_err"] = _probe_errors(lib, probe)
+    if kept is None:  # the probes are not the caller's emitters
+        lib.__dict__.pop("_counts", None)
+    else:
+        lib.__dict__["_counts"] = kept
+    meta = {name: getattr(lib, name) for name in _SCALARS}
+    meta.update(
+        grid=list(lib.grid), psf_grid=list(lib.psf_grid), info=lib.info, lib_key=lib.key,
+        max_mib=lib.__dict__.get("_max_mib"),
+    )  # fmt: skip
+    return save(_LIB, key, arrays, meta)
+
+
+def load_library(key: str, exact: Any, error_samples: int = 256) -> Any:
+    """The spectral library stored under ``key`` for the exact model ``exact``, or None.
+
+    None (the caller builds and stores it again) unless the entry is intact (:func:`load`), its
+    library key matches the one rebuilt from ``exact`` and the stored parameters, its measured
+    error holds ``error_samples`` finite figures, and the library reproduces the stored errors
+    against ``exact`` on its probe emitters.
+    """
+    got = load(_LIB, key)
+    if got is None:
+        return None
+    from z2t_dask.physics.optics.psf_spectral import SpectralLibrary
+
+    arrays, meta = got
+    try:
+        err = meta["info"]["error"]
+        top, p99, mean, frac = err["max"], err["p99"], err["mean"], err["exact_fraction"]
+        if err["samples"] != error_samples or not 0.0 <= frac <= 1.0:
+            return None
+        if top is not None and not (0.0 <= mean <= top and 0.0 <= p99 <= top < np.inf):
+            return None
+        fields: dict[str, Any] = {name: arrays[name] for name in _ARRAYS}
+        fields.update({name: meta[name] for name in _SCALARS})
+        lib = SpectralLibrary(
+            exact=exact,
+            grid=(int(meta["grid"][0]), int(meta["grid"][1])),
+            psf_grid=(int(meta["psf_grid"][0]), int(meta["psf_grid"][1])),
+            info=meta["info"],
+            **fields,
+        )
+        if lib.key != meta["lib_key"]:
+            return None
+        lib.__dict__["_max_mib"] = meta["max_mib"]
+        probe = {k[len("probe_") :]: v for k, v in arrays.items() if k.startswith("probe_") and k != "probe_err"}
+        stored = arrays["probe_err"]
+        again = _probe_errors(lib, probe)
+    except Exception:  # noqa: BLE001 - a malformed entry is rebuilt
+        return None
+    if again.shape != stored.shape or not np.all(np.abs(again - stored) <= 1e-9 + 1e-6 * stored):
+        return None
+    lib.__dict__.pop("_counts", None)  # the probes are not the caller's emitters
+    return lib
