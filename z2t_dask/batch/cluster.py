@@ -4,6 +4,8 @@
 used as is; a scheduler address (``"tcp://host:8786"``) or a ``Cluster`` object is connected to;
 ``None`` reuses a client the user already made (notebooks) or starts a private
 :class:`~distributed.LocalCluster`, closed at the end. Only what this function created is closed.
+The private cluster's workers are forked from a forkserver that has imported a job's modules
+(:func:`forkserver_workers`, :mod:`z2t_dask.batch.warm`): no worker pays them on its first job.
 
 SLURM: :func:`slurm_cluster` builds a ``dask_jobqueue.SLURMCluster`` from a plain mapping (a YAML
 file's content) — ``queue``, ``account``, ``cores``, ``processes``, ``memory``, ``walltime``,
@@ -36,14 +38,20 @@ from typing import Any
 from z2t_dask.errors import ClusterError, OutputFolderError
 
 __all__ = [
+    "FORKSERVER_PRELOAD",
     "SLURM_KEYS",
     "ClusterError",
     "OutputFolderError",
+    "forkserver_workers",
     "load_slurm_spec",
     "probe_output_folder",
     "resolve_client",
     "slurm_cluster",
 ]
+
+#: The workers' forkserver preload (module names): Dask's worker machinery, then a job's modules
+#: (:mod:`z2t_dask.batch.warm`, named here so that this process does not import them).
+FORKSERVER_PRELOAD = ("distributed", "distributed.nanny", "distributed.worker", "z2t_dask.batch.warm")
 
 #: Prefix of the probe's token file in the batch output folder (removed after the probe).
 PROBE_PREFIX = ".z2t_probe-"
@@ -203,6 +211,36 @@ def quiet_distributed() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def forkserver_workers() -> Iterator[bool]:
+    """Start the worker processes made in the ``with`` block from a warm forkserver; yield whether it applies.
+
+    Dask starts each worker process with ``distributed.worker.multiprocessing-method`` (default
+    ``spawn``: every worker imports Dask, then a job's modules on its first job). Inside the block
+    the method is ``forkserver`` with the preload :data:`FORKSERVER_PRELOAD`:
+    one server process imports them once and each worker is forked from it (copy-on-write). Left
+    alone: a method the user set (not ``spawn``), or a platform without ``forkserver``. The
+    forkserver lives as long as this process and keeps the preload of its first start (a later
+    cluster's workers are forked from it too). Workers a nanny restarts after the block use the
+    configured method again.
+    """
+    import multiprocessing
+
+    import dask
+
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    if method != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+        yield False
+        return
+    from distributed import utils as dutils
+
+    if getattr(dutils, "_forkserver_preload_set", None) is False:  # ours, not Dask's (it imports pandas, lz4... here)
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        dutils._forkserver_preload_set = True
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        yield True
+
+
+@contextlib.contextmanager
 def resolve_client(
     client: Any = None,
     *,
@@ -266,7 +304,8 @@ def resolve_client(
                         import bokeh  # noqa: F401
                     except ImportError:
                         raise ClusterError("the dashboard needs bokeh: pip install 'z2t-dask[dashboard]'") from None
-                cluster = LocalCluster(**kwargs)
+                with forkserver_workers():  # workers forked with a job's modules imported (batch/warm.py)
+                    cluster = LocalCluster(**kwargs)
                 owned.append(cluster)
                 c = Client(cluster, set_as_default=False)
                 owned.append(c)

@@ -24,11 +24,13 @@ quietly (the rerun redoes them).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fnmatch
 import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -173,7 +175,10 @@ def run_batch(
     Before anything is written, the config is validated, every distinct Zmap and sCMOS map is
     checked once on the client (:func:`~z2t_dask.batch.plan.check_inputs`) and, for a new output
     folder, the cluster is started: a bad input or a failed start (no bokeh for the dashboard, no
-    ``sbatch``, an unreachable scheduler) leaves no output folder behind. The output folder is
+    ``sbatch``, an unreachable scheduler) leaves no output folder behind. A private LocalCluster
+    starts in a background thread while the inputs are checked (a bad input closes it, a failed
+    start raises once they pass); its workers are forked warm
+    (:func:`~z2t_dask.batch.cluster.forkserver_workers`). The output folder is
     resolved on the client (absolute), locked for the run (:func:`~z2t_dask.batch.lock.batch_lock`:
     a second run on it is refused) and probed from every worker
     (:func:`~z2t_dask.batch.cluster.probe_output_folder`).
@@ -238,11 +243,14 @@ def run_batch(
     out, root, remote = batch_places(spec.output_dir, spec.storage_options, state_dir)
     spec.output_dir = remote.url if remote else out
     jobs = BatchJobs(spec)  # every grid point validated once; jobs made on demand
-    check_inputs(jobs.point_jobs(), spec.source)  # Zmaps, ROIs, sCMOS maps: refused before anything is written
     n_retries = spec.retries if retries is None else int(retries)
     session = _ClientSession(client, max_workers=max_workers or spec.max_workers, dashboard=dashboard, slurm=slurm)
     with contextlib.ExitStack() as stack:
-        if not out.exists():  # start the cluster first: a failed start writes nothing
+        fresh = not out.exists()
+        if fresh:  # a new batch: its cluster starts while the inputs are checked (closed if they are bad)
+            session.start_background(stack)
+        check_inputs(jobs.point_jobs(), spec.source)  # Zmaps, ROIs, sCMOS maps: refused before anything is written
+        if fresh:  # the cluster must have started before anything is written: a failed start writes nothing
             session.start(stack)
             created = _make_folder(out)
             try:
@@ -317,20 +325,75 @@ class _ClientSession:
         self.client: Any = None
         self.dashboard: str | None = None
         self.probed = False
+        self._thread: threading.Thread | None = None
+        self._background: tuple[Any, dict[str, Any]] | None = None
 
-    def start(self, stack: contextlib.ExitStack) -> Any:
+    def _resolver(self) -> contextlib.AbstractContextManager:
         from z2t_dask.batch.cluster import resolve_client
 
+        return resolve_client(self.arg, max_workers=self.max_workers, dashboard=self.want_dashboard, slurm=self.slurm)
+
+    def start_background(self, stack: contextlib.ExitStack) -> None:
+        """Start the client in a thread now (:meth:`start` waits for it); ``stack`` closes it on any exit.
+
+        The main thread meanwhile checks the batch's inputs: a bad input closes the cluster
+        (after its start ends) and raises as before; a failed start raises in :meth:`start`.
+        """
+        if self.client is not None or self._thread is not None or self.arg is not None or self.slurm is not None:
+            return  # only a private LocalCluster takes seconds to start; the others start in start()
+        cm = self._resolver()
+        box: dict[str, Any] = {}
+
+        def enter() -> None:
+            try:
+                box["client"] = cm.__enter__()
+            except BaseException as exc:  # raised in the main thread by start()
+                box["error"] = exc
+
+        ctx = contextvars.copy_context()  # get_client() sees a client made current in this thread
+        self._thread = threading.Thread(target=ctx.run, args=(enter,), name="z2t-cluster-start", daemon=True)
+        self._background = (cm, box)
+        self._thread.start()
+        stack.push(self._exit_background)
+
+    def _join(self) -> None:
+        """Wait for a background start; adopt its client or raise its error."""
+        if self._thread is None or self._background is None:
+            return
+        self._thread.join()
+        cm, box = self._background
+        if "error" in box:
+            self._background = None
+            raise box.pop("error")
         if self.client is None:
-            self.client = stack.enter_context(
-                resolve_client(self.arg, max_workers=self.max_workers, dashboard=self.want_dashboard, slurm=self.slurm)
-            )
-            if self.want_dashboard or self.slurm is not None:
-                self.dashboard = getattr(self.client, "dashboard_link", None)
-                if self.dashboard:
-                    print(f"Dask dashboard: {self.dashboard}", file=sys.stderr)
-                    log.info("dashboard %s", self.dashboard)
+            self.client = box["client"]
+            self._announce()
+
+    def _exit_background(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        """Close a background-started client (waiting for its start first), like ``stack.enter_context`` would."""
+        if self._thread is None or self._background is None:
+            return False
+        self._thread.join()
+        cm, box = self._background
+        self._background = None
+        if "client" not in box:
+            return False
+        return bool(cm.__exit__(exc_type, exc, tb))
+
+    def start(self, stack: contextlib.ExitStack) -> Any:
+        if self._thread is not None:
+            self._join()
+        if self.client is None:
+            self.client = stack.enter_context(self._resolver())
+            self._announce()
         return self.client
+
+    def _announce(self) -> None:
+        if self.want_dashboard or self.slurm is not None:
+            self.dashboard = getattr(self.client, "dashboard_link", None)
+            if self.dashboard:
+                print(f"Dask dashboard: {self.dashboard}", file=sys.stderr)
+                log.info("dashboard %s", self.dashboard)
 
     def probe(self, out: Any) -> None:
         from z2t_dask.batch.cluster import probe_output_folder
