@@ -1,0 +1,304 @@
+"""The fast paths of the file writers write the same bytes as the plain ones, fail cleanly, and stay bounded.
+
+- OME-TIFF: compressed pages pre-encoded as strips (inline or in a thread pool, zstd on reused
+  contexts) and small files assembled in memory give byte-identical files to tifffile's own encoder
+  writing page by page to the file (``tiff.PRE_ENCODE = False``, ``tiff.SMALL_FILE_BYTES = 0``).
+- A frame of the wrong shape midway, too many or too few frames, a file-size limit: an error, no
+  file and no temporary left, no encoder thread left running.
+- The encoder pipeline holds at most ``in_flight`` frames beyond the one being written.
+- emitters.h5: whole-table writes (one part) give the bytes of row-range writes (several parts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pytest
+import tifffile
+
+from z2t_dask.io import tiff, tiff_pages
+from z2t_dask.io.emitters_h5 import read_emitters_h5, write_emitters_h5_parts
+
+#: (name, shape, dtype): a W1-like movie, multi-strip pages with a short last strip (1200 columns of
+#: uint16: 109 rows per strip) large enough for the encoder pool, and multi-channel (T, C, Y, X) stacks.
+SHAPES = [
+    ("small-f32", (9, 40, 40), "float32"),
+    ("strips-u16", (4, 301, 1200), "uint16"),
+    ("tcyx-u16", (3, 2, 64, 48), "uint16"),
+    ("tcyx-f32", (2, 3, 33, 20), "float32"),
+]
+
+#: (PRE_ENCODE, SMALL_FILE_BYTES, encoder_threads): the plain path first, then every fast combination.
+PLAIN = (False, 0, None)
+FAST = [(True, 0, 0), (True, 0, 2), (True, 64 << 20, 0), (True, 64 << 20, 3), (False, 64 << 20, None)]
+
+
+def _movie(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if dtype == "float32":
+        return rng.normal(100.0, 10.0, shape).astype(np.float32)
+    return rng.poisson(300.0, shape).astype(np.uint16)
+
+
+def _blocks(movie: np.ndarray, step: int = 2):
+    return (movie[i : i + step] for i in range(0, movie.shape[0], step))
+
+
+def _write(monkeypatch, path: Path, movie: np.ndarray, mode: tuple, compression, **extra) -> Path:
+    pre, small, threads = mode
+    monkeypatch.setattr(tiff, "PRE_ENCODE", pre)
+    monkeypatch.setattr(tiff, "SMALL_FILE_BYTES", small)
+    if movie.ndim == 4:
+        extra["channels"] = [{"name": f"c{i}", "wavelength_nm": 600 + 50 * i} for i in range(movie.shape[1])]
+    return tiff.write_ome_tiff(
+        path,
+        _blocks(movie),
+        shape=movie.shape,
+        dtype=movie.dtype,
+        pixel_size_nm=(100.0, 110.0),
+        compression=compression,
+        metadata={"seed": 1, "units": "ADU"},
+        description="test",
+        encoder_threads=threads,
+        **extra,
+    )
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _encoder_threads_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("z2t-tiff-encode")]
+
+
+@pytest.mark.parametrize("compression", ["zstd", "zlib", None])
+@pytest.mark.parametrize(("name", "shape", "dtype"), SHAPES)
+def test_fast_tiff_paths_write_the_plain_paths_bytes(tmp_path, monkeypatch, name, shape, dtype, compression) -> None:
+    movie = _movie(shape, dtype)
+    plain = _write(monkeypatch, tmp_path / "plain.ome.tiff", movie, PLAIN, compression)
+    reference = _sha(plain)
+    for i, mode in enumerate(FAST):
+        fast = _write(monkeypatch, tmp_path / f"fast{i}.ome.tiff", movie, mode, compression)
+        assert _sha(fast) == reference, (name, compression, mode)
+    back = tiff.read_ome_tiff(plain)
+    assert np.array_equal(back.reshape(movie.shape), movie)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["plain.ome.tiff"] + [f"fast{i}.ome.tiff" for i in range(len(FAST))]
+    )
+
+
+def test_frames_cast_to_the_stored_dtype_give_the_same_bytes(tmp_path, monkeypatch) -> None:
+    movie = _movie((5, 40, 40), "float32")
+    plain = _write(monkeypatch, tmp_path / "a.ome.tiff", movie, PLAIN, "zstd")
+    monkeypatch.setattr(tiff, "PRE_ENCODE", True)
+    monkeypatch.setattr(tiff, "SMALL_FILE_BYTES", 64 << 20)
+    fast = tiff.write_ome_tiff(
+        tmp_path / "b.ome.tiff",
+        _blocks(movie.astype(np.float64)),  # cast to float32 page by page by the feed
+        shape=movie.shape,
+        dtype="float32",
+        pixel_size_nm=(100.0, 110.0),
+        metadata={"seed": 1, "units": "ADU"},
+        description="test",
+    )
+    assert _sha(fast) == _sha(plain)
+
+
+@pytest.mark.parametrize(("height", "width", "itemsize"), [(40, 40, 4), (1200, 1200, 2), (301, 1200, 2), (7, 70000, 4)])
+def test_strip_rows_are_tifffiles(tmp_path, height, width, itemsize) -> None:
+    path = tmp_path / "t.tif"
+    dtype = {2: np.uint16, 4: np.float32}[itemsize]
+    tifffile.imwrite(path, np.zeros((height, width), dtype), compression="zstd", photometric="minisblack")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.tags["RowsPerStrip"].value == tiff_pages.strip_rows(height, width, itemsize)
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_zstd_on_reused_contexts_gives_imagecodecs_bytes(level) -> None:
+    encode = tiff_pages.zstd_encoder(level)
+    rng = np.random.default_rng(4)
+    data = [
+        rng.normal(0, 1, (40, 40)).astype(np.float32),
+        rng.poisson(5, (109, 1200)).astype(np.uint16),
+        np.zeros((1, 1), np.uint8),
+        rng.integers(0, 255, 300_000, dtype=np.uint8),
+    ]
+    for arr in data * 2:  # the second round reuses the contexts of the first
+        assert bytes(encode(arr)) == bytes(imagecodecs.zstd_encode(arr.tobytes(), level=level))
+    results: list[bool] = []
+
+    def work(seed: int) -> None:
+        arr = np.random.default_rng(seed).poisson(50, (200, 300)).astype(np.uint16)
+        results.extend(
+            bytes(encode(arr)) == bytes(imagecodecs.zstd_encode(arr.tobytes(), level=level)) for _ in range(5)
+        )
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 20
+
+
+@pytest.mark.parametrize(
+    ("mode", "shape", "dtype"),
+    [
+        ((True, 0, 2), (6, 301, 1200), "uint16"),
+        ((True, 64 << 20, 0), (6, 40, 40), "float32"),
+        (PLAIN, (6, 40, 40), "float32"),
+    ],
+)
+@pytest.mark.parametrize("fault", ["wrong shape", "too many", "too few"])
+def test_a_bad_frame_feed_leaves_nothing_behind(tmp_path, monkeypatch, mode, shape, dtype, fault) -> None:
+    movie = _movie(shape, dtype)
+    frames = list(movie)
+    if fault == "wrong shape":
+        frames[3] = frames[3][:-1]
+    elif fault == "too many":
+        frames.append(frames[0])
+    else:
+        frames.pop()
+    pre, small, threads = mode
+    monkeypatch.setattr(tiff, "PRE_ENCODE", pre)
+    monkeypatch.setattr(tiff, "SMALL_FILE_BYTES", small)
+    with pytest.raises(ValueError, match="frame 3 has shape|more than the declared|5 frames but shape"):
+        tiff.write_ome_tiff(
+            tmp_path / "x.ome.tiff",
+            iter(frames),
+            shape=shape,
+            dtype=dtype,
+            pixel_size_nm=100.0,
+            encoder_threads=threads,
+        )
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+    assert _encoder_threads_alive() == []
+
+
+def test_encoder_errors_propagate_and_stop_the_pool(tmp_path, monkeypatch) -> None:
+    def broken(data):
+        raise RuntimeError("encoder failed")
+
+    monkeypatch.setattr(tiff_pages, "zstd_encoder", lambda level: broken)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        tiff.write_ome_tiff(
+            tmp_path / "x.ome.tiff", _blocks(_movie((6, 301, 1200), "uint16")), shape=(6, 301, 1200),
+            dtype="uint16", pixel_size_nm=100.0, encoder_threads=2,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+    assert _encoder_threads_alive() == []
+
+
+@pytest.mark.parametrize(("threads", "in_flight"), [(1, None), (2, None), (2, 3), (0, None)])
+def test_encoder_pipeline_holds_a_bounded_number_of_frames(threads, in_flight) -> None:
+    n_frames, rows = 30, 16
+    state = {"pulled": 0, "strips": 0, "most": 0}
+    per_frame = 3  # 48 rows at 16 rows per strip
+
+    def frames():
+        for t in range(n_frames):
+            state["pulled"] += 1
+            yield np.full((48, 8), t, np.uint16)
+
+    out = []
+    for strip in tiff_pages.encoded_strips(frames(), bytes, rows, threads=threads, in_flight=in_flight):
+        done = state["strips"] // per_frame  # frames fully handed to the consumer
+        state["most"] = max(state["most"], state["pulled"] - done)
+        state["strips"] += 1
+        out.append(strip)
+    depth = 0 if threads == 0 else (in_flight if in_flight is not None else 2 * threads)
+    assert state["most"] <= depth + 1
+    if threads:
+        assert state["most"] >= 2  # frames are encoded ahead of the writer
+    assert out == [np.full((16, 8), t, np.uint16).tobytes() for t in range(n_frames) for _ in range(per_frame)]
+    assert _encoder_threads_alive() == []
+
+
+def test_closing_the_encoder_pipeline_early_stops_its_threads() -> None:
+    frames = (np.zeros((600, 600), np.uint16) for _ in range(50))
+    strips = tiff_pages.encoded_strips(frames, tiff_pages.strip_encoder("zstd", {"level": 1}), 100, threads=2)
+    next(strips)
+    assert _encoder_threads_alive()
+    tiff_pages.close_quietly(strips)
+    assert _encoder_threads_alive() == []
+
+
+def test_encoder_threads_must_be_a_count(tmp_path) -> None:
+    with pytest.raises(ValueError, match="encoder_threads must be an integer >= 0"):
+        tiff.write_ome_tiff(
+            tmp_path / "x.ome.tiff", [np.zeros((4, 4), np.uint16)], shape=(1, 4, 4), dtype="uint16",
+            pixel_size_nm=100.0, encoder_threads=-1,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+SCRIPT = """
+import resource, sys, numpy as np
+from z2t_dask.io import tiff
+from z2t_dask.errors import OutputSpaceError
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+movie = np.random.default_rng(0).normal(100, 10, (60, 40, 40)).astype(np.float32)
+try:
+    tiff.write_ome_tiff(sys.argv[1], iter(movie), shape=movie.shape, dtype="float32", pixel_size_nm=100.0)
+except OutputSpaceError as exc:
+    print("OutputSpaceError:", exc)
+"""
+
+
+def test_a_small_file_over_the_file_size_limit_is_an_output_space_error(tmp_path) -> None:
+    """The in-memory path's single write meets RLIMIT_FSIZE: OutputSpaceError naming the file, nothing left."""
+    import signal
+
+    target = tmp_path / "x.ome.tiff"
+    p = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("OutputSpaceError:") and str(target) in p.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_emitters_h5_whole_table_writes_equal_row_range_writes(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    n, m = 40, 90
+    em = {
+        "xyz": rng.normal(size=(n, 3)),
+        "intensity": rng.random(n),
+        "t0": rng.random(n),
+        "on_time": rng.random(n),
+        "id": np.arange(n),
+    }
+    rec = {
+        "xyz": rng.normal(size=(m, 3)),
+        "phot": rng.random(m),
+        "frame_ix": rng.integers(0, 10, m),
+        "id": rng.integers(0, n, m),
+        "inside": rng.random(m) > 0.5,
+    }
+    zc = {"phase": rng.normal(size=(n, 5)), "mag": np.zeros((n, 5))}
+    one = write_emitters_h5_parts(tmp_path / "one.h5", [(em, rec, zc)], attrs={"seed": 1})
+
+    def rows(table, a, b):
+        return {k: v[a:b] for k, v in table.items()}
+
+    parts = [
+        (rows(em, 0, 15), rows(rec, 0, 30), rows(zc, 0, 15)),
+        (rows(em, 15, 40), rows(rec, 30, 90), rows(zc, 15, 40)),
+    ]
+    two = write_emitters_h5_parts(tmp_path / "two.h5", parts, n_emitters=n, n_records=m, attrs={"seed": 1})
+    assert _sha(one) == _sha(two)
+    back = read_emitters_h5(one)
+    assert np.array_equal(back.records["inside"], rec["inside"])
+    assert np.array_equal(back.emitters["xyz"], em["xyz"].astype(np.float32))
+    assert back.units["records/phot"].startswith("photons")
