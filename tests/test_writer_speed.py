@@ -302,3 +302,36 @@ def test_emitters_h5_whole_table_writes_equal_row_range_writes(tmp_path) -> None
     assert np.array_equal(back.records["inside"], rec["inside"])
     assert np.array_equal(back.emitters["xyz"], em["xyz"].astype(np.float32))
     assert back.units["records/phot"].startswith("photons")
+
+
+def test_files_inside_an_atomic_folder_are_fsynced_once_by_the_folders_commit(tmp_path, monkeypatch) -> None:
+    import os
+
+    from z2t_dask.io import atomic
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    with atomic.atomic_path(tmp_path / "alone.txt") as tmp:
+        tmp.write_text("a")
+    assert synced[0].startswith(str(tmp_path / ".alone.txt.tmp-")) and synced[1:] == [str(tmp_path)]
+    synced.clear()
+    with atomic.atomic_dir(tmp_path / "folder") as folder:
+        for name in ("a.txt", "b.txt"):
+            with atomic.atomic_path(folder / name) as tmp:
+                tmp.write_text(name)
+        assert synced == []  # left to the folder's commit
+    assert sorted(Path(p).name for p in synced[:2]) == ["a.txt", "b.txt"]
+    assert synced[2].startswith(str(tmp_path / ".folder.tmp-")) and synced[3] == str(tmp_path)
+    assert atomic._DEFERRED == set()
+    synced.clear()
+    with atomic.resumable_dir(tmp_path / "resumable", fingerprint="x") as work:
+        with atomic.atomic_path(work / "c.txt") as tmp:
+            tmp.write_text("c")
+        assert len(synced) == 2  # a rerun trusts what a resumable folder holds: durable at once
+    assert (tmp_path / "resumable" / "c.txt").read_text() == "c"

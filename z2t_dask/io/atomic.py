@@ -49,6 +49,13 @@ HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40] or "host"
 _ACTIVE: set[str] = set()
 _ACTIVE_LOCK = threading.Lock()
 
+#: Temporary folders of :func:`atomic_dir` this process is filling (absolute paths). A file that
+#: :func:`atomic_path` commits inside one is renamed without its own ``fsync`` of the file and the
+#: folder: the folder's commit fsyncs every file and folder in it before its rename, and nothing in it
+#: is visible under a final name before then (a sample folder: 4 fsyncs instead of 8, ~7 ms less).
+#: Not :func:`resumable_dir` folders: a rerun trusts the files they hold, so each is made durable.
+_DEFERRED: set[str] = set()
+
 
 def temp_sibling(final_path: str | os.PathLike[str], tag: str = "tmp") -> Path:
     """Return an unused hidden path next to ``final_path``.
@@ -150,6 +157,28 @@ def _remove_stale_once(final: Path) -> None:
         if len(_CLEANED) > _CLEANED_MAX:
             del _CLEANED[next(iter(_CLEANED))]
     remove_stale_temps(final)
+
+
+def _in_deferred_folder(path: Path) -> bool:
+    """Whether ``path`` lies inside a temporary folder of :func:`atomic_dir` this process is filling."""
+    with _ACTIVE_LOCK:
+        if not _DEFERRED:
+            return False
+        folders = tuple(d + os.sep for d in _DEFERRED)
+    return os.path.abspath(path).startswith(folders)
+
+
+@contextlib.contextmanager
+def _deferring(tmp: Path) -> Iterator[None]:
+    """Register ``tmp`` (an :func:`atomic_dir` temporary) as committed, fsyncs included, by its folder."""
+    key = os.path.abspath(tmp)
+    with _ACTIVE_LOCK:
+        _DEFERRED.add(key)
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _DEFERRED.discard(key)
 
 
 @contextlib.contextmanager
@@ -301,19 +330,25 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     -----
     Stale temporaries of ``final_path`` left by killed processes are removed first
     (:func:`remove_stale_temps`). On normal exit the temporary is fsync'ed, renamed with
-    ``os.replace`` and the folder entry is fsync'ed. On any exception (including
+    ``os.replace`` and the folder entry is fsync'ed; inside the temporary folder of an
+    :func:`atomic_dir` of this process both fsyncs are left to that folder's commit, which fsyncs
+    all its content before it gets its final name. On any exception (including
     KeyboardInterrupt) the temporary file or folder is removed and the exception re-raised.
     """
     final = Path(final_path)
     _check_parent(final, "write")
     _remove_stale_once(final)
     tmp = temp_sibling(final)
+    deferred = _in_deferred_folder(final)
     with _claimed(tmp):
         try:
             yield tmp
             if not tmp.exists():
                 raise FileNotFoundError(f"nothing was written to the temporary path {tmp} for {final}")
-            _commit(tmp, final)
+            if deferred:
+                _install(tmp, final)
+            else:
+                _commit(tmp, final)
         except BaseException as exc:
             better = _abandon(tmp, final, exc)
             if better is exc:
@@ -367,7 +402,7 @@ def atomic_dir(final_dir: str | os.PathLike[str], *, overwrite: bool = False) ->
     -----
     Stale temporaries of ``final_dir`` left by killed processes are removed first
     (:func:`remove_stale_temps`); on any exception, KeyboardInterrupt included, the temporary
-    folder is removed.
+    folder is removed. Files :func:`atomic_path` writes inside it are fsync'ed by its commit.
     """
     final = _new_output(final_dir, overwrite)
     _remove_stale_once(final)
@@ -375,7 +410,8 @@ def atomic_dir(final_dir: str | os.PathLike[str], *, overwrite: bool = False) ->
     with _claimed(tmp):
         tmp.mkdir()
         try:
-            yield tmp
+            with _deferring(tmp):
+                yield tmp
             _still_new(final, overwrite)
             _commit(tmp, final)
         except BaseException as exc:
