@@ -72,6 +72,22 @@ def test_loaded_library_gives_the_bytes_of_the_built_one(cache: Path, monkeypatc
     assert np.array_equal(a, c)
 
 
+def test_table_library_loaded_gives_the_same_bytes(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small field's table library (psf.fast_max_mib not binding): stored, loaded, the same frames."""
+    cfg = z2t.load_config(small_config(psf={"mode": "fast"}, camera={"model": "none"}))
+    built = z2t.simulate(cfg, seed=3)
+    assert type(built.plan.psf) is psf_library.PSFLibrary
+    a = built.compute(scheduler="sync")
+    assert sorted(p.name.split("-")[1] for p in _entries(cache)) == ["lib", "tables"]
+    psf_library.clear_cache()
+    with monkeypatch.context() as m:
+        m.setattr(psf_library.PSFLibrary, "_build_tables", lambda self: pytest.fail("tables built, not loaded"))
+        m.setattr(psf_library.PSFLibrary, "from_field", lambda *a, **k: pytest.fail("library built, not loaded"))
+        loaded = z2t.simulate(cfg, seed=3)
+        assert loaded.psf_info == built.psf_info
+        assert np.array_equal(loaded.compute(scheduler="sync"), a)
+
+
 def test_a_worker_loads_the_tables_of_a_pickled_library(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lib = make_psf_model(z2t.load_config(small_config(**OVER)))
     assert isinstance(lib, SpectralLibrary)
@@ -92,7 +108,7 @@ def test_a_worker_loads_the_tables_of_a_pickled_library(cache: Path, monkeypatch
 def test_damaged_foreign_or_stale_entries_are_rebuilt(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = z2t.load_config(small_config(**OVER))
     ref = make_psf_model(cfg).describe()
-    lib_file = next(p for p in _entries(cache) if p.name.startswith("spectral-lib-"))
+    lib_file = next(p for p in _entries(cache) if p.name.startswith("psf-lib-"))
     tab_file = next(p for p in _entries(cache) if p.name.startswith("spectral-tables-"))
     good_tab = tab_file.read_bytes()
 
@@ -115,9 +131,9 @@ def test_damaged_foreign_or_stale_entries_are_rebuilt(cache: Path, monkeypatch: 
     flipped[len(flipped) // 2] ^= 0x10
     lib_file.write_bytes(bytes(flipped))
     psf_library.clear_cache()
-    assert psf_store.load("spectral-lib", "anything") is None
+    assert psf_store.load("psf-lib", "anything") is None
     assert not rebuilt()  # the library was laid out again (its tables still load) and stored again
-    assert next(iter(psf_library._LIBRARIES._data)) and psf_store.load("spectral-lib", _lib_key()) is not None
+    assert next(iter(psf_library._LIBRARIES._data)) and psf_store.load("psf-lib", _lib_key()) is not None
     # another key's entry under this name, and entries of other code: not used
     arrays, meta = {"a": np.arange(3.0)}, {"x": 1}
     psf_store.save("t", "key A", arrays, meta)
@@ -135,27 +151,27 @@ def test_loaded_library_is_checked_against_the_exact_model(cache: Path, monkeypa
     cfg = z2t.load_config(small_config(**OVER))
     lib = make_psf_model(cfg)
     key = _lib_key()
-    got = psf_store.load("spectral-lib", key)
+    got = psf_store.load("psf-lib", key)
     assert got is not None
     arrays, meta = got
     assert psf_store.load_library(key, lib.exact) is not None
     # a probe error that the exact model does not reproduce (entry intact: a valid checksum)
     wrong = dict(arrays, probe_err=arrays["probe_err"] * 1.01 + 1e-6)
-    psf_store.save("spectral-lib", key, wrong, meta)
+    psf_store.save("psf-lib", key, wrong, meta)
     assert psf_store.load_library(key, lib.exact) is None
     # error figures of another measurement (sample count) or impossible ones
     error = meta["info"]["error"]
     for err in ({**error, "samples": 8}, {**error, "max": -0.5}, {**error, "exact_fraction": 1.5}):
         bad = json.loads(json.dumps(meta))
         bad["info"]["error"] = err
-        assert psf_store.save("spectral-lib", key, arrays, bad) is not None
+        assert psf_store.save("psf-lib", key, arrays, bad) is not None
         assert psf_store.load_library(key, lib.exact) is None
     bad = json.loads(json.dumps(meta))
     bad["info"]["error"]["max"] = float("inf")
-    assert psf_store.save("spectral-lib", key, arrays, bad) is None  # not JSON: never written
+    assert psf_store.save("psf-lib", key, arrays, bad) is None  # not JSON: never written
     # another exact model (here: another OTF blur) never gets this library
     other = z2t.load_config(small_config(**{**OVER, "psf": {**OVER["psf"], "otf_sigma_nm": 5.0}}))
-    psf_store.save("spectral-lib", key, arrays, meta)
+    psf_store.save("psf-lib", key, arrays, meta)
     assert psf_store.load_library(key, exact_psf_model(other)) is None
     assert psf_store.load_library(key, lib.exact) is not None
 

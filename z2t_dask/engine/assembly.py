@@ -167,7 +167,7 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
     spectral library (:class:`~z2t_dask.physics.optics.psf_spectral.SpectralLibrary`: its memory
     does not grow with the area; z planes ``2 * psf.fast_dz_um`` apart, cubic). The library's cache key holds
     the exact model's every parameter (vectorial or scalar, indices, thicknesses, resolved focus
-    depth, OTF blur): two configs that differ in any of them never share a library. A spectral
+    depth, OTF blur): two configs that differ in any of them never share a library. A built
     library is also kept on disk (:mod:`~z2t_dask.physics.optics.psf_store`: ``$Z2T_PSF_CACHE``,
     else ``~/.cache/z2t_dask/psf``; ``off`` disables it) under that key and the code's stamp, and
     loaded (checked) instead of built by later processes: the same library, hence the same bytes.
@@ -223,8 +223,11 @@ def make_psf_model(cfg: SimulationConfig) -> PupilPSF | PSFLibrary:
             max_mib=p.fast_max_mib,
         )
         plan = PSFLibrary.from_field(exact, field_fn, extent, z_range, plan_only=True, **kw)
+        lib: PSFLibrary
         if plan.info["coverage"] >= 1.0:  # the table library covers the field within its cap
-            return PSFLibrary.from_field(exact, field_fn, extent, z_range, **kw)
+            lib = PSFLibrary.from_field(exact, field_fn, extent, z_range, **kw)
+            psf_store.save_library(key, lib, field_fn, extent)
+            return lib
         # a large varying field (a whole chip): the low-rank spectral library, cubic in z
         lib = SpectralLibrary.from_field(
             exact,

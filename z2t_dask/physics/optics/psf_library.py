@@ -70,6 +70,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from z2t_dask.caching import BuildOnceCache
+from z2t_dask.physics.optics import psf_store
 from z2t_dask.physics.optics.psf import PupilPSF
 
 __all__ = ["PSFLibrary", "FieldFunction", "cached_library", "clear_cache"]
@@ -434,7 +435,11 @@ class PSFLibrary:
     # ------------------------------------------------------------------ tables
     def _tables(self) -> np.ndarray:
         """Tables ``(n_nodes * planes * (S+1)^2, p * p)`` float32, built once per process."""
-        return _TABLES.get(self.key, self._build_tables)
+        s1, p = self.subpixel + 1, self.patch_size
+        shape = (self.nodes.shape[0] * len(self.z_planes) * s1 * s1, p * p)
+        return _TABLES.get(
+            self.key, lambda: psf_store.stored_array("psf-tables", self.key, shape, np.float32, self._build_tables)
+        )
 
     def _build_tables(self) -> np.ndarray:
         ex = self.exact

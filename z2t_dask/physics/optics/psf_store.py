@@ -1,8 +1,9 @@
 """Persistent on-disk cache of built fast PSF libraries (a second run or another worker loads, not builds).
 
-A spectral library (:mod:`~z2t_dask.physics.optics.psf_spectral`) costs about a second to build
-(the exact PSFs of its nodes and planes, the basis, the held-out error measurement); loading
-it costs milliseconds.  Entries are kept under
+A fast library costs about a second to build (the table library of a small field: its node's
+planes x sub-pixel patches; the spectral library of a chip: the exact PSFs of its nodes and
+planes, the basis; both: the held-out error measurement); loading it costs milliseconds.
+Entries are kept under
 
 * ``$Z2T_PSF_CACHE`` when set (a folder; ``off``, ``0``, ``no``, ``false`` or ``none`` turn the
   cache off),
@@ -12,13 +13,20 @@ Each entry is one uncompressed ``.npz`` (no pickles) named by the sha256 of its 
 arrays and a JSON header: the full key, a *code stamp* (sha256 of the sources of the optics,
 Zmap and aberration modules and of :mod:`z2t_dask.engine.assembly`, with the package, NumPy
 and SciPy versions) and the sha256 of every array.  An entry is used only if all three match
-and its arrays have the expected shapes; anything else (a damaged, truncated, foreign or stale
-file) is rebuilt and replaced.  Writes are atomic (a temporary file in the same folder, then
-``os.replace``); a folder that cannot be written only costs the rebuild.  The library itself
-also checks a loaded entry against the exact model on probe emitters before using it
-(:func:`z2t_dask.physics.optics.psf_spectral.SpectralLibrary.check_probes`).
+and its arrays have the expected shapes, dtypes and finite values; anything else (a damaged,
+truncated, foreign or stale file) is rebuilt and replaced.  Writes are atomic (a temporary file
+in the same folder, then ``os.replace``); a folder that cannot be written only costs the rebuild.
 
-This module depends only on the standard library and NumPy.
+Two kinds of entries: a library's layout (``psf-lib``, under
+:func:`z2t_dask.engine.assembly.make_psf_model`'s key: field nodes, parameters, the measured
+error and four probe emitters with their errors against the exact model, recomputed and compared
+on every load: :func:`load_library`) and its tables (``psf-tables`` / ``spectral-tables``, under
+the library's own key, which holds every parameter of the exact model; loaded by any process
+that unpickles the library).  A loaded library is the built one: the same tables, hence the same
+bytes of every output (tested).
+
+This module depends only on the standard library and NumPy (the library classes are imported
+when a library is loaded).
 """
 
 from __future__ import annotations
@@ -34,7 +42,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ENV", "cache_dir", "code_stamp", "entry_path", "load", "save"]
+__all__ = [
+    "ENV",
+    "cache_dir",
+    "code_stamp",
+    "entry_path",
+    "load",
+    "save",
+    "stored_array",
+    "save_library",
+    "load_library",
+]
 
 #: Environment variable: the cache folder, or ``off`` (also ``0``, ``no``, ``false``, ``none``).
 ENV = "Z2T_PSF_CACHE"
@@ -153,9 +171,7 @@ def save(kind: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[st
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             payload: dict[str, Any] = {**arrays, _META: blob}
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+            np.savez(fh, **payload)  # no fsync: a file cut short by a crash fails its checksum and is rebuilt
         os.replace(tmp, path)
         return path
     except (OSError, ValueError, TypeError):  # a read-only or full disk, a value JSON cannot hold: no entry
@@ -167,18 +183,52 @@ def save(kind: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[st
         return None
 
 
-# ---------------------------------------------------------------------- spectral libraries
-_LIB = "spectral-lib"
+# ---------------------------------------------------------------------- libraries
+_LIB = "psf-lib"
 _PROBES = 4  # probe emitters checked on every load (exact vs fast, against the stored errors)
-_ARRAYS = ("nodes", "node_xy", "psf_nodes")
-_SCALARS = ("with_mag", "z_min_um", "z_max_um", "dz_um", "subpixel", "tol_rad", "rank_tol", "max_rank", "psf_tol_rad")
+#: Per library class: its array and scalar dataclass fields (``exact``, ``info`` and the grids aside).
+_FIELDS = {
+    "PSFLibrary": (("nodes", "node_xy"), ("with_mag", "z_min_um", "z_max_um", "dz_um", "subpixel", "tol_rad")),
+    "SpectralLibrary": (
+        ("nodes", "node_xy", "psf_nodes"),
+        ("with_mag", "z_min_um", "z_max_um", "dz_um", "subpixel", "tol_rad", "rank_tol", "max_rank", "psf_tol_rad"),
+    ),
+}
+
+
+def stored_array(kind: str, key: str, shape: tuple[int, ...], dtype: Any, build: Any) -> np.ndarray:
+    """One array from the cache (its shape and dtype checked, all finite), or ``build()`` and stored.
+
+    Parameters
+    ----------
+    kind, key
+        As in :func:`load`.
+    shape, dtype
+        What the array must be.
+    build : callable
+        ``build() -> ndarray`` on a miss.
+    """
+    got = load(kind, key)
+    if got is not None:
+        a = got[0].get("a")
+        if a is not None and a.shape == tuple(shape) and a.dtype == np.dtype(dtype) and np.isfinite(a).all():
+            return a
+    a = build()
+    save(kind, key, {"a": a}, {})
+    return a
 
 
 def _probe_errors(lib: Any, probe: Mapping[str, np.ndarray]) -> np.ndarray:
     """Relative L2 errors (float64) of the library against its exact model on the probe emitters."""
     mag = probe.get("mag")
     args = (probe["phase"], probe["z"], probe["dx"], probe["dy"], mag if mag is not None and mag.size else None)
+    counts = lib.__dict__.get("_counts")
+    kept = None if counts is None else dict(counts)
     fast = lib.compute(*args).astype(np.float64)
+    if kept is None:  # the probes are not the caller's emitters
+        lib.__dict__.pop("_counts", None)
+    else:
+        lib.__dict__["_counts"] = kept
     ref = lib.exact.compute(*args).astype(np.float64)
     n = fast.shape[0]
     num = np.linalg.norm((fast - ref).reshape(n, -1), axis=1)
@@ -186,19 +236,21 @@ def _probe_errors(lib: Any, probe: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def save_library(key: str, lib: Any, field_fn: Any, extent: tuple[float, float, float, float]) -> Path | None:
-    """Store a built spectral library under ``key`` with probe emitters (its tables are stored when built).
+    """Store a built fast library under ``key`` with probe emitters (its tables are stored when built).
 
     Parameters
     ----------
     key : str
         Everything the library depends on (:func:`z2t_dask.engine.assembly.make_psf_model`'s key).
-    lib : SpectralLibrary
-        The library (built by :meth:`~z2t_dask.physics.optics.psf_spectral.SpectralLibrary.from_field`).
+    lib : PSFLibrary or SpectralLibrary
+        The library (built by its ``from_field``).
     field_fn, extent
         Its field function and extent (the probe emitters' aberrations).
     """
-    if cache_dir() is None:
+    cls = type(lib).__name__
+    if cache_dir() is None or cls not in _FIELDS:
         return None
+    names, scalars = _FIELDS[cls]
     rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(0x5702E,)))
     x0, x1, y0, y1 = extent
     x, y = rng.uniform(x0, x1, _PROBES), rng.uniform(y0, y1, _PROBES)
@@ -212,34 +264,28 @@ def save_library(key: str, lib: Any, field_fn: Any, extent: tuple[float, float, 
         "dx": dx.astype(np.float32),
         "dy": dy.astype(np.float32),
     }
-    arrays = {name: getattr(lib, name) for name in _ARRAYS}
+    arrays = {name: getattr(lib, name) for name in names}
     arrays.update({f"probe_{k}": v for k, v in probe.items()})
-    counts = lib.__dict__.get("_counts")
-    kept = None if counts is None else dict(counts)
     arrays["probe_err"] = _probe_errors(lib, probe)
-    if kept is None:  # the probes are not the caller's emitters
-        lib.__dict__.pop("_counts", None)
-    else:
-        lib.__dict__["_counts"] = kept
-    meta = {name: getattr(lib, name) for name in _SCALARS}
-    meta.update(
-        grid=list(lib.grid), psf_grid=list(lib.psf_grid), info=lib.info, lib_key=lib.key,
-        max_mib=lib.__dict__.get("_max_mib"),
-    )  # fmt: skip
+    meta: dict[str, Any] = {name: getattr(lib, name) for name in scalars}
+    meta.update(cls=cls, grid=list(lib.grid), info=lib.info, lib_key=lib.key, max_mib=lib.__dict__.get("_max_mib"))
+    if cls == "SpectralLibrary":
+        meta["psf_grid"] = list(lib.psf_grid)
     return save(_LIB, key, arrays, meta)
 
 
 def load_library(key: str, exact: Any, error_samples: int = 256) -> Any:
-    """The spectral library stored under ``key`` for the exact model ``exact``, or None.
+    """The fast library stored under ``key`` for the exact model ``exact``, or None.
 
     None (the caller builds and stores it again) unless the entry is intact (:func:`load`), its
     library key matches the one rebuilt from ``exact`` and the stored parameters, its measured
-    error holds ``error_samples`` finite figures, and the library reproduces the stored errors
-    against ``exact`` on its probe emitters.
+    error holds ``error_samples`` consistent figures, and the library reproduces the stored
+    errors against ``exact`` on its probe emitters.
     """
     got = load(_LIB, key)
     if got is None:
         return None
+    from z2t_dask.physics.optics.psf_library import PSFLibrary
     from z2t_dask.physics.optics.psf_spectral import SpectralLibrary
 
     arrays, meta = got
@@ -250,18 +296,17 @@ def load_library(key: str, exact: Any, error_samples: int = 256) -> Any:
             return None
         if top is not None and not (0.0 <= mean <= top and 0.0 <= p99 <= top < np.inf):
             return None
-        fields: dict[str, Any] = {name: arrays[name] for name in _ARRAYS}
-        fields.update({name: meta[name] for name in _SCALARS})
-        lib = SpectralLibrary(
-            exact=exact,
-            grid=(int(meta["grid"][0]), int(meta["grid"][1])),
-            psf_grid=(int(meta["psf_grid"][0]), int(meta["psf_grid"][1])),
-            info=meta["info"],
-            **fields,
-        )
+        cls = {"PSFLibrary": PSFLibrary, "SpectralLibrary": SpectralLibrary}[meta["cls"]]
+        names, scalars = _FIELDS[meta["cls"]]
+        fields: dict[str, Any] = {name: arrays[name] for name in names}
+        fields.update({name: meta[name] for name in scalars})
+        if cls is SpectralLibrary:
+            fields["psf_grid"] = (int(meta["psf_grid"][0]), int(meta["psf_grid"][1]))
+        lib = cls(exact=exact, grid=(int(meta["grid"][0]), int(meta["grid"][1])), info=meta["info"], **fields)
         if lib.key != meta["lib_key"]:
             return None
-        lib.__dict__["_max_mib"] = meta["max_mib"]
+        if meta["max_mib"] is not None:
+            lib.__dict__["_max_mib"] = meta["max_mib"]
         probe = {k[len("probe_") :]: v for k, v in arrays.items() if k.startswith("probe_") and k != "probe_err"}
         stored = arrays["probe_err"]
         again = _probe_errors(lib, probe)
@@ -269,5 +314,4 @@ def load_library(key: str, exact: Any, error_samples: int = 256) -> Any:
         return None
     if again.shape != stored.shape or not np.all(np.abs(again - stored) <= 1e-9 + 1e-6 * stored):
         return None
-    lib.__dict__.pop("_counts", None)  # the probes are not the caller's emitters
     return lib
