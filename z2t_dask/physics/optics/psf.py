@@ -927,13 +927,11 @@ class PupilPSF:
         field = work.field[:b]
         acc = work.acc[:b]
         for i, comp in enumerate(comps):
+            xp.multiply(vals, comp, out=field)
             if dipole is not None:
-                xp.multiply(vals, comp, out=field)
                 f64 = field.reshape(b, -1)
                 energy += xp.sum(f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2, axis=1)
-                self._polyphase_intensity(g, work, xp, workers, field, acc, accumulate=i > 0)
-            else:  # the field vals * comp is formed in the polyphase buffer itself (no separate pass)
-                self._polyphase_intensity(g, work, xp, workers, vals, acc, accumulate=i > 0, comp=comp)
+            self._polyphase_intensity(g, work, xp, workers, field, acc, accumulate=i > 0)
         # (re^2, im^2) pairs summed once for all components
         xp.add(acc[:, :, 0::2], acc[:, :, 1::2], out=inten)
         return inten, energy
@@ -948,7 +946,6 @@ class PupilPSF:
         acc: Any,
         *,
         accumulate: bool,
-        comp: Any = None,
     ) -> None:
         """``|FFT(field)|^2`` folded onto the ``n_int`` grid, as squared ``(re, im)`` pairs into ``acc``.
 
@@ -963,8 +960,6 @@ class PupilPSF:
             Pupil field on the pupil rectangle (corner of the FFT window).
         acc : array, shape (b, n_int, 2 n_int), float32
             Written (``accumulate`` false) or added to.
-        comp : array, shape (1 or b, n_r, n_c), optional
-            A factor of the field: ``field * comp`` is transformed (formed component by component).
         """
         b = field.shape[0]
         f = g.n_fft // g.n_int
@@ -975,10 +970,7 @@ class PupilPSF:
             for q in range(f):
                 sub = field[:, p::f, q::f]
                 dest = pb[:, p * f + q, :sr, :sc]
-                if comp is None:
-                    dest[:, : sub.shape[1], : sub.shape[2]] = sub
-                else:
-                    xp.multiply(sub, comp[:, p::f, q::f], out=dest[:, : sub.shape[1], : sub.shape[2]])
+                dest[:, : sub.shape[1], : sub.shape[2]] = sub
                 dest[:, sub.shape[1] :, :] = 0
                 dest[:, :, sub.shape[2] :] = 0
         rows = pb[:, :, :sr, :]
@@ -988,15 +980,11 @@ class PupilPSF:
             rows[...] = res
         hv = _ifft(xp, pb, axis=2, workers=workers).view(xp.float32)  # (b, f^2, m, 2 m)
         xp.square(hv, out=hv)
-        first = 0
-        if not accumulate:  # acc = s_0 + s_1 in one pass (the same sums as a copy, then an add)
-            if f == 1:
+        for j in range(f * f):
+            if j == 0 and not accumulate:
                 acc[...] = hv[:, 0]
             else:
-                xp.add(hv[:, 0], hv[:, 1], out=acc)
-            first = min(2, f * f)
-        for j in range(first, f * f):
-            acc += hv[:, j]
+                acc += hv[:, j]
 
     @staticmethod
     def _field_intensity(
