@@ -110,6 +110,11 @@ class _ZstdContexts:
         self._lib = lib
         self._free: list[tuple[int, Any]] = []  # (context, output buffer); at most one per concurrent caller
         self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork() would stay held
+            os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def compress(self, data: Any, level: int) -> bytes:
         src = np.ascontiguousarray(data)
