@@ -191,3 +191,33 @@ def test_cache_folder_switch_and_unwritable_folder(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv(psf_store.ENV, str(blocker / "cache"))
     assert psf_store.save("t", "k", {"a": np.zeros(2)}, {}) is None  # not writable: no entry, no error
     assert psf_store.load("t", "k") is None
+
+
+def test_a_rank_capped_library_is_the_same_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psf.fast_max_mib caps the rank: a worker rebuilding the unpickled library's tables keeps the cap.
+
+    (The cap travels with the pickled library and is part of the tables' cache keys: before, a worker
+    rebuilt the uncapped basis and rendered other bytes than the process that built the library.)
+    """
+    monkeypatch.setenv(psf_store.ENV, "off")
+    psf_library.clear_cache()
+    capped = z2t.load_config(small_config(psf={"mode": "fast", "fast_max_mib": 0.05}, camera={"model": "none"}))
+    lib = make_psf_model(capped)
+    assert isinstance(lib, SpectralLibrary) and lib.info["rank"] < 8  # the cap binds (13 without it)
+    rng = np.random.default_rng(1)
+    phase = np.concatenate([np.zeros((16, 1)), lib.nodes[rng.integers(0, len(lib.nodes), 16), : lib.n_modes - 1]], 1)
+    args = (phase, rng.uniform(-0.4, 0.4, 16), rng.uniform(-0.5, 0.5, 16), rng.uniform(-0.5, 0.5, 16))
+    ref = lib.compute(*args)
+    blob = pickle.dumps(lib)
+    psf_library.clear_cache()  # a fresh worker process
+    clone = pickle.loads(blob)
+    assert np.array_equal(clone.compute(*args), ref) and clone._tables().rank == lib.info["rank"]
+    # in one process, the uncapped library of the same field first: the capped one still gets its own tables
+    psf_library.clear_cache()
+    free = make_psf_model(
+        z2t.load_config(small_config(psf={"mode": "fast", "fast_max_mib": 1.0}, camera={"model": "none"}))
+    )
+    again = make_psf_model(capped)
+    assert free.key == again.key and free.info["rank"] > again.info["rank"] == lib.info["rank"]
+    assert np.array_equal(again.compute(*args), ref)
+    psf_library.clear_cache()
