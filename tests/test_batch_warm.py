@@ -14,7 +14,7 @@ import pytest
 
 import z2t_dask.batch.runner as runner
 from z2t_dask.batch import run_batch
-from z2t_dask.batch.cluster import FORKSERVER_PRELOAD, forkserver_workers, resolve_client
+from z2t_dask.batch.cluster import FORKSERVER_PRELOAD, LOCAL_CLUSTER_CONFIG, forkserver_workers, resolve_client
 from z2t_dask.batch.warm import WARM_MODULES, warm_imports
 from z2t_dask.errors import ClusterError, ZmapError
 
@@ -77,6 +77,8 @@ def test_private_cluster_workers_start_warm_and_write_the_same_bytes(tmp_path):
         probe = ("z2t_dask.batch.warm", "z2t_dask.sample", "z2t_dask.engine.render", "dask.array", "tifffile")
         seen = c.run(lambda: [m in sys.modules for m in probe])
         assert list(seen.values()) == [[True] * len(probe)]
+        settings = c.run(lambda: {k: dask.config.get(k) for k in LOCAL_CLUSTER_CONFIG})
+        assert list(settings.values()) == [LOCAL_CLUSTER_CONFIG]  # the quieter event-loop checks reach the workers
         res = run_batch(tiny_batch(out), c, progress=False)
     assert res.exit_code == 0
     from z2t_dask.batch.grid import BatchJobs

@@ -39,6 +39,7 @@ from z2t_dask.errors import ClusterError, OutputFolderError
 
 __all__ = [
     "FORKSERVER_PRELOAD",
+    "LOCAL_CLUSTER_CONFIG",
     "SLURM_KEYS",
     "ClusterError",
     "OutputFolderError",
@@ -52,6 +53,16 @@ __all__ = [
 #: The workers' forkserver preload (module names): Dask's worker machinery, then a job's modules
 #: (:mod:`z2t_dask.batch.warm`, named here so that this process does not import them).
 FORKSERVER_PRELOAD = ("distributed", "distributed.nanny", "distributed.worker", "z2t_dask.batch.warm")
+
+#: Dask settings of a private LocalCluster (read when it starts): its scheduler, nannies and workers
+#: check their event loops every 200 ms instead of 20 ms and sample CPU and memory for the
+#: dashboard every 2 s instead of 0.5 s (kept at 0.5 s with the dashboard). Measured on 2 cores,
+#: 2 idle workers: 120 -> 78 ms of CPU per second for the driver and workers together; jobs,
+#: memory limits (``distributed.worker.memory.monitor-interval``) and work stealing unchanged.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.admin.tick.interval": "200ms",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 
 #: Prefix of the probe's token file in the batch output folder (removed after the probe).
 PROBE_PREFIX = ".z2t_probe-"
@@ -236,6 +247,9 @@ def forkserver_workers() -> Iterator[bool]:
     if getattr(dutils, "_forkserver_preload_set", None) is False:  # ours, not Dask's (it imports pandas, lz4... here)
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
         dutils._forkserver_preload_set = True
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()  # its imports start now, while the scheduler starts
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         yield True
 
@@ -263,6 +277,7 @@ def resolve_client(
     slurm
         A SLURM spec (path or mapping): start a SLURMCluster and scale it to ``jobs`` (default 1).
     """
+    import dask
     from distributed import Client, LocalCluster, get_client
 
     owned: list[Any] = []
@@ -304,7 +319,8 @@ def resolve_client(
                         import bokeh  # noqa: F401
                     except ImportError:
                         raise ClusterError("the dashboard needs bokeh: pip install 'z2t-dask[dashboard]'") from None
-                with forkserver_workers():  # workers forked with a job's modules imported (batch/warm.py)
+                quiet = {k: v for k, v in LOCAL_CLUSTER_CONFIG.items() if not dashboard or "monitor" not in k}
+                with dask.config.set(quiet), forkserver_workers():  # workers forked warm (batch/warm.py)
                     cluster = LocalCluster(**kwargs)
                 owned.append(cluster)
                 c = Client(cluster, set_as_default=False)
