@@ -52,6 +52,9 @@ STRIP_TARGET_BYTES = 262144
 #: Frames smaller than this (bytes, raw) are encoded inline: a thread hand-off costs more than it saves.
 POOL_MIN_FRAME_BYTES = 256 * 1024
 
+#: Inputs smaller than this (bytes) are zstd-compressed without releasing the GIL (see :class:`_ZstdContexts`).
+GIL_HELD_BYTES = 64 * 1024
+
 #: At most this many encoder threads (more gain nothing against two render threads on small machines).
 ENCODER_THREADS_MAX = 4
 
@@ -89,25 +92,35 @@ def encoder_threads(frame_bytes: int, n_frames: int) -> int:
 
 
 class _ZstdContexts:
-    """``ZSTD_compressCCtx`` of a loaded libzstd on a pool of reused compression contexts."""
+    """``ZSTD_compressCCtx`` of a loaded libzstd on a pool of reused compression contexts.
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        lib.ZSTD_createCCtx.restype = ctypes.c_void_p
-        lib.ZSTD_createCCtx.argtypes = []
-        lib.ZSTD_compressBound.restype = ctypes.c_size_t
-        lib.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
-        lib.ZSTD_isError.restype = ctypes.c_uint
-        lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
-        lib.ZSTD_compressCCtx.restype = ctypes.c_size_t
-        lib.ZSTD_compressCCtx.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_int,
-        ]
-        self._lib = lib
+    Small inputs are compressed holding the GIL (``ctypes.PyDLL``): a GIL hand-off costs more than
+    compressing a 6.4 KB page (the writer would wait up to the 5 ms switch interval for a busy render
+    thread to give it back); large ones release it (``ctypes.CDLL``) so that encoder threads run in
+    parallel with rendering.
+    """
+
+    def __init__(self, path: str) -> None:
+        held, released = ctypes.PyDLL(path), ctypes.CDLL(path)
+        held.ZSTD_createCCtx.restype = ctypes.c_void_p
+        held.ZSTD_createCCtx.argtypes = []
+        held.ZSTD_compressBound.restype = ctypes.c_size_t
+        held.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
+        held.ZSTD_isError.restype = ctypes.c_uint
+        held.ZSTD_isError.argtypes = [ctypes.c_size_t]
+        for lib in (held, released):
+            lib.ZSTD_compressCCtx.restype = ctypes.c_size_t
+            lib.ZSTD_compressCCtx.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_size_t,
+                ctypes.c_void_p,
+                ctypes.c_size_t,
+                ctypes.c_int,
+            ]
+        self._lib = held
+        self._compress_held = held.ZSTD_compressCCtx
+        self._compress_released = released.ZSTD_compressCCtx
         self._free: list[tuple[int, Any]] = []  # (context, output buffer); at most one per concurrent caller
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork() would stay held
@@ -129,7 +142,8 @@ class _ZstdContexts:
         try:
             if buf is None or len(buf) < bound:
                 buf = ctypes.create_string_buffer(bound)
-            size = int(self._lib.ZSTD_compressCCtx(ctx, buf, bound, src.ctypes.data, n, int(level)))
+            compress = self._compress_held if n < GIL_HELD_BYTES else self._compress_released
+            size = int(compress(ctx, buf, bound, src.ctypes.data, n, int(level)))
             if self._lib.ZSTD_isError(size):
                 raise RuntimeError(f"ZSTD_compressCCtx failed (code {size})")
             return ctypes.string_at(buf, size)
@@ -165,7 +179,7 @@ def _probe_contexts() -> _ZstdContexts | None:
     if path is None:
         return None
     try:
-        contexts = _ZstdContexts(ctypes.CDLL(path))
+        contexts = _ZstdContexts(path)
         rng = np.random.default_rng(0)
         probes: list[np.ndarray] = [
             rng.normal(100.0, 10.0, (40, 40)).astype(np.float32),
