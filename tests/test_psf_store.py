@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -221,3 +223,30 @@ def test_a_rank_capped_library_is_the_same_in_a_fresh_process(monkeypatch: pytes
     assert free.key == again.key and free.info["rank"] > again.info["rank"] == lib.info["rank"]
     assert np.array_equal(again.compute(*args), ref)
     psf_library.clear_cache()
+
+
+def test_the_folder_keeps_the_recently_used_entries_within_its_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(psf_store.ENV, str(tmp_path))
+    other = [tmp_path / "data.npz", tmp_path / "notes.txt"]  # not the cache's: never touched
+    for f in other:
+        f.write_bytes(b"x" * 50_000)
+    old_tmp = tmp_path / f".t-{'0' * 32}-abc.tmp"
+    new_tmp = tmp_path / f".t-{'1' * 32}-abc.tmp"
+    old_tmp.write_bytes(b"half")
+    new_tmp.write_bytes(b"half")
+    os.utime(old_tmp, (time.time() - 7200, time.time() - 7200))
+    big = {"a": np.zeros(20_000)}  # 160 kB
+    monkeypatch.setenv(psf_store.MAX_ENV, "0.4")  # 0.4 MiB: two entries fit, not three
+    for i, key in enumerate(("k1", "k2")):
+        psf_store.save("t", key, big, {})
+        os.utime(psf_store.entry_path("t", key), (1e9 + i, 1e9 + i))  # k1 the least recently used
+    assert psf_store.load("t", "k1") is not None  # a load refreshes k1: now k2 is the oldest
+    psf_store.save("t", "k3", big, {})
+    kept = {k for k in ("k1", "k2", "k3") if psf_store.entry_path("t", k).exists()}
+    assert kept == {"k1", "k3"}
+    assert all(f.exists() for f in other) and new_tmp.exists() and not old_tmp.exists()
+    monkeypatch.setenv(psf_store.MAX_ENV, "0")  # nothing kept but the entry just written
+    psf_store.save("t", "k4", big, {})
+    assert [k for k in ("k1", "k3", "k4") if psf_store.entry_path("t", k).exists()] == ["k4"]

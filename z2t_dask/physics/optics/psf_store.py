@@ -16,6 +16,8 @@ and SciPy versions) and the sha256 of every array.  An entry is used only if all
 and its arrays have the expected shapes, dtypes and finite values; anything else (a damaged,
 truncated, foreign or stale file) is rebuilt and replaced.  Writes are atomic (a temporary file
 in the same folder, then ``os.replace``); a folder that cannot be written only costs the rebuild.
+The folder keeps at most ``$Z2T_PSF_CACHE_MAX_MIB`` (default 2048) MiB of entries: after each
+write the least recently used ones (loads refresh an entry's time) are dropped.
 
 Two kinds of entries: a library's layout (``psf-lib``, under
 :func:`z2t_dask.engine.assembly.make_psf_model`'s key: field nodes, parameters, the measured
@@ -35,7 +37,9 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,12 @@ __all__ = [
 #: Environment variable: the cache folder, or ``off`` (also ``0``, ``no``, ``false``, ``none``).
 ENV = "Z2T_PSF_CACHE"
 _OFF = {"", "0", "off", "no", "false", "none", "disable", "disabled"}
+#: Environment variable: the most MiB of entries kept (least recently used dropped first; default 2048).
+MAX_ENV = "Z2T_PSF_CACHE_MAX_MIB"
+_MAX_MIB = 2048.0
+_STALE_TMP_S = 3600.0  # temporary files older than this (an interrupted write) are removed
+_ENTRY_NAME = re.compile(r"^[a-z][a-z-]*-[0-9a-f]{32}\.npz$")
+_TMP_NAME = re.compile(r"^\.[a-z][a-z-]*-[0-9a-f]{32}-.*\.tmp$")
 _FORMAT = 1
 _META = "__meta__"
 _PKG = Path(__file__).resolve().parents[2]  # the z2t_dask package folder
@@ -141,9 +151,54 @@ def load(kind: str, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | 
             or head.get("sha256") != _digest(arrays)
         ):
             return None
+        try:
+            os.utime(path)  # recently used: kept when the folder is pruned
+        except OSError:
+            pass
         return arrays, head["meta"]
     except Exception:  # noqa: BLE001 - any unreadable entry is rebuilt
         return None
+
+
+def _max_bytes() -> float:
+    try:
+        return max(0.0, float(os.environ.get(MAX_ENV, _MAX_MIB))) * 2**20
+    except ValueError:
+        return _MAX_MIB * 2**20
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Drop the least recently used entries beyond ``$Z2T_PSF_CACHE_MAX_MIB`` (never ``keep``) and stale temporaries.
+
+    Only this module's files (``<kind>-<32 hex>.npz`` and their ``.<...>.tmp`` temporaries) are
+    touched: the folder may hold anything else.
+    """
+    now = time.time()
+    entries = []
+    try:
+        names = list(folder.iterdir())
+        total = float(keep.stat().st_size)
+    except OSError:
+        return
+    for f in names:
+        try:
+            if _TMP_NAME.match(f.name):
+                if now - f.stat().st_mtime > _STALE_TMP_S:
+                    f.unlink()
+            elif _ENTRY_NAME.match(f.name) and f != keep:
+                st = f.stat()
+                entries.append((st.st_mtime, st.st_size, f))
+                total += st.st_size
+        except OSError:  # removed meanwhile by another process
+            continue
+    for _, size, f in sorted(entries):  # oldest first
+        if total <= _max_bytes():
+            break
+        try:
+            f.unlink()
+            total -= size
+        except OSError:
+            continue
 
 
 def save(kind: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path | None:
@@ -173,6 +228,7 @@ def save(kind: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[st
             payload: dict[str, Any] = {**arrays, _META: blob}
             np.savez(fh, **payload)  # no fsync: a file cut short by a crash fails its checksum and is rebuilt
         os.replace(tmp, path)
+        _prune(path.parent, path)
         return path
     except (OSError, ValueError, TypeError):  # a read-only or full disk, a value JSON cannot hold: no entry
         if tmp is not None:
