@@ -244,6 +244,7 @@ import resource, sys, numpy as np
 from z2t_dask.io import tiff
 from z2t_dask.errors import OutputSpaceError
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+tiff.SMALL_FILE_BYTES = int(sys.argv[2])
 movie = np.random.default_rng(0).normal(100, 10, (60, 40, 40)).astype(np.float32)
 try:
     tiff.write_ome_tiff(sys.argv[1], iter(movie), shape=movie.shape, dtype="float32", pixel_size_nm=100.0)
@@ -252,13 +253,15 @@ except OutputSpaceError as exc:
 """
 
 
-def test_a_small_file_over_the_file_size_limit_is_an_output_space_error(tmp_path) -> None:
-    """The in-memory path's single write meets RLIMIT_FSIZE: OutputSpaceError naming the file, nothing left."""
+@pytest.mark.parametrize("small_file_bytes", [8 << 20, 0])
+def test_a_file_over_the_file_size_limit_is_an_output_space_error(tmp_path, small_file_bytes) -> None:
+    """The in-memory path's single write, or the buffered file's writes, meet RLIMIT_FSIZE: OutputSpaceError
+    naming the file, nothing left."""
     import signal
 
     target = tmp_path / "x.ome.tiff"
     p = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(target)],
+        [sys.executable, "-c", SCRIPT, str(target), str(small_file_bytes)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -69,6 +69,10 @@ ZSTD_LEVEL = 1
 #: seek/tell/write calls each cost a system call (and a GIL hand-off to the render threads) on a file.
 SMALL_FILE_BYTES = 8 * 2**20
 
+#: Write buffer (bytes) of larger files: tifffile writes each strip (~130 KB compressed of a 1200x1200 uint16
+#: page) with its own call; buffered, a page costs ~4 system calls instead of ~15 (each hands the GIL over).
+WRITE_BUFFER_BYTES = 4 * 2**20
+
 #: Compressed pages are encoded here (:mod:`z2t_dask.io.tiff_pages`: large frames in a thread pool, in
 #: parallel with rendering) and handed to tifffile as encoded strips: the same bytes as tifffile's own
 #: encoder. False: tifffile encodes (the reference the tests compare with).
@@ -265,8 +269,9 @@ def write_ome_tiff(
                 feed.finish()
                 with open(tmp, "wb") as fh:
                     fh.write(buffer.getbuffer())
-            else:
-                tifffile.imwrite(tmp, data, **options)
+            else:  # a large buffer: one write per page or two, not one per strip (each hands the GIL over)
+                with open(tmp, "wb", buffering=WRITE_BUFFER_BYTES) as fh:
+                    tifffile.imwrite(fh, data, **options)
                 feed.finish()
     finally:
         close_quietly(data)  # stops encoder threads when tifffile failed midway
