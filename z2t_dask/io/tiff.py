@@ -2,7 +2,10 @@
 
 Frames arrive from an iterator (e.g. :func:`z2t_dask.engine.streaming.iter_frames`) and are
 written page by page with tifffile, so memory stays bounded; the file appears under its
-final name only when complete (:func:`z2t_dask.io.atomic.atomic_path`).
+final name only when complete (:func:`z2t_dask.io.atomic.atomic_path`). Compressed pages are
+encoded before tifffile sees them (:mod:`z2t_dask.io.tiff_pages`; full-chip frames in a small
+thread pool, in parallel with rendering), small files are assembled in memory and written at once,
+larger ones through a large buffer; the bytes are those of tifffile's own page-by-page writing.
 
 Provenance (the same as OME-Zarr and HDF5 stacks carry: :meth:`z2t_dask.Sample.attrs` plus
 ``units``) is stored as JSON in an OME ``CommentAnnotation`` (namespace ``z2t_dask/provenance``) and
