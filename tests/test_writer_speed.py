@@ -338,3 +338,12 @@ def test_files_inside_an_atomic_folder_are_fsynced_once_by_the_folders_commit(tm
             tmp.write_text("c")
         assert len(synced) == 2  # a rerun trusts what a resumable folder holds: durable at once
     assert (tmp_path / "resumable" / "c.txt").read_text() == "c"
+
+
+def test_encoder_threads_only_for_large_frames_and_at_most_the_cpus() -> None:
+    import os
+
+    assert tiff_pages.encoder_threads(40 * 40 * 4, 200) == 0  # a W1 page: inline
+    assert tiff_pages.encoder_threads(1200 * 1200 * 2, 1) == 0  # a single frame: nothing to overlap
+    n = tiff_pages.encoder_threads(1200 * 1200 * 2, 200)
+    assert 1 <= n <= min(tiff_pages.ENCODER_THREADS_MAX, len(os.sched_getaffinity(0)))

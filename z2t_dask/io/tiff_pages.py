@@ -82,10 +82,15 @@ def strip_rows(height: int, width: int, itemsize: int) -> int:
 
 
 def encoder_threads(frame_bytes: int, n_frames: int) -> int:
-    """Encoder threads for frames of ``frame_bytes`` raw bytes: 0 (inline) for small or single frames."""
+    """Encoder threads for frames of ``frame_bytes`` raw bytes: 0 (inline) for small or single frames, else
+    the CPUs this process may run on, at most :data:`ENCODER_THREADS_MAX`."""
     if frame_bytes < POOL_MIN_FRAME_BYTES or n_frames < 2:
         return 0
-    return max(1, min(ENCODER_THREADS_MAX, os.cpu_count() or 1))
+    try:
+        cpus = len(os.sched_getaffinity(0))  # a container's or taskset's share, not the host's count
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(ENCODER_THREADS_MAX, cpus))
 
 
 # --------------------------------------------------------------------------- zstd on reused contexts
