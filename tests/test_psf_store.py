@@ -51,12 +51,22 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.npz"))
 
 
-def test_loaded_library_gives_the_bytes_of_the_built_one(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _saved(sample, folder: Path) -> dict[str, bytes]:
+    """Every file of a saved sample (stack and emitters.h5, metadata included) by name."""
+    out = folder / "sample"  # the same name in both folders: it is part of the stack's metadata
+    sample.save(out)
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_loaded_library_gives_the_bytes_of_the_built_one(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = z2t.load_config(small_config(**OVER))
     built = z2t.simulate(cfg, seed=2)
     assert isinstance(built.plan.psf, SpectralLibrary)
     a = built.compute(scheduler="sync")
     info = built.psf_info
+    files = _saved(built, tmp_path / "built")
     names = [p.name.split("-")[1] for p in _entries(cache)]
     assert sorted(names) == ["lib", "tables"]  # the library and its tables, one file each
     assert not list(cache.glob("*.tmp"))  # atomic writes leave no temporary file
@@ -66,6 +76,7 @@ def test_loaded_library_gives_the_bytes_of_the_built_one(cache: Path, monkeypatc
         loaded = z2t.simulate(cfg, seed=2)
         b = loaded.compute(scheduler="sync")
         assert loaded.plan.psf is not built.plan.psf and loaded.psf_info == info
+        assert _saved(loaded, tmp_path / "loaded") == files  # frames, truth and metadata: the same bytes
     assert a.dtype == b.dtype and np.array_equal(a, b)
     # and the cache off: built again, the same bytes
     monkeypatch.setenv(psf_store.ENV, "off")
