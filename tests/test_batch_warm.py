@@ -174,3 +174,56 @@ def test_an_existing_output_folder_starts_no_cluster_before_planning(tmp_path, m
     with pytest.raises(ZmapError):
         run_batch(tiny_batch(out), zmap=_bad_zmap(tmp_path), progress=False)
     assert events == [] and list(out.iterdir()) == []
+
+
+# ---- fast PSF libraries built by the client while the cluster starts ----------------------------------
+
+
+def _fast_jobs(out: Path, n: int = 2, **psf) -> list:
+    from z2t_dask.batch.grid import BatchJobs
+    from z2t_dask.batch.spec import load_batch_config
+
+    cfg = tiny_batch(out, n)
+    cfg["base_config"] = {**TINY, "psf": {**TINY["psf"], "mode": "fast", **psf}}
+    return list(BatchJobs(load_batch_config(cfg)))
+
+
+def test_prebuild_stores_each_distinct_library_once_for_the_workers(tmp_path, monkeypatch):
+    from z2t_dask.batch.plan import prebuild_libraries
+    from z2t_dask.physics.optics.psf_library import clear_cache
+
+    cache = tmp_path / "psf-cache"
+    monkeypatch.setenv("Z2T_PSF_CACHE", str(cache))
+    clear_cache()
+    jobs = _fast_jobs(tmp_path / "out", n=3)
+    assert prebuild_libraries(jobs, stop=lambda: True) == 0 and not cache.exists()  # the cluster is up: skip
+    assert prebuild_libraries(jobs) == 1  # three samples, one library
+    stored = sorted(p.name.split("-")[1] for p in cache.glob("psf-*.npz"))
+    assert stored == ["lib", "tables"]
+    clear_cache()  # as in a fresh worker: make_psf_model loads it (the same library)
+    from z2t_dask.config import load_config
+    from z2t_dask.engine.assembly import make_psf_model
+    from z2t_dask.physics.optics import psf_store
+
+    calls = []
+    monkeypatch.setattr(psf_store, "save_library", lambda *a, **k: calls.append(a))
+    lib = make_psf_model(load_config(jobs[0].config))
+    assert calls == [] and lib.info["error"]["samples"] == 256  # loaded, not built (a build stores it)
+    clear_cache()
+
+
+def test_prebuild_skips_exact_jobs_an_off_cache_and_never_raises(tmp_path, monkeypatch):
+    from z2t_dask.batch.plan import prebuild_libraries
+
+    cache = tmp_path / "psf-cache"
+    monkeypatch.setenv("Z2T_PSF_CACHE", str(cache))
+    exact = _fast_jobs(tmp_path / "out")
+    for job in exact:
+        job.config["psf"]["mode"] = "exact"
+    assert prebuild_libraries(exact) == 0
+    broken = _fast_jobs(tmp_path / "out")
+    broken[0].config["zmap_path"] = str(tmp_path / "missing.h5")  # the job will report it; no error here
+    assert prebuild_libraries(broken[:1]) == 0
+    assert not cache.exists()
+    monkeypatch.setenv("Z2T_PSF_CACHE", "off")
+    assert prebuild_libraries(_fast_jobs(tmp_path / "out")) == 0

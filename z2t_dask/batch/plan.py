@@ -9,9 +9,10 @@ unfinished, damaged, or failed with ``retry_failed``) or left failed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from z2t_dask.batch.spec import Job
 if TYPE_CHECKING:
     from z2t_dask.physics.zmap import Zmap
 
-__all__ = ["check_inputs", "plan_jobs"]
+__all__ = ["check_inputs", "plan_jobs", "prebuild_libraries"]
 
 log = logging.getLogger("z2t_dask.batch")
 
@@ -101,6 +102,71 @@ def check_inputs(jobs: Iterable[Job], source: str | None = None) -> int:
             raise BatchConfigError([(f"{job.name}: {k}", m) for k, m in exc.problems], source) from None
         seen.update((zroi, cam))
     return len(seen)
+
+
+def prebuild_libraries(jobs: Iterable[Job], stop: Callable[[], bool] = lambda: False) -> int:
+    """Build each distinct fast PSF library of the jobs in this process, so the workers load it from disk.
+
+    A fast-mode job builds its library (about a second for the W1 config) on each worker's first
+    job, unless the on-disk cache (:mod:`~z2t_dask.physics.optics.psf_store`) holds it. The client
+    calls this while its cluster starts (spare time): each library is then built once and each
+    worker loads it. Built with :func:`~z2t_dask.engine.assembly.make_psf_model`, so the very
+    library a job would build (the same key, hence the same bytes). Nothing is done with the cache
+    off (``$Z2T_PSF_CACHE=off``); exact-mode jobs have no library. Never raises: a job meets its
+    own errors.
+
+    Parameters
+    ----------
+    jobs
+        The jobs, or one per grid point (:meth:`~z2t_dask.batch.grid.BatchJobs.point_jobs`).
+    stop
+        Called before each build; True stops (e.g. the cluster has started: its workers build the rest).
+
+    Returns
+    -------
+    int
+        The number of libraries built or loaded here.
+    """
+    try:
+        from z2t_dask.physics.optics import psf_store
+
+        if psf_store.cache_dir() is None:
+            return 0
+        from z2t_dask.config import load_config
+        from z2t_dask.engine.assembly import make_psf_model
+        from z2t_dask.engine.channels import channel_config
+    except Exception:  # pragma: no cover - a broken install: the jobs report it
+        return 0
+    seen: set[str] = set()
+    n = 0
+    for job in jobs:
+        c = job.config
+        if (c.get("psf") or {}).get("mode", "exact") != "fast" and not c.get("channels"):
+            continue
+        e, t = c.get("emitters") or {}, c.get("tiff") or {}
+        sig = json.dumps(  # what a library depends on (make_psf_model's key decides; this only skips repeats)
+            [
+                [c.get(k) for k in ("zmap_path", "zernike", "optical", "psf", "channels")],
+                [e.get(k) for k in ("z_range_um", "margin_px", "area_px", "focus_depth_um")],
+                [t.get(k) for k in ("roi_size", "roi_width", "roi_height", "crop_offset")],
+            ],
+            sort_keys=True,
+            default=str,
+        )
+        if sig in seen:
+            continue
+        seen.add(sig)
+        if stop():
+            break
+        try:
+            cfg = load_config(c)
+            for sub in [channel_config(cfg, k) for k in range(len(cfg.channels))] if cfg.channels else [cfg]:
+                if sub.psf.mode == "fast":
+                    make_psf_model(sub)
+                    n += 1
+        except Exception as exc:  # the job meets it again and reports it
+            log.debug("prebuild of the PSF library of %s failed: %s", job.name, exc)
+    return n
 
 
 def plan_jobs(

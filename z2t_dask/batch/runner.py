@@ -41,7 +41,7 @@ from z2t_dask.batch.grid import BatchJobs
 from z2t_dask.batch.jobs import JOB_MARKER, run_job
 from z2t_dask.batch.lock import batch_lock
 from z2t_dask.batch.manifest import MANIFEST, Manifest
-from z2t_dask.batch.plan import check_inputs, plan_jobs
+from z2t_dask.batch.plan import check_inputs, plan_jobs, prebuild_libraries
 from z2t_dask.batch.remote import batch_places, job_function, mirror_state
 from z2t_dask.batch.spec import (
     SCHEMA_VERSION,
@@ -178,7 +178,9 @@ def run_batch(
     ``sbatch``, an unreachable scheduler) leaves no output folder behind. A private LocalCluster
     starts in a background thread while the inputs are checked (a bad input closes it, a failed
     start raises once they pass); its workers are forked warm
-    (:func:`~z2t_dask.batch.cluster.forkserver_workers`). The output folder is
+    (:func:`~z2t_dask.batch.cluster.forkserver_workers`), and until it is up this process builds
+    the batch's fast PSF libraries into the on-disk cache, which the workers then load
+    (:func:`~z2t_dask.batch.plan.prebuild_libraries`). The output folder is
     resolved on the client (absolute), locked for the run (:func:`~z2t_dask.batch.lock.batch_lock`:
     a second run on it is refused) and probed from every worker
     (:func:`~z2t_dask.batch.cluster.probe_output_folder`).
@@ -251,6 +253,7 @@ def run_batch(
             session.start_background(stack)
         check_inputs(jobs.point_jobs(), spec.source)  # Zmaps, ROIs, sCMOS maps: refused before anything is written
         if fresh:  # the cluster must have started before anything is written: a failed start writes nothing
+            prebuild_libraries(jobs.point_jobs(), stop=session.started)  # while it starts: workers load them
             session.start(stack)
             created = _make_folder(out)
             try:
@@ -355,6 +358,10 @@ class _ClientSession:
         self._background = (cm, box)
         self._thread.start()
         stack.push(self._exit_background)
+
+    def started(self) -> bool:
+        """Whether the client is ready (or its background start has ended): nothing to wait for."""
+        return self.client is not None or self._thread is None or not self._thread.is_alive()
 
     def _join(self) -> None:
         """Wait for a background start; adopt its client or raise its error."""
