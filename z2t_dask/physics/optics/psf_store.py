@@ -127,7 +127,7 @@ def load(kind: str, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | 
     Parameters
     ----------
     kind : str
-        Entry kind (file name prefix), e.g. ``"spectral-lib"``.
+        Entry kind (file name prefix), e.g. ``"psf-lib"``.
     key : str
         Everything the entry depends on (compared in full with the stored key).
 
