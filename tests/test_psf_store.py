@@ -48,7 +48,7 @@ def _lib_key() -> str:
 
 
 def _entries(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.npz"))
+    return sorted(folder.glob("*.z2tpsf"))
 
 
 def _saved(sample, folder: Path) -> dict[str, bytes]:
@@ -240,7 +240,7 @@ def test_the_folder_keeps_the_recently_used_entries_within_its_cap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(psf_store.ENV, str(tmp_path))
-    other = [tmp_path / "data.npz", tmp_path / "notes.txt"]  # not the cache's: never touched
+    other = [tmp_path / "data.z2tpsf.npz", tmp_path / "notes.txt"]  # not the cache's: never touched
     for f in other:
         f.write_bytes(b"x" * 50_000)
     old_tmp = tmp_path / f".t-{'0' * 32}-abc.tmp"

@@ -9,10 +9,11 @@ Entries are kept under
   cache off),
 * else ``$XDG_CACHE_HOME/z2t_dask/psf``, else ``~/.cache/z2t_dask/psf``.
 
-Each entry is one uncompressed ``.npz`` (no pickles) named by the sha256 of its key, holding its
-arrays and a JSON header: the full key, a *code stamp* (sha256 of the sources of the optics,
-Zmap and aberration modules and of :mod:`z2t_dask.engine.assembly`, with the package, NumPy
-and SciPy versions) and the sha256 of every array.  An entry is used only if all three match
+Each entry is one ``.z2tpsf`` file named by the sha256 of its key: a JSON header, then its
+arrays' raw bytes (64-byte aligned; read in one call: no pickles, no zip).  The header holds
+the full key, a *code stamp* (sha256 of the sources of the optics, Zmap and aberration modules
+and of :mod:`z2t_dask.engine.assembly`, with the package, NumPy and SciPy versions) and the
+sha256 of every array.  An entry is used only if all three match
 and its arrays have the expected shapes, dtypes and finite values; anything else (a damaged,
 truncated, foreign or stale file) is rebuilt and replaced.  Writes are atomic (a temporary file
 in the same folder, then ``os.replace``); a folder that cannot be written only costs the rebuild.
@@ -65,10 +66,10 @@ _OFF = {"", "0", "off", "no", "false", "none", "disable", "disabled"}
 MAX_ENV = "Z2T_PSF_CACHE_MAX_MIB"
 _MAX_MIB = 2048.0
 _STALE_TMP_S = 3600.0  # temporary files older than this (an interrupted write) are removed
-_ENTRY_NAME = re.compile(r"^[a-z][a-z-]*-[0-9a-f]{32}\.npz$")
+_ENTRY_NAME = re.compile(r"^[a-z][a-z-]*-[0-9a-f]{32}\.z2tpsf$")
 _TMP_NAME = re.compile(r"^\.[a-z][a-z-]*-[0-9a-f]{32}-.*\.tmp$")
 _FORMAT = 1
-_META = "__meta__"
+_MAGIC = b"Z2T-PSF-CACHE\n"
 _PKG = Path(__file__).resolve().parents[2]  # the z2t_dask package folder
 _STAMPED = ("physics/optics", "physics/zmap.py", "physics/aberrations.py", "engine/assembly.py")
 
@@ -109,7 +110,7 @@ def entry_path(kind: str, key: str) -> Path | None:
     d = cache_dir()
     if d is None:
         return None
-    return d / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+    return d / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.z2tpsf"
 
 
 def _digest(arrays: Mapping[str, np.ndarray]) -> str:
@@ -140,9 +141,7 @@ def load(kind: str, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | 
     if path is None or not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-        head = json.loads(arrays.pop(_META).tobytes().decode())
+        head, arrays = _read(path)
         if (
             head.get("format") != _FORMAT
             or head.get("kind") != kind
@@ -160,6 +159,45 @@ def load(kind: str, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | 
         return None
 
 
+def _aligned(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Header and arrays of an entry file (one read; the arrays are writable views of its bytes)."""
+    with open(path, "rb") as fh:  # into one writable buffer (no second copy)
+        raw = bytearray(os.fstat(fh.fileno()).st_size)
+        if fh.readinto(raw) != len(raw):
+            raise ValueError("entry changed while read")
+    if raw[: len(_MAGIC)] != _MAGIC:
+        raise ValueError("not an entry")
+    n = int.from_bytes(raw[len(_MAGIC) : len(_MAGIC) + 8], "little")
+    head = json.loads(raw[len(_MAGIC) + 8 : len(_MAGIC) + 8 + n].decode())
+    base = _aligned(len(_MAGIC) + 8 + n)
+    arrays = {}
+    for name, dtype, shape, offset in head["arrays"]:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if dt.hasobject or offset < 0 or base + offset + count * dt.itemsize > len(raw):
+            raise ValueError("truncated or foreign entry")
+        arrays[name] = np.frombuffer(raw, dt, count, base + offset).reshape(shape)
+    return head, arrays
+
+
+def _write(fh: Any, head: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    """Magic, header length, JSON header (arrays' dtype, shape, offset after the header), 64-byte aligned arrays."""
+    layout, offset = [], 0
+    for name, a in arrays.items():
+        layout.append([name, a.dtype.str, list(a.shape), offset])
+        offset += _aligned(a.nbytes)
+    text = json.dumps({**head, "arrays": layout}, allow_nan=False).encode()
+    start = len(_MAGIC) + 8 + len(text)
+    fh.write(_MAGIC + len(text).to_bytes(8, "little") + text + b"\0" * (_aligned(start) - start))
+    for a in arrays.values():
+        fh.write(a.reshape(-1).view(np.uint8).data)
+        fh.write(b"\0" * (_aligned(a.nbytes) - a.nbytes))
+
+
 def _max_bytes() -> float:
     try:
         return max(0.0, float(os.environ.get(MAX_ENV, _MAX_MIB))) * 2**20
@@ -170,7 +208,7 @@ def _max_bytes() -> float:
 def _prune(folder: Path, keep: Path) -> None:
     """Drop the least recently used entries beyond ``$Z2T_PSF_CACHE_MAX_MIB`` (never ``keep``) and stale temporaries.
 
-    Only this module's files (``<kind>-<32 hex>.npz`` and their ``.<...>.tmp`` temporaries) are
+    Only this module's files (``<kind>-<32 hex>.z2tpsf`` and their ``.<...>.tmp`` temporaries) are
     touched: the folder may hold anything else.
     """
     now = time.time()
@@ -221,12 +259,11 @@ def save(kind: str, key: str, arrays: Mapping[str, np.ndarray], meta: Mapping[st
     head["meta"] = dict(meta)
     tmp = None
     try:
-        blob = np.frombuffer(json.dumps(head, allow_nan=False).encode(), np.uint8)
+        json.dumps(head, allow_nan=False)  # a value JSON cannot hold: no entry (ValueError, TypeError)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            payload: dict[str, Any] = {**arrays, _META: blob}
-            np.savez(fh, **payload)  # no fsync: a file cut short by a crash fails its checksum and is rebuilt
+            _write(fh, head, arrays)  # no fsync: a file cut short by a crash fails its checks and is rebuilt
         os.replace(tmp, path)
         _prune(path.parent, path)
         return path
