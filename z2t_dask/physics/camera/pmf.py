@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,9 @@ class DiscreteSampler:
     cdf: np.ndarray
     _lookup: np.ndarray = field(init=False, repr=False)  # value of each 16-bit cell
     _straddles: np.ndarray = field(init=False, repr=False)  # cells that straddle a CDF step
+    #: the lookup with a value outside the support at straddling cells (one gather finds both), or None
+    _marked: np.ndarray | None = field(init=False, repr=False)
+    _mark: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values)
@@ -110,6 +114,13 @@ class DiscreteSampler:
         object.__setattr__(self, "cdf", cdf)
         object.__setattr__(self, "_lookup", values[first])
         object.__setattr__(self, "_straddles", first != last)
+        mark = _outside_value(values)
+        marked = None
+        if mark is not None:
+            marked = self._lookup.copy()
+            marked[self._straddles] = mark
+        object.__setattr__(self, "_marked", marked)
+        object.__setattr__(self, "_mark", mark)
 
     @classmethod
     def from_pmf(cls, values: np.ndarray, pmf: np.ndarray) -> DiscreteSampler:
@@ -123,8 +134,12 @@ class DiscreteSampler:
         """``size`` independent draws (1-D array of ``values.dtype``)."""
         words = -(-int(size) // 4)
         cells = rng.bit_generator.random_raw(words).view(np.uint16)[:size]
-        out = self._lookup.take(cells)
-        straddle = np.flatnonzero(self._straddles.take(cells))
+        if self._marked is not None:  # straddling cells give the mark, which no value equals
+            out = self._marked.take(cells)
+            straddle = np.flatnonzero(out == self._mark)
+        else:
+            out = self._lookup.take(cells)
+            straddle = np.flatnonzero(self._straddles.take(cells))
         if straddle.size:
             u = rng.random(straddle.size)
             u += cells[straddle]
@@ -132,6 +147,21 @@ class DiscreteSampler:
             j = np.minimum(np.searchsorted(self.cdf, u, side="right"), self.values.size - 1)
             out[straddle] = self.values[j]
         return out
+
+
+def _outside_value(values: np.ndarray) -> Any:
+    """A value of ``values.dtype`` that is not in ``values`` (integer or float supports), or None."""
+    dt = values.dtype
+    if dt.kind in "ui":
+        info = np.iinfo(dt)
+        lo, hi = int(values.min()), int(values.max())
+        for cand in (info.max, info.min, hi + 1, lo - 1):
+            if info.min <= cand <= info.max and not np.any(values == cand):
+                return dt.type(cand)
+        return None
+    if dt.kind == "f" and not np.any(np.isneginf(values)):
+        return dt.type(-np.inf)
+    return None
 
 
 # --------------------------------------------------------------------------- pmfs
