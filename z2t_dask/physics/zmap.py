@@ -485,4 +485,4 @@ def _opened_zmap(
 ) -> H5Zmap:
     """An opened and checked :class:`H5Zmap`, once per file version and reading options (a batch's
     samples share it; it holds no data, only what the file's checks found)."""
-    return H5Zmap(path, convention=convention, units=units, wavelength_nm=wavelength_nm, n_modes=n_modes)  # type: ignore[arg-type]
+    return H5Zmap(path, convention=convention, units=units, wavelength_nm=wavelength_nm, n_modes=n_modes)
