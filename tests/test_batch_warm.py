@@ -14,7 +14,13 @@ import pytest
 
 import z2t_dask.batch.runner as runner
 from z2t_dask.batch import run_batch
-from z2t_dask.batch.cluster import FORKSERVER_PRELOAD, LOCAL_CLUSTER_CONFIG, forkserver_workers, resolve_client
+from z2t_dask.batch.cluster import (
+    FORKSERVER_PRELOAD,
+    LOCAL_CLUSTER_CONFIG,
+    forkserver_workers,
+    resolve_client,
+    start_forkserver,
+)
 from z2t_dask.batch.warm import WARM_MODULES, warm_imports
 from z2t_dask.errors import ClusterError, ZmapError
 
@@ -59,6 +65,7 @@ def test_warm_modules_exist_and_the_preload_names_the_warm_module():
 
 def test_a_multiprocessing_method_the_user_chose_is_left_alone():
     with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        assert start_forkserver() is False
         with forkserver_workers() as applied:
             assert applied is False
             assert dask.config.get("distributed.worker.multiprocessing-method") == "fork"
@@ -198,7 +205,7 @@ def test_prebuild_stores_each_distinct_library_once_for_the_workers(tmp_path, mo
     jobs = _fast_jobs(tmp_path / "out", n=3)
     assert prebuild_libraries(jobs, stop=lambda: True) == 0 and not cache.exists()  # the cluster is up: skip
     assert prebuild_libraries(jobs) == 1  # three samples, one library
-    stored = sorted(p.name.split("-")[1] for p in cache.glob("psf-*.npz"))
+    stored = sorted(p.name.split("-")[1] for p in cache.glob("psf-*"))
     assert stored == ["lib", "tables"]
     clear_cache()  # as in a fresh worker: make_psf_model loads it (the same library)
     from z2t_dask.config import load_config

@@ -30,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "probe_output_folder",
     "resolve_client",
     "slurm_cluster",
+    "start_forkserver",
 ]
 
 #: The workers' forkserver preload (module names): Dask's worker machinery, then a job's modules
@@ -221,35 +223,52 @@ def quiet_distributed() -> Iterator[None]:
             lg.setLevel(lv)
 
 
+_preloaded = False  # this process's forkserver was given FORKSERVER_PRELOAD
+
+
+def start_forkserver() -> bool:
+    """Start this process's forkserver with :data:`FORKSERVER_PRELOAD` now (idempotent); whether it applies.
+
+    Not applied (False): a ``distributed.worker.multiprocessing-method`` the user set (not
+    ``spawn``), or a platform without ``forkserver``. Needs Dask's configuration only, not
+    ``distributed``: called before this process imports it, the server's imports overlap that.
+    """
+    global _preloaded
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    import dask
+
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    if method != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    if not _preloaded:  # the preload is read when the server starts: a running one keeps its own
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        _preloaded = True
+    forkserver.ensure_running()
+    return True
+
+
 @contextlib.contextmanager
 def forkserver_workers() -> Iterator[bool]:
     """Start the worker processes made in the ``with`` block from a warm forkserver; yield whether it applies.
 
     Dask starts each worker process with ``distributed.worker.multiprocessing-method`` (default
     ``spawn``: every worker imports Dask, then a job's modules on its first job). Inside the block
-    the method is ``forkserver`` with the preload :data:`FORKSERVER_PRELOAD`:
-    one server process imports them once and each worker is forked from it (copy-on-write). Left
-    alone: a method the user set (not ``spawn``), or a platform without ``forkserver``. The
-    forkserver lives as long as this process and keeps the preload of its first start (a later
-    cluster's workers are forked from it too). Workers a nanny restarts after the block use the
-    configured method again.
+    the method is ``forkserver`` and the server is :func:`start_forkserver`'s: one process imports
+    :data:`FORKSERVER_PRELOAD` once and each worker is forked from it (copy-on-write). Left alone:
+    see :func:`start_forkserver`. The forkserver lives as long as this process and keeps the
+    preload of its first start (a later cluster's workers are forked from it too). Workers a nanny
+    restarts after the block use the configured method again.
     """
-    import multiprocessing
-
-    import dask
-
-    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
-    if method != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
+    if not start_forkserver():
         yield False
         return
+    import dask
     from distributed import utils as dutils
 
-    if getattr(dutils, "_forkserver_preload_set", None) is False:  # ours, not Dask's (it imports pandas, lz4... here)
-        multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    if hasattr(dutils, "_forkserver_preload_set"):  # Dask would set its own preload, importing pandas, lz4... here
         dutils._forkserver_preload_set = True
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()  # its imports start now, while the scheduler starts
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         yield True
 
@@ -277,6 +296,8 @@ def resolve_client(
     slurm
         A SLURM spec (path or mapping): start a SLURMCluster and scale it to ``jobs`` (default 1).
     """
+    if client is None and slurm is None and "distributed" not in sys.modules:
+        start_forkserver()  # no client exists yet: a private LocalCluster's worker imports start now
     import dask
     from distributed import Client, LocalCluster, get_client
 
