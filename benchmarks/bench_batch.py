@@ -2,10 +2,13 @@
 
 Runs ``z2t batch --config batch_config_100samples_40.json --zmap result_phase_retrieval.h5`` (the
 original fixtures; its absolute zmap_path is overridden) as a subprocess into a temporary folder,
-on a LocalCluster of ``--max-workers`` processes, and reports the wall time and the peak RSS of
-the whole process tree (driver, scheduler, workers), sampled every 50 ms with psutil.
+on a LocalCluster of ``--max-workers`` processes, and reports the wall time, the peak RSS and the
+CPU seconds of the whole process tree (driver, scheduler, forkserver, workers), sampled every 50 ms
+with psutil, and the load average (other processes' share of the cores). ``--cold-cache`` runs
+with an empty on-disk PSF library cache (the first run on a machine); by default the user's cache
+is used, so a second run loads the fast library instead of building it.
 
-Run: ``python -m benchmarks.bench_batch [--max-workers 2] [--samples 100] [--psf-mode fast]``
+Run: ``python -m benchmarks.bench_batch [--max-workers 2] [--samples 100] [--psf-mode fast] [--cold-cache]``
 The original: 563 s for this batch with 4 workers on a Xeon 8358P; ≈ 33 min on this 2-core machine.
 """
 
@@ -36,6 +39,22 @@ def tree_rss(proc) -> int:
     return total
 
 
+def tree_cpu(proc, seen: dict[int, float]) -> None:
+    """Record the CPU seconds (user + system) of ``proc`` and its descendants in ``seen`` (pid -> seconds)."""
+    import psutil
+
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        seen[p.pid] = t.user + t.system
+
+
 def main(argv=None) -> None:
     import psutil
 
@@ -43,8 +62,16 @@ def main(argv=None) -> None:
     ap.add_argument("--max-workers", type=int, default=2)
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--psf-mode", default=None, choices=["exact", "fast"], help="psf.mode (default: the config's)")
+    ap.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="an empty on-disk PSF library cache for this run ($Z2T_PSF_CACHE): the fast library is built, not loaded",
+    )
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="z2t-batch-bench-"))
+    env = dict(os.environ)
+    if args.cold_cache:
+        env["Z2T_PSF_CACHE"] = str(tmp / "psf-cache")
     try:
         cfg = json.loads((FIXTURES / "batch_config_100samples_40.json").read_text())
         cfg["sample_configs"]["num_samples"] = args.samples
@@ -65,12 +92,15 @@ def main(argv=None) -> None:
             str(args.max_workers),
             "--no-progress",
         ]
+        load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         ps = psutil.Process(proc.pid)
         peak = 0
+        cpu: dict[int, float] = {}
         while proc.poll() is None:
             peak = max(peak, tree_rss(ps))
+            tree_cpu(ps, cpu)
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         out = proc.stdout.read()
@@ -87,6 +117,11 @@ def main(argv=None) -> None:
             f"  wall {wall:.1f} s (rc {proc.returncode}), {states.count('done')} done; per job median "
             f"{secs[len(secs) // 2]:.2f} s; {args.samples * 200 / wall:.0f} frames/s; "
             f"peak RSS (driver+scheduler+workers) {peak / 2**20:.0f} MiB"
+        )
+        print(
+            f"  CPU of the process tree (sampled every 50 ms): {sum(cpu.values()):.1f} s in {len(cpu)} processes; "
+            f"load average before {load:.2f}, after {os.getloadavg()[0]:.2f}; PSF cache "
+            f"{'cold (built)' if args.cold_cache else 'as found (' + env.get('Z2T_PSF_CACHE', 'default') + ')'}"
         )
         print(f"  vs the original's ~33 min on 2 cores: {1980 / wall:.0f}x")
         print("  command:", " ".join(cmd))
