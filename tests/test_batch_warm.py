@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from z2t_dask.batch.cluster import (
     FORKSERVER_PRELOAD,
     LOCAL_CLUSTER_CONFIG,
     forkserver_workers,
+    pre_spawn_environ,
     resolve_client,
     start_forkserver,
 )
@@ -77,10 +79,15 @@ def test_a_multiprocessing_method_the_user_chose_is_left_alone():
 
 
 @pytest.mark.cluster
-def test_private_cluster_workers_start_warm_and_write_the_same_bytes(tmp_path):
+def test_private_cluster_workers_start_warm_and_write_the_same_bytes(tmp_path, monkeypatch):
     """Workers of the private LocalCluster have a job's modules before their first job; bytes unchanged."""
     out = tmp_path / "out"
+    monkeypatch.setenv("Z2T_WARM_TEST_ENV", "set after the forkserver may have started")
     with resolve_client(max_workers=1) as c:
+        names = ("Z2T_WARM_TEST_ENV", "OMP_NUM_THREADS", "PYTHONHASHSEED")
+        env = c.run(lambda: {k: os.environ.get(k) for k in names})
+        expected = {"Z2T_WARM_TEST_ENV": os.environ["Z2T_WARM_TEST_ENV"], **pre_spawn_environ()}
+        assert list(env.values()) == [{k: expected[k] for k in names}]  # this process's variables, and Dask's
         probe = ("z2t_dask.batch.warm", "z2t_dask.sample", "z2t_dask.engine.render", "dask.array", "tifffile")
         seen = c.run(lambda: [m in sys.modules for m in probe])
         assert list(seen.values()) == [[True] * len(probe)]

@@ -46,6 +46,7 @@ __all__ = [
     "OutputFolderError",
     "forkserver_workers",
     "load_slurm_spec",
+    "pre_spawn_environ",
     "probe_output_folder",
     "resolve_client",
     "slurm_cluster",
@@ -244,9 +245,40 @@ def start_forkserver() -> bool:
         return False
     if not _preloaded:  # the preload is read when the server starts: a running one keeps its own
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        os.environ.update(pre_spawn_environ())  # what a Nanny sets before it starts a worker process
         _preloaded = True
     forkserver.ensure_running()
     return True
+
+
+def pre_spawn_environ() -> dict[str, str]:
+    """The variables a Dask nanny sets in its own process before starting a worker process.
+
+    ``distributed.nanny.pre-spawn-environ`` (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``,
+    ``OPENBLAS_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``; a variable already set wins) and
+    ``PYTHONHASHSEED=6640``: read when the process starts or imports NumPy, so the forkserver must
+    start with them (its workers inherit its libraries and hash seed). Read from Dask's
+    configuration, with ``distributed``'s defaults from its YAML file when it is not imported yet.
+    """
+    import importlib.util
+
+    import dask
+
+    key = "distributed.nanny.pre-spawn-environ"
+    cfg = dask.config.get(key, None)
+    if cfg is None:  # distributed not imported: its defaults, without importing it
+        try:
+            import yaml
+
+            spec = importlib.util.find_spec("distributed")
+            folder = Path(next(iter(spec.submodule_search_locations or [])))  # type: ignore[union-attr]
+            cfg = yaml.safe_load((folder / "distributed.yaml").read_text())["distributed"]["nanny"]["pre-spawn-environ"]
+        except Exception:  # pragma: no cover - an unusual install: the nanny still sets them for the worker
+            cfg = {}
+    env = {str(k): os.environ.get(str(k), str(v)) for k, v in (cfg or {}).items() if v is not None}
+    if env.get("PYTHONHASHSEED") in (None, "0"):
+        env["PYTHONHASHSEED"] = "6640"  # as distributed.nanny.Nanny: the same hash seed in every worker
+    return env
 
 
 @contextlib.contextmanager
@@ -341,7 +373,9 @@ def resolve_client(
                     except ImportError:
                         raise ClusterError("the dashboard needs bokeh: pip install 'z2t-dask[dashboard]'") from None
                 quiet = {k: v for k, v in LOCAL_CLUSTER_CONFIG.items() if not dashboard or "monitor" not in k}
-                with dask.config.set(quiet), forkserver_workers():  # workers forked warm (batch/warm.py)
+                with dask.config.set(quiet), forkserver_workers() as forked:  # workers forked warm (batch/warm.py)
+                    if forked:  # a forked worker starts with the forkserver's environment: give it this one
+                        kwargs["env"] = dict(os.environ)
                     cluster = LocalCluster(**kwargs)
                 owned.append(cluster)
                 c = Client(cluster, set_as_default=False)
