@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -63,6 +64,21 @@ def test_warm_imports_report_failures_and_never_raise(tmp_path, monkeypatch):
 def test_warm_modules_exist_and_the_preload_names_the_warm_module():
     assert warm_imports(WARM_MODULES) == []  # a renamed module would silently stop warming the workers
     assert FORKSERVER_PRELOAD[-1] == "z2t_dask.batch.warm"
+
+
+def test_warm_imports_skip_xarray_for_dask_array_only():
+    """The forkserver's dask.array import leaves xarray and pandas out; xarray stays importable."""
+    code = (
+        "import sys; import z2t_dask.batch.warm; import dask.array as da\n"
+        "assert 'xarray' not in sys.modules and 'pandas' not in sys.modules, 'xarray or pandas imported'\n"
+        "assert int(da.ones(4, chunks=2).sum().compute()) == 4\n"
+        "import importlib.util\n"
+        "if importlib.util.find_spec('xarray') is not None:\n"
+        "    import xarray\n"
+        "    assert isinstance(xarray.DataArray([1.0]), xarray.DataArray)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
 
 
 def test_a_multiprocessing_method_the_user_chose_is_left_alone():
