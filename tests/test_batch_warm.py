@@ -257,3 +257,33 @@ def test_prebuild_skips_exact_jobs_an_off_cache_and_never_raises(tmp_path, monke
     assert not cache.exists()
     monkeypatch.setenv("Z2T_PSF_CACHE", "off")
     assert prebuild_libraries(_fast_jobs(tmp_path / "out")) == 0
+
+
+# ---- a small job's stack is computed in one go ------------------------------------------------------
+
+
+def test_small_job_stacks_are_computed_in_one_go_with_the_streamed_bytes(tmp_path, monkeypatch):
+    """run_job computes a small stack whole in its thread (no prefetch threads), a large one streams: same bytes."""
+    import z2t_dask.batch.jobs as jobs
+    import z2t_dask.sample.core as core
+    from z2t_dask.batch.grid import BatchJobs
+    from z2t_dask.batch.spec import load_batch_config
+
+    calls = []
+    save = core.Sample.save
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("streaming", True))
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(core.Sample, "save", spy)
+    job = next(iter(BatchJobs(load_batch_config(tiny_batch(tmp_path / "cfg")))))
+    whole, streamed = tmp_path / "whole", tmp_path / "streamed"
+    whole.mkdir()
+    streamed.mkdir()
+    jobs.run_job(job, whole)
+    monkeypatch.setattr(jobs, "IN_ONE_GO_BYTES", 0)  # every stack "large": streamed block by block
+    jobs.run_job(job, streamed)
+    assert calls == [False, True]
+    for name in sorted(p.name for p in (whole / job.name).iterdir() if p.name != jobs.JOB_MARKER):
+        assert sha256(whole / job.name / name) == sha256(streamed / job.name / name), name
