@@ -55,28 +55,26 @@ def tree_cpu(proc, seen: dict[int, float]) -> None:
         seen[p.pid] = t.user + t.system
 
 
-def main(argv=None) -> None:
+def measure(samples: int = 100, max_workers: int = 2, psf_mode: str | None = None, cold_cache: bool = False) -> dict:
+    """Run the W1 batch once through ``z2t batch`` (a subprocess) and return its figures.
+
+    Returns
+    -------
+    dict
+        ``wall_s``, ``rc``, ``done``, ``median_job_s``, ``peak_mib`` (process tree), ``cpu_s`` (process tree),
+        ``processes``, ``load`` (before, after), ``output`` (the command's stdout), ``cmd``.
+    """
     import psutil
 
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--max-workers", type=int, default=2)
-    ap.add_argument("--samples", type=int, default=100)
-    ap.add_argument("--psf-mode", default=None, choices=["exact", "fast"], help="psf.mode (default: the config's)")
-    ap.add_argument(
-        "--cold-cache",
-        action="store_true",
-        help="an empty on-disk PSF library cache for this run ($Z2T_PSF_CACHE): the fast library is built, not loaded",
-    )
-    args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="z2t-batch-bench-"))
     env = dict(os.environ)
-    if args.cold_cache:
+    if cold_cache:
         env["Z2T_PSF_CACHE"] = str(tmp / "psf-cache")
     try:
         cfg = json.loads((FIXTURES / "batch_config_100samples_40.json").read_text())
-        cfg["sample_configs"]["num_samples"] = args.samples
-        if args.psf_mode:
-            cfg["base_config"].setdefault("psf", {})["mode"] = args.psf_mode
+        cfg["sample_configs"]["num_samples"] = samples
+        if psf_mode:
+            cfg["base_config"].setdefault("psf", {})["mode"] = psf_mode
         cfgp = tmp / "batch.json"
         cfgp.write_text(json.dumps(cfg))
         cmd = [
@@ -89,7 +87,7 @@ def main(argv=None) -> None:
             "--output-dir",
             str(tmp / "out"),
             "--max-workers",
-            str(args.max_workers),
+            str(max_workers),
             "--no-progress",
         ]
         load = os.getloadavg()[0]
@@ -103,30 +101,56 @@ def main(argv=None) -> None:
             tree_cpu(ps, cpu)
             time.sleep(0.05)
         wall = time.perf_counter() - t0
-        out = proc.stdout.read()
+        out = proc.stdout.read() if proc.stdout else ""
         manifest = json.loads((tmp / "out" / "manifest.json").read_text())
         states = [j["state"] for j in manifest["jobs"].values()]
         secs = sorted(j["seconds"] for j in manifest["jobs"].values() if j.get("seconds"))
-        print(out.strip())
-        mode = args.psf_mode or "config default"
-        print(
-            f"W1 batch: {args.samples} samples x 200 frames x 40x40, psf.mode {mode}, {args.max_workers} workers, "
-            f"on {machine()}"
-        )
-        print(
-            f"  wall {wall:.1f} s (rc {proc.returncode}), {states.count('done')} done; per job median "
-            f"{secs[len(secs) // 2]:.2f} s; {args.samples * 200 / wall:.0f} frames/s; "
-            f"peak RSS (driver+scheduler+workers) {peak / 2**20:.0f} MiB"
-        )
-        print(
-            f"  CPU of the process tree (sampled every 50 ms): {sum(cpu.values()):.1f} s in {len(cpu)} processes; "
-            f"load average before {load:.2f}, after {os.getloadavg()[0]:.2f}; PSF cache "
-            f"{'cold (built)' if args.cold_cache else 'as found (' + env.get('Z2T_PSF_CACHE', 'default') + ')'}"
-        )
-        print(f"  vs the original's ~33 min on 2 cores: {1980 / wall:.0f}x")
-        print("  command:", " ".join(cmd))
+        return {
+            "wall_s": wall,
+            "rc": proc.returncode,
+            "done": states.count("done"),
+            "median_job_s": secs[len(secs) // 2] if secs else float("nan"),
+            "peak_mib": peak / 2**20,
+            "cpu_s": sum(cpu.values()),
+            "processes": len(cpu),
+            "load": (load, os.getloadavg()[0]),
+            "output": out.strip(),
+            "cmd": " ".join(cmd),
+            "cache": "cold (built)" if cold_cache else "as found (" + env.get("Z2T_PSF_CACHE", "default") + ")",
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--max-workers", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--psf-mode", default=None, choices=["exact", "fast"], help="psf.mode (default: the config's)")
+    ap.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="an empty on-disk PSF library cache for this run ($Z2T_PSF_CACHE): the fast library is built, not loaded",
+    )
+    args = ap.parse_args(argv)
+    r = measure(args.samples, args.max_workers, args.psf_mode, args.cold_cache)
+    print(r["output"])
+    mode = args.psf_mode or "config default"
+    print(
+        f"W1 batch: {args.samples} samples x 200 frames x 40x40, psf.mode {mode}, {args.max_workers} workers, "
+        f"on {machine()}"
+    )
+    print(
+        f"  wall {r['wall_s']:.1f} s (rc {r['rc']}), {r['done']} done; per job median "
+        f"{r['median_job_s']:.2f} s; {args.samples * 200 / r['wall_s']:.0f} frames/s; "
+        f"peak RSS (driver+scheduler+workers) {r['peak_mib']:.0f} MiB"
+    )
+    print(
+        f"  CPU of the process tree (sampled every 50 ms): {r['cpu_s']:.1f} s in {r['processes']} processes; "
+        f"load average before {r['load'][0]:.2f}, after {r['load'][1]:.2f}; PSF cache {r['cache']}"
+    )
+    print(f"  vs the original's ~33 min on 2 cores: {1980 / r['wall_s']:.0f}x")
+    print("  command:", r["cmd"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks                 # all workloads, 3 repeats (about 3-5 minutes on 2 cores)
+    python -m benchmarks                 # all workloads, 3 repeats (about 6-10 minutes on 2 cores)
+    python -m benchmarks --only batch    # the W1 training set: 100 samples through z2t batch, fast and exact
     python -m benchmarks --repeat 5 --only w1 psf
     python -m benchmarks --markdown results.md   # also write the table as Markdown
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, machine
 
-ORDER = ("w1", "w2", "psf", "chip", "camera")
+ORDER = ("w1", "w2", "psf", "chip", "camera", "batch")
 
 
 def run_workload(name: str, repeat: int) -> list[dict]:
