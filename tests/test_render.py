@@ -189,3 +189,50 @@ def test_scmos_maps_from_npy_are_cropped_to_the_roi(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="scmos_offset"):
         z2t.simulate(c2, seed=0)
+
+
+def test_a_frame_that_fails_midway_leaves_no_stale_scratch():
+    """The per-thread float64 scratch of large regions is dropped when a frame fails half-summed."""
+    import threading
+
+    from z2t_dask.engine import render as R
+
+    rng = np.random.default_rng(3)
+    n, ps = 4, 9
+    region = (0, 300, 0, 300)  # > SMALL_REGION_PX: summed patch by patch into the scratch
+    assert 300 * 300 > R.SMALL_REGION_PX
+
+    def prep(phot):
+        return R._SignalPrep(
+            region=region,
+            psfs=rng.random((n, ps, ps)).astype(np.float32),
+            inv=np.arange(n),
+            cx=np.array([20, 24, 150, 290]),
+            cy=np.array([30, 33, 150, 10]),
+            phot=phot,
+            bounds=np.array([0, n]),
+        )
+
+    bad = prep(np.array([100.0, 200.0, "not photons", 50.0], dtype=object))
+    with pytest.raises(ValueError):
+        R._frame_signal(bad, 0, np.empty((300, 300), np.float32))
+    good = prep(np.array([100.0, 200.0, 300.0, 50.0], np.float32))
+    here = R._frame_signal(good, 0, np.empty((300, 300), np.float32), np.float32(7.0))
+    fresh = {}
+    t = threading.Thread(
+        target=lambda: fresh.setdefault(
+            "v", R._frame_signal(good, 0, np.empty((300, 300), np.float32), np.float32(7.0))
+        )
+    )
+    t.start()
+    t.join()
+    assert np.array_equal(here, fresh["v"])  # a new thread starts from a new scratch
+    expected = np.full((300, 300), 0.0)
+    for r in range(n):
+        cy, cx = good.cy[r], good.cx[r]
+        y0, x0 = cy - ps // 2, cx - ps // 2
+        ys, xs = slice(max(y0, 0), min(y0 + ps, 300)), slice(max(x0, 0), min(x0 + ps, 300))
+        expected[ys, xs] += good.psfs[r, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] * np.float64(
+            good.phot[r]
+        )
+    assert np.array_equal(here, (expected.astype(np.float32) + np.float32(7.0)))
