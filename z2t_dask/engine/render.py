@@ -195,9 +195,10 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, background: np.flo
     ``out`` = float32(signal) + ``background`` (float32 addition; no background: the signal alone).
     Contributions to a pixel are summed in float64 in record order, which does not depend on the
     region: a tile equals the same rectangle of the whole frame bit for bit. Small regions
-    (:data:`SMALL_REGION_PX`) take one ``bincount`` over a canvas padded by the patch half-width
-    (every contribution lands in a bin, no masking; ``bincount`` adds each bin's contributions
-    sequentially in input order); large ones add each record's patch into a float64 scratch
+    (:data:`SMALL_REGION_PX`) take one ``bincount`` over a canvas padded by twice the patch
+    half-width (a kept record's centre lies within one half-width of the region, see
+    :func:`_prepare_signal`, so every contribution lands in a bin: no masking; ``bincount`` adds
+    each bin's contributions sequentially in input order); large ones add each record's patch into a float64 scratch
     (again in record order) and copy back the rectangles they touched only. Both give the same
     float64 sums, starting from 0.0, as any other summation in record order.
     """
