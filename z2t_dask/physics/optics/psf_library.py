@@ -647,7 +647,8 @@ class PSFLibrary:
         """Pixel-integrated PSF patches of many emitters (same contract as :meth:`PupilPSF.compute`).
 
         Emitters within the library (see the module notes) are interpolated; the others are
-        computed exactly.  The library tabulates freely rotating (isotropic) emitters: fixed
+        computed exactly. Subclasses (the spectral library) keep this routing and the counts and
+        supply :meth:`_served` and :meth:`_fast_patches`.  The library tabulates freely rotating (isotropic) emitters: fixed
         dipoles (``dipole``, unit vectors ``(N, 3)``) are all computed with the exact model and
         counted as its emitters.  Non-numpy ``xp`` uses the exact model.
 
@@ -656,10 +657,10 @@ class PSFLibrary:
         ndarray, shape (N, patch_size, patch_size), float32
             Fraction of each emitter's photons per camera pixel of its patch.
         """
+        counts = self.__dict__.setdefault("_counts", {"fast": 0, "exact": 0})
         if xp is not np or dipole is not None:
             kw = {} if dipole is None else {"dipole": dipole}
             out = self.exact.compute(phase, z_um, dx, dy, mag, xp=xp, workers=workers, batch_size=batch_size, **kw)
-            counts = self.__dict__.setdefault("_counts", {"fast": 0, "exact": 0})
             counts["exact"] += int(out.shape[0])
             return out
         phase, z_um, dx, dy, mag = self.exact.check_inputs(phase, z_um, dx, dy, mag)
@@ -668,12 +669,8 @@ class PSFLibrary:
         out = np.empty((n, p, p), np.float32)
         if n == 0:
             return out
-        nodes, lam, res = self.field_weights(phase, mag)
         z64 = z_um.astype(np.float64)
-        planes = self.z_planes
-        fast = (
-            (res <= self.tol_rad) & (z64 >= planes[0]) & (z64 <= planes[-1]) & (np.abs(dx) <= 0.5) & (np.abs(dy) <= 0.5)
-        )
+        fast, where = self._served(phase, mag, z64, dx, dy)
         slow = np.flatnonzero(~fast)
         if slow.size:
             out[slow] = self.exact.compute(
@@ -687,21 +684,43 @@ class PSFLibrary:
             )
         idx = np.flatnonzero(fast)
         if idx.size:
-            rows, w = self._taps(nodes[idx], lam[idx], z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
-            tab = self._tables()
-            flat = out.reshape(n, p * p)
-            # Visit emitters in table order (neighbours share table rows: cache reuse).  Each
-            # emitter's weighted sum is its own (1, taps) @ (taps, p*p) product: NumPy's stacked
-            # matmul makes one BLAS call per emitter with fixed shapes, so the order of the sum
-            # does not depend on the other emitters (nor on the visiting order).
-            order = np.argsort(rows[:, 0], kind="stable")
-            for b0 in range(0, idx.size, _SUB):
-                sel = order[b0 : b0 + _SUB]
-                flat[idx[sel]] = np.matmul(w[sel][:, None, :], tab[rows[sel]])[:, 0]
-        counts = self.__dict__.setdefault("_counts", {"fast": 0, "exact": 0})
+            self._fast_patches(out, idx, where, z64, dx, dy)
         counts["fast"] += int(idx.size)
         counts["exact"] += int(slow.size)
         return out
+
+    def _served(
+        self, phase: np.ndarray, mag: np.ndarray | None, z64: np.ndarray, dx: np.ndarray, dy: np.ndarray
+    ) -> tuple[np.ndarray, Any]:
+        """Which emitters the library serves (bool ``(N,)``) and what :meth:`_fast_patches` needs of them.
+
+        Here: field residual within ``tol_rad``, z within the planes, offsets within half a pixel;
+        the emitters' field nodes and weights.
+        """
+        nodes, lam, res = self.field_weights(phase, mag)
+        planes = self.z_planes
+        fast = (
+            (res <= self.tol_rad) & (z64 >= planes[0]) & (z64 <= planes[-1]) & (np.abs(dx) <= 0.5) & (np.abs(dy) <= 0.5)
+        )
+        return fast, (nodes, lam)
+
+    def _fast_patches(
+        self, out: np.ndarray, idx: np.ndarray, where: Any, z64: np.ndarray, dx: np.ndarray, dy: np.ndarray
+    ) -> None:
+        """Write the interpolated patches of the served emitters ``idx`` into ``out`` (``where``: :meth:`_served`'s)."""
+        nodes, lam = where
+        n, p = out.shape[0], self.patch_size
+        rows, w = self._taps(nodes[idx], lam[idx], z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
+        tab = self._tables()
+        flat = out.reshape(n, p * p)
+        # Visit emitters in table order (neighbours share table rows: cache reuse).  Each
+        # emitter's weighted sum is its own (1, taps) @ (taps, p*p) product: NumPy's stacked
+        # matmul makes one BLAS call per emitter with fixed shapes, so the order of the sum
+        # does not depend on the other emitters (nor on the visiting order).
+        order = np.argsort(rows[:, 0], kind="stable")
+        for b0 in range(0, idx.size, _SUB):
+            sel = order[b0 : b0 + _SUB]
+            flat[idx[sel]] = np.matmul(w[sel][:, None, :], tab[rows[sel]])[:, 0]
 
     def _taps(
         self, nodes: np.ndarray, lam: np.ndarray, z: np.ndarray, dx: np.ndarray, dy: np.ndarray

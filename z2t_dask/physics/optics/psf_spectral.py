@@ -320,52 +320,21 @@ class SpectralLibrary(PSFLibrary):
         return nodes, weights, np.sqrt(res2 + extra_sq)
 
     # ------------------------------------------------------------------ evaluation
-    def compute(
-        self,
-        phase: Any,
-        z_um: Any,
-        dx: Any = None,
-        dy: Any = None,
-        mag: Any = None,
-        *,
-        dipole: Any = None,
-        xp: Any = np,
-        workers: int | None = None,
-        batch_size: int = 64,
-    ) -> Any:
-        """Pixel-integrated PSF patches (same contract as :meth:`PupilPSF.compute`).
-
-        Emitters of the field within the planes are evaluated from the spectral library, the
-        others (and fixed dipoles, and non-numpy ``xp``) with the exact model.
-        """
-        counts = self.__dict__.setdefault("_counts", {"fast": 0, "exact": 0})
-        if xp is not np or dipole is not None:
-            kw = {} if dipole is None else {"dipole": dipole}
-            out = self.exact.compute(phase, z_um, dx, dy, mag, xp=xp, workers=workers, batch_size=batch_size, **kw)
-            counts["exact"] += int(out.shape[0])
-            return out
-        phase, z_um, dx, dy, mag = self.exact.check_inputs(phase, z_um, dx, dy, mag)
-        n = phase.shape[0]
-        p = self.patch_size
-        out = np.empty((n, p, p), np.float32)
-        if n == 0:
-            return out
-        z64 = z_um.astype(np.float64)
+    # compute(): PSFLibrary's (same contract as PupilPSF.compute; fixed dipoles and non-numpy back
+    # ends exact), with the two hooks below: emitters of the field within the planes are served.
+    def _served(
+        self, phase: np.ndarray, mag: np.ndarray | None, z64: np.ndarray, dx: np.ndarray, dy: np.ndarray
+    ) -> tuple[np.ndarray, Any]:
+        """Served: found on the lookup and PSF node grids (:meth:`_locate`), z within the planes; their positions."""
         planes = self.z_planes
         served, xy = self._locate(phase, mag)
-        fast = served & (z64 >= planes[0]) & (z64 <= planes[-1])
-        slow = np.flatnonzero(~fast)
-        if slow.size:
-            out[slow] = self.exact.compute(
-                phase[slow], z_um[slow], dx[slow], dy[slow], None if mag is None else mag[slow],
-                workers=workers, batch_size=batch_size,
-            )  # fmt: skip
-        idx = np.flatnonzero(fast)
-        if idx.size:
-            out[idx] = self._render(xy[idx], z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
-        counts["fast"] += int(idx.size)
-        counts["exact"] += int(slow.size)
-        return out
+        return served & (z64 >= planes[0]) & (z64 <= planes[-1]), xy
+
+    def _fast_patches(
+        self, out: np.ndarray, idx: np.ndarray, where: Any, z64: np.ndarray, dx: np.ndarray, dy: np.ndarray
+    ) -> None:
+        """Patches of the served emitters ``idx`` from the spectral basis (``where``: their field positions)."""
+        out[idx] = self._render(where[idx], z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
 
     def _locate(self, phase: np.ndarray, mag: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Served mask (lookup residual <= tol_rad and node residual <= psf_tol_rad) and field positions."""
