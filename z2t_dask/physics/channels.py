@@ -42,7 +42,7 @@ from z2t_dask.physics.aberrations import AberrationField
 from z2t_dask.physics.emitters import EmitterTable, Records, inside_image
 from z2t_dask.physics.species import SPECIES_BLOCK, SpeciesTable, dirichlet_concentration
 from z2t_dask.physics.truth import InMemoryTruth, RecordWindow, SegmentedTruth, Truth, TruthPart
-from z2t_dask.physics.truth_parts import join_windows
+from z2t_dask.physics.truth_parts import compact_window, join_windows
 
 __all__ = [
     "SPECIES_BLOCK",
@@ -338,19 +338,7 @@ class ChannelView(Truth):
     def window(self, t0: int, t1: int) -> RecordWindow:
         parts = self._parts_hit(t0, t1)
         if parts is None:  # any other truth: its window's emitters, evaluated here
-            w = self.base.window(t0, t1)
-            uniq, inv = np.unique(w.em, return_inverse=True)
-            dipole = getattr(w, "em_dipole", None)
-            w = RecordWindow(
-                frame_ix=w.frame_ix,
-                ids=w.ids,
-                em=inv.reshape(-1),
-                phot=w.phot,
-                em_xyz=w.em_xyz[uniq],
-                em_phase=w.em_phase[uniq],
-                em_mag=None,
-                **({} if dipole is None else {"em_dipole": dipole[uniq]}),
-            )
+            w = compact_window(self.base.window(t0, t1))  # its aberrations are replaced by the channel's
             return self._channel_window(w, *self._compute(np.asarray(w.em_xyz, np.float64)))
         if not parts:
             return self.base.window(t0, t1)  # no records: an empty window

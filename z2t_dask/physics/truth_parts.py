@@ -16,7 +16,15 @@ import numpy as np
 
 from z2t_dask.physics.emitters import DIPOLE_COLUMNS, EmitterTable, Records
 
-__all__ = ["RecordWindow", "TruthPart", "compact_records", "concat_parts", "join_windows", "private_copy"]
+__all__ = [
+    "RecordWindow",
+    "TruthPart",
+    "compact_records",
+    "compact_window",
+    "concat_parts",
+    "join_windows",
+    "private_copy",
+]
 
 
 def compact_records(records: Records) -> Records:
@@ -159,7 +167,7 @@ def private_copy(part: TruthPart, frames: int) -> TruthPart:
     )
 
 
-def _compact_window(win: RecordWindow) -> RecordWindow:
+def compact_window(win: RecordWindow) -> RecordWindow:
     """``win`` with only the emitters its records refer to (rows in id order)."""
     uniq, inv = np.unique(win.em, return_inverse=True)
     return RecordWindow(
@@ -184,7 +192,7 @@ def _concat_mags(mags: list[tuple[np.ndarray | None, int]], n_modes: int) -> np.
 
 def join_windows(wins: list[RecordWindow]) -> RecordWindow:
     """One window of the windows of consecutive parts: by frame, then part (id) order."""
-    wins = [_compact_window(w) for w in wins]
+    wins = [compact_window(w) for w in wins]
     base = np.cumsum([0] + [w.em_xyz.shape[0] for w in wins])
     frame_ix = np.concatenate([w.frame_ix for w in wins])
     ids = np.concatenate([w.ids for w in wins])

@@ -648,9 +648,9 @@ class PSFLibrary:
 
         Emitters within the library (see the module notes) are interpolated; the others are
         computed exactly. Subclasses (the spectral library) keep this routing and the counts and
-        supply :meth:`_served` and :meth:`_fast_patches`.  The library tabulates freely rotating (isotropic) emitters: fixed
-        dipoles (``dipole``, unit vectors ``(N, 3)``) are all computed with the exact model and
-        counted as its emitters.  Non-numpy ``xp`` uses the exact model.
+        supply :meth:`_served` and :meth:`_fast_patches`. The library tabulates freely rotating
+        (isotropic) emitters: fixed dipoles (``dipole``, unit vectors ``(N, 3)``) are all computed
+        with the exact model and counted as its emitters. Non-numpy ``xp`` uses the exact model.
 
         Returns
         -------
