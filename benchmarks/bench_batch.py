@@ -39,8 +39,11 @@ def tree_rss(proc) -> int:
     return total
 
 
-def tree_cpu(proc, seen: dict[int, float]) -> None:
-    """Record the CPU seconds (user + system) of ``proc`` and its descendants in ``seen`` (pid -> seconds)."""
+def tree_cpu(proc, seen: dict[int, float], names: dict[int, str] | None = None) -> None:
+    """Record the CPU seconds (user + system) of ``proc`` and its descendants in ``seen`` (pid -> seconds).
+
+    ``names`` (pid -> a short role read from the command line) is filled for processes seen the first time.
+    """
     import psutil
 
     try:
@@ -53,6 +56,29 @@ def tree_cpu(proc, seen: dict[int, float]) -> None:
         except psutil.Error:
             continue
         seen[p.pid] = t.user + t.system
+        if names is not None and p.pid not in names:
+            names[p.pid] = _role(p, proc)
+
+
+def _role(p, root) -> str:
+    """``driver`` for the root, else the distinguishing part of a child's command line."""
+    import psutil
+
+    if p.pid == root.pid:
+        return "driver"
+    try:
+        cmd = " ".join(p.cmdline())
+    except psutil.Error:
+        return "?"
+    if "resource_tracker" in cmd:
+        return "resource_tracker"
+    if "forkserver" in cmd:  # the forkserver, or a worker it forked (same command line)
+        try:
+            parent = " ".join(p.parent().cmdline())
+        except (psutil.Error, AttributeError):
+            parent = ""
+        return "worker" if "forkserver" in parent else "forkserver"
+    return "worker" if "multiprocessing" in cmd else cmd[-40:] or p.name()
 
 
 def measure(samples: int = 100, max_workers: int = 2, psf_mode: str | None = None, cold_cache: bool = False) -> dict:
@@ -96,9 +122,10 @@ def measure(samples: int = 100, max_workers: int = 2, psf_mode: str | None = Non
         ps = psutil.Process(proc.pid)
         peak = 0
         cpu: dict[int, float] = {}
+        names: dict[int, str] = {}
         while proc.poll() is None:
             peak = max(peak, tree_rss(ps))
-            tree_cpu(ps, cpu)
+            tree_cpu(ps, cpu, names)
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         out = proc.stdout.read() if proc.stdout else ""
@@ -113,6 +140,10 @@ def measure(samples: int = 100, max_workers: int = 2, psf_mode: str | None = Non
             "peak_mib": peak / 2**20,
             "cpu_s": sum(cpu.values()),
             "processes": len(cpu),
+            "cpu_by_role": {
+                role: round(sum(c for pid, c in cpu.items() if names.get(pid) == role), 1)
+                for role in sorted(set(names.values()))
+            },
             "load": (load, os.getloadavg()[0]),
             "output": out.strip(),
             "cmd": " ".join(cmd),
@@ -149,6 +180,7 @@ def main(argv=None) -> None:
         f"  CPU of the process tree (sampled every 50 ms): {r['cpu_s']:.1f} s in {r['processes']} processes; "
         f"load average before {r['load'][0]:.2f}, after {r['load'][1]:.2f}; PSF cache {r['cache']}"
     )
+    print("  CPU by process role:", ", ".join(f"{k} {v:.1f} s" for k, v in r["cpu_by_role"].items()))
     print(f"  vs the original's ~33 min on 2 cores: {1980 / r['wall_s']:.0f}x")
     print("  command:", r["cmd"])
 
