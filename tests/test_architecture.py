@@ -3,7 +3,7 @@
 Layers, lowest first (a module imports only from its own layer or lower ones; see
 ``docs/architecture.md``)::
 
-    foundation  z2t_dask (``__version__``), errors, caching
+    foundation  z2t_dask (``__version__``), errors, caching, compiled
     config      z2t_dask.config
     physics     z2t_dask.physics       (pure NumPy models: no Dask graphs, no files but the Zmap)
     engine      z2t_dask.engine        (assembly from a config, the lazy render graph, streaming)
@@ -28,7 +28,7 @@ import z2t_dask
 
 PACKAGE = Path(z2t_dask.__file__).parent
 LAYERS = ["foundation", "config", "physics", "engine", "io", "sample", "batch", "tools"]
-FOUNDATION = {"z2t_dask", "z2t_dask.errors", "z2t_dask.caching"}
+FOUNDATION = {"z2t_dask", "z2t_dask.errors", "z2t_dask.caching", "z2t_dask.compiled"}
 #: Modules allowed over MAX_LINES because each is one coherent model (the exact PSF model and its
 #: fast interpolated library).
 WHOLE_MODELS = {"z2t_dask.physics.optics.psf", "z2t_dask.physics.optics.psf_library"}

@@ -192,15 +192,21 @@ def test_scmos_maps_from_npy_are_cropped_to_the_roi(tmp_path):
 
 
 def test_a_frame_that_fails_midway_leaves_no_stale_scratch():
-    """The per-thread float64 scratch of large regions is dropped when a frame fails half-summed."""
+    """The per-thread float64 scratch of large regions is dropped when a frame fails half-summed.
+
+    Run on the NumPy definition of the patch sums (the one that can fail midway: compiled loops
+    refuse ill-typed input before they start).
+    """
     import threading
 
+    from z2t_dask.compiled import numpy_only
+    from z2t_dask.engine import patch_sums
     from z2t_dask.engine import render as R
 
     rng = np.random.default_rng(3)
     n, ps = 4, 9
     region = (0, 300, 0, 300)  # > SMALL_REGION_PX: summed patch by patch into the scratch
-    assert 300 * 300 > R.SMALL_REGION_PX
+    assert 300 * 300 > patch_sums.SMALL_REGION_PX
 
     def prep(phot):
         return R._SignalPrep(
@@ -214,7 +220,7 @@ def test_a_frame_that_fails_midway_leaves_no_stale_scratch():
         )
 
     bad = prep(np.array([100.0, 200.0, "not photons", 50.0], dtype=object))
-    with pytest.raises(ValueError):
+    with numpy_only(), pytest.raises(ValueError):
         R._frame_signal(bad, 0, np.empty((300, 300), np.float32))
     good = prep(np.array([100.0, 200.0, 300.0, 50.0], np.float32))
     here = R._frame_signal(good, 0, np.empty((300, 300), np.float32), np.float32(7.0))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from z2t_dask.engine.patch_sums import add_patches
 from z2t_dask.errors import ConfigError
 from z2t_dask.physics.emitters import dipole_vectors
 from z2t_dask.physics.optics.psf import PupilPSF
@@ -62,10 +63,6 @@ NOISE_BLOCK = 512
 DEFAULT_CHUNK_MB = 16.0
 #: Upper bound of the automatic frames per chunk (keeps small-frame samples parallel).
 MAX_AUTO_CHUNK_FRAMES = 32
-
-#: Regions (px) up to this size sum a frame's patches with one ``bincount`` over a padded canvas;
-#: larger ones patch by patch into a float64 scratch (:func:`_frame_signal`).
-SMALL_REGION_PX = 256 * 256
 
 #: A rectangle of the image ``(y0, y1, x0, x1)``: rows ``[y0, y1)``, columns ``[x0, x1)`` (px).
 Region = tuple[int, int, int, int]
@@ -194,50 +191,18 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, background: np.flo
 
     ``out`` = float32(signal) + ``background`` (float32 addition; no background: the signal alone).
     Contributions to a pixel are summed in float64 in record order, which does not depend on the
-    region: a tile equals the same rectangle of the whole frame bit for bit. Small regions
-    (:data:`SMALL_REGION_PX`) take one ``bincount`` over a canvas padded by twice the patch
-    half-width (a kept record's centre lies within one half-width of the region, see
-    :func:`_prepare_signal`, so every contribution lands in a bin: no masking; ``bincount`` adds
-    each bin's contributions sequentially in input order); large ones add each record's patch into a float64 scratch
-    (again in record order) and copy back the rectangles they touched only. Both give the same
-    float64 sums, starting from 0.0, as any other summation in record order.
+    region: a tile equals the same rectangle of the whole frame bit for bit
+    (:data:`z2t_dask.engine.patch_sums.add_patches`, compiled when numba is installed; the scratch
+    it sums into is this thread's, kept from block to block).
     """
     y0, y1, x0, x1 = prep.region
-    h, w = y1 - y0, x1 - x0
     a, b = int(prep.bounds[f]), int(prep.bounds[f + 1])
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
     bg = np.float32(0.0 if background is None else background)
-    out[...] = bg
-    if b <= a:
-        return out
-    ps = prep.psfs.shape[-1]
-    c = ps // 2
-    if h * w <= SMALL_REGION_PX:
-        m = 2 * c  # canvas margin: a kept record's centre lies within c px of the region
-        hp, wp = h + 2 * m, w + 2 * m
-        offs = (np.arange(ps)[:, None] * wp + np.arange(ps)[None, :]).reshape(-1)
-        base = (prep.cy[a:b] - y0 + c) * wp + (prep.cx[a:b] - x0 + c)  # patch corner on the canvas
-        flat = base[:, None] + offs[None, :]
-        weights = np.multiply(prep.psfs[prep.inv[a:b]].reshape(b - a, -1), prep.phot[a:b, None], dtype=np.float64)
-        canvas = np.bincount(flat.reshape(-1), weights=weights.reshape(-1), minlength=hp * wp).reshape(hp, wp)
-        np.add(canvas[m : m + h, m : m + w], bg, out=out, dtype=np.float32, casting="same_kind")
-        return out
-    scratch = _thread_buffer("scratch", (h, w), np.float64, zeros=True)
+    scratch = _thread_buffer("scratch", (y1 - y0, x1 - x0), np.float64, zeros=True)
     try:
-        boxes = []
-        for r in range(a, b):
-            ry, rx = int(prep.cy[r]) - c - y0, int(prep.cx[r]) - c - x0  # patch corner, region coordinates
-            py0, px0, py1, px1 = max(0, -ry), max(0, -rx), min(ps, h - ry), min(ps, w - rx)
-            if py1 <= py0 or px1 <= px0:
-                continue
-            dst = (slice(ry + py0, ry + py1), slice(rx + px0, rx + px1))
-            scratch[dst] += prep.psfs[prep.inv[r], py0:py1, px0:px1] * np.float64(prep.phot[r])
-            boxes.append(dst)
-        for dst in boxes:  # overlapping boxes copy the same sums twice
-            np.add(scratch[dst], bg, out=out[dst], dtype=np.float32, casting="same_kind")
-        for dst in boxes:
-            scratch[dst] = 0.0
+        add_patches(out, scratch, prep.psfs, prep.inv, prep.cy, prep.cx, prep.phot, a, b, y0, x0, bg)
     except BaseException:
         _drop_thread_buffer("scratch")  # possibly not all zeros any more
         raise

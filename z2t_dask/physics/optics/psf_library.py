@@ -50,10 +50,10 @@ Determinism
 -----------
 The tables are a pure function of the parameters (the exact model's computation plus FFTs),
 built identically in every process.  An emitter's weights and table rows depend only on its
-own inputs (element-wise float64 steps), and its taps are summed by its own fixed-shape
-``(1, taps) @ (taps, p^2)`` product (one BLAS call per emitter): its PSF is bit-identical
-whatever other emitters share the call, tested across batch sizes and BLAS thread counts
-(fallback emitters inherit the exact model's guarantee).
+own inputs (element-wise float64 steps), and its taps are summed in float64 in tap order by
+:data:`~z2t_dask.physics.optics.table_sum.weighted_rows` (no BLAS: exact products, a fixed
+order): its PSF is bit-identical whatever other emitters share the call, on any CPU, with or
+without numba (fallback emitters inherit the exact model's guarantee).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ import scipy.fft as sfft
 from z2t_dask.caching import BuildOnceCache
 from z2t_dask.physics.optics import psf_store
 from z2t_dask.physics.optics.psf import PupilPSF
+from z2t_dask.physics.optics.table_sum import weighted_rows
 
 __all__ = ["PSFLibrary", "FieldFunction", "cached_library", "clear_cache"]
 
@@ -84,7 +85,6 @@ _MAX_TABLES = 4
 _TABLE_BUDGET = 512 * 2**20  # bytes of tables kept per process
 _TABLES: BuildOnceCache[np.ndarray] = BuildOnceCache(_MAX_TABLES, _TABLE_BUDGET)
 _LIBRARIES: BuildOnceCache[PSFLibrary] = BuildOnceCache(_MAX_TABLES)
-_SUB = 16  # emitters interpolated together (their gathered taps stay in cache)
 _RIDGE = 1e-10  # rad^2: regularises the barycentric fit of nearly coincident nodes
 _INSIDE = -0.1  # smallest barycentric weight accepted (mild extrapolation at cell edges)
 
@@ -711,16 +711,8 @@ class PSFLibrary:
         nodes, lam = where
         n, p = out.shape[0], self.patch_size
         rows, w = self._taps(nodes[idx], lam[idx], z64[idx], dx[idx].astype(np.float64), dy[idx].astype(np.float64))
-        tab = self._tables()
-        flat = out.reshape(n, p * p)
-        # Visit emitters in table order (neighbours share table rows: cache reuse).  Each
-        # emitter's weighted sum is its own (1, taps) @ (taps, p*p) product: NumPy's stacked
-        # matmul makes one BLAS call per emitter with fixed shapes, so the order of the sum
-        # does not depend on the other emitters (nor on the visiting order).
-        order = np.argsort(rows[:, 0], kind="stable")
-        for b0 in range(0, idx.size, _SUB):
-            sel = order[b0 : b0 + _SUB]
-            flat[idx[sel]] = np.matmul(w[sel][:, None, :], tab[rows[sel]])[:, 0]
+        order = np.argsort(rows[:, 0], kind="stable")  # neighbours in the table share rows: cache reuse
+        weighted_rows(out.reshape(n, p * p), idx[order], rows[order], w[order], self._tables())
 
     def _taps(
         self, nodes: np.ndarray, lam: np.ndarray, z: np.ndarray, dx: np.ndarray, dy: np.ndarray

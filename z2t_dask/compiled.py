@@ -1,0 +1,135 @@
+"""Optional compiled kernels: numba versions of a few hot loops, bit-identical to their NumPy definitions.
+
+A :class:`Kernel` pairs a function written as explicit loops in a fixed order (compiled with
+``numba.njit`` when numba is installed: ``pip install "z2t-dask[speed]"``) with a NumPy
+function that computes the same numbers in the same order. Every kernel of the package is
+written so that the two agree bit for bit on any machine:
+
+- sums run in a fixed order (no reduction trees, no BLAS), starting from ``0.0``;
+- products are of float32 values taken to float64, which are exact, so whether the compiler
+  fuses ``acc + a * b`` into one multiply-add or not, the sum rounds the same way;
+- numba compiles without ``fastmath`` (no reassociation).
+
+Hence the output bytes of a simulation do not depend on whether numba is installed (tests
+compare both paths). ``Z2T_NUMBA=0`` in the environment, or :func:`numpy_only`, forces the NumPy
+definitions. numba is imported on a kernel's first call, never on ``import z2t_dask``; compiled
+code is cached on disk by numba (``cache=True``: next to this module, or in ``NUMBA_CACHE_DIR``).
+
+This module imports nothing from the package: every layer may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["ENV_VAR", "Kernel", "available", "numpy_only", "warm"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable: ``0``, ``off``, ``false`` or ``no`` disable the compiled kernels.
+ENV_VAR = "Z2T_NUMBA"
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"numba": None, "forced_numpy": 0}
+_KERNELS: list[Kernel] = []
+
+
+def _numba() -> Any:
+    """The numba module, or False when it is not installed or disabled (decided once per process)."""
+    nb = _state["numba"]
+    if nb is None:
+        with _lock:
+            nb = _state["numba"]
+            if nb is None:
+                if os.environ.get(ENV_VAR, "").strip().lower() in ("0", "off", "false", "no"):
+                    nb = False
+                else:
+                    try:
+                        import numba
+
+                        nb = numba
+                    except Exception:  # not installed, or broken against this NumPy: the NumPy path
+                        nb = False
+                _state["numba"] = nb
+    return nb
+
+
+def available() -> bool:
+    """Whether compiled kernels are used in this process (numba importable and not disabled)."""
+    return bool(_numba()) and not _state["forced_numpy"]
+
+
+@contextlib.contextmanager
+def numpy_only() -> Iterator[None]:
+    """Run the NumPy definitions of every kernel inside the block (this process, all threads)."""
+    with _lock:
+        _state["forced_numpy"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["forced_numpy"] -= 1
+
+
+class Kernel:
+    """A loop kernel with a NumPy definition of the same arithmetic.
+
+    Parameters
+    ----------
+    loops : callable
+        The kernel as explicit loops over arrays and scalars (numba ``nopython`` subset); it
+        writes its result into an output argument and returns None.
+    reference : callable
+        Same signature and effect, in NumPy; used when numba is not available, and by the tests
+        as the definition the compiled loops must match bit for bit.
+    """
+
+    def __init__(self, loops: Callable[..., None], reference: Callable[..., None]):
+        self.loops = loops
+        self.reference = reference
+        self.__name__ = loops.__name__
+        self.__doc__ = reference.__doc__
+        self._compiled: Any = None
+        _KERNELS.append(self)
+
+    def compiled(self) -> Callable[..., None] | None:
+        """The compiled loops (compiled, or loaded from numba's cache, on first use), or None."""
+        if self._compiled is None:
+            nb = _numba()
+            with _lock:
+                if self._compiled is None:
+                    self._compiled = False
+                    if nb:
+                        try:
+                            self._compiled = nb.njit(cache=True, nogil=True, boundscheck=False)(self.loops)
+                        except Exception as exc:  # pragma: no cover - numba broken: the NumPy path
+                            log.warning("numba cannot compile %s (%s): using NumPy", self.__name__, exc)
+        return self._compiled or None
+
+    def __call__(self, *args: Any) -> None:
+        fn = None if _state["forced_numpy"] else self.compiled()
+        (fn or self.reference)(*args)
+
+
+def warm(examples: dict[str, tuple[Any, ...]] | None = None) -> int:
+    """Compile (or load from numba's cache) every kernel registered so far; the number made ready.
+
+    ``examples`` maps a kernel's name to arguments to call it with once, so that the machine code
+    for those argument types is loaded too (numba compiles per signature on the first call).
+    Used by a batch's forkserver, so that every worker it forks starts with them. Never raises.
+    """
+    ready = 0
+    for k in list(_KERNELS):
+        try:
+            fn = k.compiled()
+            if fn is not None and examples and k.__name__ in examples:
+                fn(*examples[k.__name__])
+            ready += fn is not None
+        except Exception as exc:  # pragma: no cover - warming is an optimisation only
+            log.debug("warming %s failed: %s", k.__name__, exc)
+    return ready
