@@ -87,11 +87,21 @@ class Kernel:
     reference : callable
         Same signature and effect, in NumPy; used when numba is not available, and by the tests
         as the definition the compiled loops must match bit for bit.
+    example : callable, optional
+        Returns small arguments of the types the package calls the kernel with: :func:`warm`
+        calls the kernel once with them, so that numba's machine code for that signature is
+        loaded (numba compiles, or loads from its cache, per signature on the first call).
     """
 
-    def __init__(self, loops: Callable[..., None], reference: Callable[..., None]):
+    def __init__(
+        self,
+        loops: Callable[..., None],
+        reference: Callable[..., None],
+        example: Callable[[], tuple[Any, ...]] | None = None,
+    ):
         self.loops = loops
         self.reference = reference
+        self.example = example
         self.__name__ = loops.__name__
         self.__doc__ = reference.__doc__
         self._compiled: Any = None
@@ -116,19 +126,20 @@ class Kernel:
         (fn or self.reference)(*args)
 
 
-def warm(examples: dict[str, tuple[Any, ...]] | None = None) -> int:
-    """Compile (or load from numba's cache) every kernel registered so far; the number made ready.
+def warm() -> int:
+    """Compile (or load from numba's cache) every kernel imported so far; the number made ready.
 
-    ``examples`` maps a kernel's name to arguments to call it with once, so that the machine code
-    for those argument types is loaded too (numba compiles per signature on the first call).
-    Used by a batch's forkserver, so that every worker it forks starts with them. Never raises.
+    Each kernel with an ``example`` is called once with it, so that its machine code for the
+    package's argument types is loaded too. A batch's forkserver calls this after importing a
+    job's modules, so that every worker it forks starts with the kernels loaded (numba's import
+    and cache loads cost ~1 s per process). Never raises; 0 without numba.
     """
     ready = 0
     for k in list(_KERNELS):
         try:
             fn = k.compiled()
-            if fn is not None and examples and k.__name__ in examples:
-                fn(*examples[k.__name__])
+            if fn is not None and k.example is not None:
+                fn(*k.example())
             ready += fn is not None
         except Exception as exc:  # pragma: no cover - warming is an optimisation only
             log.debug("warming %s failed: %s", k.__name__, exc)

@@ -149,5 +149,24 @@ def _add_patches_loops(
                 acc[ry + i, rx + j] = 0.0
 
 
+def _example() -> tuple:
+    """Arguments of the types :func:`z2t_dask.engine.render._frame_signal` passes (one record)."""
+    i64 = np.zeros(1, np.int64)
+    return (
+        np.empty((2, 2), np.float32),
+        np.zeros((2, 2), np.float64),
+        np.zeros((1, 1, 1), np.float32),
+        i64,
+        i64,
+        i64.copy(),
+        np.zeros(1, np.float32),
+        0,
+        1,
+        0,
+        0,
+        np.float32(0.0),
+    )
+
+
 #: Sum a frame's patches into its region (see :func:`_add_patches_numpy` for the arguments).
-add_patches = Kernel(_add_patches_loops, _add_patches_numpy)
+add_patches = Kernel(_add_patches_loops, _add_patches_numpy, _example)

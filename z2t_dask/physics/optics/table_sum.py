@@ -63,5 +63,16 @@ def _weighted_rows_loops(
             out[o, q] = np.float32(acc[q])
 
 
+def _example() -> tuple:
+    """Arguments of the types :meth:`PSFLibrary._fast_patches` passes (one emitter, one tap)."""
+    return (
+        np.empty((1, 1), np.float32),
+        np.zeros(1, np.intp),
+        np.zeros((1, 1), np.intp),
+        np.zeros((1, 1), np.float32),
+        np.zeros((1, 1), np.float32),
+    )
+
+
 #: Interpolate emitters from table rows (see :func:`_weighted_rows_numpy` for the arguments).
-weighted_rows = Kernel(_weighted_rows_loops, _weighted_rows_numpy)
+weighted_rows = Kernel(_weighted_rows_loops, _weighted_rows_numpy, _example)
