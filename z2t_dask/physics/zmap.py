@@ -34,10 +34,9 @@ import numpy as np
 from z2t_dask.caching import built_once
 from z2t_dask.errors import ZmapError
 from z2t_dask.physics.optics.zernike import LEGACY_21_NM, nm_to_noll, osa_to_noll
+from z2t_dask.physics.zmap_windows import PhaseMaps, interp_cubic, interp_window, nan_planes
 
 __all__ = ["ZmapError", "Zmap", "H5Zmap", "SyntheticZmap", "read_zmap", "legacy_to_noll", "used_source_modes"]
-
-_SPLINE_MARGIN = 12  # px of map read around the emitters: B-spline prefilter influence < 1e-6
 
 
 def legacy_to_noll(coeffs: np.ndarray, n_modes: int = 21, *, warn: bool = True) -> np.ndarray:
@@ -50,22 +49,35 @@ def legacy_to_noll(coeffs: np.ndarray, n_modes: int = 21, *, warn: bool = True) 
     if coeffs.shape[-1] != len(LEGACY_21_NM):
         raise ZmapError(f"legacy21 coefficients need {len(LEGACY_21_NM)} modes, got {coeffs.shape[-1]}")
     out = np.zeros(coeffs.shape[:-1] + (n_modes,))
-    dropped = []
+    src, dst, dropped = _legacy_moves(n_modes)
+    out[..., dst] = coeffs[..., src]
+    if warn and dropped.size:
+        mag = np.nanmax(np.abs(coeffs[..., dropped])) if coeffs.size else 0.0
+        if mag > 1e-6:
+            warnings.warn(
+                f"legacy21 Zmap: dropped invalid modes {dropped.tolist()} (parity-invalid (n, m), identically "
+                f"zero basis), largest |coefficient| {mag:.3g}",
+                stacklevel=3,
+            )
+    return out
+
+
+@lru_cache(maxsize=8)
+def _legacy_moves(n_modes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Legacy indices kept, their Noll positions (index j - 1) among ``n_modes``, and the dropped legacy indices
+    (read-only integer arrays)."""
+    src, dst, dropped = [], [], []
     for l, (n, m) in enumerate(LEGACY_21_NM):
         if (n - abs(m)) % 2:
             dropped.append(l)
             continue
         j = nm_to_noll(n, m)
         if j <= n_modes:
-            out[..., j - 1] = coeffs[..., l]
-    if warn and dropped:
-        mag = np.nanmax(np.abs(coeffs[..., dropped])) if coeffs.size else 0.0
-        if mag > 1e-6:
-            warnings.warn(
-                f"legacy21 Zmap: dropped invalid modes {dropped} (parity-invalid (n, m), identically "
-                f"zero basis), largest |coefficient| {mag:.3g}",
-                stacklevel=3,
-            )
+            src.append(l)
+            dst.append(j - 1)
+    out = (np.array(src, np.intp), np.array(dst, np.intp), np.array(dropped, np.intp))
+    for a in out:
+        a.flags.writeable = False
     return out
 
 
@@ -112,70 +124,6 @@ class Zmap:
         }
 
 
-def _interp_window(
-    maps_ds, x: np.ndarray, y: np.ndarray, order: int, used: frozenset[int] = frozenset(), name: str = ""
-) -> np.ndarray:
-    """Read only the window of a (K, H, W) dataset around the points and interpolate each mode.
-
-    NaN pixels of the window are filled with the window's mean of the mode; a mode in ``used`` that
-    is NaN in the whole window is a :class:`ZmapError` naming ``name`` (never a silent zero).
-    """
-    from scipy.ndimage import map_coordinates
-
-    k, h, w = maps_ds.shape
-    xc = np.clip(x, 0, w - 1)
-    yc = np.clip(y, 0, h - 1)
-    if xc.size == 0:
-        return np.zeros((0, k))
-    m = _SPLINE_MARGIN if order > 1 else 2
-    x0 = max(int(np.floor(xc.min())) - m, 0)
-    x1 = min(int(np.ceil(xc.max())) + m + 1, w)
-    y0 = max(int(np.floor(yc.min())) - m, 0)
-    y1 = min(int(np.ceil(yc.max())) + m + 1, h)
-    win = np.asarray(maps_ds[:, y0:y1, x0:x1], dtype=np.float64)
-    out = np.empty((xc.size, k))
-    coords = np.stack([yc - y0, xc - x0])
-    for j in range(k):
-        plane = win[j]
-        if not np.all(np.isfinite(plane)):
-            finite = np.isfinite(plane)
-            if not finite.any() and j in used:
-                raise ZmapError(
-                    f"Zmap {name}: 'z_maps/phase' mode {j} is NaN everywhere in chip rows {y0}..{y1 - 1}, columns "
-                    f"{x0}..{x1 - 1} (the emitters' positions: ROI + tiff.crop_offset); move the ROI to where the "
-                    "Zmap is defined"
-                )
-            plane = np.where(finite, plane, np.nanmean(plane) if finite.any() else 0.0)
-        out[:, j] = map_coordinates(plane, coords, order=order, mode="nearest")
-    return out
-
-
-@built_once(8)
-def _phase_window(path: str, size: int, mtime_ns: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-    """``z_maps/phase[:, y0:y1, x0:x1]`` of a Zmap file version as read-only float64 (a batch's samples
-    of one ROI read it once)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        win = np.asarray(f["z_maps/phase"][:, y0:y1, x0:x1], dtype=np.float64)
-    win.flags.writeable = False
-    return win
-
-
-@dataclass(frozen=True)
-class _PhaseMaps:
-    """The ``z_maps/phase`` dataset of a file version, read window by window through :func:`_phase_window`."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    shape: tuple[int, int, int]
-
-    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        _, ys, xs = key
-        return _phase_window(self.path, self.size, self.mtime_ns, ys.start, ys.stop, xs.start, xs.stop)
-
-
 def used_source_modes(convention: str, n_source: int, n_modes: int) -> frozenset[int]:
     """Indices of the source modes that reach the first ``n_modes`` Noll coefficients.
 
@@ -214,16 +162,6 @@ def _bead_interpolators(path: str, size: int, mtime_ns: int) -> tuple[Any, ...] 
     from scipy.interpolate import CloughTocher2DInterpolator, NearestNDInterpolator
 
     return pts, vals, CloughTocher2DInterpolator(pts, vals), NearestNDInterpolator(pts, vals)
-
-
-@lru_cache(maxsize=16)
-def _nan_planes(path: str, size: int, mtime_ns: int) -> tuple[int, ...]:
-    """Modes of ``z_maps/phase`` with no finite value (read one plane at a time; cached by file stamp)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        ds = f["z_maps/phase"]
-        return tuple(j for j in range(ds.shape[0]) if not np.isfinite(np.asarray(ds[j], np.float64)).any())
 
 
 @dataclass
@@ -303,7 +241,7 @@ class H5Zmap(Zmap):
     def _check_finite(self, p: Path) -> None:
         """Refuse a Zmap whose used modes (or whose beads) hold no finite value (ZmapError naming the file)."""
         st = p.stat()
-        nan = sorted(set(_nan_planes(str(p.resolve()), st.st_size, st.st_mtime_ns)) & self._used)
+        nan = sorted(set(nan_planes(str(p.resolve()), st.st_size, st.st_mtime_ns)) & self._used)
         if nan:
             every = "every mode" if len(nan) == len(self._used) else f"mode(s) {nan} (file order, {self.convention})"
             raise ZmapError(
@@ -348,9 +286,18 @@ class H5Zmap(Zmap):
         order = {"cubic": 3, "linear": 1, "nearest": 0}[method]
         p = Path(self.path)
         st = p.stat()
-        maps = _PhaseMaps(str(p.resolve()), st.st_size, st.st_mtime_ns, (self.n_source_modes, *self.shape))
-        raw = _interp_window(maps, x, y, order, self._used, str(self.path))
-        phase = _to_noll(raw, self.convention, self.n_modes) * _unit_factor(self.units, self.wavelength_nm)
+        maps = PhaseMaps(str(p.resolve()), st.st_size, st.st_mtime_ns, (self.n_source_modes, *self.shape))
+        if order == 3 and np.isfinite(x).all() and np.isfinite(y).all():
+            warned = (
+                frozenset(range(self.n_source_modes)) - self._used if self.convention == "legacy21" else frozenset()
+            )
+            raw = interp_cubic(maps, x, y, self._used, warned, str(self.path))
+        else:
+            raw = interp_window(maps, x, y, order, self._used, str(self.path))
+        phase = _to_noll(raw, self.convention, self.n_modes)
+        factor = _unit_factor(self.units, self.wavelength_nm)
+        if factor != 1.0:
+            phase *= factor
         mag = self._magnitude(x, y)
         return phase, mag
 
