@@ -30,7 +30,7 @@ def _maps(path: Path) -> zw.PhaseMaps:
 def _points(rng: np.random.Generator, h: int, w: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Random points around a random centre, some outside the chip, some on integers and map edges."""
     cx, cy = rng.uniform(-5, w + 5), rng.uniform(-5, h + 5)
-    span = rng.uniform(0.5, max(h, w) / 3)
+    span = rng.uniform(0.5, min(max(h, w) / 3, 30.0))
     x = cx + rng.uniform(-span, span, n)
     y = cy + rng.uniform(-span, span, n)
     q = n // 8
@@ -61,7 +61,7 @@ def _assert_cubic_matches_scipy(path: Path, used: frozenset[int], trials: int, s
 @pytest.mark.skipif(not ORIGINAL.is_file(), reason="original Zmap fixture not present")
 def test_cubic_interpolation_is_scipys_bit_for_bit_on_the_original_zmap() -> None:
     z = read_zmap(ORIGINAL)
-    _assert_cubic_matches_scipy(ORIGINAL, frozenset(range(21)), 25, 1)
+    _assert_cubic_matches_scipy(ORIGINAL, frozenset(range(21)), 8, 1)
     rng = np.random.default_rng(5)
     x, y = rng.uniform(-0.5, 39.5, 2000), rng.uniform(-0.5, 39.5, 2000)
     ph, _ = z.coefficients(x, y, method="cubic")
