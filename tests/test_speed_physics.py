@@ -7,6 +7,7 @@ the early-stopping NaN-plane scan vs a full read, the random streams vs ``SeedSe
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from pathlib import Path
 
@@ -116,3 +117,38 @@ def test_nan_plane_scan_stops_early_but_finds_every_empty_plane(tmp_path: Path) 
         truth = tuple(j for j in range(9) if not np.isfinite(maps[j]).any())
         assert truth == (4, 8)
         assert zw.nan_planes(str(p), st.st_size, st.st_mtime_ns) == truth
+
+
+def _plain_stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
+    """The definition of a stream (random_streams' docstring)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(purpose, *keys)))
+
+
+def test_streams_have_the_plain_seedsequence_state_and_draws() -> None:
+    from z2t_dask.physics.random_streams import stream
+
+    rng = np.random.default_rng(8)
+    special = [0, 1, 5, 42, 2**32 - 1, 2**32, 2**64 + 5, 2**127, 2**130 + 7]
+    for _ in range(1500):
+        seed = int(rng.choice(special)) if rng.random() < 0.3 else int(rng.integers(0, 2**63))
+        if rng.random() < 0.1:
+            seed = int(seed) << int(rng.integers(1, 200))  # multi-word seeds
+        purpose = int(rng.choice([0, 1, 12, 13, 14, 0x5A, 2**33, 2**70 + 3]))
+        keys = [int(rng.choice(special)) if rng.random() < 0.3 else int(rng.integers(0, 5000)) for _ in range(4)]
+        keys = keys[: int(rng.integers(0, 5))]
+        assert (
+            stream(seed, purpose, *keys).bit_generator.state == _plain_stream(seed, purpose, *keys).bit_generator.state
+        )
+    for key in [(3, 1, 7, 0, 0), (2**40, 14, 1, 9, 2, 3), (0, 0)]:
+        a, b = stream(*key), _plain_stream(*key)
+        assert np.array_equal(a.normal(size=64), b.normal(size=64))
+        assert np.array_equal(a.poisson(100.0, 64), b.poisson(100.0, 64))
+        assert a.bit_generator.seed_seq.entropy == key[0]  # the real SeedSequence stands behind it
+        assert a.bit_generator.seed_seq.spawn_key == key[1:]
+        assert [c.bit_generator.state for c in a.spawn(2)] == [c.bit_generator.state for c in b.spawn(2)]
+        assert np.array_equal(pickle.loads(pickle.dumps(a)).normal(size=8), b.normal(size=8))
+    long_key = tuple(range(40))  # beyond the precomputed hash constants: NumPy's own SeedSequence
+    assert stream(1, 2, *long_key).bit_generator.state == _plain_stream(1, 2, *long_key).bit_generator.state
+    for bad in [(-1, 1), (1, -1), (1, 1, -3)]:
+        with pytest.raises(ValueError):
+            stream(*bad)
