@@ -121,6 +121,13 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from z2t_dask.physics.optics.polyphase import (
+    defocus_phase,
+    fold_intensity,
+    masked_rows,
+    polyphase_scatter,
+    square_accumulate,
+)
 from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
 from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, gibson_lanni_terms
 
@@ -874,10 +881,13 @@ class PupilPSF:
         if not g.matched:
             z_nm = z_nm + g.focus_nm  # depth above the coverslip (nm)
         tmp = work.tmp[:b]
-        xp.multiply(g.defocus[None], z_nm[:, None, None], out=tmp)
-        phi += tmp
-        if g.has_static:
-            phi += g.static[None]
+        if xp is np:  # one fused pass (compiled kernel, same bits)
+            defocus_phase(phi, tmp, g.defocus, z_nm, g.static, g.has_static)
+        else:
+            xp.multiply(g.defocus[None], z_nm[:, None, None], out=tmp)
+            phi += tmp
+            if g.has_static:
+                phi += g.static[None]
         # --- pupil amplitude (zero outside the pupil) and energy (Parseval normaliser).
         amp = None
         if arows is not None:
@@ -894,16 +904,20 @@ class PupilPSF:
         xp.sin(phi, out=vals.imag)
         inten = work.inten[:b]
         if g.comps is None:  # scalar model: one field
-            if amp is None:  # zero outside the pupil while copying into the FFT input
-                rows_in = work.ybuf[:b, : g.rect[0], :]
+            energy = None  # uniform pupil: the energy is the number of pupil samples
+            if amp is not None:
+                vals *= amp
+                a64 = amp.reshape(b, -1).astype(xp.float64)
+                energy = xp.sum(a64 * a64, axis=1)
+            # the field, zero outside the pupil, into the first rows of the FFT input, zeros after
+            # (vals * mask == vals where the amplitude is already masked: 0 stays 0, -0 stays -0)
+            rows_in = work.ybuf[:b, : g.rect[0], :]
+            if xp is np:
+                masked_rows(work.ybuf[:b].view(np.float32), vals.view(np.float32), g.mask2)
+            else:
                 xp.multiply(vals.view(xp.float32), g.mask2[None], out=rows_in.view(xp.float32)[:, :, : 2 * g.rect[1]])
-                energy = None  # uniform pupil: the energy is the number of pupil samples
-                self._field_intensity(g, work, xp, workers, None, inten, accumulate=False)
-                return inten, energy
-            vals *= amp
-            a64 = amp.reshape(b, -1).astype(xp.float64)
-            energy = xp.sum(a64 * a64, axis=1)
-            self._field_intensity(g, work, xp, workers, vals, inten, accumulate=False)
+                rows_in[:, :, g.rect[1] :] = 0
+            self._field_intensity(g, work, xp, workers, inten)
             return inten, energy
         # vectorial model: the pupil field of each (polarisation, dipole) component, intensities summed
         if amp is not None:
@@ -931,9 +945,9 @@ class PupilPSF:
             if dipole is not None:
                 f64 = field.reshape(b, -1)
                 energy += xp.sum(f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2, axis=1)
-            self._polyphase_intensity(g, work, xp, workers, field, acc, accumulate=i > 0)
-        # (re^2, im^2) pairs summed once for all components
-        xp.add(acc[:, :, 0::2], acc[:, :, 1::2], out=inten)
+            self._polyphase_intensity(
+                g, work, xp, workers, field, acc, accumulate=i > 0, inten=inten if i == len(comps) - 1 else None
+            )
         return inten, energy
 
     @staticmethod
@@ -946,6 +960,7 @@ class PupilPSF:
         acc: Any,
         *,
         accumulate: bool,
+        inten: Any = None,
     ) -> None:
         """``|FFT(field)|^2`` folded onto the ``n_int`` grid, as squared ``(re, im)`` pairs into ``acc``.
 
@@ -960,31 +975,42 @@ class PupilPSF:
             Pupil field on the pupil rectangle (corner of the FFT window).
         acc : array, shape (b, n_int, 2 n_int), float32
             Written (``accumulate`` false) or added to.
+        inten : array, shape (b, n_int, n_int), float32, optional
+            The last component's call: the folded intensity ``re^2 + im^2`` of ``acc`` (written).
         """
         b = field.shape[0]
         f = g.n_fft // g.n_int
         pb = work.pbuf[:b]  # (b, f^2, m, m); rows below the components' extent stay zero
         n_r, n_c = g.rect
         sr, sc = -(-n_r // f), -(-n_c // f)
-        for p in range(f):
-            for q in range(f):
-                sub = field[:, p::f, q::f]
-                dest = pb[:, p * f + q, :sr, :sc]
-                dest[:, : sub.shape[1], : sub.shape[2]] = sub
-                dest[:, sub.shape[1] :, :] = 0
-                dest[:, :, sub.shape[2] :] = 0
         rows = pb[:, :, :sr, :]
-        rows[:, :, :, sc:] = 0
+        if xp is np:  # one pass (compiled kernel; its NumPy definition is the branch below)
+            polyphase_scatter(pb, field, sr)
+        else:
+            for p in range(f):
+                for q in range(f):
+                    sub = field[:, p::f, q::f]
+                    dest = pb[:, p * f + q, :sr, :sc]
+                    dest[:, : sub.shape[1], : sub.shape[2]] = sub
+                    dest[:, sub.shape[1] :, :] = 0
+                    dest[:, :, sub.shape[2] :] = 0
+            rows[:, :, :, sc:] = 0
         res = _ifft(xp, rows, axis=3, workers=workers, overwrite=True)  # in place (scipy)
         if not (xp is np and np.may_share_memory(res, rows)):
             rows[...] = res
         hv = _ifft(xp, pb, axis=2, workers=workers).view(xp.float32)  # (b, f^2, m, 2 m)
+        if xp is np:  # squares summed in the same order, in one pass
+            final = inten is not None
+            square_accumulate(acc, hv, accumulate, inten if final else work.inten[:b], final)
+            return
         xp.square(hv, out=hv)
         for j in range(f * f):
             if j == 0 and not accumulate:
                 acc[...] = hv[:, 0]
             else:
                 acc += hv[:, j]
+        if inten is not None:  # (re^2, im^2) pairs summed once for all components
+            xp.add(acc[:, :, 0::2], acc[:, :, 1::2], out=inten)
 
     @staticmethod
     def _field_intensity(
@@ -992,29 +1018,20 @@ class PupilPSF:
         work: SimpleNamespace,
         xp: Any,
         workers: int | None,
-        field: Any,
         inten: Any,
-        *,
-        accumulate: bool,
     ) -> None:
-        """``|FFT(field)|^2`` folded onto the ``n_int`` grid, written to (or added to) ``inten``.
+        """``|FFT(field)|^2`` folded onto the ``n_int`` grid, written to ``inten`` ``(b, n_int, n_int)``.
 
-        ``inten`` is ``(b, n_int, n_int)``, or ``(b, n_int, 2 n_int)`` to keep the squared real
-        and imaginary parts interleaved (an accumulator over several fields).
-
-        ``field`` is the pupil field on the pupil rectangle ``(b, n_r, n_c)``; None means it was
-        already copied into the first ``n_c`` columns of the x-FFT input rows.
+        The pupil field is already in the first ``n_r`` rows of the y-FFT input (its first ``n_c``
+        columns; zeros after).
         """
         b = inten.shape[0]
         n_fft = g.n_fft
-        n_r, n_c = g.rect
+        n_r = g.rect[0]
         # The x-FFT runs in place on the first n_r rows of the y-FFT input (rows n_r.. are
-        # never written, so they stay zero); its input columns n_c.. are zeroed each time.
+        # never written, so they stay zero); the caller rewrote its input columns n_c.. to zero.
         ybuf = work.ybuf[:b]
         rows_in = ybuf[:, :n_r, :]
-        if field is not None:
-            rows_in[:, :, :n_c] = field
-        rows_in[:, :, n_c:] = 0
         # --- amplitude PSF: inverse FFT along x on the pupil rows, then along y.
         res = _ifft(xp, rows_in, axis=2, workers=workers, overwrite=True)  # in place (scipy)
         if not (xp is np and np.may_share_memory(res, rows_in)):
@@ -1024,6 +1041,9 @@ class PupilPSF:
         # every f-th OTF sample).  Squares in place on the (re, im) view, adds the blocks (rows,
         # then columns, then re + im) in a fixed order.
         hv = h.view(xp.float32)  # (b, N, 2N): re, im interleaved
+        if xp is np:  # one pass (compiled kernel; its NumPy definition is the branch below)
+            fold_intensity(inten, hv)
+            return
         xp.square(hv, out=hv)
         m = g.n_int
         f = n_fft // m
@@ -1033,13 +1053,7 @@ class PupilPSF:
         left = top[:, :, : 2 * m]
         for j in range(1, f):
             xp.add(left, top[:, :, 2 * j * m : 2 * (j + 1) * m], out=left)
-        if inten.shape[2] == 2 * m:  # interleaved (re^2, im^2) accumulator of the vectorial model
-            if accumulate:
-                inten += left
-            else:
-                inten[...] = left
-        else:
-            xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
+        xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
 
     @staticmethod
     def _to_patches(g: SimpleNamespace, xp: Any, workers: int | None, inten: Any, energy: Any, dest: Any = None) -> Any:
