@@ -152,3 +152,36 @@ def test_streams_have_the_plain_seedsequence_state_and_draws() -> None:
     for bad in [(-1, 1), (1, -1), (1, 1, -3)]:
         with pytest.raises(ValueError):
             stream(*bad)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -1.0])
+def test_cameras_check_frames_that_draw_from_the_floor_table_before_drawing(bad: float) -> None:
+    from z2t_dask.physics.camera import EMCCD, SCMOS
+
+    photons = np.full((200, 200), 3.0, np.float32)  # large enough for the floor table
+    photons[50:60, 50:60] = 40.0
+    photons[7, 9] = bad
+    hi = float(photons.max())
+    for camera in (EMCCD(), SCMOS()):
+        gen = np.random.default_rng(1)
+        before = gen.bit_generator.state
+        with pytest.raises(ValueError, match=r"finite and >= 0 .*got values in \[" + f"{float(photons.min())}, {hi}"):
+            camera(photons, gen)
+        assert gen.bit_generator.state == before  # nothing drawn
+
+
+def test_floor_table_frames_keep_their_bytes() -> None:
+    """The table route: floor pixels from the table, the pixels above it through the explicit chain."""
+    from z2t_dask.physics.camera import EMCCD
+    from z2t_dask.physics.camera.common import _TABLE_MIN_PIXELS
+
+    cam = EMCCD()
+    photons = np.full((160, 160), 12.0, np.float32)
+    assert photons.size >= _TABLE_MIN_PIXELS
+    photons[40:70, 10:30] = np.linspace(12.5, 900.0, 600, dtype=np.float32).reshape(30, 20)
+    got = cam(photons, np.random.default_rng(3))
+    gen = np.random.default_rng(3)
+    ref = cam.floor_sampler(12.0).sample(gen, photons.size).reshape(photons.shape)
+    above = np.flatnonzero(photons != np.float32(12.0))
+    ref.reshape(-1)[above] = cam.draw_chain(gen, photons.reshape(-1)[above])
+    assert got.tobytes() == ref.tobytes()

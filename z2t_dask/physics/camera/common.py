@@ -165,37 +165,51 @@ def frame_floor(ph: np.ndarray) -> float:
     return lo
 
 
-def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, lo: float, floor_sampler: Any, chain: Any) -> Any:
+def _with_floor_table(gen: np.random.Generator, ph: np.ndarray, floor_sampler: Any, chain: Any) -> Any:
     """Record a frame whose floor pixels draw from a table of the whole chain, the rest via ``chain``.
 
-    ``floor_sampler(lo)`` gives the table (built once per value and process, or None). Returns
-    None (nothing drawn) for frames below ``_TABLE_MIN_PIXELS`` pixels, when fewer than half the
-    pixels sit at the floor ``lo`` (then no table is built: frames without a common background
-    do not pay for one) or when there is no table; the caller then records every pixel with
-    ``chain``.  The choice depends only on ``ph``, so the bytes are a function of the input and
-    the generator state.
+    The floor is ``min(ph)``; ``floor_sampler(floor)`` gives the table (built once per value and
+    process, or None). Returns None (nothing drawn) for frames below ``_TABLE_MIN_PIXELS`` pixels,
+    when fewer than half the pixels sit at the floor (then no table is built: frames without a
+    common background do not pay for one) or when there is no table; the caller then records
+    every pixel with ``chain`` (which checks the frame itself).  A frame that draws from the table
+    is checked here first, as :func:`frame_floor` does (its largest value is that of the pixels
+    above the floor: one pass less).  The choice depends only on ``ph``, so the bytes are a
+    function of the input and the generator state.
+
+    Raises
+    ------
+    ValueError
+        If ``ph`` holds negative or non-finite values (only when the table would be used).
     """
     if ph.size < _TABLE_MIN_PIXELS:
         return None
+    lo = float(ph.min())
+    if not (math.isfinite(lo) and lo >= 0.0):
+        frame_floor(ph)  # raises, naming the range
     above = np.flatnonzero(ph != ph.dtype.type(lo))
     if above.size > (1.0 - _FLOOR_FRACTION) * ph.size:
         return None
+    rest = ph.reshape(-1)[above]
+    if rest.size and not math.isfinite(float(rest.max())):
+        frame_floor(ph)  # raises: the frame's maximum is the largest pixel above its floor
     sampler = floor_sampler(lo)
     if sampler is None:
         return None
     out = sampler.sample(gen, ph.size).reshape(ph.shape)
     if above.size:
-        out.reshape(-1)[above] = chain(gen, ph.reshape(-1)[above])
+        out.reshape(-1)[above] = chain(gen, rest)
     return out
 
 
 def record(model: Any, ph: Any, gen: Any, xp: ModuleType, *, tabulate: bool = True) -> Any:
     """Record ``ph`` with ``model``: floor pixels from its table when possible, the rest explicitly.
 
-    ``model`` provides ``floor_sampler(photons)`` and ``draw_chain(gen, ph, xp)``.
+    ``model`` provides ``floor_sampler(photons)`` and ``draw_chain(gen, ph, xp)``; both routes
+    check ``ph`` (finite, >= 0; ValueError) before drawing.
     """
     if xp is np and tabulate:
-        out = _with_floor_table(gen, ph, frame_floor(ph), model.floor_sampler, model.draw_chain)
+        out = _with_floor_table(gen, ph, model.floor_sampler, model.draw_chain)
         if out is not None:
             return out
     return model.draw_chain(gen, ph, xp)
