@@ -4,8 +4,9 @@
 used as is; a scheduler address (``"tcp://host:8786"``) or a ``Cluster`` object is connected to;
 ``None`` reuses a client the user already made (notebooks) or starts a private
 :class:`~distributed.LocalCluster`, closed at the end. Only what this function created is closed.
-The private cluster's workers are forked from a forkserver that has imported a job's modules
-(:func:`forkserver_workers`, :mod:`z2t_dask.batch.warm`): no worker pays them on its first job.
+The private cluster's workers are forked from a forkserver that has imported a job's modules and
+run a miniature of the batch's first job (:func:`start_forkserver`, :func:`forkserver_workers`,
+:mod:`z2t_dask.batch.warm`): no worker pays them on its first job.
 
 SLURM: :func:`slurm_cluster` builds a ``dask_jobqueue.SLURMCluster`` from a plain mapping (a YAML
 file's content) — ``queue``, ``account``, ``cores``, ``processes``, ``memory``, ``walltime``,
@@ -24,6 +25,7 @@ interrupted batch prints one line, not every worker's traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -42,6 +44,7 @@ __all__ = [
     "FORKSERVER_PRELOAD",
     "LOCAL_CLUSTER_CONFIG",
     "SLURM_KEYS",
+    "WARM_JOB_ENV",
     "ClusterError",
     "OutputFolderError",
     "forkserver_workers",
@@ -51,11 +54,18 @@ __all__ = [
     "resolve_client",
     "slurm_cluster",
     "start_forkserver",
+    "warmed_job_key",
 ]
 
 #: The workers' forkserver preload (module names): Dask's worker machinery, then a job's modules
 #: (:mod:`z2t_dask.batch.warm`, named here so that this process does not import them).
 FORKSERVER_PRELOAD = ("distributed", "distributed.nanny", "distributed.worker", "z2t_dask.batch.warm")
+
+#: Environment variable that makes :mod:`z2t_dask.batch.warm` warm a forkserver: the JSON of the job
+#: whose miniature it runs (empty: none). Set only while :func:`start_forkserver` starts the server.
+WARM_JOB_ENV = "Z2T_WARM_JOB"
+#: A job bigger than this (bytes of JSON) is not handed to the forkserver (the environment's limits).
+_WARM_JOB_MAX = 64 * 1024
 
 #: Dask settings of a private LocalCluster (read when it starts): its scheduler, nannies and workers
 #: check their event loops every 200 ms instead of 20 ms and sample CPU and memory for the
@@ -225,16 +235,37 @@ def quiet_distributed() -> Iterator[None]:
 
 
 _preloaded = False  # this process's forkserver was given FORKSERVER_PRELOAD
+_warmed: str | None = None  # the key of the job whose miniature that forkserver runs
+_start_lock = threading.Lock()
 
 
-def start_forkserver() -> bool:
+def _warm_payload(job: Any) -> tuple[str, str | None]:
+    """The :data:`WARM_JOB_ENV` value for ``job`` (a Job or its dict; None: none) and the job's key."""
+    if job is None:
+        return "", None
+    d = job.to_dict() if hasattr(job, "to_dict") else dict(job)
+    try:
+        text = json.dumps(d, allow_nan=False)
+    except (TypeError, ValueError):  # not plain JSON: no warm-up job (the imports still happen)
+        return "", None
+    return (text, d.get("key")) if len(text) <= _WARM_JOB_MAX else ("", None)
+
+
+def start_forkserver(warm_job: Any = None) -> bool:
     """Start this process's forkserver with :data:`FORKSERVER_PRELOAD` now (idempotent); whether it applies.
+
+    Parameters
+    ----------
+    warm_job : Job or dict, optional
+        A job whose miniature the server runs after its imports (:mod:`z2t_dask.batch.warm`), so
+        that the workers it forks start with that job's PSF library, kernels and modules loaded.
+        Used only by the call that starts the server (:func:`warmed_job_key` tells which job).
 
     Not applied (False): a ``distributed.worker.multiprocessing-method`` the user set (not
     ``spawn``), or a platform without ``forkserver``. Needs Dask's configuration only, not
     ``distributed``: called before this process imports it, the server's imports overlap that.
     """
-    global _preloaded
+    global _preloaded, _warmed
     import multiprocessing
     from multiprocessing import forkserver
 
@@ -243,12 +274,25 @@ def start_forkserver() -> bool:
     method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
     if method != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
         return False
-    if not _preloaded:  # the preload is read when the server starts: a running one keeps its own
+    with _start_lock:
+        if _preloaded:  # the preload is read when the server starts: a running one keeps its own
+            forkserver.ensure_running()
+            return True
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
         os.environ.update(pre_spawn_environ())  # what a Nanny sets before it starts a worker process
-        _preloaded = True
-    forkserver.ensure_running()
+        payload, key = _warm_payload(warm_job)
+        os.environ[WARM_JOB_ENV] = payload  # read (and removed) by the server's warm-up only
+        try:
+            forkserver.ensure_running()
+        finally:
+            os.environ.pop(WARM_JOB_ENV, None)
+        _preloaded, _warmed = True, key
     return True
+
+
+def warmed_job_key() -> str | None:
+    """The key of the job whose miniature this process's forkserver ran at its start (None: none)."""
+    return _warmed
 
 
 def pre_spawn_environ() -> dict[str, str]:
@@ -282,7 +326,7 @@ def pre_spawn_environ() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def forkserver_workers() -> Iterator[bool]:
+def forkserver_workers(warm_job: Any = None) -> Iterator[bool]:
     """Start the worker processes made in the ``with`` block from a warm forkserver; yield whether it applies.
 
     Dask starts each worker process with ``distributed.worker.multiprocessing-method`` (default
@@ -291,9 +335,9 @@ def forkserver_workers() -> Iterator[bool]:
     :data:`FORKSERVER_PRELOAD` once and each worker is forked from it (copy-on-write). Left alone:
     see :func:`start_forkserver`. The forkserver lives as long as this process and keeps the
     preload of its first start (a later cluster's workers are forked from it too). Workers a nanny
-    restarts after the block use the configured method again.
+    restarts after the block use the configured method again. ``warm_job``: see :func:`start_forkserver`.
     """
-    if not start_forkserver():
+    if not start_forkserver(warm_job):
         yield False
         return
     import dask
@@ -314,6 +358,7 @@ def resolve_client(
     dashboard: bool = False,
     slurm: Any = None,
     memory_limit: str | None = None,
+    warm_job: Any = None,
 ) -> Iterator[Any]:
     """Yield a ``distributed.Client`` (see module doc); close only what was created here.
 
@@ -327,9 +372,11 @@ def resolve_client(
         Start the Dask dashboard (needs bokeh) on a free port.
     slurm
         A SLURM spec (path or mapping): start a SLURMCluster and scale it to ``jobs`` (default 1).
+    warm_job
+        A job for a private LocalCluster's forkserver to warm its workers with (:func:`start_forkserver`).
     """
     if client is None and slurm is None and "distributed" not in sys.modules:
-        start_forkserver()  # no client exists yet: a private LocalCluster's worker imports start now
+        start_forkserver(warm_job)  # no client exists yet: a private LocalCluster's worker imports start now
     import dask
     from distributed import Client, LocalCluster, get_client
 
@@ -373,7 +420,7 @@ def resolve_client(
                     except ImportError:
                         raise ClusterError("the dashboard needs bokeh: pip install 'z2t-dask[dashboard]'") from None
                 quiet = {k: v for k, v in LOCAL_CLUSTER_CONFIG.items() if not dashboard or "monitor" not in k}
-                with dask.config.set(quiet), forkserver_workers() as forked:  # workers forked warm (batch/warm.py)
+                with dask.config.set(quiet), forkserver_workers(warm_job) as forked:  # forked warm (batch/warm.py)
                     if forked:  # a forked worker starts with the forkserver's environment: give it this one
                         kwargs["env"] = dict(os.environ)
                     cluster = LocalCluster(**kwargs)

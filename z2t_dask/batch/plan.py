@@ -104,7 +104,26 @@ def check_inputs(jobs: Iterable[Job], source: str | None = None) -> int:
     return len(seen)
 
 
-def prebuild_libraries(jobs: Iterable[Job], stop: Callable[[], bool] = lambda: False) -> int:
+def _library_signature(c: dict) -> str | None:
+    """What a job config's fast PSF libraries depend on (None: exact mode, no library); equal for repeats.
+
+    ``make_psf_model``'s key decides which library a job gets; this only tells repeats apart.
+    """
+    if (c.get("psf") or {}).get("mode", "exact") != "fast" and not c.get("channels"):
+        return None
+    e, t = c.get("emitters") or {}, c.get("tiff") or {}
+    return json.dumps(
+        [
+            [c.get(k) for k in ("zmap_path", "zernike", "optical", "psf", "channels")],
+            [e.get(k) for k in ("z_range_um", "margin_px", "area_px", "focus_depth_um")],
+            [t.get(k) for k in ("roi_size", "roi_width", "roi_height", "crop_offset")],
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def prebuild_libraries(jobs: Iterable[Job], stop: Callable[[], bool] = lambda: False, skip: Iterable[Job] = ()) -> int:
     """Build each distinct fast PSF library of the jobs in this process, so the workers load it from disk.
 
     A fast-mode job builds its library (about a second for the W1 config) on each worker's first
@@ -121,6 +140,9 @@ def prebuild_libraries(jobs: Iterable[Job], stop: Callable[[], bool] = lambda: F
         The jobs, or one per grid point (:meth:`~z2t_dask.batch.grid.BatchJobs.point_jobs`).
     stop
         Called before each build; True stops (e.g. the cluster has started: its workers build the rest).
+    skip
+        Jobs whose libraries are loaded elsewhere (the job the workers' forkserver warms with,
+        :mod:`~z2t_dask.batch.warm`): not loaded or built here too.
 
     Returns
     -------
@@ -137,23 +159,12 @@ def prebuild_libraries(jobs: Iterable[Job], stop: Callable[[], bool] = lambda: F
         from z2t_dask.engine.channels import channel_config
     except Exception:  # pragma: no cover - a broken install: the jobs report it
         return 0
-    seen: set[str] = set()
+    seen = {sig for sig in (_library_signature(job.config) for job in skip) if sig is not None}
     n = 0
     for job in jobs:
         c = job.config
-        if (c.get("psf") or {}).get("mode", "exact") != "fast" and not c.get("channels"):
-            continue
-        e, t = c.get("emitters") or {}, c.get("tiff") or {}
-        sig = json.dumps(  # what a library depends on (make_psf_model's key decides; this only skips repeats)
-            [
-                [c.get(k) for k in ("zmap_path", "zernike", "optical", "psf", "channels")],
-                [e.get(k) for k in ("z_range_um", "margin_px", "area_px", "focus_depth_um")],
-                [t.get(k) for k in ("roi_size", "roi_width", "roi_height", "crop_offset")],
-            ],
-            sort_keys=True,
-            default=str,
-        )
-        if sig in seen:
+        sig = _library_signature(c)
+        if sig is None or sig in seen:
             continue
         seen.add(sig)
         if stop():

@@ -250,10 +250,12 @@ def run_batch(
     with contextlib.ExitStack() as stack:
         fresh = not out.exists()
         if fresh:  # a new batch: its cluster starts while the inputs are checked (closed if they are bad)
+            session.warm_job = jobs[0] if len(jobs) else None
             session.start_background(stack)
         check_inputs(jobs.point_jobs(), spec.source)  # Zmaps, ROIs, sCMOS maps: refused before anything is written
         if fresh:  # the cluster must have started before anything is written: a failed start writes nothing
-            prebuild_libraries(jobs.point_jobs(), stop=session.started)  # while it starts: workers load them
+            warmed = [session.warm_job] if session.warm_job and session.warmed() else []  # the forkserver loads it
+            prebuild_libraries(jobs.point_jobs(), stop=session.started, skip=warmed)  # while it starts
             session.start(stack)
             created = _make_folder(out)
             try:
@@ -284,6 +286,7 @@ def run_batch(
         sub = None
         if to_run:
             try:
+                session.warm_job = session.warm_job or jobs[to_run[0]]  # a resumed batch: its first job to run
                 c = session.start(stack)
                 session.probe(root)
             except BaseException:
@@ -325,6 +328,7 @@ class _ClientSession:
 
     def __init__(self, client: Any, *, max_workers: int | None, dashboard: bool, slurm: Any):
         self.arg, self.max_workers, self.want_dashboard, self.slurm = client, max_workers, dashboard, slurm
+        self.warm_job: Job | None = None  # a private LocalCluster's forkserver runs its miniature (batch/warm.py)
         self.client: Any = None
         self.dashboard: str | None = None
         self.probed = False
@@ -332,9 +336,42 @@ class _ClientSession:
         self._background: tuple[Any, dict[str, Any]] | None = None
 
     def _resolver(self) -> contextlib.AbstractContextManager:
-        from z2t_dask.batch.cluster import resolve_client
+        """The client's context manager; a private LocalCluster's forkserver is started here, in this thread.
 
-        return resolve_client(self.arg, max_workers=self.max_workers, dashboard=self.want_dashboard, slurm=self.slurm)
+        Its imports and warm-up job (the longest part of the start) begin at once, not when a
+        background thread gets its turn.
+        """
+        from z2t_dask.batch.cluster import resolve_client, start_forkserver
+
+        if self._private():
+            start_forkserver(self.warm_job)
+        return resolve_client(
+            self.arg,
+            max_workers=self.max_workers,
+            dashboard=self.want_dashboard,
+            slurm=self.slurm,
+            warm_job=self.warm_job,
+        )
+
+    def _private(self) -> bool:
+        """Whether :meth:`start` will start a private LocalCluster (no client, address, SLURM or current client)."""
+        if self.client is not None or self.arg is not None or self.slurm is not None:
+            return False
+        if "distributed" not in sys.modules:
+            return True
+        from distributed import get_client
+
+        try:
+            get_client()
+        except ValueError:
+            return True
+        return False
+
+    def warmed(self) -> bool:
+        """Whether this process's forkserver runs the miniature of :attr:`warm_job` (and so loads its library)."""
+        from z2t_dask.batch.cluster import warmed_job_key
+
+        return self.warm_job is not None and warmed_job_key() == self.warm_job.key
 
     def start_background(self, stack: contextlib.ExitStack) -> None:
         """Start the client in a thread now (:meth:`start` waits for it); ``stack`` closes it on any exit.

@@ -1,27 +1,66 @@
-"""Worker warm-up: the modules a job imports, loaded once per cluster instead of once per worker.
+"""Worker warm-up: what a job loads on its first run, loaded once per cluster instead of once per worker.
 
 A job imports the sample, engine, physics and io layers and their libraries (Dask arrays,
 SciPy's interpolation, tifffile, h5py): about 2.5 s of CPU on this project's 2-core reference
-machine (1.5 s after ``distributed``), paid by every worker on its first job. The private
-:class:`~distributed.LocalCluster` of a batch (:func:`~z2t_dask.batch.cluster.resolve_client`)
-therefore starts its workers from a *forkserver* that imports them once (this module is its
-preload, :data:`z2t_dask.batch.cluster.FORKSERVER_PRELOAD`): each worker is forked with them
-already imported.
+machine (1.5 s after ``distributed``), paid by every worker on its first job. Its first run also
+loads the batch's fast PSF library (from the on-disk cache, or builds it), the compiled kernels
+(numba's import and cache loads) and the modules only a run imports (the writers' codecs): about
+1 s more per worker. The private :class:`~distributed.LocalCluster` of a batch
+(:func:`~z2t_dask.batch.cluster.resolve_client`) therefore starts its workers from a
+*forkserver* that does all of it once (this module is its preload,
+:data:`z2t_dask.batch.cluster.FORKSERVER_PRELOAD`): each worker is forked with it done.
 
-Importing this module imports :data:`WARM_MODULES` (:func:`warm_imports`; ``dask.array`` without
-xarray, :func:`import_dask_array_without_xarray`). It never raises: a
-module that fails to import is left to the job that needs it, which reports the real error, so
-a failing warm-up never breaks a batch. Imports draw no random numbers and set no state that
-reaches a sample's bytes (``tests/test_batch_warm.py`` checks the bytes).
+Importing this module as that preload (:func:`warm_process`; the forkserver is started with
+:data:`~z2t_dask.batch.cluster.WARM_JOB_ENV` in its environment):
+
+1. imports :data:`WARM_MODULES` (:func:`warm_imports`; ``dask.array`` without xarray,
+   :func:`import_dask_array_without_xarray`);
+2. warms the compiled kernels (:func:`warm_compiled_kernels`);
+3. runs a miniature of the batch's first job (:func:`miniature`, :func:`warm_job`: its first
+   :data:`WARM_FRAMES` frames' worth of emitters, written to a temporary folder that is then
+   removed): its PSF library, Zmap, camera tables and lazily imported modules stay in this
+   process's memory and are inherited by every worker (the same objects a worker's first job
+   would load: same keys, same bytes);
+4. collects and freezes this process's heap (:func:`freeze_heap`, :func:`gc.freeze`): the
+   workers' garbage collections skip the inherited objects (no copy-on-write of their pages, no
+   time spent on them) and the forkserver exits in milliseconds instead of tearing down its heap.
+
+Imported any other way (a test), only step 1 runs. Nothing here raises: a module that fails to
+import, or a warm-up job that fails, is left to the job that needs it, which reports the real
+error, so a failing warm-up never breaks a batch. The warm-up draws no random numbers from any
+stream a sample uses and sets no state that reaches a sample's bytes (``tests/test_batch_warm.py``
+compares the bytes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import gc
 import importlib
+import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-__all__ = ["WARM_MODULES", "import_dask_array_without_xarray", "warm_compiled", "warm_imports"]
+from z2t_dask.batch.cluster import WARM_JOB_ENV
+
+__all__ = [
+    "WARM_FRAMES",
+    "WARM_MODULES",
+    "freeze_heap",
+    "import_dask_array_without_xarray",
+    "miniature",
+    "warm_compiled_kernels",
+    "warm_imports",
+    "warm_job",
+    "warm_process",
+]
 
 log = logging.getLogger("z2t_dask.batch")
 
@@ -55,6 +94,9 @@ WARM_MODULES = (
     "z2t_dask.io.emitters_h5",
     "z2t_dask.sample",
 )
+
+#: Frames of the warm-up job (:func:`miniature`); its emitters are scaled down with them.
+WARM_FRAMES = 2
 
 
 def import_dask_array_without_xarray() -> bool:
@@ -102,21 +144,125 @@ def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> list[str]:
     return failed
 
 
-def warm_compiled() -> int:
-    """Load the compiled kernels (:func:`z2t_dask.compiled.warm`; numba's import and machine code, ~0.5 s).
+def warm_compiled_kernels() -> int:
+    """Load the package's compiled kernels into this process (numba's import and cache loads); how many.
 
-    Returns the number of kernels ready (0 without numba). Never raises.
+    The hook for :mod:`z2t_dask.compiled` (optional numba kernels): its ``warm()`` compiles, or
+    loads from numba's cache, every kernel imported so far, for the argument types a job uses.
+    0 when the module or numba is missing or disabled. Never raises.
     """
     try:
-        from z2t_dask import compiled
-
-        return compiled.warm()
-    except Exception as exc:  # an optimisation only: the job compiles or falls back itself
+        compiled = importlib.import_module("z2t_dask.compiled")
+        return int(compiled.warm())
+    except Exception as exc:  # an optimisation only: the job compiles, or uses NumPy, itself
         log.debug("warming the compiled kernels failed: %s", exc)
         return 0
 
 
-if __name__ != "__main__":  # imported as the forkserver's preload (or by a test): warm this process
+def miniature(job: Mapping[str, Any], frames: int = WARM_FRAMES) -> dict[str, Any] | None:
+    """The warm-up version of a job: the same config with ``frames`` frames and as many emitters per frame.
+
+    Everything a PSF library, a Zmap or a camera table depends on is kept (the ROI, optics, PSF
+    and camera settings, the Zmap), so the warm-up loads the objects the job itself uses; only
+    the movie is shorter. The folder name is ``"warm"``.
+
+    Parameters
+    ----------
+    job : mapping
+        A job (:meth:`~z2t_dask.batch.spec.Job.to_dict`).
+    frames : int
+        Frames of the miniature (at most the job's).
+
+    Returns
+    -------
+    dict or None
+        The miniature job, or None when the job has no ``emitters.frames`` and ``num_emitters``
+        to scale (the warm-up is then skipped rather than running a job of unknown size).
+    """
+    try:
+        config = copy.deepcopy(dict(job["config"]))
+        e = config["emitters"]
+        total, n = int(e["frames"]), int(e["num_emitters"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if total < 1:
+        return None
+    keep = max(1, min(int(frames), total))
+    e["frames"] = keep
+    e["num_emitters"] = max(1, n * keep // total) if n > 0 else 0
+    return {**dict(job), "config": config, "name": "warm"}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No warnings and no log records for the ``with`` block (a warm-up speaks only through its job)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def warm_job(job: Mapping[str, Any] | None) -> bool:
+    """Run the :func:`miniature` of ``job`` in a temporary folder (then removed); whether it ran to the end.
+
+    What it loads (PSF library, Zmap, camera tables, kernels, modules) stays in this process's
+    caches under the keys the job itself uses. Never raises; warnings and log records are
+    silenced (the real job meets them).
+    """
+    mini = miniature(job) if job is not None else None
+    if mini is None:
+        return False
+    from z2t_dask.batch.jobs import run_job
+
+    root = tempfile.mkdtemp(prefix="z2t-warm-")
+    try:
+        with _quiet():
+            run_job(mini, root)
+        return True
+    except Exception as exc:  # the job meets it again and reports it
+        log.debug("warm-up job failed: %s: %s", type(exc).__name__, exc)
+        return False
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def freeze_heap() -> None:
+    """Collect this process's garbage, then move every object left to the permanent generation.
+
+    Called last in a forkserver: its forked workers' garbage collections never traverse (nor
+    write to) the objects they inherit, and the forkserver's own exit skips them.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _job_from_environ() -> tuple[bool, dict[str, Any] | None]:
+    """Whether this process is a batch's forkserver, and the job it should warm (read once, then removed)."""
+    raw = os.environ.pop(WARM_JOB_ENV, None)
+    if raw is None:
+        return False, None
+    try:
+        job = json.loads(raw) if raw else None
+    except ValueError:
+        return True, None
+    return True, job if isinstance(job, dict) else None
+
+
+def warm_process() -> None:
+    """Warm this process for jobs (see the module docstring): imports; as a batch's forkserver, the rest."""
+    forkserver, job = _job_from_environ()
     import_dask_array_without_xarray()
     warm_imports()
-    warm_compiled()
+    if not forkserver:
+        return
+    warm_compiled_kernels()
+    warm_job(job)
+    freeze_heap()
+
+
+if __name__ != "__main__":  # imported as the forkserver's preload (or by a test): warm this process
+    warm_process()
