@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from z2t_dask.caching import built_once
+from z2t_dask.caching import BuildOnceCache, built_once
 from z2t_dask.errors import ZmapError
 
 __all__ = ["SPLINE_MARGIN", "PhaseMaps", "interp_cubic", "interp_window", "nan_planes", "phase_window"]
@@ -101,28 +101,42 @@ class _CubicWindow:
         return int(self.coeffs.nbytes)
 
 
-@built_once(8)
+#: Prefiltered windows kept per process: a few ROIs' worth, and at most 512 MiB (a whole-chip window of
+#: 21 modes is ~250 MB; the newest window always stays).
+_CUBIC_WINDOWS: BuildOnceCache[_CubicWindow] = BuildOnceCache(8, max_bytes=512 << 20)
+
+
 def _cubic_window(path: str, size: int, mtime_ns: int, y0: int, y1: int, x0: int, x1: int) -> _CubicWindow:
     """The prefiltered window ``z_maps/phase[:, y0:y1, x0:x1]`` of a Zmap file version (a batch's samples of
     one ROI filter it once; each sample then only interpolates)."""
+    key = (path, size, mtime_ns, y0, y1, x0, x1)
+    return _CUBIC_WINDOWS.get(key, lambda: _filter_window(path, y0, y1, x0, x1))
+
+
+def _filter_window(path: str, y0: int, y1: int, x0: int, x1: int) -> _CubicWindow:
+    """Read (a chunk's depth of modes at a time) and prefilter a window: see :class:`_CubicWindow`."""
     import h5py
     from scipy.ndimage import spline_filter
 
-    with h5py.File(path, "r") as f:
-        win = np.asarray(f["z_maps/phase"][:, y0:y1, x0:x1], dtype=np.float64)
-    k, h, w = win.shape
     pad = _CUBIC_PAD
-    out = np.empty((k, (h + 2 * pad) * (w + 2 * pad)))
-    empty = []
-    for j in range(k):
-        plane = win[j]
-        finite = np.isfinite(plane)
-        if not finite.all():
-            if not finite.any():
-                empty.append(j)
-            plane = np.where(finite, plane, np.nanmean(plane) if finite.any() else 0.0)
-        padded = np.pad(plane, pad, mode="edge")
-        out[j] = spline_filter(padded, 3, output=np.float64, mode="nearest").reshape(-1)
+    with h5py.File(path, "r") as f:
+        ds = f["z_maps/phase"]
+        k = ds.shape[0]
+        h, w = y1 - y0, x1 - x0  # inside the map (interp_cubic clips them)
+        depth = ds.chunks[0] if ds.chunks else 1
+        out = np.empty((k, (h + 2 * pad) * (w + 2 * pad)))
+        empty = []
+        for j0 in range(0, k, depth):
+            block = ds[j0 : j0 + depth, y0:y1, x0:x1]
+            for i in range(block.shape[0]):
+                plane = np.asarray(block[i], dtype=np.float64)
+                finite = np.isfinite(plane)
+                if not finite.all():
+                    if not finite.any():
+                        empty.append(j0 + i)
+                    plane = np.where(finite, plane, np.nanmean(plane) if finite.any() else 0.0)
+                padded = np.pad(plane, pad, mode="edge")
+                out[j0 + i] = spline_filter(padded, 3, output=np.float64, mode="nearest").reshape(-1)
     out.flags.writeable = False
     peak = np.abs(out).max(axis=1) if out.size else np.zeros(k)
     return _CubicWindow(out, w + 2 * pad, tuple(empty), peak)
