@@ -178,7 +178,7 @@ def interp_cubic(
     term = np.empty_like(total)
     for a in range(4):  # scipy's order: rows outer, columns inner; (value * w_row) * w_col; summed from 0.0
         for b in range(4):
-            np.take(coeffs, first + (a * stride + b), axis=1, out=term)
+            np.take(coeffs, first + (a * stride + b), axis=1, out=term, mode="clip")  # always inside the pad
             term *= wy[a]
             term *= wx[b]
             total += term
