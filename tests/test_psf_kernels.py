@@ -23,7 +23,7 @@ def _overflow_is_data():
         yield
 
 
-KERNELS = ("defocus_phase", "masked_rows", "fold_intensity", "polyphase_scatter", "square_accumulate")
+KERNELS = ("defocus_phase", "masked_rows", "fold_intensity", "polyphase_scatter", "square_accumulate", "pupil_energy")
 
 
 def _three_ways(kernel: compiled.Kernel, make_args, outputs: tuple[int, ...], python: bool = True) -> list:
@@ -156,6 +156,28 @@ def test_square_accumulate(accumulate, final, ff):
         assert np.array_equal(inten.view(np.uint32), (acc[:, :, 0::2] + acc[:, :, 1::2]).view(np.uint32))
     else:
         assert np.isnan(inten).all()
+
+
+@pytest.mark.parametrize("n_r, n_c", [(1, 5), (1, 8), (3, 41), (1, 129), (27, 27), (53, 55), (91, 100)])
+@pytest.mark.parametrize("weighted, accumulate", [(True, False), (False, True)])
+def test_pupil_energy_is_numpys_pairwise_sum(n_r, n_c, weighted, accumulate):
+    """Sizes below 8, up to 128 and above (the recursive halves) of NumPy's pairwise summation."""
+    rng = np.random.default_rng(n_r * n_c)
+    b = 3
+    field = (rng.standard_normal((b, n_r, n_c)) + 1j * rng.standard_normal((b, n_r, n_c))).astype(np.complex64)
+    field[:, 0, : min(n_c, 3)] = 0
+    field *= np.exp2(rng.integers(-12, 12, (b, n_r, n_c))).astype(np.float32)
+    weights = rng.random(n_r * n_c) * 3
+    e0 = rng.random(b)
+
+    def args():
+        return e0.copy(), field, weights, weighted, accumulate
+
+    energy = _three_ways(polyphase.pupil_energy, args, (0,), python=n_r * n_c < 3000)[0]
+    v = field.reshape(b, -1).astype(np.complex128)
+    p = v.real**2 + v.imag**2
+    s = np.sum(p * weights if weighted else p, axis=1)
+    assert np.array_equal(energy, e0 + s if accumulate else s)
 
 
 def test_every_kernel_has_an_example_that_runs():

@@ -24,7 +24,14 @@ import numpy as np
 
 from z2t_dask.compiled import Kernel
 
-__all__ = ["defocus_phase", "fold_intensity", "masked_rows", "polyphase_scatter", "square_accumulate"]
+__all__ = [
+    "defocus_phase",
+    "fold_intensity",
+    "masked_rows",
+    "polyphase_scatter",
+    "pupil_energy",
+    "square_accumulate",
+]
 
 
 # ---------------------------------------------------------------------- phase
@@ -61,11 +68,13 @@ def _defocus_phase_loops(
     for e in range(b):
         z = np.float64(z_nm[e])
         for r in range(n_r):
-            for c in range(n_c):
-                v = phi[e, r, c] + np.float32(np.float64(defocus[r, c]) * z)
-                if add_static:
-                    v = v + static[r, c]
-                phi[e, r, c] = v
+            p, d, s = phi[e, r], defocus[r], static[r]  # row views: the loops vectorise
+            if add_static:
+                for c in range(n_c):
+                    p[c] = (p[c] + np.float32(np.float64(d[c]) * z)) + s[c]
+            else:
+                for c in range(n_c):
+                    p[c] = p[c] + np.float32(np.float64(d[c]) * z)
 
 
 def _defocus_example() -> tuple:
@@ -103,13 +112,12 @@ def _masked_rows_loops(
     dst: np.ndarray, src: np.ndarray, mask2: np.ndarray
 ) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
     b, n_r, w = src.shape
-    wd = dst.shape[2]
     for e in range(b):
         for r in range(n_r):
+            d, s, mk = dst[e, r], src[e, r], mask2[r]  # row views: the loops vectorise
             for c in range(w):
-                dst[e, r, c] = np.float32(np.float64(src[e, r, c]) * np.float64(mask2[r, c]))
-            for c in range(w, wd):
-                dst[e, r, c] = 0.0
+                d[c] = np.float32(np.float64(s[c]) * np.float64(mk[c]))
+            d[w:] = 0.0
 
 
 def _masked_rows_example() -> tuple:
@@ -153,6 +161,13 @@ def _fold_intensity_loops(
 ) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
     b, m = inten.shape[0], inten.shape[1]
     f = hv.shape[1] // m
+    if f == 1:  # no fold: the squared pairs (a loop numba vectorises)
+        for e in range(b):
+            for y in range(m):
+                for x in range(m):
+                    a, d = np.float64(hv[e, y, 2 * x]), np.float64(hv[e, y, 2 * x + 1])
+                    inten[e, y, x] = np.float32(a * a) + np.float32(d * d)
+        return
     w = 2 * m
     top = np.empty(w, np.float32)
     left = np.empty(w, np.float32)
@@ -226,19 +241,17 @@ def _polyphase_scatter_loops(
     for e in range(b):
         for p in range(f):
             for q in range(f):
-                j = p * f + q
+                nq = (n_c - q + f - 1) // f  # columns q, q + f, ... of the field
                 for k in range(sr):
+                    d = pb[e, p * f + q, k]  # row views: the loops vectorise
                     r = f * k + p
                     if r < n_r:
-                        for col in range(m):
-                            c = f * col + q
-                            if c < n_c:
-                                pb[e, j, k, col] = field[e, r, c]
-                            else:
-                                pb[e, j, k, col] = 0
+                        s = field[e, r]
+                        for col in range(nq):
+                            d[col] = s[f * col + q]
+                        d[nq:] = 0
                     else:
-                        for col in range(m):
-                            pb[e, j, k, col] = 0
+                        d[:] = 0
 
 
 def _scatter_example() -> tuple:
@@ -283,18 +296,25 @@ def _square_accumulate_loops(
     b, ff, m, w = hv.shape
     for e in range(b):
         for y in range(m):
-            for c in range(w):
-                v = np.float64(hv[e, 0, y, c])
-                s = np.float32(v * v)
-                if accumulate:
-                    s = acc[e, y, c] + s
-                for j in range(1, ff):
-                    v = np.float64(hv[e, j, y, c])
-                    s = s + np.float32(v * v)
-                acc[e, y, c] = s
+            a = acc[e, y]  # row views, components outside: the loops vectorise
+            h = hv[e, 0, y]
+            if accumulate:
+                for c in range(w):
+                    v = np.float64(h[c])
+                    a[c] = a[c] + np.float32(v * v)
+            else:
+                for c in range(w):
+                    v = np.float64(h[c])
+                    a[c] = np.float32(v * v)
+            for j in range(1, ff):
+                h = hv[e, j, y]
+                for c in range(w):
+                    v = np.float64(h[c])
+                    a[c] = a[c] + np.float32(v * v)
             if final:
+                out = inten[e, y]
                 for x in range(m):
-                    inten[e, y, x] = acc[e, y, 2 * x] + acc[e, y, 2 * x + 1]
+                    out[x] = a[2 * x] + a[2 * x + 1]
 
 
 def _accumulate_example() -> tuple:
@@ -310,3 +330,112 @@ def _accumulate_example() -> tuple:
 
 #: Square the polyphase amplitudes and add them up (see :func:`_square_accumulate_numpy`).
 square_accumulate = Kernel(_square_accumulate_loops, _square_accumulate_numpy, _accumulate_example)
+
+
+# ---------------------------------------------------------------------- pupil energy
+def _pupil_energy_numpy(
+    energy: np.ndarray, field: np.ndarray, weights: np.ndarray, weighted: bool, accumulate: bool
+) -> None:
+    """Per emitter ``sum_k (re_k^2 + im_k^2) [* weights_k]`` in float64 (NumPy's pairwise ``sum``).
+
+    Parameters
+    ----------
+    energy : ndarray, (b,) float64
+        Written (``accumulate`` false) or added to.
+    field : ndarray, (b, n_r, n_c) complex64, C-contiguous
+        Pupil field on the pupil rectangle.
+    weights : ndarray, (n_r * n_c,) float64
+        Per-sample weights (the summed squared moduli of the vectorial components).
+    weighted : bool
+        Whether to multiply by ``weights`` before summing.
+    accumulate : bool
+        Add the sums to ``energy`` instead of overwriting it.
+    """
+    v = field.reshape(field.shape[0], -1)
+    if weighted:
+        p64 = v.real.astype(np.float64) ** 2
+        p64 += v.imag.astype(np.float64) ** 2
+        p64 *= weights[None]
+        s = np.sum(p64, axis=1)
+    else:
+        s = np.sum(v.real.astype(np.float64) ** 2 + v.imag.astype(np.float64) ** 2, axis=1)
+    if accumulate:
+        energy += s
+    else:
+        energy[...] = s
+
+
+def _pupil_energy_loops(
+    energy: np.ndarray, field: np.ndarray, weights: np.ndarray, weighted: bool, accumulate: bool
+) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
+    b, n_r, n_c = field.shape
+    n = n_r * n_c
+    p = np.empty(n, np.float64)
+    stack = np.zeros((64, 3), np.int64)  # pairwise summation without recursion: (start, length, state)
+    part = np.zeros(64, np.float64)  # finished partial sums
+    for e in range(b):
+        for r in range(n_r):
+            row = field[e, r]
+            for c in range(n_c):
+                re, im = np.float64(row[c].real), np.float64(row[c].imag)
+                v = re * re + im * im  # exact squares: one rounding, fused or not
+                p[r * n_c + c] = v * weights[r * n_c + c] if weighted else v
+        # NumPy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src): below 8 terms a
+        # plain loop from -0.0; up to 128 terms eight interleaved partial sums combined as
+        # ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the remainder; above that the
+        # sum of the two halves (the first a multiple of 8 long), each summed the same way.
+        top, done = 0, 0
+        stack[0, 0], stack[0, 1], stack[0, 2] = 0, n, 0
+        while top >= 0:
+            lo, m = stack[top, 0], stack[top, 1]
+            if m <= 128:
+                if m < 8:
+                    res = -0.0
+                    for i in range(m):
+                        res = res + p[lo + i]
+                else:
+                    r0, r1, r2, r3 = p[lo], p[lo + 1], p[lo + 2], p[lo + 3]
+                    r4, r5, r6, r7 = p[lo + 4], p[lo + 5], p[lo + 6], p[lo + 7]
+                    i = 8
+                    while i < m - (m % 8):
+                        r0 += p[lo + i]
+                        r1 += p[lo + i + 1]
+                        r2 += p[lo + i + 2]
+                        r3 += p[lo + i + 3]
+                        r4 += p[lo + i + 4]
+                        r5 += p[lo + i + 5]
+                        r6 += p[lo + i + 6]
+                        r7 += p[lo + i + 7]
+                        i += 8
+                    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+                    while i < m:
+                        res += p[lo + i]
+                        i += 1
+                part[done] = res
+                done += 1
+                top -= 1
+                continue
+            m2 = m // 2
+            m2 -= m2 % 8
+            state = stack[top, 2]
+            stack[top, 2] = state + 1
+            if state < 2:  # the first half, then the second
+                stack[top + 1, 0] = lo if state == 0 else lo + m2
+                stack[top + 1, 1] = m2 if state == 0 else m - m2
+                stack[top + 1, 2] = 0
+                top += 1
+            else:  # both halves done: their sum
+                part[done - 2] = part[done - 2] + part[done - 1]
+                done -= 1
+                top -= 1
+        s = 0.0 + part[0]  # NumPy's add.reduce starts from its identity
+        energy[e] = energy[e] + s if accumulate else s
+
+
+def _energy_example() -> tuple:
+    """Arguments of the types :meth:`PupilPSF._intensity` passes."""
+    return (np.zeros(1), np.zeros((1, 1, 1), np.complex64), np.zeros(1), True, False)
+
+
+#: The pupil energy (Parseval normaliser) of a vectorial field (see :func:`_pupil_energy_numpy`).
+pupil_energy = Kernel(_pupil_energy_loops, _pupil_energy_numpy, _energy_example)

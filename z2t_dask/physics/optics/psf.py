@@ -126,6 +126,7 @@ from z2t_dask.physics.optics.polyphase import (
     fold_intensity,
     masked_rows,
     polyphase_scatter,
+    pupil_energy,
     square_accumulate,
 )
 from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
@@ -930,21 +931,28 @@ class PupilPSF:
                 g.fields[p, 0][None] * mu[:, 0] + g.fields[p, 1][None] * mu[:, 1] + g.fields[p, 2][None] * mu[:, 2]
                 for p in range(2)
             ]
-        if dipole is None:  # energy = sum_k |vals|^2 sum_c |comp_c|^2, per emitter along its rows
-            v64 = vals.reshape(b, -1)
-            p64 = v64.real.astype(xp.float64) ** 2
-            p64 += v64.imag.astype(xp.float64) ** 2
-            p64 *= g.comp_power[None]
-            energy = xp.sum(p64, axis=1)
-        else:
-            energy = xp.zeros(b, dtype=xp.float64)
+        # energy = sum_k |vals|^2 sum_c |comp_c|^2 (freely rotating), or the sum of the fields'
+        # |field|^2 (fixed dipoles), per emitter along its rows
+        energy = xp.zeros(b, dtype=xp.float64)
+        if dipole is None:
+            if xp is np:  # one pass (compiled kernel, NumPy's pairwise sum)
+                pupil_energy(energy, vals, g.comp_power, True, False)
+            else:
+                v64 = vals.reshape(b, -1)
+                p64 = v64.real.astype(xp.float64) ** 2
+                p64 += v64.imag.astype(xp.float64) ** 2
+                p64 *= g.comp_power[None]
+                energy = xp.sum(p64, axis=1)
         field = work.field[:b]
         acc = work.acc[:b]
         for i, comp in enumerate(comps):
             xp.multiply(vals, comp, out=field)
             if dipole is not None:
-                f64 = field.reshape(b, -1)
-                energy += xp.sum(f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2, axis=1)
+                if xp is np:
+                    pupil_energy(energy, field, g.comp_power, False, True)
+                else:
+                    f64 = field.reshape(b, -1)
+                    energy += xp.sum(f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2, axis=1)
             self._polyphase_intensity(
                 g, work, xp, workers, field, acc, accumulate=i > 0, inten=inten if i == len(comps) - 1 else None
             )
