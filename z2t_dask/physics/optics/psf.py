@@ -97,7 +97,11 @@ Per batch of emitters (numpy path, in cache-sized blocks of ~2 MiB of amplitude 
 
 Only steps 2-4's transforms and ``exp(i phi)`` are essential work: ``benchmarks/ceiling.py``
 times exactly those on preallocated buffers (the hardware ceiling ``python -m benchmarks``
-compares the model with).
+compares the model with).  The element-wise passes around the transforms (defocus phase, the
+masked FFT input rows, the square-and-fold, the vectorial model's polyphase split, squared sums
+and pupil energy) run as fused loops compiled by numba when it is installed
+(:mod:`z2t_dask.physics.optics.polyphase`), equal bit for bit to their NumPy definitions, so
+the bytes of a PSF do not depend on it.
 
 Determinism
 -----------
