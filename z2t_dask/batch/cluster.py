@@ -5,7 +5,7 @@ used as is; a scheduler address (``"tcp://host:8786"``) or a ``Cluster`` object 
 ``None`` reuses a client the user already made (notebooks) or starts a private
 :class:`~distributed.LocalCluster`, closed at the end. Only what this function created is closed.
 The private cluster's workers are forked from a forkserver that has imported a job's modules and
-run a miniature of the batch's first job (:func:`start_forkserver`, :func:`forkserver_workers`,
+run a miniature of the batch's first job (:mod:`z2t_dask.batch.forkserver`,
 :mod:`z2t_dask.batch.warm`): no worker pays them on its first job.
 
 SLURM: :func:`slurm_cluster` builds a ``dask_jobqueue.SLURMCluster`` from a plain mapping (a YAML
@@ -25,7 +25,6 @@ interrupted batch prints one line, not every worker's traceback.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -38,6 +37,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from z2t_dask.batch.forkserver import (
+    FORKSERVER_PRELOAD,
+    WARM_JOB_ENV,
+    forkserver_workers,
+    pre_spawn_environ,
+    start_forkserver,
+    warmed_job_key,
+)
 from z2t_dask.errors import ClusterError, OutputFolderError
 
 __all__ = [
@@ -56,16 +63,6 @@ __all__ = [
     "start_forkserver",
     "warmed_job_key",
 ]
-
-#: The workers' forkserver preload (module names): Dask's worker machinery, then a job's modules
-#: (:mod:`z2t_dask.batch.warm`, named here so that this process does not import them).
-FORKSERVER_PRELOAD = ("distributed", "distributed.nanny", "distributed.worker", "z2t_dask.batch.warm")
-
-#: Environment variable that makes :mod:`z2t_dask.batch.warm` warm a forkserver: the JSON of the job
-#: whose miniature it runs (empty: none). Set only while :func:`start_forkserver` starts the server.
-WARM_JOB_ENV = "Z2T_WARM_JOB"
-#: A job bigger than this (bytes of JSON) is not handed to the forkserver (the environment's limits).
-_WARM_JOB_MAX = 64 * 1024
 
 #: Dask settings of a private LocalCluster (read when it starts): its scheduler, nannies and workers
 #: check their event loops every 200 ms instead of 20 ms and sample CPU and memory for the
@@ -232,121 +229,6 @@ def quiet_distributed() -> Iterator[None]:
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)
-
-
-_preloaded = False  # this process's forkserver was given FORKSERVER_PRELOAD
-_warmed: str | None = None  # the key of the job whose miniature that forkserver runs
-_start_lock = threading.Lock()
-
-
-def _warm_payload(job: Any) -> tuple[str, str | None]:
-    """The :data:`WARM_JOB_ENV` value for ``job`` (a Job or its dict; None: none) and the job's key."""
-    if job is None:
-        return "", None
-    d = job.to_dict() if hasattr(job, "to_dict") else dict(job)
-    try:
-        text = json.dumps(d, allow_nan=False)
-    except (TypeError, ValueError):  # not plain JSON: no warm-up job (the imports still happen)
-        return "", None
-    return (text, d.get("key")) if len(text) <= _WARM_JOB_MAX else ("", None)
-
-
-def start_forkserver(warm_job: Any = None) -> bool:
-    """Start this process's forkserver with :data:`FORKSERVER_PRELOAD` now (idempotent); whether it applies.
-
-    Parameters
-    ----------
-    warm_job : Job or dict, optional
-        A job whose miniature the server runs after its imports (:mod:`z2t_dask.batch.warm`), so
-        that the workers it forks start with that job's PSF library, kernels and modules loaded.
-        Used only by the call that starts the server (:func:`warmed_job_key` tells which job).
-
-    Not applied (False): a ``distributed.worker.multiprocessing-method`` the user set (not
-    ``spawn``), or a platform without ``forkserver``. Needs Dask's configuration only, not
-    ``distributed``: called before this process imports it, the server's imports overlap that.
-    """
-    global _preloaded, _warmed
-    import multiprocessing
-    from multiprocessing import forkserver
-
-    import dask
-
-    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
-    if method != "spawn" or "forkserver" not in multiprocessing.get_all_start_methods():
-        return False
-    with _start_lock:
-        if _preloaded:  # the preload is read when the server starts: a running one keeps its own
-            forkserver.ensure_running()
-            return True
-        multiprocessing.get_context("forkserver").set_forkserver_preload(list(FORKSERVER_PRELOAD))
-        os.environ.update(pre_spawn_environ())  # what a Nanny sets before it starts a worker process
-        payload, key = _warm_payload(warm_job)
-        os.environ[WARM_JOB_ENV] = payload  # read (and removed) by the server's warm-up only
-        try:
-            forkserver.ensure_running()
-        finally:
-            os.environ.pop(WARM_JOB_ENV, None)
-        _preloaded, _warmed = True, key
-    return True
-
-
-def warmed_job_key() -> str | None:
-    """The key of the job whose miniature this process's forkserver ran at its start (None: none)."""
-    return _warmed
-
-
-def pre_spawn_environ() -> dict[str, str]:
-    """The variables a Dask nanny sets in its own process before starting a worker process.
-
-    ``distributed.nanny.pre-spawn-environ`` (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1``,
-    ``OPENBLAS_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``; a variable already set wins) and
-    ``PYTHONHASHSEED=6640``: read when the process starts or imports NumPy, so the forkserver must
-    start with them (its workers inherit its libraries and hash seed). Read from Dask's
-    configuration, with ``distributed``'s defaults from its YAML file when it is not imported yet.
-    """
-    import importlib.util
-
-    import dask
-
-    key = "distributed.nanny.pre-spawn-environ"
-    cfg = dask.config.get(key, None)
-    if cfg is None:  # distributed not imported: its defaults, without importing it
-        try:
-            import yaml
-
-            spec = importlib.util.find_spec("distributed")
-            folder = Path(next(iter(spec.submodule_search_locations or [])))  # type: ignore[union-attr]
-            cfg = yaml.safe_load((folder / "distributed.yaml").read_text())["distributed"]["nanny"]["pre-spawn-environ"]
-        except Exception:  # pragma: no cover - an unusual install: the nanny still sets them for the worker
-            cfg = {}
-    env = {str(k): os.environ.get(str(k), str(v)) for k, v in (cfg or {}).items() if v is not None}
-    if env.get("PYTHONHASHSEED") in (None, "0"):
-        env["PYTHONHASHSEED"] = "6640"  # as distributed.nanny.Nanny: the same hash seed in every worker
-    return env
-
-
-@contextlib.contextmanager
-def forkserver_workers(warm_job: Any = None) -> Iterator[bool]:
-    """Start the worker processes made in the ``with`` block from a warm forkserver; yield whether it applies.
-
-    Dask starts each worker process with ``distributed.worker.multiprocessing-method`` (default
-    ``spawn``: every worker imports Dask, then a job's modules on its first job). Inside the block
-    the method is ``forkserver`` and the server is :func:`start_forkserver`'s: one process imports
-    :data:`FORKSERVER_PRELOAD` once and each worker is forked from it (copy-on-write). Left alone:
-    see :func:`start_forkserver`. The forkserver lives as long as this process and keeps the
-    preload of its first start (a later cluster's workers are forked from it too). Workers a nanny
-    restarts after the block use the configured method again. ``warm_job``: see :func:`start_forkserver`.
-    """
-    if not start_forkserver(warm_job):
-        yield False
-        return
-    import dask
-    from distributed import utils as dutils
-
-    if hasattr(dutils, "_forkserver_preload_set"):  # Dask would set its own preload, importing pandas, lz4... here
-        dutils._forkserver_preload_set = True
-    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
-        yield True
 
 
 @contextlib.contextmanager

@@ -11,12 +11,14 @@ loads the batch's fast PSF library (from the on-disk cache, or builds it), the c
 :data:`z2t_dask.batch.cluster.FORKSERVER_PRELOAD`): each worker is forked with it done.
 
 Importing this module as that preload (:func:`warm_process`; the forkserver is started with
-:data:`~z2t_dask.batch.cluster.WARM_JOB_ENV` in its environment):
+:data:`~z2t_dask.batch.forkserver.WARM_JOB_ENV` in its environment):
 
 1. imports :data:`WARM_MODULES` (:func:`warm_imports`; ``dask.array`` without xarray,
    :func:`import_dask_array_without_xarray`);
 2. warms the compiled kernels (:func:`warm_compiled_kernels`);
-3. runs a miniature of the batch's first job (:func:`miniature`, :func:`warm_job`: its first
+3. runs a miniature of the batch's first job (:func:`miniature`, :func:`warm_job`; a server
+   started before the job was known reads it from the file the variable names, waiting for it at
+   most :data:`WARM_WAIT_S` seconds and only while its parent process lives): its first
    :data:`WARM_FRAMES` frames' worth of emitters, written to a temporary folder that is then
    removed): its PSF library, Zmap, camera tables and lazily imported modules stay in this
    process's memory and are inherited by every worker (the same objects a worker's first job
@@ -44,15 +46,17 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from z2t_dask.batch.cluster import WARM_JOB_ENV
+from z2t_dask.batch.forkserver import WARM_JOB_ENV
 
 __all__ = [
     "WARM_FRAMES",
     "WARM_MODULES",
+    "WARM_WAIT_S",
     "freeze_heap",
     "import_dask_array_without_xarray",
     "miniature",
@@ -97,6 +101,8 @@ WARM_MODULES = (
 
 #: Frames of the warm-up job (:func:`miniature`); its emitters are scaled down with them.
 WARM_FRAMES = 2
+#: The longest wait (s) of an early forkserver for its warm-up job (it stops waiting when its parent exits).
+WARM_WAIT_S = 120.0
 
 
 def import_dask_array_without_xarray() -> bool:
@@ -240,27 +246,44 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def _job_from_environ() -> tuple[bool, dict[str, Any] | None]:
-    """Whether this process is a batch's forkserver, and the job it should warm (read once, then removed)."""
-    raw = os.environ.pop(WARM_JOB_ENV, None)
-    if raw is None:
-        return False, None
+def _parse_job(text: str) -> dict[str, Any] | None:
+    """The job of a :data:`WARM_JOB_ENV` value or job file (None: empty, malformed or not an object)."""
     try:
-        job = json.loads(raw) if raw else None
+        job = json.loads(text) if text else None
     except ValueError:
-        return True, None
-    return True, job if isinstance(job, dict) else None
+        return None
+    return job if isinstance(job, dict) else None
+
+
+def _wait_for_job(path: str, parent: int, timeout: float = WARM_WAIT_S) -> dict[str, Any] | None:
+    """The job in the file ``path`` once it exists (then removed); None if the parent exits or after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            if os.getppid() != parent or time.monotonic() > end:
+                return None
+            time.sleep(0.005)
+            continue
+        except OSError:
+            return None
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return _parse_job(text)
 
 
 def warm_process() -> None:
     """Warm this process for jobs (see the module docstring): imports; as a batch's forkserver, the rest."""
-    forkserver, job = _job_from_environ()
+    raw = os.environ.pop(WARM_JOB_ENV, None)  # set for a batch's forkserver only; its workers do not see it
+    parent = os.getppid()
     import_dask_array_without_xarray()
     warm_imports()
-    if not forkserver:
+    if raw is None:
         return
     warm_compiled_kernels()
-    warm_job(job)
+    warm_job(_wait_for_job(raw[1:], parent) if raw.startswith("@") else _parse_job(raw))
     freeze_heap()
 
 
