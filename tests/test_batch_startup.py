@@ -242,3 +242,47 @@ def test_workers_inherit_the_warm_up_job_of_an_early_forkserver_and_write_the_sa
     assert all(ok for _, ok in got["same"]), got["same"]
     digest = hashlib.sha256((tmp_path / "out" / "sample_001" / "emitters.h5").read_bytes()).hexdigest()
     assert digest == hashlib.sha256((tmp_path / "ref" / "sample_001" / "emitters.h5").read_bytes()).hexdigest()
+
+
+# ---- per job: a local run_job's result is read from its marker ----------------------------------------
+
+
+class _Future:
+    """A finished future: its result, and whether it was fetched."""
+
+    def __init__(self, result: dict):
+        self._result, self.fetched = result, 0
+
+    def result(self) -> dict:
+        self.fetched += 1
+        return self._result
+
+
+def test_a_finished_local_job_is_recorded_from_its_marker_without_fetching_its_result(tmp_path):
+    from z2t_dask.batch.jobs import JOB_MARKER, run_job
+    from z2t_dask.batch.submit import _finished_info
+    from z2t_dask.io.remote import RemoteFolder
+
+    marker = {"key": "k1", "outputs": {"a.tif": {"bytes": 1}}, "seconds": 0.2, "attempt": 1, "finished": 1.0}
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / JOB_MARKER).write_text(json.dumps(marker))
+    fut = _Future({**marker, "fetched": True})
+    assert _finished_info(fut, run_job, tmp_path, "job", "k1") == marker and fut.fetched == 0
+    assert _finished_info(fut, run_job, tmp_path, "job", "k2")["fetched"] and fut.fetched == 1  # another job's
+    assert _finished_info(fut, run_job, tmp_path, "none", "k1")["fetched"]  # no marker
+    (tmp_path / "job" / JOB_MARKER).write_text("{truncated")
+    assert _finished_info(fut, run_job, tmp_path, "job", "k1")["fetched"]  # unreadable
+    (tmp_path / "job" / JOB_MARKER).write_text(json.dumps(marker))
+    assert _finished_info(fut, lambda *a, **k: {}, tmp_path, "job", "k1")["fetched"]  # another task function
+    store = RemoteFolder(f"memory://{tmp_path.name}")
+    assert _finished_info(fut, run_job, store, "job", "k1")["fetched"] and fut.fetched == 5  # a store
+
+
+def test_a_private_cluster_drops_the_dashboard_sampling_unless_the_dashboard_is_asked_for():
+    from z2t_dask.batch.cluster import LOCAL_CLUSTER_CONFIG, local_cluster_config
+
+    assert local_cluster_config() == LOCAL_CLUSTER_CONFIG
+    assert LOCAL_CLUSTER_CONFIG["distributed.worker.profile.enabled"] is False  # no stack sampling every 10 ms
+    shown = local_cluster_config(dashboard=True)
+    assert not {"distributed.worker.profile.enabled", "distributed.admin.system-monitor.interval"} & set(shown)
+    assert shown["distributed.admin.tick.interval"] == LOCAL_CLUSTER_CONFIG["distributed.admin.tick.interval"]
