@@ -115,6 +115,7 @@ thread counts.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
+from z2t_dask import compiled
 from z2t_dask.physics.optics.polyphase import (
     defocus_phase,
     fold_intensity,
@@ -138,6 +140,9 @@ from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, g
 
 __all__ = ["PupilPSF"]
 
+#: Calls with fewer PSFs than this run the NumPy definitions of the kernels unless numba is
+#: already loaded (same bits; numba's import costs ~0.5 s and ~110 MiB).
+_FEW_FOR_NUMBA = 16
 #: Minimum physical side (nm) of the automatic amplitude FFT window.
 _MIN_WINDOW_NM = 12_000.0
 #: Minimum physical side (nm) of the window the intensity is folded onto.
@@ -609,7 +614,10 @@ class PupilPSF:
             inten, energy = self._intensity(g, work, xp, workers, *sub)
             return self._to_patches(g, xp, workers, inten, energy, None if dest is None else dest[0])
 
-        self._run_blocks(xp, batch_size, (phase, z_um, dx, dy, mag, dipole), out, patches)
+        # a few PSFs (a cached library's probes, an exact fallback or two) are not worth numba's import
+        few = phase.shape[0] < _FEW_FOR_NUMBA and not compiled.loaded()
+        with compiled.numpy_here() if few else contextlib.nullcontext():
+            self._run_blocks(xp, batch_size, (phase, z_um, dx, dy, mag, dipole), out, patches)
         return out
 
     def pixel_otf(
@@ -656,7 +664,9 @@ class PupilPSF:
             norm = _normaliser(np, g, energy)
             return spec, np.full(spec.shape[0], norm) if energy is None else norm
 
-        self._run_blocks(np, batch_size, (phase, z_um, dx, dy, mag, dipole), (otf, norm), spectra)
+        few = phase.shape[0] < _FEW_FOR_NUMBA and not compiled.loaded()
+        with compiled.numpy_here() if few else contextlib.nullcontext():
+            self._run_blocks(np, batch_size, (phase, z_um, dx, dy, mag, dipole), (otf, norm), spectra)
         return otf, norm
 
     def check_inputs(
