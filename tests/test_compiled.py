@@ -148,3 +148,39 @@ def test_importing_the_package_does_not_import_numba():
     code = "import sys, z2t_dask, z2t_dask.engine.render; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_numpy_here_is_for_this_thread_only():
+    import threading
+
+    calls: list[str] = []
+    k = compiled.Kernel(lambda out: None, lambda out: calls.append(threading.current_thread().name))
+    try:
+        with compiled.numpy_here():
+            k(None)  # the NumPy definition here, whatever numba's state
+            t = threading.Thread(target=k, args=(None,), name="other")
+            t.start()
+            t.join()
+        k(None)
+    finally:
+        compiled._KERNELS.remove(k)
+    expected_numpy = ["MainThread"] + (["other", "MainThread"] if not compiled.available() else [])
+    assert calls == expected_numpy
+
+
+def test_a_few_exact_psfs_do_not_import_numba():
+    """A cached library's probes (4 exact PSFs) must not pay numba's import; many PSFs use it when installed."""
+    code = (
+        "import sys, numpy as np\n"
+        "from z2t_dask.physics.optics.psf import PupilPSF\n"
+        "m = PupilPSF(wavelength_nm=660.0, na=1.4, pixel_size_nm_x=100.0, pixel_size_nm_y=100.0, patch_size=15)\n"
+        "ph = np.zeros((4, 6)); ph[:, 4] = 0.1\n"
+        "few = m.compute(ph, np.zeros(4))\n"
+        "print('numba' in sys.modules)\n"
+        "many = m.compute(np.repeat(ph, 8, 0), np.zeros(32))\n"
+        "print('numba' in sys.modules, np.array_equal(many[:4], few))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.split()
+    assert lines[0] == "False"
+    assert lines[1] == str(compiled.available()) and lines[2] == "True"
