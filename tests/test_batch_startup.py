@@ -157,7 +157,7 @@ def test_the_client_skips_the_library_the_forkserver_loads(tmp_path, monkeypatch
 # ---- the command line ---------------------------------------------------------------------------------
 
 
-def test_z2t_batch_starts_the_forkserver_before_reading_its_config_only_for_a_private_cluster(monkeypatch):
+def test_z2t_batch_starts_the_forkserver_before_reading_its_config_only_for_a_private_cluster(tmp_path, monkeypatch):
     calls: list[int] = []
     monkeypatch.setattr(fs, "start_forkserver_early", lambda: calls.append(1) or True)
     early = cli._batch_workers_early
@@ -169,10 +169,26 @@ def test_z2t_batch_starts_the_forkserver_before_reading_its_config_only_for_a_pr
         ["batch", "--config", "b.json", "--slurm", "s.yaml"],
         ["batch", "--help"],
         ["simulate", "--config", "batch"],
+        ["batch", "--config", "b.json", "--output-dir", str(tmp_path)],  # a rerun: maybe nothing to run
+        ["batch", "--config", "b.json", f"--output-dir={tmp_path}"],
         [],
     ):
         assert early(argv) is False, argv
-    assert len(calls) == 2
+    assert early(["batch", "--config", "b.json", "--output-dir", str(tmp_path / "new")]) and len(calls) == 3
+
+
+@pytest.mark.slow
+def test_a_z2t_batch_that_runs_nothing_ends_its_early_forkserver_with_it(tmp_path):
+    """A bad config exits at once, and so does the forkserver started before it was read: a caller
+    reading the output (which the server shares) is not kept waiting for the server's imports."""
+    z2t = os.path.join(os.path.dirname(sys.executable), "z2t")
+    t = time.monotonic()
+    run = subprocess.run(
+        [z2t, "batch", "--config", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and "batch config not found" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 2 and "Traceback" not in run.stderr  # nothing from the server
+    assert time.monotonic() - t < 30  # the server would otherwise wait for a job until WARM_WAIT_S
 
 
 def test_z2t_freezes_its_heap_before_exiting_only_as_the_program(tmp_path, monkeypatch):

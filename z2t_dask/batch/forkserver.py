@@ -14,11 +14,13 @@ reference machine), so it starts as early as possible:
 * :func:`start_forkserver_early` (the ``z2t batch`` command, before it reads the batch config or
   imports NumPy and Dask: about 0.4 s earlier): the server starts its imports at once and waits,
   after them, for the warm-up job, which the following :func:`start_forkserver` call hands over
-  in a file (:data:`WARM_JOB_ENV` holds ``@<path>``; see :func:`z2t_dask.batch.warm.warm_process`).
-  If that call finds that the server must not be used (the user chose another
-  ``multiprocessing-method``) or was started with other variables than Dask's configuration asks
-  for, it stops it (and starts a right one in the second case). A process that ends without that
-  call (a bad config) ends its server with it: the server stops waiting when its parent exits.
+  in a file (:data:`WARM_JOB_ENV` holds ``@<pid>:<path>``; see
+  :func:`z2t_dask.batch.warm.warm_process`). If that call finds that the server must not be used
+  (the user chose another ``multiprocessing-method``) or was started with other variables than
+  Dask's configuration asks for, it stops it (and starts a right one in the second case). A
+  process that ends without that call (a bad config, nothing to run) ends its server at exit
+  (SIGTERM: it has only imported modules), so that a caller reading the command's output is not
+  kept waiting; a server that outlives its parent anyway stops waiting for the job.
 
 Only the first start of a process's forkserver is warmed: a later cluster's workers are forked from
 the same server, warm for the first batch's job.
@@ -26,9 +28,11 @@ the same server, warm for the first batch's job.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -50,8 +54,9 @@ __all__ = [
 FORKSERVER_PRELOAD = ("distributed", "distributed.nanny", "distributed.worker", "z2t_dask.batch.warm")
 
 #: Environment variable that makes :mod:`z2t_dask.batch.warm` warm a forkserver: the JSON of the
-#: job whose miniature it runs (empty: none), or ``@<path>``: a file that will hold that JSON
-#: (:func:`start_forkserver_early`). Set only while the server is started.
+#: job whose miniature it runs (empty: none), or ``@<pid>:<path>``: a file that process (the
+#: server's parent) will write that JSON to (:func:`start_forkserver_early`). Set only while the
+#: server is started.
 WARM_JOB_ENV = "Z2T_WARM_JOB"
 #: A job bigger than this (bytes of JSON) is not handed to the forkserver (the environment's limits).
 _WARM_JOB_MAX = 64 * 1024
@@ -145,9 +150,22 @@ def start_forkserver_early() -> bool:
         fd, path = tempfile.mkstemp(prefix="z2t-warm-job-", suffix=".json")
         os.close(fd)
         os.unlink(path)  # the server reads it once it exists: created by _hand_over
-        _spawn("@" + path, env, keep_env=False)
+        _spawn(f"@{os.getpid()}:{path}", env, keep_env=False)
         _state.update(preloaded=True, early=(path, env))
+        atexit.register(_end_unused_early)
     return True
+
+
+def _end_unused_early() -> None:
+    """At exit: end an early forkserver that never got its job (nothing ran); it has only imported modules."""
+    from multiprocessing import forkserver
+
+    if _state["early"] is None:
+        return
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def start_forkserver(warm_job: Any = None) -> bool:

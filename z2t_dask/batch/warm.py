@@ -256,7 +256,8 @@ def _parse_job(text: str) -> dict[str, Any] | None:
 
 
 def _wait_for_job(path: str, parent: int, timeout: float = WARM_WAIT_S) -> dict[str, Any] | None:
-    """The job in the file ``path`` once it exists (then removed); None if the parent exits or after ``timeout`` s."""
+    """The job in the file ``path`` once it exists (then removed); None once ``parent`` is not this
+    process's parent (it exited) or after ``timeout`` s."""
     end = time.monotonic() + timeout
     while True:
         try:
@@ -277,13 +278,16 @@ def _wait_for_job(path: str, parent: int, timeout: float = WARM_WAIT_S) -> dict[
 def warm_process() -> None:
     """Warm this process for jobs (see the module docstring): imports; as a batch's forkserver, the rest."""
     raw = os.environ.pop(WARM_JOB_ENV, None)  # set for a batch's forkserver only; its workers do not see it
-    parent = os.getppid()
     import_dask_array_without_xarray()
     warm_imports()
     if raw is None:
         return
     warm_compiled_kernels()
-    warm_job(_wait_for_job(raw[1:], parent) if raw.startswith("@") else _parse_job(raw))
+    if raw.startswith("@"):  # "@<pid>:<path>": the parent writes the job to the file
+        pid, _, path = raw[1:].partition(":")
+        warm_job(_wait_for_job(path, int(pid)) if pid.isdigit() and path else None)
+    else:
+        warm_job(_parse_job(raw))
     freeze_heap()
 
 

@@ -399,13 +399,20 @@ def _batch_workers_early(argv: Sequence[str]) -> bool:
 
     The forkserver's imports and warm-up (:mod:`z2t_dask.batch.forkserver`, about 2.5 s of CPU, the
     longest part of a batch's start) then run while this process imports NumPy and Dask and reads
-    the batch config (about 0.4 s), not after. Not for ``--scheduler``, ``--slurm`` or ``--help``.
+    the batch config (about 0.4 s), not after. Not for ``--scheduler``, ``--slurm`` or ``--help``,
+    nor for an ``--output-dir`` that exists (a rerun, which may have nothing left to run).
     """
     words = [a for a in argv if a not in ("-v", "--verbose")]
     if not words or words[0] != "batch":
         return False
     if {a.split("=", 1)[0] for a in words[1:]} & {"--scheduler", "--slurm", "-h", "--help"}:
         return False
+    for i, a in enumerate(words[1:], 1):
+        out = a.split("=", 1)[1] if a.startswith("--output-dir=") else None
+        if a == "--output-dir" and i + 1 < len(words):
+            out = words[i + 1]
+        if out and "://" not in out and Path(out).exists():
+            return False
     from z2t_dask.batch.forkserver import start_forkserver_early
 
     return start_forkserver_early()
