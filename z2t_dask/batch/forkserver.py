@@ -66,6 +66,7 @@ _state: dict[str, Any] = {
     "preloaded": False,  # this process's forkserver was started with FORKSERVER_PRELOAD
     "warmed": None,  # the key of the job whose miniature it runs
     "early": None,  # (job file, environment it was started with): started early, job not handed over yet
+    "job_file": None,  # an early server's job file (removed at exit if the server did not read it)
 }
 
 
@@ -151,21 +152,23 @@ def start_forkserver_early() -> bool:
         os.close(fd)
         os.unlink(path)  # the server reads it once it exists: created by _hand_over
         _spawn(f"@{os.getpid()}:{path}", env, keep_env=False)
-        _state.update(preloaded=True, early=(path, env))
+        _state.update(preloaded=True, early=(path, env), job_file=path)
         atexit.register(_end_unused_early)
     return True
 
 
 def _end_unused_early() -> None:
-    """At exit: end an early forkserver that never got its job (nothing ran); it has only imported modules."""
+    """At exit: end an early forkserver that never got its job (nothing ran: it has only imported
+    modules), and remove its job file if the server did not read it (it stopped waiting first)."""
     from multiprocessing import forkserver
 
-    if _state["early"] is None:
-        return
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    if pid is not None:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
+    if _state["early"] is not None:
+        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+    if _state["job_file"]:
+        Path(_state["job_file"]).unlink(missing_ok=True)
 
 
 def start_forkserver(warm_job: Any = None) -> bool:
