@@ -165,8 +165,12 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     # fixed dipoles: unit vectors (mu_x, mu_y, mu_z) from the truth's angles; isotropic: no argument
     dip = None if win.em_dipole is None else dipole_vectors(win.em_dipole[uniq, 0], win.em_dipole[uniq, 1])
     psfs = np.empty((uniq.size, ps, ps), np.float32)
-    for b0 in range(0, uniq.size, plan.psf_batch):
-        sl = slice(b0, b0 + plan.psf_batch)
+    # A fast library interpolates all of a block's emitters in one call: it visits them in table
+    # order, so each table row is read from memory once (W1: 21 -> 9 ms per sample); it computes
+    # its exact fallbacks in batches of its own. An emitter's PSF does not depend on its batch.
+    step = plan.psf_batch if isinstance(plan.psf, PupilPSF) else max(1, uniq.size)
+    for b0 in range(0, uniq.size, step):
+        sl = slice(b0, b0 + step)
         psfs[sl] = plan.psf.compute(
             win.em_phase[uniq[sl]],
             em_xyz[uniq[sl], 2],
