@@ -20,6 +20,8 @@ polyphase components of each pupil field).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from z2t_dask.compiled import Kernel
@@ -130,7 +132,7 @@ masked_rows = Kernel(_masked_rows_loops, _masked_rows_numpy, _masked_rows_exampl
 
 
 # ---------------------------------------------------------------------- scalar fold
-def _fold_intensity_numpy(inten: np.ndarray, hv: np.ndarray) -> None:
+def _fold_intensity_numpy(inten: np.ndarray, hv: np.ndarray, xp: Any = np) -> None:
     """``|h|^2`` folded onto the ``m x m`` periodic grid: ``inten`` from the amplitude ``hv``.
 
     ``hv`` is squared in place; then its row blocks ``i m .. (i + 1) m`` are added to the first
@@ -143,17 +145,19 @@ def _fold_intensity_numpy(inten: np.ndarray, hv: np.ndarray) -> None:
         The folded intensity (written).
     hv : ndarray, (b, N, 2 N) float32, C-contiguous
         The float (re, im interleaved) view of the amplitude PSF; scratch (overwritten).
+    xp : module
+        Array module (NumPy; CuPy for the GPU path, which has no compiled loops).
     """
     m = inten.shape[1]
     f = hv.shape[1] // m
-    np.square(hv, out=hv)
+    xp.square(hv, out=hv)
     top = hv[:, :m]
     for i in range(1, f):
-        np.add(top, hv[:, i * m : (i + 1) * m], out=top)
+        xp.add(top, hv[:, i * m : (i + 1) * m], out=top)
     left = top[:, :, : 2 * m]
     for j in range(1, f):
-        np.add(left, top[:, :, 2 * j * m : 2 * (j + 1) * m], out=left)
-    np.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
+        xp.add(left, top[:, :, 2 * j * m : 2 * (j + 1) * m], out=left)
+    xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
 
 
 def _fold_intensity_loops(

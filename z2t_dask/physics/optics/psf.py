@@ -1003,20 +1003,12 @@ class PupilPSF:
         b = field.shape[0]
         f = g.n_fft // g.n_int
         pb = work.pbuf[:b]  # (b, f^2, m, m); rows below the components' extent stay zero
-        n_r, n_c = g.rect
-        sr, sc = -(-n_r // f), -(-n_c // f)
+        sr = -(-g.rect[0] // f)
         rows = pb[:, :, :sr, :]
-        if xp is np:  # one pass (compiled kernel; its NumPy definition is the branch below)
+        if xp is np:  # one pass (compiled kernel)
             polyphase_scatter(pb, field, sr)
-        else:
-            for p in range(f):
-                for q in range(f):
-                    sub = field[:, p::f, q::f]
-                    dest = pb[:, p * f + q, :sr, :sc]
-                    dest[:, : sub.shape[1], : sub.shape[2]] = sub
-                    dest[:, sub.shape[1] :, :] = 0
-                    dest[:, :, sub.shape[2] :] = 0
-            rows[:, :, :, sc:] = 0
+        else:  # the kernel's definition (slicing only: any array module)
+            polyphase_scatter.reference(pb, field, sr)
         res = _ifft(xp, rows, axis=3, workers=workers, overwrite=True)  # in place (scipy)
         if not (xp is np and np.may_share_memory(res, rows)):
             rows[...] = res
@@ -1048,7 +1040,6 @@ class PupilPSF:
         columns; zeros after).
         """
         b = inten.shape[0]
-        n_fft = g.n_fft
         n_r = g.rect[0]
         # The x-FFT runs in place on the first n_r rows of the y-FFT input (rows n_r.. are
         # never written, so they stay zero); the caller rewrote its input columns n_c.. to zero.
@@ -1063,19 +1054,10 @@ class PupilPSF:
         # every f-th OTF sample).  Squares in place on the (re, im) view, adds the blocks (rows,
         # then columns, then re + im) in a fixed order.
         hv = h.view(xp.float32)  # (b, N, 2N): re, im interleaved
-        if xp is np:  # one pass (compiled kernel; its NumPy definition is the branch below)
+        if xp is np:  # one pass (compiled kernel)
             fold_intensity(inten, hv)
-            return
-        xp.square(hv, out=hv)
-        m = g.n_int
-        f = n_fft // m
-        top = hv[:, :m]
-        for i in range(1, f):
-            xp.add(top, hv[:, i * m : (i + 1) * m], out=top)
-        left = top[:, :, : 2 * m]
-        for j in range(1, f):
-            xp.add(left, top[:, :, 2 * j * m : 2 * (j + 1) * m], out=left)
-        xp.add(left[:, :, 0::2], left[:, :, 1::2], out=inten)
+        else:  # the kernel's array-module definition
+            fold_intensity.reference(inten, hv, xp)
 
     @staticmethod
     def _to_patches(g: SimpleNamespace, xp: Any, workers: int | None, inten: Any, energy: Any, dest: Any = None) -> Any:
