@@ -37,7 +37,7 @@ from z2t_dask.errors import FormatError
 from z2t_dask.io.atomic import atomic_path
 from z2t_dask.io.emitters_check import table as _table
 from z2t_dask.io.emitters_check import zernike as _zernike
-from z2t_dask.io.h5files import create_group, h5_writer, raise_if_write_failed
+from z2t_dask.io.h5files import create_group, create_plain_dataset, h5_writer, new_attrs, write_failure_check
 from z2t_dask.io.hdf5 import FRAME_COMPRESSIONS, decode_attr, encode_attr, write_frames_dataset
 
 __all__ = [
@@ -251,8 +251,8 @@ def write_emitters_h5_parts(
     final = Path(path)
     with atomic_path(final) as tmp:
         with h5_writer(tmp) as f:
-            for key, value in encoded.items():
-                f.attrs[key] = value
+            new_attrs(f, encoded)
+            write_failed = write_failure_check(f)
             written: list[str] = []
             datasets: dict[str, Any] = {}  # path -> dataset (no lookups by name: each costs ~0.3 ms in h5py)
             n_done = m_done = 0
@@ -295,7 +295,7 @@ def write_emitters_h5_parts(
                             g = create_group(f, group)
                             for key, arr in table.items():
                                 shape = (rows, *arr.shape[1:])
-                                ds = g.create_dataset(key, shape=shape, dtype=arr.dtype, track_times=False)
+                                ds = create_plain_dataset(g, key, shape, arr.dtype)
                                 datasets[f"{group}/{key}"] = (ds, shape)
                                 written.append(f"{group}/{key}")
                     unknown = set(units or {}) - set(written) - {"frames"}
@@ -313,7 +313,7 @@ def write_emitters_h5_parts(
                             raise ValueError(f"part {i}: {group}/{key} has shape {arr.shape}, the dataset {shape}")
                         if arr.shape[0]:
                             _write_rows(ds, shape, done, arr)
-                            raise_if_write_failed(ds)
+                            write_failed()
                 n_done += n
                 m_done += m
             if not written:
@@ -333,22 +333,23 @@ def write_emitters_h5_parts(
             for name in written:
                 if name in all_units:
                     target = datasets[name][0] if name in datasets else f[name]
-                    target.attrs["units"] = str(all_units[name])
+                    new_attrs(target, {"units": str(all_units[name])})
     return final
 
 
 def _write_rows(ds: Any, shape: tuple[int, ...], start: int, arr: np.ndarray) -> None:
-    """Write ``arr`` into rows ``start:start + len(arr)`` of ``ds`` (of ``shape`` and ``arr``'s dtype).
+    """Write ``arr`` into rows ``start:start + len(arr)`` of the dataset ``ds`` (a low-level ``DatasetID``
+    of ``shape`` and ``arr``'s dtype, see :func:`~z2t_dask.io.h5files.create_plain_dataset`).
 
     A write of the whole dataset goes straight to the HDF5 library (h5py's slicing machinery costs more
     than the write of a small table); the bytes written are the same.
     """
-    if start == 0 and arr.shape == shape and arr.dtype == ds.dtype:
-        from h5py import h5s
+    from h5py import Dataset, h5s
 
-        ds.id.write(h5s.ALL, h5s.ALL, np.ascontiguousarray(arr))
+    if start == 0 and arr.shape == shape:
+        ds.write(h5s.ALL, h5s.ALL, np.ascontiguousarray(arr))
     else:
-        ds[start : start + arr.shape[0]] = arr
+        Dataset(ds)[start : start + arr.shape[0]] = arr
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,91 @@
+"""The low-level HDF5 helpers of :mod:`z2t_dask.io.h5files` write the bytes h5py's high-level calls write."""
+
+from __future__ import annotations
+
+import io
+
+import h5py
+import numpy as np
+import pytest
+
+from z2t_dask.io.h5files import create_plain_dataset, h5_writer, new_attrs, write_failure_check
+
+ATTRS = {
+    "text": "x = column, y = row; z in µm",
+    "empty": "",
+    "int": 7,
+    "big": 2**62,
+    "float": 1.5,
+    "flag": True,
+    "f32": np.float32(0.25),
+    "u16": np.uint16(3),
+    "raw": b"bytes",
+    "array": np.arange(6, dtype=np.int32).reshape(2, 3),
+    "bools": np.array([True, False]),
+    "größe": "utf-8 name",
+}
+DATASETS = {
+    "xyz": ((5, 3), np.float32),
+    "id": ((5,), np.int64),
+    "inside": ((5,), np.bool_),
+    "none": ((0,), np.float32),
+    "grid": ((2, 3, 4), np.uint16),
+}
+
+
+def _file_bytes(fill) -> bytes:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", track_times=False) as f:
+        fill(f)
+    return buf.getvalue()
+
+
+def _high(f: h5py.File) -> None:
+    for key, value in ATTRS.items():
+        f.attrs[key] = value
+    g = f.create_group("g", track_times=False)
+    for name, (shape, dtype) in DATASETS.items():
+        ds = g.create_dataset(name, shape=shape, dtype=dtype, track_times=False)
+        ds[...] = np.ones(shape, dtype)
+        ds.attrs["units"] = f"units of {name}"
+
+
+def _low(f: h5py.File) -> None:
+    new_attrs(f, ATTRS)
+    g = f.create_group("g", track_times=False)
+    for name, (shape, dtype) in DATASETS.items():
+        ds = create_plain_dataset(g, name, shape, np.dtype(dtype))
+        h5py.Dataset(ds)[...] = np.ones(shape, dtype)
+        new_attrs(ds, {"units": f"units of {name}"})
+
+
+def test_low_level_helpers_write_h5pys_bytes() -> None:
+    high, low = _file_bytes(_high), _file_bytes(_low)
+    assert len(high) > 2000
+    assert low == high
+    with h5py.File(io.BytesIO(low), "r") as f:
+        assert f.attrs["text"] == ATTRS["text"] and f.attrs["größe"] == "utf-8 name"
+        np.testing.assert_array_equal(f.attrs["array"], ATTRS["array"])
+        assert f["g/inside"].dtype == np.bool_ and f["g/grid"].shape == (2, 3, 4)
+        assert f["g/xyz"].attrs["units"] == "units of xyz"
+
+
+def test_new_attrs_refuses_an_existing_name() -> None:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        new_attrs(f, {"a": 1})
+        with pytest.raises(OSError):  # the HDF5 library's own error: never a silent replacement
+            new_attrs(f, {"a": 2})
+        assert f.attrs["a"] == 1
+
+
+def test_write_failure_check_raises_the_sinks_error(tmp_path) -> None:
+    with pytest.raises(OSError, match="disk full"):
+        with h5_writer(tmp_path / "x.h5") as f:
+            check = write_failure_check(f)
+            check()  # nothing failed yet
+            from z2t_dask.io import h5files
+
+            sink = next(s for s in h5files._SINKS.values() if s._raw.name == str(tmp_path / "x.h5"))
+            sink.error = OSError(28, "disk full")
+            check()
