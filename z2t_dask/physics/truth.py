@@ -35,6 +35,8 @@ A sample rendered from an existing ``emitters.h5`` holds its truth in memory
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +148,30 @@ class InMemoryTruth(Truth):
 
         p = self.part
         return tokenize(self.frames, *vars(p.emitters).values(), *vars(p.records).values(), p.phase, p.mag)
+
+
+def _json_default(obj: Any) -> Any:
+    """JSON stand-in of a non-JSON value of a token document (arrays by content, the rest by repr)."""
+    if isinstance(obj, np.ndarray):
+        digest = hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()
+        return ["ndarray", obj.dtype.str, list(obj.shape), digest]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return repr(obj)
+
+
+def _content_token(doc: Any) -> str:
+    """Hash of a document of plain data (a config as a dict, numbers, lists; ~10x cheaper than dask's tokenize).
+
+    Falls back to :func:`dask.base.tokenize` for documents JSON cannot order (mixed-type dict keys).
+    """
+    try:
+        text = json.dumps(doc, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError):
+        from dask.base import tokenize
+
+        return str(tokenize(doc))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -339,16 +365,16 @@ class SegmentedTruth(Truth):
         return self._full
 
     def token(self) -> str:
-        from dask.base import tokenize
-
         from z2t_dask.config import config_to_dict
 
-        return tokenize(
-            config_to_dict(self.cfg),
-            self.seed,
-            self.field.describe(),
-            self.segment_frames,
-            [vars(s) for s in self.segments],
+        return _content_token(
+            [
+                config_to_dict(self.cfg),
+                self.seed,
+                self.field.describe(),
+                self.segment_frames,
+                [vars(s) for s in self.segments],
+            ]
         )
 
     # -- pickling (no cache, no lock) -------------------------------------------------------
