@@ -140,6 +140,13 @@ def _stack(phase: np.ndarray, mag: np.ndarray | None, k: int, with_mag: bool) ->
 
 def _sq_dist(v: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     """``||v_i - nodes_j||^2`` (N, n_nodes), accumulated mode by mode (row i depends on v_i only)."""
+    if nodes.shape[0] == 1:  # one node (a uniform field): the same sums over contiguous mode rows
+        diff = np.subtract(v.T, nodes.T, order="C")  # (K, N)
+        np.multiply(diff, diff, out=diff)
+        acc = np.zeros(v.shape[0])
+        for row in diff:
+            acc += row
+        return acc[:, None]
     d2 = np.zeros((v.shape[0], nodes.shape[0]))
     for k in range(v.shape[1]):
         d = v[:, k, None] - nodes[None, :, k]
@@ -732,20 +739,26 @@ class PSFLibrary:
         wy = fy - iy
         # sub-pixel stencil: the triangle of the (S+1)^2 offset grid that holds (dx, dy)
         # (barycentric, 3 taps): (0, 0), (1, 1) and (0, 1) or (1, 0) as (row, col) steps.
-        upper = wx >= wy
-        sub = (
-            (0, 0, 1.0 - np.maximum(wx, wy)),
-            (np.where(upper, 0, 1), np.where(upper, 1, 0), np.abs(wx - wy)),
-            (1, 1, np.minimum(wx, wy)),
-        )
-        n_field = 1 if self.nodes.shape[0] == 1 else 3
-        rows, ws = [], []
-        for v in range(n_field):
-            for a, wa in ((0, 1.0 - wz), (1, wz)):
-                for b, c, wbc in sub:
-                    rows.append((((nodes[:, v] * n_z + iz + a) * (s + 1) + iy + b) * (s + 1)) + ix + c)
-                    ws.append(lam[:, v] * wa * wbc)
-        return np.stack(rows, 1), np.stack(ws, 1).astype(np.float32)
+        # Taps in (field node v, z plane a, corner t) order, computed tap-major (rows of N emitters:
+        # ~30 NumPy calls instead of ~150); weight (v, a, t) = (lam_v * wz_a) * w_t in float64.
+        n = z.shape[0]
+        nf = 1 if self.nodes.shape[0] == 1 else 3
+        # row of tap (v, a, t): ((node_v * n_z + iz + a) * (S + 1) + iy + b_t) * (S + 1) + ix + c_t
+        base = (nodes[:, :nf].T * n_z + iz) * (s + 1) + iy  # (F, N)
+        za = (base[:, None, :] + np.array([0, s + 1])[:, None]) * (s + 1) + ix  # (F, 2, N)
+        step = np.empty((3, n), np.intp)  # b_t * (S + 1) + c_t
+        step[0] = 0
+        np.multiply(wx < wy, s, out=step[1])  # (1, 0) below the diagonal, else (0, 1)
+        step[1] += 1
+        step[2] = s + 2
+        rows = za[:, :, None, :] + step  # (F, 2, 3, N)
+        wsub = np.empty((3, n))
+        np.subtract(1.0, np.maximum(wx, wy), out=wsub[0])
+        np.abs(wx - wy, out=wsub[1])
+        np.minimum(wx, wy, out=wsub[2])
+        wa = np.stack([1.0 - wz, wz])  # (2, N)
+        w = (lam[:, :nf].T[:, None, :] * wa)[:, :, None, :] * wsub  # (F, 2, 3, N)
+        return np.ascontiguousarray(rows.reshape(nf * 6, n).T), w.reshape(nf * 6, n).T.astype(np.float32, order="C")
 
     # ------------------------------------------------------------------ error and provenance
     def measure_error(
