@@ -156,10 +156,14 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     c = ps // 2
     win = plan.truth.window(t0, t1)
     em_xyz = win.em_xyz
-    centre = np.floor(em_xyz[win.em, :2] + 0.5).astype(np.int64)
-    cx, cy = centre[:, 0], centre[:, 1]
-    keep = np.nonzero((cx + c >= x0) & (cx - c < x1) & (cy + c >= y0) & (cy - c < y1))[0]
-    uniq, inv = np.unique(win.em[keep], return_inverse=True)
+    centre = np.floor(em_xyz[win.em, :2] + 0.5).T.astype(np.int64, order="C")  # (2, R): contiguous rows
+    cx, cy = centre[0], centre[1]
+    inside = (cx + c >= x0) & (cx - c < x1) & (cy + c >= y0) & (cy - c < y1)
+    em, frame_ix, phot = win.em, win.frame_ix, win.phot
+    if not inside.all():  # (a region that holds every record's patch, e.g. a whole small frame, keeps them all)
+        keep = np.flatnonzero(inside)
+        em, frame_ix, phot, cx, cy = em[keep], frame_ix[keep], phot[keep], cx[keep], cy[keep]
+    uniq, inv = _unique_inverse(em, em_xyz.shape[0])
     xy = em_xyz[uniq, :2]
     d = xy - np.floor(xy + 0.5)
     # fixed dipoles: unit vectors (mu_x, mu_y, mu_z) from the truth's angles; isotropic: no argument
@@ -182,12 +186,29 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     return _SignalPrep(
         region=region,
         psfs=psfs,
-        inv=inv.reshape(-1),
-        cx=cx[keep],
-        cy=cy[keep],
-        phot=win.phot[keep],
-        bounds=np.searchsorted(win.frame_ix[keep], np.arange(t0, t1 + 1)),
+        inv=inv,
+        cx=cx,
+        cy=cy,
+        phot=phot,
+        bounds=np.searchsorted(frame_ix, np.arange(t0, t1 + 1)),
     )
+
+
+def _unique_inverse(em: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(em, return_inverse=True)`` of row indices ``0 <= em < n_rows`` (the same arrays).
+
+    A block's records refer to a few thousand rows: marking them in a table of ``n_rows`` flags
+    costs a fraction of :func:`numpy.unique`'s sort. Larger tables (a long sample's segment read
+    by a short block) take the sort.
+    """
+    if n_rows > 4 * em.size + 4096:
+        uniq, inv = np.unique(em, return_inverse=True)
+        return uniq, inv.reshape(-1)
+    seen = np.zeros(n_rows, bool)
+    seen[em] = True
+    uniq = np.flatnonzero(seen)
+    rank = np.cumsum(seen) - 1  # row -> its position in uniq
+    return uniq.astype(em.dtype, copy=False), rank[em]
 
 
 def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, background: np.float32 | None = None) -> np.ndarray:
