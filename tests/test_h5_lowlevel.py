@@ -89,3 +89,56 @@ def test_write_failure_check_raises_the_sinks_error(tmp_path) -> None:
             sink = next(s for s in h5files._SINKS.values() if s._raw.name == str(tmp_path / "x.h5"))
             sink.error = OSError(28, "disk full")
             check()
+
+
+def _write_table(path, n: int = 3000) -> None:
+    with h5_writer(path) as f:
+        new_attrs(f, {"note": "small file"})
+        ds = create_plain_dataset(f, "x", (n, 3), np.dtype(np.float32))
+        h5py.Dataset(ds)[...] = np.arange(3 * n, dtype=np.float32).reshape(n, 3)
+        new_attrs(ds, {"units": "px"})
+
+
+@pytest.mark.parametrize("memory_bytes", [0, 4096, 1 << 20])
+def test_sink_gives_the_same_bytes_in_memory_on_disk_and_spilled(tmp_path, monkeypatch, memory_bytes) -> None:
+    from z2t_dask.io import h5files
+
+    _write_table(tmp_path / "ref.h5")  # 36 KB: assembled in memory, written at once
+    monkeypatch.setattr(h5files, "MEMORY_BYTES", memory_bytes)  # 0: every write to disk; 4096: spilled midway
+    _write_table(tmp_path / "x.h5")
+    assert (tmp_path / "x.h5").read_bytes() == (tmp_path / "ref.h5").read_bytes()
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        assert f["x"][-1, 2] == 8999.0 and f.attrs["note"] == "small file"
+
+
+def test_a_failed_write_of_the_in_memory_file_is_raised(tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    def full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError) as info:
+        _write_table(tmp_path / "x.h5")
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_inline_strips_encoded_in_batches_equal_frame_by_frame_and_keep_error_order() -> None:
+    """``encoded_strips`` inline: a batched zstd encoder gives each strip's own bytes, in order; a bad
+    frame's error comes after the strips of the frames before it."""
+    from z2t_dask.io.tiff_pages import INLINE_BATCH, FrameFeed, encoded_strips, strip_encoder
+
+    rng = np.random.default_rng(3)
+    movie = rng.normal(100.0, 10.0, (INLINE_BATCH + 9, 40, 40)).astype(np.float32)
+    encode = strip_encoder("zstd", {"level": 1})
+    single = [bytes(encode(f[r : r + 7])) for f in movie for r in range(0, 40, 7)]
+    assert list(encoded_strips(iter(movie), encode, 7)) == single
+    assert list(encoded_strips(iter(movie), lambda s: encode(s), 7)) == single  # no `many`: frame by frame
+
+    frames = [*movie[:5], np.zeros((3, 3), np.float32)]
+    got: list[bytes] = []
+    with pytest.raises(ValueError, match="frame 5 has shape"):
+        for strip in encoded_strips(FrameFeed(iter(frames), (6, 40, 40), np.dtype(np.float32)), encode, 40):
+            got.append(strip)
+    assert got == [bytes(encode(f)) for f in movie[:5]]

@@ -127,6 +127,7 @@ class _ZstdContexts:
         self._compress_held = held.ZSTD_compressCCtx
         self._compress_released = released.ZSTD_compressCCtx
         self._free: list[tuple[int, Any]] = []  # (context, output buffer); at most one per concurrent caller
+        self._bounds: dict[int, int] = {}  # ZSTD_compressBound by input size
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork() would stay held
             os.register_at_fork(after_in_child=self._new_lock)
@@ -135,23 +136,34 @@ class _ZstdContexts:
         self._lock = threading.Lock()
 
     def compress(self, data: Any, level: int) -> bytes:
-        src = np.ascontiguousarray(data)
-        n = src.nbytes
-        bound = int(self._lib.ZSTD_compressBound(n))
+        return self.compress_many([data], level)[0]
+
+    def compress_many(self, strips: list[Any], level: int) -> list[bytes]:
+        """Compress each of ``strips`` (the bytes of :meth:`compress` for each) on one context taken once."""
         with self._lock:
             ctx, buf = self._free.pop() if self._free else (None, None)
         if ctx is None:
             ctx = self._lib.ZSTD_createCCtx()
             if not ctx:
                 raise MemoryError("ZSTD_createCCtx failed")
+        out: list[bytes] = []
         try:
-            if buf is None or len(buf) < bound:
-                buf = ctypes.create_string_buffer(bound)
-            compress = self._compress_held if n < GIL_HELD_BYTES else self._compress_released
-            size = int(compress(ctx, buf, bound, src.ctypes.data, n, int(level)))
-            if self._lib.ZSTD_isError(size):
-                raise RuntimeError(f"ZSTD_compressCCtx failed (code {size})")
-            return ctypes.string_at(buf, size)
+            bounds = self._bounds
+            level = int(level)
+            for data in strips:
+                src = np.ascontiguousarray(data)
+                n = src.nbytes
+                bound = bounds.get(n)
+                if bound is None:
+                    bound = bounds[n] = int(self._lib.ZSTD_compressBound(n))
+                if buf is None or len(buf) < bound:
+                    buf = ctypes.create_string_buffer(bound)
+                compress = self._compress_held if n < GIL_HELD_BYTES else self._compress_released
+                size = compress(ctx, buf, bound, src.ctypes.data, n, level)
+                if size > bound:  # an error code (ZSTD_isError), never a compressed size
+                    raise RuntimeError(f"ZSTD_compressCCtx failed (code {size})")
+                out.append(ctypes.string_at(buf, size))
+            return out
         finally:
             with self._lock:
                 self._free.append((ctx, buf))
@@ -212,7 +224,22 @@ def zstd_encoder(level: int) -> Encoder:
         import imagecodecs
 
         return lambda data: imagecodecs.zstd_encode(data, level=level)
-    return lambda data: contexts.compress(data, level)
+    return _ManyEncoder(contexts, level)
+
+
+class _ManyEncoder:
+    """``encode(strip) -> bytes`` on reused zstd contexts, with :meth:`many` encoding a list of strips on one
+    context (a 40x40 page: ~16 µs of compression, ~5 µs of per-call overhead saved)."""
+
+    def __init__(self, contexts: _ZstdContexts, level: int) -> None:
+        self._contexts = contexts
+        self._level = int(level)
+
+    def __call__(self, data: Any) -> bytes:
+        return self._contexts.compress(data, self._level)
+
+    def many(self, strips: list[Any]) -> list[bytes]:
+        return self._contexts.compress_many(strips, self._level)
 
 
 def strip_encoder(codec: str, args: dict[str, Any] | None) -> Encoder:
@@ -251,6 +278,7 @@ class FrameFeed:
         self._shape = shape
         self._dtype = dtype
         self._frames = self._flatten()
+        self._extra = False
         self.count = 0
 
     def _flatten(self) -> Iterator[np.ndarray]:
@@ -289,7 +317,10 @@ class FrameFeed:
         return np.ascontiguousarray(frame)
 
     def _check_no_extra(self) -> None:
+        if self._extra:
+            raise ValueError(f"frames yielded more than the declared shape[0] = {self._shape[0]} frames")
         for _ in self._frames:
+            self._extra = True  # said again by finish(): a reader ahead of the writer may have met it first
             raise ValueError(f"frames yielded more than the declared shape[0] = {self._shape[0]} frames")
 
     def finish(self) -> None:
@@ -301,6 +332,33 @@ class FrameFeed:
 
 def _encode_frame(frame: np.ndarray, rows: int, encode: Encoder) -> list[bytes]:
     return [bytes(encode(frame[r : r + rows])) for r in range(0, frame.shape[0], rows)]
+
+
+#: Strips encoded together by an encoder with a ``many`` method (inline encoding of small frames).
+INLINE_BATCH = 64
+
+
+def _encoded_inline(
+    source: Iterator[np.ndarray], rows: int, many: Callable[[list[Any]], list[bytes]]
+) -> Iterator[bytes]:
+    """The strips of ``source``'s frames encoded :data:`INLINE_BATCH` at a time by ``many``; an error of the
+    frames propagates once the strips of the frames before it are yielded (as frame by frame)."""
+    batch: list[Any] = []
+    while True:
+        try:
+            frame = next(source)
+        except StopIteration:
+            break
+        except Exception:
+            if batch:
+                yield from many(batch)
+            raise
+        batch.extend(frame[r : r + rows] for r in range(0, frame.shape[0], rows))
+        if len(batch) >= INLINE_BATCH:
+            yield from many(batch)
+            batch = []
+    if batch:
+        yield from many(batch)
 
 
 def encoded_strips(
@@ -338,8 +396,12 @@ def encoded_strips(
     yielded; closing the generator early cancels frames not yet started and waits for running ones.
     """
     if threads <= 0:
-        for frame in frames:
-            yield from _encode_frame(frame, rows, encode)
+        many = getattr(encode, "many", None)
+        if many is None:
+            for frame in frames:
+                yield from _encode_frame(frame, rows, encode)
+            return
+        yield from _encoded_inline(iter(frames), rows, many)
         return
     depth = max(1, int(in_flight if in_flight is not None else 2 * threads))
     source = iter(frames)
