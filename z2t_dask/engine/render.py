@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -168,21 +169,18 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     d = xy - np.floor(xy + 0.5)
     # fixed dipoles: unit vectors (mu_x, mu_y, mu_z) from the truth's angles; isotropic: no argument
     dip = None if win.em_dipole is None else dipole_vectors(win.em_dipole[uniq, 0], win.em_dipole[uniq, 1])
-    psfs = np.empty((uniq.size, ps, ps), np.float32)
     # A fast library interpolates all of a block's emitters in one call: it visits them in table
     # order, so each table row is read from memory once (W1: 21 -> 9 ms per sample); it computes
     # its exact fallbacks in batches of its own. An emitter's PSF does not depend on its batch.
     step = plan.psf_batch if isinstance(plan.psf, PupilPSF) else max(1, uniq.size)
-    for b0 in range(0, uniq.size, step):
-        sl = slice(b0, b0 + step)
-        psfs[sl] = plan.psf.compute(
-            win.em_phase[uniq[sl]],
-            em_xyz[uniq[sl], 2],
-            d[sl, 0],
-            d[sl, 1],
-            None if win.em_mag is None else win.em_mag[uniq[sl]],
-            dipole=None if dip is None else dip[sl],
-        )
+    if 0 < uniq.size <= step:  # one batch: its patches as they come (no copy of a few MiB)
+        psfs = _psf_batch(plan, win, uniq, d, dip, slice(None))
+        psfs = np.ascontiguousarray(psfs, np.float32).reshape(uniq.size, ps, ps)
+    else:
+        psfs = np.empty((uniq.size, ps, ps), np.float32)
+        for b0 in range(0, uniq.size, step):
+            sl = slice(b0, b0 + step)
+            psfs[sl] = _psf_batch(plan, win, uniq, d, dip, sl)
     return _SignalPrep(
         region=region,
         psfs=psfs,
@@ -191,6 +189,18 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
         cy=cy,
         phot=phot,
         bounds=np.searchsorted(frame_ix, np.arange(t0, t1 + 1)),
+    )
+
+
+def _psf_batch(plan: FramePlan, win: RecordWindow, uniq: np.ndarray, d: np.ndarray, dip: Any, sl: slice) -> Any:
+    """PSF patches of the emitters ``uniq[sl]`` of a window (``d``: their sub-pixel offsets; ``dip``: dipoles)."""
+    return plan.psf.compute(
+        win.em_phase[uniq[sl]],
+        win.em_xyz[uniq[sl], 2],
+        d[sl, 0],
+        d[sl, 1],
+        None if win.em_mag is None else win.em_mag[uniq[sl]],
+        dipole=None if dip is None else dip[sl],
     )
 
 
@@ -220,8 +230,13 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, background: np.flo
     (:data:`z2t_dask.engine.patch_sums.add_patches`, compiled when numba is installed; the scratch
     it sums into is this thread's, kept from block to block).
     """
+    _signal_writer(prep, out, background)(f)
+    return out
+
+
+def _signal_writer(prep: _SignalPrep, out: np.ndarray, background: np.float32 | None = None) -> Callable[[int], None]:
+    """``write(f)``: :func:`_frame_signal` of frame ``f`` into ``out``, with the per-block lookups done once."""
     y0, y1, x0, x1 = prep.region
-    a, b = int(prep.bounds[f]), int(prep.bounds[f + 1])
     if not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
     bg = np.float32(0.0 if background is None else background)
@@ -230,12 +245,17 @@ def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, background: np.flo
     # definition: the compiled loops would save ~0.5 ms of ~20 per frame and cost numba's ~110 MiB
     # of memory and ~1 s of loading. Both give the same bits.
     kernel = add_patches if (y1 - y0) * (x1 - x0) <= SMALL_REGION_PX else add_patches.reference
-    try:
-        kernel(out, scratch, prep.psfs, prep.inv, prep.cy, prep.cx, prep.phot, a, b, y0, x0, bg)
-    except BaseException:
-        _drop_thread_buffer("scratch")  # possibly not all zeros any more
-        raise
-    return out
+    bounds = prep.bounds.tolist()
+    psfs, inv, cy, cx, phot = prep.psfs, prep.inv, prep.cy, prep.cx, prep.phot
+
+    def write(f: int) -> None:
+        try:
+            kernel(out, scratch, psfs, inv, cy, cx, phot, bounds[f], bounds[f + 1], y0, x0, bg)
+        except BaseException:
+            _drop_thread_buffer("scratch")  # possibly not all zeros any more
+            raise
+
+    return write
 
 
 #: Per-thread buffers of :func:`_thread_buffer` (one per name).
@@ -353,16 +373,18 @@ def render_block(block_info: dict | None = None, *, plan: FramePlan) -> np.ndarr
     blocks = _noise_blocks(plan, (y0, y1, x0, x1), aligned)
     out = np.empty((t1 - t0, y1 - y0, x1 - x0), plan.dtype)
     photons = _thread_buffer("photons", (aligned[1] - aligned[0], aligned[3] - aligned[2]), np.float32)
-    background = np.float32(plan.background)
+    write_signal = _signal_writer(prep, photons, np.float32(plan.background))
+    seed, key = plan.seed, plan.noise_key or (PURPOSE_NOISE,)  # noise_stream's key, or a channel's
+    if len(blocks) == 1 and aligned == (y0, y1, x0, x1):
+        nb = blocks[0]  # the block is one whole noise block (e.g. a small frame): nothing to crop
+        for i, t in enumerate(range(t0, t1)):
+            write_signal(i)
+            out[i] = nb.camera(photons, stream(seed, *key, t, nb.row, nb.col))
+        return out
     for i, t in enumerate(range(t0, t1)):
-        _frame_signal(prep, i, photons, background)
+        write_signal(i)
         for nb in blocks:
-            rng = (
-                stream(plan.seed, *plan.noise_key, t, nb.row, nb.col)
-                if plan.noise_key
-                else noise_stream(plan.seed, t, nb.row, nb.col)
-            )
-            recorded = nb.camera(np.ascontiguousarray(photons[nb.src]), rng)
+            recorded = nb.camera(np.ascontiguousarray(photons[nb.src]), stream(seed, *key, t, nb.row, nb.col))
             out[i][nb.dst] = recorded[nb.keep]
     return out
 
