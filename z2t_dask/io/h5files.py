@@ -333,6 +333,11 @@ def new_attrs(obj: Any, values: Mapping[str, Any]) -> None:
             attr.close()
 
 
+#: Creation property list and HDF5 type of plain numeric datasets, by (dtype, track_order): never modified
+#: once made, so one of each serves every file of the process (~20 µs less per dataset).
+_PLAIN: dict[tuple[np.dtype, bool], tuple[Any, Any]] = {}
+
+
 def create_plain_dataset(group: Any, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """A new contiguous dataset without timestamps: ``group.create_dataset(name, shape=shape, dtype=dtype,
     track_times=False)`` with h5py's default ``track_order``, as a low-level ``DatasetID``.
@@ -344,12 +349,21 @@ def create_plain_dataset(group: Any, name: str, shape: tuple[int, ...], dtype: n
     import h5py
     from h5py import h5d, h5p, h5s, h5t
 
-    dcpl = h5p.create(h5p.DATASET_CREATE)
-    dcpl.set_obj_track_times(False)
-    if h5py.get_config().track_order:
-        dcpl.set_attr_creation_order(h5p.CRT_ORDER_TRACKED | h5p.CRT_ORDER_INDEXED)
-    else:
-        dcpl.set_attr_creation_order(0)
-    tid = h5t.py_create(np.dtype(dtype), logical=1)
+    dt = np.dtype(dtype)
+    order = bool(h5py.get_config().track_order)
+    cacheable = dt.kind in "biuf" and dt.fields is None and dt.subdtype is None and not dt.metadata
+    made = _PLAIN.get((dt, order)) if cacheable else None
+    if made is None:
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_obj_track_times(False)
+        if order:
+            dcpl.set_attr_creation_order(h5p.CRT_ORDER_TRACKED | h5p.CRT_ORDER_INDEXED)
+        else:
+            dcpl.set_attr_creation_order(0)
+        made = (dcpl, h5t.py_create(dt, logical=1))
+        if cacheable:
+            with _SINKS_LOCK:
+                _PLAIN.setdefault((dt, order), made)
+    dcpl, tid = made
     sid = h5s.create_simple(tuple(int(s) for s in shape), None)
     return h5d.create(group.id, name.encode("utf8"), tid, sid, dcpl=dcpl)
