@@ -63,6 +63,7 @@ def test_low_level_helpers_write_h5pys_bytes() -> None:
     high, low = _file_bytes(_high), _file_bytes(_low)
     assert len(high) > 2000
     assert low == high
+    assert _file_bytes(_low) == high  # again, on the types and property lists made by the first file
     with h5py.File(io.BytesIO(low), "r") as f:
         assert f.attrs["text"] == ATTRS["text"] and f.attrs["größe"] == "utf-8 name"
         np.testing.assert_array_equal(f.attrs["array"], ATTRS["array"])

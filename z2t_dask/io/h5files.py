@@ -309,7 +309,7 @@ def new_attrs(obj: Any, values: Mapping[str, Any]) -> None:
     values : mapping of str -> value
         Attribute values as h5py accepts them (str, numbers, bools, NumPy scalars and numeric arrays).
     """
-    from h5py import h5a, h5s, h5t
+    from h5py import h5a, h5s
     from h5py._hl.base import array_for_new_object
     from h5py._objects import ObjectID
 
@@ -324,13 +324,36 @@ def new_attrs(obj: Any, values: Mapping[str, Any]) -> None:
             continue
         dtype = data.dtype
         data = np.asarray(data, dtype=dtype)
-        htype = h5t.py_create(dtype, logical=True)
-        mtype = h5t.py_create(dtype)
+        htype, mtype = _attr_types(dtype)
         attr = h5a.create(oid, key.encode("utf8"), htype, h5s.create_simple(data.shape))
         try:
             attr.write(data, mtype=mtype)
         finally:
             attr.close()
+
+
+#: (file type, memory type) of attributes by dtype key (see :func:`_attr_types`); never modified once made.
+_ATTR_TYPES: dict[Any, tuple[Any, Any]] = {}
+
+
+def _attr_types(dtype: np.dtype) -> tuple[Any, Any]:
+    """h5py's ``py_create(dtype, logical=True)`` and ``py_create(dtype)`` for an attribute, made once per
+    process for plain numeric dtypes and h5py's variable-length str (the types of almost every attribute)."""
+    from h5py import h5t
+
+    meta = dtype.metadata
+    if dtype.kind in "biuf" and dtype.fields is None and not meta:
+        key: Any = dtype
+    elif dtype.kind == "O" and meta is not None and dict(meta) == {"vlen": str}:
+        key = "vlen-str"  # dtype("O") with and without metadata compare equal: not a key of its own
+    else:
+        return h5t.py_create(dtype, logical=True), h5t.py_create(dtype)
+    made = _ATTR_TYPES.get(key)
+    if made is None:
+        made = (h5t.py_create(dtype, logical=True), h5t.py_create(dtype))
+        with _SINKS_LOCK:
+            made = _ATTR_TYPES.setdefault(key, made)
+    return made
 
 
 #: Creation property list and HDF5 type of plain numeric datasets, by (dtype, track_order): never modified
