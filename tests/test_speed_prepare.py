@@ -13,6 +13,7 @@ import z2t_dask as z2t
 from z2t_dask.engine import render
 from z2t_dask.physics.optics.psf_library import PSFLibrary, _sq_dist
 from z2t_dask.physics.truth import _content_token
+from z2t_dask.physics.truth_parts import unique_inverse
 
 
 def _digest(a: np.ndarray) -> str:
@@ -24,7 +25,7 @@ def test_unique_inverse_equals_numpy_unique(n_rows):
     rng = np.random.default_rng(n_rows)
     for size in (0, 1, 7, 400, 3000):
         em = rng.integers(0, n_rows, size).astype(np.int32)
-        uniq, inv = render._unique_inverse(em, n_rows)
+        uniq, inv = unique_inverse(em, n_rows)
         ref_u, ref_i = np.unique(em, return_inverse=True)
         assert uniq.dtype == em.dtype and np.array_equal(uniq, ref_u)
         assert inv.shape == em.shape and np.array_equal(inv, ref_i.reshape(-1))

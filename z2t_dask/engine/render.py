@@ -36,6 +36,7 @@ from z2t_dask.physics.emitters import dipole_vectors
 from z2t_dask.physics.optics.psf import PupilPSF
 from z2t_dask.physics.optics.psf_library import PSFLibrary
 from z2t_dask.physics.random_streams import PURPOSE_EMITTERS, PURPOSE_NOISE, stream
+from z2t_dask.physics.truth_parts import unique_inverse
 
 if TYPE_CHECKING:
     from z2t_dask.physics.truth import RecordWindow, Truth
@@ -164,7 +165,7 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
     if not inside.all():  # (a region that holds every record's patch, e.g. a whole small frame, keeps them all)
         keep = np.flatnonzero(inside)
         em, frame_ix, phot, cx, cy = em[keep], frame_ix[keep], phot[keep], cx[keep], cy[keep]
-    uniq, inv = _unique_inverse(em, em_xyz.shape[0])
+    uniq, inv = unique_inverse(em, em_xyz.shape[0])
     xy = em_xyz[uniq, :2]
     d = xy - np.floor(xy + 0.5)
     # fixed dipoles: unit vectors (mu_x, mu_y, mu_z) from the truth's angles; isotropic: no argument
@@ -181,15 +182,8 @@ def _prepare_signal(plan: FramePlan, t0: int, t1: int, region: Region) -> _Signa
         for b0 in range(0, uniq.size, step):
             sl = slice(b0, b0 + step)
             psfs[sl] = _psf_batch(plan, win, uniq, d, dip, sl)
-    return _SignalPrep(
-        region=region,
-        psfs=psfs,
-        inv=inv,
-        cx=cx,
-        cy=cy,
-        phot=phot,
-        bounds=np.searchsorted(frame_ix, np.arange(t0, t1 + 1)),
-    )
+    bounds = np.searchsorted(frame_ix, np.arange(t0, t1 + 1))
+    return _SignalPrep(region=region, psfs=psfs, inv=inv, cx=cx, cy=cy, phot=phot, bounds=bounds)
 
 
 def _psf_batch(plan: FramePlan, win: RecordWindow, uniq: np.ndarray, d: np.ndarray, dip: Any, sl: slice) -> Any:
@@ -202,23 +196,6 @@ def _psf_batch(plan: FramePlan, win: RecordWindow, uniq: np.ndarray, d: np.ndarr
         None if win.em_mag is None else win.em_mag[uniq[sl]],
         dipole=None if dip is None else dip[sl],
     )
-
-
-def _unique_inverse(em: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(em, return_inverse=True)`` of row indices ``0 <= em < n_rows`` (the same arrays).
-
-    A block's records refer to a few thousand rows: marking them in a table of ``n_rows`` flags
-    costs a fraction of :func:`numpy.unique`'s sort. Larger tables (a long sample's segment read
-    by a short block) take the sort.
-    """
-    if n_rows > 4 * em.size + 4096:
-        uniq, inv = np.unique(em, return_inverse=True)
-        return uniq, inv.reshape(-1)
-    seen = np.zeros(n_rows, bool)
-    seen[em] = True
-    uniq = np.flatnonzero(seen)
-    rank = np.cumsum(seen) - 1  # row -> its position in uniq
-    return uniq.astype(em.dtype, copy=False), rank[em]
 
 
 def _frame_signal(prep: _SignalPrep, f: int, out: np.ndarray, background: np.float32 | None = None) -> np.ndarray:
@@ -483,17 +460,15 @@ def frames_array(
     )
     chunks = da.core.normalize_chunks((ct, ty, tx), (plan.frames, h, w))
     name = f"z2t-frames-{_plan_token(plan, chunks)}"
-    # The graph is written directly: one task per block, calling render_block with the block_info
-    # map_blocks would give it (its "array-location"). The plan is bound into the task function,
-    # never walked by dask. map_blocks cost ~1 ms per sample more (signature inspection, a
-    # blockwise layer materialised and optimised at compute time); the blocks and bytes are the same.
+    # One task per block, render_block with the plan bound (never walked by dask) and map_blocks's
+    # block_info; map_blocks itself costs ~1 ms per sample more (signatures, a blockwise layer).
     from dask.highlevelgraph import HighLevelGraph
 
     fn = functools.partial(render_block, plan=plan)
     edges = [np.cumsum((0, *c)).tolist() for c in chunks]
     shape = (plan.frames, h, w)
     num = tuple(len(c) for c in chunks)
-    dsk: dict[tuple, Any] = {}
+    dsk: dict[Any, Any] = {}
     for it in range(num[0]):
         for iy in range(num[1]):
             for ix in range(num[2]):

@@ -24,6 +24,7 @@ __all__ = [
     "concat_parts",
     "join_windows",
     "private_copy",
+    "unique_inverse",
 ]
 
 
@@ -50,6 +51,23 @@ def _dipoles(table: EmitterTable) -> np.ndarray | None:
     if DIPOLE_COLUMNS[0] not in table.extra:
         return None
     return np.stack([np.asarray(table.extra[k], np.float64) for k in DIPOLE_COLUMNS], axis=1)
+
+
+def unique_inverse(em: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(em, return_inverse=True)`` of row indices ``0 <= em < n_rows`` (the same arrays).
+
+    A block's records refer to a few thousand rows: marking them in a table of ``n_rows`` flags
+    costs a fraction of :func:`numpy.unique`'s sort. Larger tables (a long sample's segment read
+    by a short block) take the sort.
+    """
+    if n_rows > 4 * em.size + 4096:
+        uniq, inv = np.unique(em, return_inverse=True)
+        return uniq, inv.reshape(-1)
+    seen = np.zeros(n_rows, bool)
+    seen[em] = True
+    uniq = np.flatnonzero(seen)
+    rank = np.cumsum(seen) - 1  # row -> its position in uniq
+    return uniq.astype(em.dtype, copy=False), rank[em]
 
 
 @dataclass
