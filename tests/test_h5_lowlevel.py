@@ -143,3 +143,20 @@ def test_inline_strips_encoded_in_batches_equal_frame_by_frame_and_keep_error_or
         for strip in encoded_strips(FrameFeed(iter(frames), (6, 40, 40), np.dtype(np.float32)), encode, 40):
             got.append(strip)
     assert got == [bytes(encode(f)) for f in movie[:5]]
+
+
+def test_zstd_strips_of_read_only_empty_and_strided_data_are_imagecodecs_bytes() -> None:
+    imagecodecs = pytest.importorskip("imagecodecs")
+    from z2t_dask.io.tiff_pages import strip_encoder
+
+    encode = strip_encoder("zstd", {"level": 1})
+    rng = np.random.default_rng(5)
+    frame = rng.poisson(300.0, (40, 40)).astype(np.uint16)
+    frozen = frame.copy()
+    frozen.flags.writeable = False
+    strips = [frame, frozen, frame[:, ::2], np.zeros((0, 40), np.uint16)]
+    expected = [bytes(imagecodecs.zstd_encode(np.ascontiguousarray(s).tobytes(), level=1)) for s in strips]
+    assert [bytes(encode(s)) for s in strips] == expected
+    many = getattr(encode, "many", None)
+    if many is not None:
+        assert [bytes(b) for b in many(strips)] == expected

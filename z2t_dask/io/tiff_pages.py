@@ -159,7 +159,11 @@ class _ZstdContexts:
                 if buf is None or len(buf) < bound:
                     buf = ctypes.create_string_buffer(bound)
                 compress = self._compress_held if n < GIL_HELD_BYTES else self._compress_released
-                size = compress(ctx, buf, bound, src.ctypes.data, n, level)
+                try:  # the data's address: ~0.4 µs this way, ~2 µs through ``src.ctypes.data``
+                    address = ctypes.addressof(ctypes.c_char.from_buffer(src))
+                except (TypeError, ValueError, BufferError):  # read-only or empty data
+                    address = src.ctypes.data
+                size = compress(ctx, buf, bound, address, n, level)
                 if size > bound:  # an error code (ZSTD_isError), never a compressed size
                     raise RuntimeError(f"ZSTD_compressCCtx failed (code {size})")
                 out.append(ctypes.string_at(buf, size))
