@@ -217,7 +217,6 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
 
     The scalar model, plus the vectorial model (the default physics) against its ceiling.
     """
-    from z2t_dask.physics.optics.psf import PupilPSF
     from z2t_dask.physics.optics.psf_library import PSFLibrary
 
     ph, z, dx, dy, field = _field_inputs(n)
@@ -228,25 +227,9 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
 
     rows = []
     for window, patch in ((None, 33), (64, 33), (32, 17)):
-        model = PupilPSF(
-            wavelength_nm=660.0,
-            na=1.4,
-            pixel_size_nm_x=101.11,
-            pixel_size_nm_y=98.83,
-            patch_size=patch,
-            window_px=window,
-        )
+        model = _bench_model(patch, window)
         label = f"PSF {model.fft_size}^2 window, patch {patch}"
-        model.compute(ph[:4], z[:4])
-        block = ceiling_per_psf(model, n, workers=1, repeat=3)["block"]  # the ceiling's best block
-        ceil_run, bs = ceiling_block(model, block, 1)
-        t_ex, t_ceil = math.inf, math.inf
-        with PeakRSS() as mem:
-            for _ in range(max(repeat, 9)):  # interleaved, one sample each per round
-                t_ceil = min(t_ceil, best_time(ceil_run, repeat=1, number=n // bs) / (n // bs * bs))
-                t_ex = min(
-                    t_ex, best_time(lambda: model.compute(ph, z, dx, dy, workers=1, batch_size=256), repeat=1) / n
-                )
+        block, t_ceil, t_ex, mem = _ceiling_and_exact(model, repeat, ph, z, dx, dy)
         o = NaiveOptics.from_model(model)
         k = 16
         t_naive = best_time(lambda: [naive_psf(ph[i], z[i], dx[i], dy[i], o) for i in range(k)], repeat=2) / k
@@ -307,33 +290,47 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
     return rows + _vectorial_ceiling_rows(repeat, ph, z, dx, dy)
 
 
-def _vectorial_ceiling_rows(repeat: int, ph, z, dx, dy, n: int = 128) -> list[Row]:
-    """The vectorial model (the default physics) against its own ceiling: 128 and 64 px windows, one thread."""
+def _bench_model(patch: int, window: int | None, *, vectorial: bool = False):
+    """The PSF workload's exact model: W1's optics, a ``window``-px amplitude window (None: automatic)."""
     from z2t_dask.physics.optics.psf import PupilPSF
 
+    return PupilPSF(
+        wavelength_nm=660.0,
+        na=1.4,
+        pixel_size_nm_x=101.11,
+        pixel_size_nm_y=98.83,
+        patch_size=patch,
+        window_px=window,
+        vectorial=vectorial,
+    )
+
+
+def _ceiling_and_exact(model, repeat: int, ph, z, dx, dy):
+    """The ceiling's best block and the per-PSF times of the ceiling and the exact model (s), interleaved.
+
+    One thread; each is the minimum over ``max(repeat, 9)`` rounds, one sample of each per round.
+    Returns ``(block, t_ceil, t_exact, PeakRSS of the exact model's runs)``.
+    """
+    n = ph.shape[0]
+    model.compute(ph[:4], z[:4])
+    block = ceiling_per_psf(model, n, workers=1, repeat=3)["block"]  # the ceiling's best block
+    ceil_run, bs = ceiling_block(model, block, 1)
+    t_ex, t_ceil = math.inf, math.inf
+    with PeakRSS() as mem:
+        for _ in range(max(repeat, 9)):
+            t_ceil = min(t_ceil, best_time(ceil_run, repeat=1, number=n // bs) / (n // bs * bs))
+            t_ex = min(t_ex, best_time(lambda: model.compute(ph, z, dx, dy, workers=1, batch_size=256), repeat=1) / n)
+    return block, t_ceil, t_ex, mem
+
+
+def _vectorial_ceiling_rows(repeat: int, ph, z, dx, dy, n: int = 128) -> list[Row]:
+    """The vectorial model (the default physics) against its own ceiling: 128 and 64 px windows, one thread."""
     rows = []
     ph, z, dx, dy = ph[:n], z[:n], dx[:n], dy[:n]
     for window in (None, 64):
-        model = PupilPSF(
-            wavelength_nm=660.0,
-            na=1.4,
-            pixel_size_nm_x=101.11,
-            pixel_size_nm_y=98.83,
-            patch_size=33,
-            window_px=window,
-            vectorial=True,
-        )
+        model = _bench_model(33, window, vectorial=True)
         label = f"PSF vectorial {model.fft_size}^2 window, patch 33"
-        model.compute(ph[:4], z[:4])
-        block = ceiling_per_psf(model, n, workers=1, repeat=3)["block"]
-        ceil_run, bs = ceiling_block(model, block, 1)
-        t_ex, t_ceil = math.inf, math.inf
-        with PeakRSS() as mem:
-            for _ in range(max(repeat, 9)):  # interleaved, one sample each per round
-                t_ceil = min(t_ceil, best_time(ceil_run, repeat=1, number=n // bs) / (n // bs * bs))
-                t_ex = min(
-                    t_ex, best_time(lambda: model.compute(ph, z, dx, dy, workers=1, batch_size=256), repeat=1) / n
-                )
+        block, t_ceil, t_ex, mem = _ceiling_and_exact(model, repeat, ph, z, dx, dy)
         note = "cos/sin of the pupil + the FFTs of its 5 field components (polyphase), block"
         rows.append(_row(label, "ceiling (exp + FFTs only)", t_ceil * n, psfs=n, note=f"{note} {block}"))
         rows.append(
