@@ -65,12 +65,16 @@ def run_one(frames: int, fmt: str, tmp: Path, scheduler: str, psf_mode: str = "e
     ti = time.perf_counter()
     import dask.array  # noqa: F401  (the lazy API's imports: timed apart from the plan)
     import h5py  # noqa: F401
+    import imagecodecs  # noqa: F401  (the writers' codecs and the lazily imported writers too)
     import scipy.fft  # noqa: F401
     import scipy.interpolate  # noqa: F401
+    import tifffile  # noqa: F401
 
     import z2t_dask as z2t
     import z2t_dask.engine.assembly  # noqa: F401
     import z2t_dask.engine.render  # noqa: F401
+    import z2t_dask.io.emitters_h5  # noqa: F401
+    import z2t_dask.io.formats  # noqa: F401
     import z2t_dask.io.tiff  # noqa: F401
     import z2t_dask.physics.optics.psf_spectral  # noqa: F401
     import z2t_dask.sample  # noqa: F401

@@ -9,6 +9,7 @@ materialises the array or recomputes blocks per page).
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,7 @@ __all__ = [
     "available_memory_bytes",
     "block_bounds",
     "compute_in_memory",
+    "dask_get",
     "iter_frame_blocks",
     "iter_frames",
     "require_memory",
@@ -52,6 +54,30 @@ def resolve_scheduler(scheduler: Any = "auto") -> Any:
     if active in ("dask.distributed", "distributed"):
         return None
     return "threads"
+
+
+def dask_get(scheduler: Any) -> Any:
+    """``scheduler`` as dask itself would resolve it for a dask array, without importing ``distributed``.
+
+    Dask resolves a scheduler name by first importing ``distributed`` to look for a Client (about
+    0.5 s of a fresh process that never uses one: a single sample written from a script or the
+    command line). A local scheduler's name (``"threads"``, ``"sync"``, ``"processes"``, ...)
+    always means dask's own function for it, Client or not, so it is returned as that function;
+    ``None`` (dask's default) means the threaded scheduler when ``distributed`` was never imported
+    (no Client can exist) and no ``scheduler`` is configured. Anything else is returned as is.
+    """
+    try:
+        from dask.base import named_schedulers
+    except ImportError:  # pragma: no cover - an older or newer dask: its own resolution
+        return scheduler
+    if isinstance(scheduler, str):
+        return named_schedulers.get(scheduler.lower(), scheduler)
+    if scheduler is None and "distributed" not in sys.modules:
+        import dask
+
+        if dask.config.get("scheduler", None) is None and dask.config.get("get", None) is None:
+            return named_schedulers["threads"]
+    return scheduler
 
 
 def available_memory_bytes() -> int:
@@ -122,7 +148,7 @@ def compute_in_memory(
     require_memory(array, budget_bytes=budget_bytes, what=what)
     if not _is_dask(array):
         return np.asarray(array)
-    return np.asarray(array.compute(scheduler=scheduler))
+    return np.asarray(array.compute(scheduler=dask_get(scheduler)))
 
 
 def block_bounds(array: Any) -> list[tuple[int, int]]:
@@ -192,9 +218,10 @@ def iter_frame_blocks(array: Any, prefetch: int = 2, scheduler: str | None = "th
 def _iter_dask_blocks(array: Any, prefetch: int, scheduler: str | None) -> Iterator[np.ndarray]:
     """Generator behind :func:`iter_frame_blocks` for dask arrays (arguments validated)."""
     bounds = block_bounds(array)
+    get = dask_get(scheduler)
 
     def compute(t0: int, t1: int) -> np.ndarray:
-        return np.asarray(array[t0:t1].compute(scheduler=scheduler))
+        return np.asarray(array[t0:t1].compute(scheduler=get))
 
     if prefetch == 0:
         for t0, t1 in bounds:

@@ -265,8 +265,11 @@ class Sample:
         return export_sample(self, to, path, include_outside=include_outside)
 
     def compute(self, scheduler: str | None = "threads") -> np.ndarray:
-        """All frames in memory."""
-        return self.frames.compute(scheduler=scheduler)
+        """All frames in memory (``scheduler`` as in ``dask.compute``; a local one's name costs no
+        ``distributed`` import, :func:`~z2t_dask.engine.streaming.dask_get`)."""
+        from z2t_dask.engine.streaming import dask_get
+
+        return self.frames.compute(scheduler=dask_get(scheduler))
 
     def preview(self, path: str | os.PathLike, **kwargs: Any) -> Path:
         """PNG: frames with ground-truth markers, photon histogram.
