@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import FIXTURES, machine
+from benchmarks.common import FIXTURES, ensure_bytecode, machine
 
 
 def tree_rss(proc) -> int:
@@ -164,6 +164,7 @@ def main(argv=None) -> None:
         help="an empty on-disk PSF library cache for this run ($Z2T_PSF_CACHE): the fast library is built, not loaded",
     )
     args = ap.parse_args(argv)
+    print(ensure_bytecode(), file=sys.stderr)
     r = measure(args.samples, args.max_workers, args.psf_mode, args.cold_cache)
     print(r["output"])
     mode = args.psf_mode or "config default"

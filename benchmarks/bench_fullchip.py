@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, PeakRSS, machine
+from benchmarks.common import ROOT, PeakRSS, ensure_bytecode, machine
 
 #: Emitters per movie giving ~40 records per frame with the 'single' model (lifetime 2.5 frames),
 #: measured: 2600 emitters over 200 frames -> 41.5 records per frame; scales with T + 6 lifetimes.
@@ -213,6 +213,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seconds", type=float, default=100.0, help="timeline: how long to sample")
     ap.add_argument("--psf-mode", default="exact", choices=["exact", "fast"], help="psf.mode of the config")
     args = ap.parse_args(argv)
+    print(ensure_bytecode(), file=sys.stderr)
     if args.workload == "profile":
         profile((args.frames or [20])[0], args.psf_mode)
         return

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine
+from benchmarks.common import ROOT, ensure_bytecode, machine
 
 ORDER = ("w1", "w2", "psf", "chip", "camera", "batch")
 
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="+", choices=ORDER, default=list(ORDER), help="workloads to run")
     ap.add_argument("--markdown", type=Path, help="also write the table to this Markdown file")
     args = ap.parse_args(argv)
+    print(ensure_bytecode(), file=sys.stderr)
     rows, loads = [], []
     for name in [n for n in ORDER if n in args.only]:
         print(f"running {name} ...", file=sys.stderr, flush=True)
