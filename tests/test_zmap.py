@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import h5py
@@ -157,3 +159,51 @@ def test_all_nan_modes_of_a_zmap_are_refused_but_unused_ones_are_not(tmp_path):
         f["z_maps/phase"] = maps
     with pytest.raises(ZmapError, match=r"z4\.h5.*mode\(s\) \[4\]"):
         read_zmap(p, convention="noll")
+
+
+def _bead_mags(level: float) -> np.ndarray:
+    mag = np.zeros((6, 21))
+    mag[:, 0] = 1.0  # amplitude piston: a uniform scale
+    mag[:, 4] = level * np.array([3.0, -2.0, 1.0, 0.5, -1.5, 2.5])  # legacy l=4 = (2, 2) -> Noll 6
+    return mag
+
+
+def test_numerically_zero_bead_magnitudes_mean_no_amplitude_map(tmp_path):
+    """Magnitudes a phase retrieval left at ~1e-16 give no amplitude map and build no interpolator;
+    just above MAG_ZERO they are interpolated as before."""
+    from z2t_dask.physics import zmap as zmap_module
+
+    maps = np.zeros((21, 100, 300))
+    coords = [[10, 200], [80, 20], [50, 150], [90, 280], [5, 5], [60, 60]]  # (y, x)
+    x, y = np.array([200.0, 100.0, 250.0]), np.array([10.0, 50.0, 70.0])
+    tiny, small = tmp_path / "tiny.h5", tmp_path / "small.h5"
+    _write_zmap(tiny, maps, coords, _bead_mags(1e-16), [0.95] * 6)
+    _write_zmap(small, maps, coords, _bead_mags(1e-6), [0.95] * 6)
+    built = []
+    real = zmap_module._bead_interpolators
+    try:
+        zmap_module._bead_interpolators = lambda *key: built.append(key) or real(*key)
+        assert read_zmap(tiny).coefficients(x, y)[1] is None
+        assert built == []  # no interpolator built for numerical zeros
+        m = read_zmap(small).coefficients(x, y)[1]
+        assert len(built) == 1
+    finally:
+        zmap_module._bead_interpolators = real
+    assert m is not None and m[0, 5] == pytest.approx(3e-6, rel=1e-4)  # at bead 0
+    assert 1e-6 / 3 > zmap_module.MAG_ZERO * 1000
+
+
+def test_a_zmap_without_amplitude_does_not_import_scipy_interpolation(original):
+    """The original's result.h5 (bead magnitudes <= 7e-16): no amplitude, no SciPy interpolation import."""
+    fixture = original("result_phase_retrieval.h5")
+    code = (
+        "import sys\n"
+        "from z2t_dask.physics.zmap import read_zmap\n"
+        "import numpy as np\n"
+        f"z = read_zmap({str(fixture)!r})\n"
+        "ph, mag = z.coefficients(np.array([10.0, 20.0]), np.array([5.0, 30.0]))\n"
+        "print(mag is None, 'scipy.interpolate' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]

@@ -69,13 +69,13 @@ __all__ = [
 log = logging.getLogger("z2t_dask.batch")
 
 #: What a job imports lazily, beyond what a Dask worker has (measured: ``sys.modules`` before and
-#: after one job in a fresh worker). Order matters only for speed.
+#: after one job in a fresh worker). Order matters only for speed. SciPy's scattered-data
+#: interpolation (``scipy.interpolate``, ``scipy.spatial``: ~0.2-0.4 s) is left to the warm-up job:
+#: only a Zmap with bead magnitudes needs it (:data:`z2t_dask.physics.zmap.MAG_ZERO`).
 WARM_MODULES = (
     "numpy",
     "dask.array",
-    "scipy.interpolate",
     "scipy.ndimage",
-    "scipy.spatial",
     "scipy.special",
     "h5py",
     "tifffile",
