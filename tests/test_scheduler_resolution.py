@@ -62,6 +62,7 @@ def test_saving_a_sample_does_not_import_distributed(tmp_path):
         cfg = z2t.load_config({{"emitters": {{"frames": 3, "num_emitters": 20}}, "tiff": {{"roi_size": 24}}}})
         s = z2t.simulate(cfg, seed=3)
         s.save({str(tmp_path / "s")!r})
+        s.save({str(tmp_path / "z")!r}, format="ome-zarr")
         assert s.compute().shape == (3, 24, 24)
         print("distributed" in sys.modules)
         """

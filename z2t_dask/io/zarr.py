@@ -319,6 +319,9 @@ def store_blocks(
     """
     import dask.array as da
 
+    from z2t_dask.engine.streaming import dask_get
+
+    get = dask_get(scheduler)  # a local scheduler's name without importing distributed
     sources, targets = _sources(array, todo)
     for group in store_batches(sources):
         da.store(
@@ -327,7 +330,7 @@ def store_blocks(
             regions=[targets[i] for i in group],
             lock=False,
             compute=True,
-            scheduler=scheduler,
+            scheduler=get,
         )
         if between_batches is not None:
             between_batches()
