@@ -160,10 +160,18 @@ def _no_amplitude(path: str, size: int, mtime_ns: int, convention: str, n_modes:
     b = H5Zmap.read_beads(path)
     if "coeff_mag" not in b or b["coeff_mag"].shape[0] == 0:
         return True
-    vals = b["coeff_mag"]
-    mag = legacy_to_noll(vals, n_modes, warn=False) if convention == "legacy21" else _to_noll(vals, convention, n_modes)
+    return not bool(np.any(np.abs(_amplitude_modes(b["coeff_mag"], convention, n_modes)) > MAG_ZERO))
+
+
+def _amplitude_modes(values: np.ndarray, convention: str, n_modes: int) -> np.ndarray:
+    """Magnitude coefficients ``(N, K)`` of the file's convention as ``(N, n_modes)`` Noll ones, piston
+    set to 0 (a uniform scale, removed by normalisation)."""
+    if convention == "legacy21":
+        mag = legacy_to_noll(values, n_modes, warn=False)
+    else:
+        mag = _to_noll(values, convention, n_modes)
     mag[:, 0] = 0.0
-    return not bool(np.any(np.abs(mag) > MAG_ZERO))
+    return mag
 
 
 @built_once(16)
@@ -344,12 +352,7 @@ class H5Zmap(Zmap):
         else:
             d = ((q[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
             out = vals[np.argmin(d, axis=1)]
-        mag = (
-            _to_noll(out, self.convention, self.n_modes)
-            if self.convention != "legacy21"
-            else legacy_to_noll(out, self.n_modes, warn=False)
-        )
-        mag[:, 0] = 0.0  # piston of the amplitude is a uniform scale, removed by normalisation
+        mag = _amplitude_modes(out, self.convention, self.n_modes)
         if not np.any(np.abs(mag) > 1e-9):
             return None
         return mag
