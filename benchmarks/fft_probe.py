@@ -9,7 +9,8 @@ along axis 0, the second on a transposed copy) and which squares and accumulates
 It prints the relative error of ``|DFT|^2`` against a float64 reference and the time per 2-D component
 (interleaved rounds, the minimum of each). On the reference 2-core machine (2026-12-01, three runs): error
 2.7e-7; scipy 16.0-16.5 us, numba 11.7-13.3 us, i.e. 1.21-1.41x (one non-interleaved run showed 1.76x: this
-VM's drift). Input pruning (the zero half of each line) and radix 4 are not tried. Adopting a compiled FFT
+VM's drift). Skipping the first stage (each line's second half is zero: the same bits) gave nothing more
+(1.31-1.33x against 1.36-1.45x in the same runs); radix 4 is not tried. Adopting a compiled FFT
 would change every exact vectorial PSF's bytes (another order of float32 operations), so it is a decision,
 not a drop-in (see benchmarks/README.md).
 
