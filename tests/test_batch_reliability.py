@@ -456,6 +456,30 @@ def test_verified_resume_and_inspect_verify(client, tmp_path, caplog, capsys):
     assert not report["ok"] and "record different checksums" in report["damaged"][0]
 
 
+@pytest.mark.cluster
+def test_inspect_verify_names_a_file_whose_damage_keeps_the_folder_from_being_summarized(client, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_batch(small_batch(out, n=1), client, progress=False).exit_code == 0
+    tiff = out / "sample_001" / "sample_001.ome.tiff"
+    data = bytearray(tiff.read_bytes())
+    at = data.index(b"z2t_dask/provenance")
+    start = data.index(b"{", at)  # the provenance JSON of the OME annotation
+    data[start] = ord("[")  # same size, no longer JSON
+    st = tiff.stat()
+    tiff.write_bytes(bytes(data))
+    os.utime(tiff, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for path in (out, out / "sample_001"):
+        assert main(["inspect", str(path), "--verify"]) == 3
+        cap = capsys.readouterr()
+        assert f"DAMAGED {tiff}: sha256 differs" in cap.out and "1 damaged file(s)" in cap.err
+    assert main(["inspect", str(out / "sample_001"), "--verify", "--json"]) == 3
+    info = json.loads(capsys.readouterr().out)
+    assert "annotation is not JSON" in info["unreadable"] and info["verify"]["ok"] is False
+    # without --verify the damage is an error naming the file, as before
+    assert main(["inspect", str(out / "sample_001")]) != 0
+    assert str(tiff) in capsys.readouterr().err
+
+
 def test_inspect_verify_on_other_kinds(tmp_path, capsys):
     import z2t_dask as z2t
 

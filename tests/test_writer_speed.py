@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from z2t_dask.io import tiff, tiff_pages
+from z2t_dask.io import tiff, tiff_pages, zstd_contexts
 from z2t_dask.io.emitters_h5 import read_emitters_h5, write_emitters_h5_parts
 
 #: (name, shape, dtype): a W1-like movie, multi-strip pages with a short last strip (1200 columns of
@@ -78,20 +78,74 @@ def _encoder_threads_alive() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("z2t-tiff-encode")]
 
 
+def _tuned(compression, dtype: str) -> bool:
+    """Whether the pre-encoded strips are zstd with ZSTD_INTEGER_PARAMS (not tifffile's own bytes)."""
+    return compression == "zstd" and np.dtype(dtype).kind == "u"
+
+
+def _tags_but_strips(path: Path) -> list[list[tuple]]:
+    """Every page's tags (code, value) except where its strips lie and how long they are."""
+    skip = {273, 279}  # StripOffsets, StripByteCounts
+    with tifffile.TiffFile(path) as tif:
+        return [[(t.code, t.value) for t in page.tags if t.code not in skip] for page in tif.pages]
+
+
 @pytest.mark.parametrize("compression", ["zstd", "zlib", None])
 @pytest.mark.parametrize(("name", "shape", "dtype"), SHAPES)
 def test_fast_tiff_paths_write_the_plain_paths_bytes(tmp_path, monkeypatch, name, shape, dtype, compression) -> None:
+    """Every pre-encoding route writes one file; it is tifffile's own, byte for byte, except for zstd strips
+    of integers, which hold the same pixels and tags in other zstd frames."""
     movie = _movie(shape, dtype)
     plain = _write(monkeypatch, tmp_path / "plain.ome.tiff", movie, PLAIN, compression)
     reference = _sha(plain)
+    fast_shas = []
     for i, mode in enumerate(FAST):
         fast = _write(monkeypatch, tmp_path / f"fast{i}.ome.tiff", movie, mode, compression)
-        assert _sha(fast) == reference, (name, compression, mode)
+        fast_shas.append(_sha(fast))
+        back = tiff.read_ome_tiff(fast)
+        assert np.array_equal(back.reshape(movie.shape), movie)
+        if mode[0] and _tuned(compression, dtype):
+            assert _tags_but_strips(fast) == _tags_but_strips(plain), (name, mode)
+        else:
+            assert fast_shas[-1] == reference, (name, compression, mode)
+    pre_encoded = {sha for sha, mode in zip(fast_shas, FAST, strict=True) if mode[0]}
+    assert len(pre_encoded) == 1  # inline, threaded, in memory or not: the same bytes
+    assert (pre_encoded != {reference}) == _tuned(compression, dtype)
     back = tiff.read_ome_tiff(plain)
     assert np.array_equal(back.reshape(movie.shape), movie)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["plain.ome.tiff"] + [f"fast{i}.ome.tiff" for i in range(len(FAST))]
     )
+
+
+def test_integer_zstd_strips_are_zstd_frames_of_the_tuned_settings_near_level_1_size() -> None:
+    """Noisy camera strips: a zstd frame any decoder reads, not level 1's bytes, within 1 % of its size."""
+    rng = np.random.default_rng(7)
+    strip = (100 + rng.gamma(rng.poisson(45.0, (109, 1200)) + 1e-9, 100.0 / 45.0)).astype(np.uint16)
+    encode = tiff_pages.strip_encoder("zstd", {"level": 1}, np.uint16)
+    tuned = bytes(encode(strip))
+    plain = bytes(imagecodecs.zstd_encode(strip.tobytes(), level=1))
+    assert bytes(imagecodecs.zstd_decode(tuned)) == strip.tobytes()
+    assert tuned != plain
+    assert abs(len(tuned) / len(plain) - 1.0) < 0.01
+    assert len(tuned) < 0.75 * strip.nbytes  # still compressed
+    zeros = np.zeros((109, 1200), np.uint16)
+    assert len(encode(zeros)) < zeros.nbytes / 1000  # runs are still found
+    floats = tiff_pages.strip_encoder("zstd", {"level": 1}, np.float32)
+    frame = rng.normal(100.0, 10.0, (40, 40)).astype(np.float32)
+    assert bytes(floats(frame)) == bytes(imagecodecs.zstd_encode(frame.tobytes(), level=1))
+
+
+def test_integer_zstd_without_a_reachable_libzstd_falls_back_to_imagecodecs(monkeypatch) -> None:
+    monkeypatch.setattr(zstd_contexts, "_ZSTD", [None])
+    strip = np.random.default_rng(8).poisson(300.0, (109, 1200)).astype(np.uint16)
+    encode = tiff_pages.strip_encoder("zstd", {"level": 1}, np.uint16)
+    assert bytes(encode(strip)) == bytes(imagecodecs.zstd_encode(strip.tobytes(), level=1))
+
+
+def test_unknown_zstd_parameters_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown zstd parameters"):
+        zstd_contexts.zstd_encoder(1, {"hashlog": 11})
 
 
 def test_frames_cast_to_the_stored_dtype_give_the_same_bytes(tmp_path, monkeypatch) -> None:
@@ -122,7 +176,7 @@ def test_strip_rows_are_tifffiles(tmp_path, height, width, itemsize) -> None:
 
 @pytest.mark.parametrize("level", [1, 3])
 def test_zstd_on_reused_contexts_gives_imagecodecs_bytes(level) -> None:
-    encode = tiff_pages.zstd_encoder(level)
+    encode = zstd_contexts.zstd_encoder(level)
     rng = np.random.default_rng(4)
     data = [
         rng.normal(0, 1, (40, 40)).astype(np.float32),
@@ -186,7 +240,7 @@ def test_encoder_errors_propagate_and_stop_the_pool(tmp_path, monkeypatch) -> No
     def broken(data):
         raise RuntimeError("encoder failed")
 
-    monkeypatch.setattr(tiff_pages, "zstd_encoder", lambda level: broken)
+    monkeypatch.setattr(tiff_pages, "zstd_encoder", lambda level, params=None: broken)
     with pytest.raises(RuntimeError, match="encoder failed"):
         tiff.write_ome_tiff(
             tmp_path / "x.ome.tiff", _blocks(_movie((6, 301, 1200), "uint16")), shape=(6, 301, 1200),

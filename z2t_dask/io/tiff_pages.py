@@ -7,31 +7,28 @@ tifffile (2026.3.3) compresses a page's strips one after the other in the thread
 (on a 2-core machine its own pool has one worker), so a full-chip movie is compressed serially
 while the render threads wait. tifffile also accepts an iterator of *already encoded* strips
 (``bytes``), written as they come with their lengths as the strip byte counts. This module produces
-exactly those strips, the same bytes tifffile would: the same rows per strip (:func:`strip_rows`,
-tifffile's rule), the same codec function with the same arguments (``tifffile.TIFF.COMPRESSORS``),
-so the file is byte-identical to tifffile's own. Large frames are encoded in a small thread pool
-(zstd and deflate release the GIL) with a bounded number of frames in flight
+exactly those strips: the same rows per strip (:func:`strip_rows`, tifffile's rule) and, except for
+zstd-compressed integer frames (below: same pixels, other zstd frames), the same codec function with the same arguments
+(``tifffile.TIFF.COMPRESSORS``), so the file is byte-identical to tifffile's own. Large frames are
+encoded in a small thread pool (zstd and deflate release the GIL) with a bounded number of frames in flight
 (:func:`encoded_strips`); small ones inline.
 
-zstd: imagecodecs' ``zstd_encode`` calls ``ZSTD_compress``, which creates and frees a compression
-context (its workspace) at every call: ~35 µs of a 6.4 KB page's ~50 µs. :func:`zstd_encoder`
-calls ``ZSTD_compressCCtx`` of the *same* libzstd (the one imagecodecs loaded) on reused contexts,
-which mirrors ``ZSTD_compress`` (same level, no other parameter) and so gives the same bytes; it is
-used only after a probe shows identical output, else imagecodecs' function is used.
+zstd strips come from :mod:`z2t_dask.io.zstd_contexts` (reused contexts; camera frames in ADU with a
+small hash table, :data:`~z2t_dask.io.zstd_contexts.ZSTD_INTEGER_PARAMS`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
+
+from z2t_dask.io.zstd_contexts import ZSTD_INTEGER_PARAMS, zstd_encoder
 
 __all__ = [
     "ENCODER_THREADS_MAX",
@@ -43,7 +40,6 @@ __all__ = [
     "page_data",
     "strip_encoder",
     "strip_rows",
-    "zstd_encoder",
 ]
 
 #: tifffile's target size of a compressed strip (bytes): ``rowsperstrip = 262144 // row bytes``.
@@ -51,9 +47,6 @@ STRIP_TARGET_BYTES = 262144
 
 #: Frames smaller than this (bytes, raw) are encoded inline: a thread hand-off costs more than it saves.
 POOL_MIN_FRAME_BYTES = 256 * 1024
-
-#: Inputs smaller than this (bytes) are zstd-compressed without releasing the GIL (see :class:`_ZstdContexts`).
-GIL_HELD_BYTES = 64 * 1024
 
 #: At most this many encoder threads (more gain nothing against two render threads on small machines).
 ENCODER_THREADS_MAX = 4
@@ -93,161 +86,8 @@ def encoder_threads(frame_bytes: int, n_frames: int) -> int:
     return max(1, min(ENCODER_THREADS_MAX, cpus))
 
 
-# --------------------------------------------------------------------------- zstd on reused contexts
-
-
-class _ZstdContexts:
-    """``ZSTD_compressCCtx`` of a loaded libzstd on a pool of reused compression contexts.
-
-    Small inputs are compressed holding the GIL (``ctypes.PyDLL``): a GIL hand-off costs more than
-    compressing a 6.4 KB page (the writer would wait up to the 5 ms switch interval for a busy render
-    thread to give it back); large ones release it (``ctypes.CDLL``) so that encoder threads run in
-    parallel with rendering.
-    """
-
-    def __init__(self, path: str) -> None:
-        held, released = ctypes.PyDLL(path), ctypes.CDLL(path)
-        held.ZSTD_createCCtx.restype = ctypes.c_void_p
-        held.ZSTD_createCCtx.argtypes = []
-        held.ZSTD_compressBound.restype = ctypes.c_size_t
-        held.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
-        held.ZSTD_isError.restype = ctypes.c_uint
-        held.ZSTD_isError.argtypes = [ctypes.c_size_t]
-        for lib in (held, released):
-            lib.ZSTD_compressCCtx.restype = ctypes.c_size_t
-            lib.ZSTD_compressCCtx.argtypes = [
-                ctypes.c_void_p,
-                ctypes.c_void_p,
-                ctypes.c_size_t,
-                ctypes.c_void_p,
-                ctypes.c_size_t,
-                ctypes.c_int,
-            ]
-        self._lib = held
-        self._compress_held = held.ZSTD_compressCCtx
-        self._compress_released = released.ZSTD_compressCCtx
-        self._free: list[tuple[int, Any]] = []  # (context, output buffer); at most one per concurrent caller
-        self._bounds: dict[int, int] = {}  # ZSTD_compressBound by input size
-        self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):  # a lock held by another thread at fork() would stay held
-            os.register_at_fork(after_in_child=self._new_lock)
-
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
-
-    def compress(self, data: Any, level: int) -> bytes:
-        return self.compress_many([data], level)[0]
-
-    def compress_many(self, strips: list[Any], level: int) -> list[bytes]:
-        """Compress each of ``strips`` (the bytes of :meth:`compress` for each) on one context taken once."""
-        with self._lock:
-            ctx, buf = self._free.pop() if self._free else (None, None)
-        if ctx is None:
-            ctx = self._lib.ZSTD_createCCtx()
-            if not ctx:
-                raise MemoryError("ZSTD_createCCtx failed")
-        out: list[bytes] = []
-        try:
-            bounds = self._bounds
-            level = int(level)
-            for data in strips:
-                src = np.ascontiguousarray(data)
-                n = src.nbytes
-                bound = bounds.get(n)
-                if bound is None:
-                    bound = bounds[n] = int(self._lib.ZSTD_compressBound(n))
-                if buf is None or len(buf) < bound:
-                    buf = ctypes.create_string_buffer(bound)
-                compress = self._compress_held if n < GIL_HELD_BYTES else self._compress_released
-                try:  # the data's address: ~0.4 µs this way, ~2 µs through ``src.ctypes.data``
-                    address = ctypes.addressof(ctypes.c_char.from_buffer(cast(Any, src)))  # ndarray: a buffer
-                except (TypeError, ValueError, BufferError):  # read-only or empty data
-                    address = src.ctypes.data
-                size = compress(ctx, buf, bound, address, n, level)
-                if size > bound:  # an error code (ZSTD_isError), never a compressed size
-                    raise RuntimeError(f"ZSTD_compressCCtx failed (code {size})")
-                out.append(ctypes.string_at(buf, size))
-            return out
-        finally:
-            with self._lock:
-                self._free.append((ctx, buf))
-
-
-def _loaded_libzstd() -> str | None:
-    """Path of the libzstd shared library imagecodecs' zstd extension loaded (Linux), else None."""
-    try:
-        from imagecodecs import _zstd  # noqa: F401  (loads its libzstd into this process)
-    except ImportError:
-        return None
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            paths = {line.split(None, 5)[-1].strip() for line in fh if "libzstd" in line}
-    except OSError:
-        return None
-    owned = sorted(p for p in paths if "imagecodecs" in p and os.path.isfile(p))
-    return owned[0] if len(owned) == 1 else None
-
-
-_ZSTD_LOCK = threading.Lock()
-_ZSTD: list[_ZstdContexts | None] = []  # [] until probed; [None]: not usable here
-
-
-def _probe_contexts() -> _ZstdContexts | None:
-    """The reused-context zstd of imagecodecs' libzstd, if it gives imagecodecs' bytes on a probe."""
-    import imagecodecs
-
-    path = _loaded_libzstd()
-    if path is None:
-        return None
-    try:
-        contexts = _ZstdContexts(path)
-        rng = np.random.default_rng(0)
-        probes: list[np.ndarray] = [
-            rng.normal(100.0, 10.0, (40, 40)).astype(np.float32),
-            rng.poisson(300.0, (109, 1200)).astype(np.uint16),
-            np.zeros((3, 5), np.uint8),
-        ]
-        for probe in probes:
-            for level in (1, 3):
-                for _ in range(2):  # a fresh context, then a reused one
-                    if contexts.compress(probe, level) != bytes(imagecodecs.zstd_encode(probe.tobytes(), level=level)):
-                        return None
-    except (OSError, AttributeError, RuntimeError, MemoryError):
-        return None
-    return contexts
-
-
-def zstd_encoder(level: int) -> Encoder:
-    """A zstd encoder giving imagecodecs' ``zstd_encode(data, level=level)`` bytes, on reused contexts when
-    possible (see the module notes), else imagecodecs' function itself."""
-    with _ZSTD_LOCK:
-        if not _ZSTD:
-            _ZSTD.append(_probe_contexts())
-        contexts = _ZSTD[0]
-    if contexts is None:
-        import imagecodecs
-
-        return lambda data: imagecodecs.zstd_encode(data, level=level)
-    return _ManyEncoder(contexts, level)
-
-
-class _ManyEncoder:
-    """``encode(strip) -> bytes`` on reused zstd contexts, with :meth:`many` encoding a list of strips on one
-    context (a 40x40 page: ~16 µs of compression, ~5 µs of per-call overhead saved)."""
-
-    def __init__(self, contexts: _ZstdContexts, level: int) -> None:
-        self._contexts = contexts
-        self._level = int(level)
-
-    def __call__(self, data: Any) -> bytes:
-        return self._contexts.compress(data, self._level)
-
-    def many(self, strips: list[Any]) -> list[bytes]:
-        return self._contexts.compress_many(strips, self._level)
-
-
-def strip_encoder(codec: str, args: dict[str, Any] | None) -> Encoder:
-    """The function that encodes one strip as tifffile would for ``compression=codec, compressionargs=args``.
+def strip_encoder(codec: str, args: dict[str, Any] | None, dtype: Any = None) -> Encoder:
+    """The function that encodes one strip for ``compression=codec, compressionargs=args``.
 
     Parameters
     ----------
@@ -255,6 +95,9 @@ def strip_encoder(codec: str, args: dict[str, Any] | None) -> Encoder:
         tifffile compression name.
     args : dict, optional
         tifffile ``compressionargs`` (``{"level": n}``).
+    dtype : numpy dtype, optional
+        The frames' dtype: zstd strips of unsigned integers (camera frames in ADU) are compressed with
+        :data:`ZSTD_INTEGER_PARAMS` (see the module notes); others as tifffile would.
 
     Returns
     -------
@@ -265,7 +108,8 @@ def strip_encoder(codec: str, args: dict[str, Any] | None) -> Encoder:
 
     kwargs = dict(args or {})
     if codec == "zstd" and set(kwargs) <= {"level"}:
-        return zstd_encoder(int(kwargs.get("level", 5)))
+        integer = dtype is not None and np.dtype(dtype).kind == "u"
+        return zstd_encoder(int(kwargs.get("level", 5)), ZSTD_INTEGER_PARAMS if integer else None)
     tag = {"zstd": COMPRESSION.ZSTD, "zlib": COMPRESSION.ADOBE_DEFLATE}[codec]
     compressor = TIFF.COMPRESSORS[tag]
     return lambda data: compressor(data, **kwargs)
@@ -465,4 +309,4 @@ def page_data(
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
         raise ValueError(f"encoder_threads must be an integer >= 0 or None, got {threads!r}")
     rows = strip_rows(height, width, dtype.itemsize)
-    return encoded_strips(feed, strip_encoder(codec, codec_args), rows, threads=int(threads))
+    return encoded_strips(feed, strip_encoder(codec, codec_args, dtype), rows, threads=int(threads))

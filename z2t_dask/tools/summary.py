@@ -425,7 +425,8 @@ def summarize(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any
 
     With ``verify`` (batch and sample folders), ``info["verify"]`` holds the check of every
     finished job's outputs against their recorded sha256 (:func:`z2t_dask.batch.verify.verify_folder`;
-    ``info["verify"]["ok"]`` is False when a file is damaged).
+    ``info["verify"]["ok"]`` is False when a file is damaged). A folder whose damage keeps it from being
+    summarized gives ``{"kind", "path", "unreadable": <the error>, "verify"}``.
 
     Raises
     ------
@@ -447,9 +448,16 @@ def summarize(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any
         "emitters": _summarize_emitters,
         "stack": _summarize_stack,
     }[kind]
-    info = fn(p)
-    if verify and kind in ("batch", "sample"):
-        from z2t_dask.batch.verify import verify_folder
+    if not verify:
+        return fn(p)
+    from z2t_dask.batch.verify import verify_folder
 
-        info["verify"] = verify_folder(p)
+    checked = verify_folder(p)  # first: a damaged file may not even summarize
+    try:
+        info = fn(p)
+    except FormatError as exc:
+        if checked["ok"]:
+            raise
+        info = {"kind": kind, "path": str(p), "unreadable": str(exc)}
+    info["verify"] = checked
     return info

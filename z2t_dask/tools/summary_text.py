@@ -165,6 +165,8 @@ def format_summary(info: Mapping[str, Any]) -> str:
     """The human-readable text of a :func:`summarize` result."""
     kind = info["kind"]
     lines = [f"{kind} {info['path']}"]
+    if "unreadable" in info:  # a damaged folder (inspect --verify): the checksums say which file
+        return "\n".join([*lines, f"  not summarized: {info['unreadable']}"])
     if kind == "batch":
         b = info.get("batch") or {}
         if b.get("description"):
