@@ -128,6 +128,31 @@ def test_iter_frame_blocks_scheduler_none_uses_active_distributed_client():
     np.testing.assert_array_equal(np.concatenate(blocks), arr.compute())
 
 
+@pytest.mark.parametrize("prefetch", [0, 1, 2])
+def test_iter_frame_blocks_post_runs_where_each_block_is_computed(prefetch):
+    arr = da.random.default_rng(6).random((11, 6, 5), chunks=(3, 6, 5))
+    seen: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def post(block):
+        with lock:
+            seen.append((threading.current_thread().name, block.shape[0]))
+        return ("done", block.sum())
+
+    out = list(iter_frame_blocks(arr, prefetch=prefetch, post=post))
+    expected = [arr[i : i + 3].compute().sum() for i in range(0, 11, 3)]
+    assert [tag for tag, _ in out] == ["done"] * 4
+    np.testing.assert_allclose([v for _, v in out], expected, rtol=0, atol=0)
+    threads = {name for name, _ in seen}
+    if prefetch == 0:
+        assert threads == {threading.current_thread().name}  # computed and post-processed in the caller
+    else:
+        assert all(name.startswith("z2t-prefetch") for name in threads)
+    assert sorted(n for _, n in seen) == [2, 3, 3, 3]
+    # a NumPy array is one block, post-processed in the caller
+    assert list(iter_frame_blocks(np.ones((2, 3, 3)), prefetch=prefetch, post=lambda b: b.shape)) == [(2, 3, 3)]
+
+
 def test_iter_frame_blocks_rejects_bad_prefetch():
     with pytest.raises(ValueError, match="prefetch"):
         iter_frame_blocks(da.zeros((4, 2, 2), chunks=2), prefetch=-1)

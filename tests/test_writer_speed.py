@@ -17,11 +17,14 @@ import sys
 import threading
 from pathlib import Path
 
+import dask.array as da
 import imagecodecs
 import numpy as np
 import pytest
 import tifffile
 
+from z2t_dask.engine.streaming import iter_frame_blocks
+from z2t_dask.errors import FormatError
 from z2t_dask.io import tiff, tiff_pages, zstd_contexts
 from z2t_dask.io.emitters_h5 import read_emitters_h5, write_emitters_h5_parts
 
@@ -116,6 +119,84 @@ def test_fast_tiff_paths_write_the_plain_paths_bytes(tmp_path, monkeypatch, name
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["plain.ome.tiff"] + [f"fast{i}.ome.tiff" for i in range(len(FAST))]
     )
+
+
+@pytest.mark.parametrize("compression", ["zstd", "zlib"])
+@pytest.mark.parametrize(("name", "shape", "dtype"), SHAPES)
+def test_blocks_encoded_where_they_are_computed_give_the_writers_bytes(
+    tmp_path, monkeypatch, name, shape, dtype, compression
+):
+    """Blocks passed through a BlockEncoder in the prefetch threads (post) make the file the writer makes."""
+    movie = _movie(shape, dtype)
+    ref = _write(monkeypatch, tmp_path / "ref.ome.tiff", movie, (True, 0, 0), compression)
+    codec, args = tiff._compression(compression, np.dtype(dtype))
+    encoder = tiff_pages.BlockEncoder(
+        codec, args, dtype, tiff_pages.strip_rows(shape[-2], shape[-1], np.dtype(dtype).itemsize)
+    )
+    arr = da.from_array(movie.astype(np.float64) if dtype == "float32" else movie, chunks=(2, *shape[1:]))
+    extra = (
+        {"channels": [{"name": f"c{i}", "wavelength_nm": 600 + 50 * i} for i in range(shape[1])]}
+        if len(shape) == 4
+        else {}
+    )
+    pre = [False]
+
+    def post(block):
+        out = encoder(block)
+        pre[0] = pre[0] or isinstance(out, tiff_pages.EncodedBlock)
+        return out
+
+    out = tiff.write_ome_tiff(
+        tmp_path / "post.ome.tiff", iter_frame_blocks(arr, prefetch=2, post=post), shape=movie.shape, dtype=dtype,
+        pixel_size_nm=(100.0, 110.0), compression=compression, metadata={"seed": 1, "units": "ADU"},
+        description="test", block_encoder=encoder, **extra,
+    )  # fmt: skip
+    assert pre[0]  # (float64 blocks cast to float32 pages where they were computed)
+    assert _sha(out) == _sha(ref)
+
+
+def test_block_encoder_chosen_for_large_compressed_pages_only() -> None:
+    assert tiff.block_encoder((10, 1200, 1200), "uint16", "zstd") is not None
+    assert tiff.block_encoder((3, 2, 400, 400), "uint16", "zlib") is not None
+    assert tiff.block_encoder((10, 40, 40), "uint16", "zstd") is None  # small pages: encoded inline
+    assert tiff.block_encoder((1, 1200, 1200), "uint16", "zstd") is None  # a single page
+    assert tiff.block_encoder((10, 1200, 1200), "uint16", None) is None
+    with pytest.raises(FormatError, match="lzw"):
+        tiff.block_encoder((10, 1200, 1200), "uint16", "lzw")
+
+
+def test_a_block_encoder_of_other_settings_is_refused(tmp_path) -> None:
+    movie = _movie((2, 301, 1200), "uint16")
+    other = tiff_pages.BlockEncoder("zstd", {"level": 3}, "uint16", 109)
+    with pytest.raises(ValueError, match="block_encoder encodes"):
+        tiff.write_ome_tiff(
+            tmp_path / "x.ome.tiff", [other(movie)], shape=movie.shape, dtype="uint16", pixel_size_nm=100.0,
+            block_encoder=other,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fault", ["wrong shape", "too many", "too few", "wrong dtype"])
+def test_encoded_blocks_with_a_bad_feed_leave_nothing_behind(tmp_path, fault) -> None:
+    movie = _movie((6, 301, 1200), "uint16")
+    encoder = tiff_pages.BlockEncoder("zstd", {"level": 1}, "uint16", 109)
+    blocks = [movie[0:2], movie[2:4], movie[4:6]]
+    if fault == "wrong shape":
+        blocks[1] = blocks[1][:, :-1]
+    elif fault == "too many":
+        blocks.append(movie[:1])
+    elif fault == "too few":
+        blocks.pop()
+    else:
+        blocks[2] = blocks[2].astype(np.float32)  # does not cast same_kind to uint16: passed on, refused
+    with pytest.raises(
+        ValueError, match="frame 2 has shape|more than the declared|4 frames but shape|cannot be stored"
+    ):
+        tiff.write_ome_tiff(
+            tmp_path / "x.ome.tiff", (encoder(b) for b in blocks), shape=movie.shape, dtype="uint16",
+            pixel_size_nm=100.0, block_encoder=encoder,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_integer_zstd_strips_are_zstd_frames_of_the_tuned_settings_near_level_1_size() -> None:

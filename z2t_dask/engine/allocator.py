@@ -11,10 +11,16 @@ frames although nothing is held:
 
 Measured on 1200x1200 OME-Zarr writes (``benchmarks/bench_fullchip.py``, 2 cores): 5,000 frames
 peaked at 241 MiB with the defaults and 202 MiB (flat from the first tenth of the write) with at
-most two arenas and a fixed 4 MiB mmap threshold. :func:`tune_malloc` sets these (and a 4 MiB trim
-threshold, see :data:`TRIM_THRESHOLD`), the run-time equivalent of ``MALLOC_ARENA_MAX=<cores, at least 2>
-MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=4194304``. It is process-wide, affects later
-allocations only, and does nothing where the C library is not glibc.
+most two arenas and a fixed 4 MiB mmap threshold. But a 4 MiB threshold maps every rendered block
+(5 frames of 1200x1200 uint16: 14 MiB) afresh and faults its pages in: ~1,000 page faults per frame,
+a quarter of the W2 frame rate (2026-12-01: 60-64 -> 73-74 frames/s for render + write with blocks
+from the heap; 2,000 OME-Zarr frames 35 -> 45 frames/s for 20 MiB more peak memory, 298 -> 318 MiB;
+the defaults: 358 MiB). So :func:`tune_malloc` caps the arenas and fixes the thresholds above the
+blocks (:data:`MMAP_THRESHOLD`, :data:`TRIM_THRESHOLD`), the run-time equivalent of
+``MALLOC_ARENA_MAX=<cores, at least 2> MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864``
+(the largest values glibc's dynamic thresholds reach; fixed, they no longer follow the largest block
+freed). It is process-wide, affects later allocations only, and does nothing where the C library is
+not glibc.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ __all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "release_free_memory
 #: (glibc's default is eight per core; on many-core cluster nodes fewer would make threads
 #: wait for each other's allocations).
 ARENA_MAX = max(2, os.cpu_count() or 2)
-#: Allocations of at least this many bytes get their own mapping (returned to the OS on free).
-MMAP_THRESHOLD = 4 * 2**20
+#: Allocations of at least this many bytes get their own mapping (returned to the OS on free);
+#: smaller ones, e.g. rendered blocks of the default ``render.chunk_mb``, are reused from the heap.
+MMAP_THRESHOLD = 32 * 2**20
 #: Free memory at the top of the heap beyond this is returned to the OS. Fixing the mmap
 #: threshold also fixes this one at glibc's 128 KiB default, and trimming that eagerly cost
-#: ~20 % of the W2 frame rate (the heap shrank and regrew all the time); 4 MiB costs nothing
-#: measurable, while 32 MiB let a 5,000-frame write peak 22 MiB higher.
-TRIM_THRESHOLD = 4 * 2**20
+#: ~20 % of the W2 frame rate (the heap shrank and regrew all the time); twice the mmap
+#: threshold (glibc's own ratio) keeps a few freed blocks for the next ones.
+TRIM_THRESHOLD = 64 * 2**20
 
 #: glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1

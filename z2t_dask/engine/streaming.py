@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -176,7 +176,9 @@ def block_bounds(array: Any) -> list[tuple[int, int]]:
     return bounds
 
 
-def iter_frame_blocks(array: Any, prefetch: int = 2, scheduler: str | None = "threads") -> Iterator[np.ndarray]:
+def iter_frame_blocks(
+    array: Any, prefetch: int = 2, scheduler: str | None = "threads", post: Callable[[np.ndarray], Any] | None = None
+) -> Iterator[Any]:
     """Yield computed blocks ``array[t0:t1]`` in frame order, prefetching ahead.
 
     Parameters
@@ -193,11 +195,16 @@ def iter_frame_blocks(array: Any, prefetch: int = 2, scheduler: str | None = "th
         Passed to ``block.compute(scheduler=...)``: ``"threads"`` (default),
         ``"sync"``/``"synchronous"``, ``"processes"``, or None for dask's default, which
         is the active ``distributed`` Client if there is one.
+    post : callable, optional
+        Applied to each computed block in the thread that computed it (a prefetch thread; the
+        caller's for ``prefetch=0`` or a NumPy array); its result is yielded instead of the block.
+        Work that follows the computation (e.g. a writer's compression) then runs in parallel
+        with the other blocks' computation, while the block is still in the cache.
 
     Yields
     ------
     numpy.ndarray
-        Block ``array[t0:t1]`` of shape (t1 - t0, ...), in increasing ``t0``.
+        Block ``array[t0:t1]`` of shape (t1 - t0, ...), in increasing ``t0`` (or ``post`` of it).
 
     Notes
     -----
@@ -211,17 +218,22 @@ def iter_frame_blocks(array: Any, prefetch: int = 2, scheduler: str | None = "th
     if array.ndim < 1:
         raise ValueError(f"array must have at least one (frame) axis, got shape {array.shape}")
     if not _is_dask(array):
-        return iter([array] if array.shape[0] else [])
-    return _iter_dask_blocks(array, int(prefetch), scheduler)
+        if not array.shape[0]:
+            return iter([])
+        return iter([array]) if post is None else (post(block) for block in [array])
+    return _iter_dask_blocks(array, int(prefetch), scheduler, post)
 
 
-def _iter_dask_blocks(array: Any, prefetch: int, scheduler: str | None) -> Iterator[np.ndarray]:
+def _iter_dask_blocks(
+    array: Any, prefetch: int, scheduler: str | None, post: Callable[[np.ndarray], Any] | None = None
+) -> Iterator[Any]:
     """Generator behind :func:`iter_frame_blocks` for dask arrays (arguments validated)."""
     bounds = block_bounds(array)
     get = dask_get(scheduler)
 
-    def compute(t0: int, t1: int) -> np.ndarray:
-        return np.asarray(array[t0:t1].compute(scheduler=get))
+    def compute(t0: int, t1: int) -> Any:
+        block = np.asarray(array[t0:t1].compute(scheduler=get))
+        return block if post is None else post(block)
 
     if prefetch == 0:
         for t0, t1 in bounds:
@@ -230,7 +242,7 @@ def _iter_dask_blocks(array: Any, prefetch: int, scheduler: str | None) -> Itera
             del block
         return
 
-    pending: deque[Future[np.ndarray]] = deque()
+    pending: deque[Future[Any]] = deque()
     executor = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="z2t-prefetch")
     try:
         todo = iter(bounds)

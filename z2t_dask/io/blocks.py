@@ -66,9 +66,7 @@ def in_memory(frames: Any, *, scheduler: Any = "threads", memory_budget_bytes: f
     return compute_in_memory(frames, scheduler=scheduler, budget_bytes=memory_budget_bytes, what=describe(frames))
 
 
-def collect_every(
-    blocks: Iterator[np.ndarray], every: int, release: Callable[[], Any] | None = None
-) -> Iterator[np.ndarray]:
+def collect_every(blocks: Iterator[Any], every: int, release: Callable[[], Any] | None = None) -> Iterator[Any]:
     """Pass ``blocks`` through; ``gc.collect()`` every ``every`` blocks (0: never) and ``release()``
     every :data:`RELEASE_EVERY_BLOCKS` blocks (None: never)."""
     for i, block in enumerate(blocks):
@@ -88,7 +86,8 @@ def ordered_blocks(
     memory_budget_bytes: float | None = None,
     gc_every: int = 0,
     release: Callable[[], Any] | None = None,
-) -> Iterator[np.ndarray]:
+    post: Callable[[np.ndarray], Any] | None = None,
+) -> Iterator[Any]:
     """Blocks of whole frames in order: streamed (bounded memory) or, not streaming, the whole stack.
 
     Parameters
@@ -103,12 +102,17 @@ def ordered_blocks(
         False: one block, the whole stack (MemoryBudgetError beyond ``memory_budget_bytes``).
     memory_budget_bytes, gc_every, release
         See :func:`in_memory` and :func:`collect_every`.
+    post : callable, optional
+        Applied to each block where it was computed; its result is yielded instead
+        (:func:`~z2t_dask.engine.streaming.iter_frame_blocks`).
     """
     from z2t_dask.engine.streaming import iter_frame_blocks
 
     if not streaming:
-        return iter([in_memory(frames, scheduler=scheduler, memory_budget_bytes=memory_budget_bytes)])
-    return collect_every(iter_frame_blocks(frames, prefetch=prefetch, scheduler=scheduler), gc_every, release)
+        whole = in_memory(frames, scheduler=scheduler, memory_budget_bytes=memory_budget_bytes)
+        return iter([whole if post is None else post(whole)])
+    blocks = iter_frame_blocks(frames, prefetch=prefetch, scheduler=scheduler, post=post)
+    return collect_every(blocks, gc_every, release)
 
 
 def lazy_stack(

@@ -135,8 +135,12 @@ class WriteRequest:
         self.release = release
         self.options = options
 
-    def blocks(self) -> Iterator[np.ndarray]:
-        """Blocks of whole frames in order: streamed (bounded memory) or the whole stack at once."""
+    def blocks(self, post: Callable[[np.ndarray], Any] | None = None) -> Iterator[Any]:
+        """Blocks of whole frames in order: streamed (bounded memory) or the whole stack at once.
+
+        ``post`` is applied to each block where it was computed (its result is yielded instead; see
+        :func:`~z2t_dask.io.blocks.ordered_blocks`).
+        """
         from z2t_dask.io.blocks import ordered_blocks
 
         return ordered_blocks(
@@ -147,6 +151,7 @@ class WriteRequest:
             memory_budget_bytes=self.memory_budget_bytes,
             gc_every=self.gc_every,
             release=self.release,
+            post=post,
         )
 
     def array(self) -> Any:

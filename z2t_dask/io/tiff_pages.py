@@ -32,6 +32,8 @@ from z2t_dask.io.zstd_contexts import ZSTD_INTEGER_PARAMS, zstd_encoder
 
 __all__ = [
     "ENCODER_THREADS_MAX",
+    "BlockEncoder",
+    "EncodedBlock",
     "POOL_MIN_FRAME_BYTES",
     "FrameFeed",
     "close_quietly",
@@ -118,8 +120,61 @@ def strip_encoder(codec: str, args: dict[str, Any] | None, dtype: Any = None) ->
 # --------------------------------------------------------------------------- strips of frames
 
 
+class EncodedBlock:
+    """The pages of one block (file dtype, C-contiguous) with each page's encoded strips (:class:`BlockEncoder`)."""
+
+    __slots__ = ("key", "pages", "strips")
+
+    def __init__(self, pages: np.ndarray, strips: list[list[bytes]], key: tuple[Any, ...]) -> None:
+        self.pages = pages
+        self.strips = strips
+        self.key = key
+
+
+class BlockEncoder:
+    """``post`` of a block iterator: a block's pages and their strips, encoded where the block was computed.
+
+    Given to :func:`z2t_dask.engine.streaming.iter_frame_blocks` (``post``), it runs in the prefetch
+    threads right after each block is rendered (the pages still in the cache), so that rendering and
+    compression share the cores without a hand-off to an encoder pool; :func:`page_data` then passes the
+    strips on. The strips are those :func:`strip_encoder` gives (the same bytes as encoding in the
+    writer). Blocks it cannot encode as pages of ``dtype`` (another rank, a dtype that does not cast
+    ``same_kind``) are passed on unchanged: the writer's checks name the problem.
+
+    Parameters
+    ----------
+    codec, args
+        tifffile compression name and ``compressionargs`` (:func:`strip_encoder`).
+    dtype : numpy dtype
+        The file's dtype.
+    rows : int
+        Rows per strip (:func:`strip_rows`).
+    """
+
+    def __init__(self, codec: str, args: dict[str, Any] | None, dtype: Any, rows: int) -> None:
+        self.dtype = np.dtype(dtype)
+        self.rows = int(rows)
+        self.key = (codec, tuple(sorted((args or {}).items())), self.dtype.str, self.rows)
+        self._encode = strip_encoder(codec, args, self.dtype)
+
+    def __call__(self, block: Any) -> Any:
+        arr = np.asarray(block)
+        if arr.ndim not in (2, 3, 4) or not np.can_cast(arr.dtype, self.dtype, casting="same_kind"):
+            return block
+        pages = np.ascontiguousarray(arr.reshape(-1, *arr.shape[-2:]), dtype=self.dtype)
+        return EncodedBlock(pages, [self.encode_page(page) for page in pages], self.key)
+
+    def encode_page(self, page: np.ndarray) -> list[bytes]:
+        """The encoded strips of one (Y, X) page of the file's dtype."""
+        return _encode_frame(np.ascontiguousarray(page), self.rows, self._encode)
+
+
 class FrameFeed:
-    """Iterator of (Y, X) frames from frames/blocks, checking shape, dtype and count."""
+    """Iterator of (Y, X) frames from frames/blocks, checking shape, dtype and count.
+
+    Blocks may come as :class:`EncodedBlock`: :meth:`pre_encoded` then gives the strips of the frame
+    last returned.
+    """
 
     def __init__(self, frames: Iterable[Any], shape: tuple[int, int, int], dtype: np.dtype) -> None:
         self._source = iter(frames)
@@ -127,10 +182,24 @@ class FrameFeed:
         self._dtype = dtype
         self._frames = self._flatten()
         self._extra = False
+        self._strips: tuple[tuple[Any, ...], list[bytes]] | None = None  # of the next frame, if pre-encoded
+        self._last: tuple[tuple[Any, ...], list[bytes]] | None = None  # of the frame last returned
         self.count = 0
+
+    def pre_encoded(self, key: tuple[Any, ...]) -> list[bytes] | None:
+        """The strips of the frame last returned, if they came encoded with settings ``key``; else None."""
+        last = self._last
+        return last[1] if last is not None and last[0] == key else None
 
     def _flatten(self) -> Iterator[np.ndarray]:
         for item in self._source:
+            if isinstance(item, EncodedBlock):
+                for page, strips in zip(item.pages, item.strips, strict=True):
+                    self._strips = (item.key, strips)
+                    yield page
+                self._strips = None
+                continue
+            self._strips = None
             arr = np.asarray(item)
             if arr.ndim == 2:
                 yield arr
@@ -149,10 +218,12 @@ class FrameFeed:
         if self.count == total:
             self._check_no_extra()
             raise StopIteration
+        self._last = None
         try:
             frame = next(self._frames)
         except StopIteration:
             raise ValueError(f"frames yielded {self.count} frames but shape[0] = {total} were declared") from None
+        strips, self._strips = self._strips, None
         self.count += 1
         if frame.shape != self._shape[1:]:
             raise ValueError(f"frame {self.count - 1} has shape {frame.shape}, expected {self._shape[1:]} (Y, X)")
@@ -162,6 +233,8 @@ class FrameFeed:
                     f"frame {self.count - 1} has dtype {frame.dtype}, which cannot be stored as {self._dtype}"
                 )
             frame = frame.astype(self._dtype)
+            strips = None
+        self._last = strips
         return np.ascontiguousarray(frame)
 
     def _check_no_extra(self) -> None:
@@ -296,17 +369,33 @@ def page_data(
     threads: int | None,
     *,
     pre_encode: bool = True,
+    block_encoder: BlockEncoder | None = None,
 ) -> Iterator[Any]:
     """What tifffile writes: the checked frames, or (compressed and ``pre_encode``) their encoded strips.
 
     ``threads`` None picks :func:`encoder_threads`; a negative or non-integer value raises ValueError.
+    ``block_encoder``: the :class:`BlockEncoder` the feed's blocks went through (its strips are passed
+    on; frames that came otherwise are encoded inline by it); it must match ``codec``, ``codec_args``,
+    ``dtype`` and the rows per strip (ValueError).
     """
     if codec is None or not pre_encode:
         return feed
     _, height, width = shape3
+    if block_encoder is not None:
+        key = BlockEncoder(codec, codec_args, dtype, strip_rows(height, width, dtype.itemsize)).key
+        if block_encoder.key != key:
+            raise ValueError(f"block_encoder encodes {block_encoder.key}, the file needs {key}")
+        return _strips_of_encoded_blocks(feed, block_encoder)
     if threads is None:
         threads = encoder_threads(height * width * dtype.itemsize, shape3[0])
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
         raise ValueError(f"encoder_threads must be an integer >= 0 or None, got {threads!r}")
     rows = strip_rows(height, width, dtype.itemsize)
     return encoded_strips(feed, strip_encoder(codec, codec_args, dtype), rows, threads=int(threads))
+
+
+def _strips_of_encoded_blocks(feed: FrameFeed, encoder: BlockEncoder) -> Iterator[bytes]:
+    """The strips of each frame of ``feed``: those it came with (:class:`EncodedBlock`), else ``encoder``'s."""
+    for frame in feed:
+        strips = feed.pre_encoded(encoder.key)
+        yield from encoder.encode_page(frame) if strips is None else strips

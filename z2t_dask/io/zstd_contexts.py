@@ -83,7 +83,7 @@ class _ZstdContexts:
         held.ZSTD_CCtx_setParameter.restype = ctypes.c_size_t
         held.ZSTD_CCtx_setParameter.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         # (context, destination, its capacity, source, its size): ZSTD_compress2, then the level for compressCCtx
-        buffers = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+        buffers: list[Any] = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
         for lib in (held, released):
             lib.ZSTD_compressCCtx.restype = ctypes.c_size_t
             lib.ZSTD_compressCCtx.argtypes = [*buffers, ctypes.c_int]
