@@ -310,9 +310,10 @@ class RenderConfig:
     tune_malloc: bool = field(
         default=True,
         metadata=_meta(
-            "when saving, cap glibc malloc arenas at one per core (at least 2), serve allocations >= 32 MiB by mmap "
-            "and trim the heap beyond 64 MiB free (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_=33554432, "
-            "MALLOC_TRIM_THRESHOLD_=67108864 for this process), and return free heap memory to the OS after "
+            "when saving, cap glibc malloc arenas at one per core (at least 2), serve allocations >= 4 MiB by mmap and "
+            "trim the heap beyond 4 MiB free (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_=4194304, "
+            "MALLOC_TRIM_THRESHOLD_=4194304 for this process; frames of 1 MiB or more: 32 MiB and 64 MiB, so that "
+            "rendered blocks are reused from the heap), and return free heap memory to the OS after "
             "simulate and "
             "every 256 written blocks: keeps memory flat over long writes; false = leave the allocator alone",
             "",

@@ -220,7 +220,8 @@ class Sample:
         from z2t_dask.sample.exports import write_exports
         from z2t_dask.sample.writing import memory_budget, stack_fingerprint, write_ground_truth, write_stack
 
-        tune_malloc(self.config.render.tune_malloc)
+        height, width = self.frames.shape[-2:]
+        tune_malloc(self.config.render.tune_malloc, frame_bytes=int(height) * int(width) * self.frames.dtype.itemsize)
         entry = get_format(format or self.config.output.format, "format")
         entry.check_compression(compression)
         if not streaming:
