@@ -482,3 +482,28 @@ def test_encoder_threads_only_for_large_frames_and_at_most_the_cpus() -> None:
     assert tiff_pages.encoder_threads(1200 * 1200 * 2, 1) == 0  # a single frame: nothing to overlap
     n = tiff_pages.encoder_threads(1200 * 1200 * 2, 200)
     assert 1 <= n <= min(tiff_pages.ENCODER_THREADS_MAX, len(os.sched_getaffinity(0)))
+
+
+def test_sample_tiffs_of_large_pages_are_the_same_file_by_every_route(tmp_path, monkeypatch) -> None:
+    """A sample's OME-TIFF of large pages (encoded where its blocks are rendered when streaming, by the encoder pool
+    when computed whole): the same bytes whatever the route, chunking or scheduler."""
+    import z2t_dask as z2t
+
+    cfg = {"tiff": {"roi_size": 400}, "emitters": {"frames": 5, "num_emitters": 30}, "camera": {"model": "emccd"}}
+    assert tiff.block_encoder((5, 400, 400), "uint16", "zstd") is not None  # 320 KB pages
+    encoded: list[int] = []
+    call = tiff_pages.BlockEncoder.__call__
+    monkeypatch.setattr(tiff_pages.BlockEncoder, "__call__", lambda self, b: encoded.append(len(b)) or call(self, b))
+    shas = set()
+    for i, (chunk, kwargs) in enumerate(
+        [(2, {}), (5, {}), (1, {"scheduler": "sync"}), (2, {"streaming": False}), (3, {"prefetch": 0})]
+    ):
+        sample = z2t.simulate(cfg, seed=3, chunk_frames=chunk)
+        folder = sample.save(tmp_path / f"s{i}" / "sample", format="ome-tiff", **kwargs)
+        shas.add(_sha(folder / "sample.ome.tiff"))
+        assert (sum(encoded) == 5) == kwargs.get("streaming", True), (chunk, kwargs)  # where rendered, or not
+        encoded.clear()
+        if i == 0:
+            back = tiff.read_ome_tiff(folder / "sample.ome.tiff")
+            assert np.array_equal(back, sample.frames.compute())
+    assert len(shas) == 1

@@ -452,7 +452,8 @@ def _store(request: WriteRequest) -> Path:
     if options:
         raise TypeError(f"ome-tiff: unknown format options {sorted(options)} (bigtiff, description)")
     frames = request.frames
-    encoder = block_encoder(frames.shape, frames.dtype, request.compression)
+    # a stack computed whole (not streaming) is one block: its pages go to the encoder pool instead
+    encoder = block_encoder(frames.shape, frames.dtype, request.compression) if request.streaming else None
     return write_ome_tiff(
         request.path,
         request.blocks(post=encoder),
