@@ -507,3 +507,19 @@ def test_sample_tiffs_of_large_pages_are_the_same_file_by_every_route(tmp_path, 
             back = tiff.read_ome_tiff(folder / "sample.ome.tiff")
             assert np.array_equal(back, sample.frames.compute())
     assert len(shas) == 1
+
+
+def test_an_encoder_error_where_blocks_are_rendered_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
+    import z2t_dask as z2t
+
+    def broken(data):
+        raise RuntimeError("encoder failed")
+
+    monkeypatch.setattr(tiff_pages, "zstd_encoder", lambda level, params=None: broken)
+    cfg = {"tiff": {"roi_size": 400}, "emitters": {"frames": 6, "num_emitters": 20}, "camera": {"model": "emccd"}}
+    sample = z2t.simulate(cfg, seed=1, chunk_frames=2)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        sample.save(tmp_path / "out" / "s", format="ome-tiff")
+    assert not (tmp_path / "out" / "s").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no temporaries either
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("z2t-prefetch")]
