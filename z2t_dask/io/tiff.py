@@ -15,7 +15,7 @@ no timestamp, and the OME ``UUID`` is derived from the metadata (same seed and c
 Compression choices (measured on noisy 16-bit frames, see the project's dask recipes):
 ``"zstd"`` level 1 (default; on noisy EMCCD frames 1.9× smaller at ~10 ms per 1200² frame, where
 level 3 gains 6 % for 2.6× the time; ~4 ms with the small hash table given to integer frames, see
-:mod:`z2t_dask.io.tiff_pages`), ``"zlib"`` level 1 (deflate, readable
+:mod:`z2t_dask.io.zstd_contexts`), ``"zlib"`` level 1 (deflate, readable
 without imagecodecs-zstd, e.g. by older ImageJ), or none. Never a horizontal predictor
 (it enlarges shot-noise frames). LZW is not offered: it *enlarges* noisy float32 data
 (the original's 40×40×200 float movie grew from 1.28 to 1.47 MB) and is slower than zstd
@@ -67,7 +67,7 @@ BIGTIFF_THRESHOLD = 2**31 - 2**26
 
 #: Zstandard level of ``"zstd"`` (shared with the OME-Zarr writer). Measured on a 1200x1200 EMCCD
 #: frame: level 1 10 ms, ratio 1.87; level 3 26 ms, 1.99; level 5 42 ms, 1.99. The OME-TIFF writer adds
-#: :data:`~z2t_dask.io.tiff_pages.ZSTD_INTEGER_PARAMS` for camera frames in ADU (~4 ms, ratio 1.86).
+#: :data:`~z2t_dask.io.zstd_contexts.ZSTD_INTEGER_PARAMS` for camera frames in ADU (~4 ms, ratio 1.86).
 ZSTD_LEVEL = 1
 
 #: Files whose raw image size is at most this (bytes) are assembled in memory and written to their
@@ -79,10 +79,10 @@ SMALL_FILE_BYTES = 8 * 2**20
 #: page) with its own call; buffered, a page costs ~4 system calls instead of ~15 (each hands the GIL over).
 WRITE_BUFFER_BYTES = 4 * 2**20
 
-#: Compressed pages are encoded here (:mod:`z2t_dask.io.tiff_pages`: large frames in a thread pool, in
-#: parallel with rendering) and handed to tifffile as encoded strips: the same bytes as tifffile's own
-#: encoder, except zstd strips of unsigned integers (:data:`~z2t_dask.io.tiff_pages.ZSTD_INTEGER_PARAMS`:
-#: the same pixels). False: tifffile encodes (the reference the tests compare with).
+#: Compressed pages are encoded here (:mod:`z2t_dask.io.tiff_pages`: large frames where their blocks are
+#: rendered or in a thread pool, in parallel with rendering) and handed to tifffile as encoded strips:
+#: tifffile's own bytes, except zstd strips of unsigned integers (the same pixels; see
+#: :data:`~z2t_dask.io.zstd_contexts.ZSTD_INTEGER_PARAMS`). False: tifffile encodes (the tests' reference).
 PRE_ENCODE = True
 
 #: Accepted compression names -> (tifffile codec, codec arguments).

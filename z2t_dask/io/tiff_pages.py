@@ -8,10 +8,11 @@ tifffile (2026.3.3) compresses a page's strips one after the other in the thread
 while the render threads wait. tifffile also accepts an iterator of *already encoded* strips
 (``bytes``), written as they come with their lengths as the strip byte counts. This module produces
 exactly those strips: the same rows per strip (:func:`strip_rows`, tifffile's rule) and, except for
-zstd-compressed integer frames (below: same pixels, other zstd frames), the same codec function with the same arguments
-(``tifffile.TIFF.COMPRESSORS``), so the file is byte-identical to tifffile's own. Large frames are
-encoded in a small thread pool (zstd and deflate release the GIL) with a bounded number of frames in flight
-(:func:`encoded_strips`); small ones inline.
+zstd-compressed integer frames (the same pixels in other zstd frames, see :mod:`z2t_dask.io.zstd_contexts`),
+the same codec function with the same arguments (``tifffile.TIFF.COMPRESSORS``), so the file is
+byte-identical to tifffile's own. Large frames are encoded by the threads that render their blocks
+(:class:`BlockEncoder`, when the writer is given one) or in a small thread pool (zstd and deflate release
+the GIL) with a bounded number of frames in flight (:func:`encoded_strips`); small ones inline.
 
 zstd strips come from :mod:`z2t_dask.io.zstd_contexts` (reused contexts; camera frames in ADU with a
 small hash table, :data:`~z2t_dask.io.zstd_contexts.ZSTD_INTEGER_PARAMS`).
