@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from z2t_dask.io.zstd_contexts import ZSTD_INTEGER_PARAMS, zstd_encoder
+from z2t_dask.io.zstd_contexts import ZSTD_INTEGER_PARAMS, Encoder, zstd_encoder
 
 __all__ = [
     "ENCODER_THREADS_MAX",
@@ -53,9 +53,6 @@ POOL_MIN_FRAME_BYTES = 256 * 1024
 
 #: At most this many encoder threads (more gain nothing against two render threads on small machines).
 ENCODER_THREADS_MAX = 4
-
-#: ``encode(strip) -> bytes-like``.
-Encoder = Callable[[Any], Any]
 
 
 def strip_rows(height: int, width: int, itemsize: int) -> int:

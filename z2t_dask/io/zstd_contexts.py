@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import numpy as np
 
-__all__ = ["GIL_HELD_BYTES", "ZSTD_INTEGER_PARAMS", "ZstdSettings", "zstd_encoder"]
+__all__ = ["GIL_HELD_BYTES", "ZSTD_INTEGER_PARAMS", "Encoder", "ZstdSettings", "zstd_encoder"]
 
 #: Inputs smaller than this (bytes) are zstd-compressed without releasing the GIL (see :class:`_ZstdContexts`).
 GIL_HELD_BYTES = 64 * 1024
@@ -49,7 +49,7 @@ _ZSTD_PARAM_IDS = {
     "strategy": 107,
 }
 
-#: ``encode(data) -> bytes-like``.
+#: ``encode(strip) -> bytes-like`` (a strip of a page; the OME-TIFF writer's encoders).
 Encoder = Callable[[Any], Any]
 
 
