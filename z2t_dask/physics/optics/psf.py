@@ -103,6 +103,13 @@ and pupil energy) run as fused loops compiled by numba when it is installed
 (:mod:`z2t_dask.physics.optics.polyphase`), equal bit for bit to their NumPy definitions, so
 the bytes of a PSF do not depend on it.
 
+The vectorial model's transforms (per emitter, each of the five field components' ``f^2``
+polyphase parts, ``n_int``-point DFTs along both axes, squared and summed) are, when ``n_int``
+is a power of two (64 by default), a radix-4 DFT of the package's own
+(:mod:`z2t_dask.physics.optics.polyphase_dft`: compiled by numba, with a NumPy definition of
+the same float32 operations): ~2x faster here than ``scipy.fft`` and the passes around it.
+Other sizes and non-numpy array modules use ``scipy.fft`` / ``xp.fft``.
+
 Determinism
 -----------
 The PSF of an emitter is bit-identical whatever other emitters share the call: the polynomial
@@ -135,6 +142,7 @@ from z2t_dask.physics.optics.polyphase import (
     pupil_energy,
     square_accumulate,
 )
+from z2t_dask.physics.optics.polyphase_dft import dft_plan, polyphase_dft, supported
 from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
 from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, gibson_lanni_terms
 
@@ -450,7 +458,7 @@ class PupilPSF:
             wy = wy * np.exp(-2.0 * (np.pi * sigma * np.fft.fftfreq(n_int) * s / float(self.pixel_size_nm_y)) ** 2)
             wx = wx * np.exp(-2.0 * (np.pi * sigma * np.fft.rfftfreq(n_int) * s / float(self.pixel_size_nm_x)) ** 2)
         c0 = self.patch_size // 2
-        fields = comps = comp_power = None
+        fields = comps = comp_power = dft = None
         field_scale = 1.0
         if self.vectorial:
             e = dipole_fields(optics, kx2[sl], ky2[sl]) * inside  # (2, 3, n_r, n_c)
@@ -460,6 +468,7 @@ class PupilPSF:
             # freely rotating: incoherent sum over polarisations x dipole axes; E_xy == E_yx
             comps = np.stack([e[0, 0], e[1, 1], np.sqrt(2.0) * e[0, 1], e[0, 2], e[1, 2]]).astype(np.complex64)
             comp_power = (np.abs(comps.astype(np.complex128)) ** 2).sum(axis=0).reshape(-1)
+            dft = dft_plan(n_int) if supported(n_int) else None
         return SimpleNamespace(
             n_fft=n_fft,
             n_int=n_int,
@@ -483,6 +492,8 @@ class PupilPSF:
             dk2=1.0 / (n_fft * d_x * n_fft * d_y),  # pupil sample area (cycles^2 / nm^2)
             comps=comps,  # (5, n_r, n_c) isotropic components, or None
             comp_power=comp_power,  # (n_r * n_c,) float64 sum of their squared moduli
+            # vectorial, numpy path: the compiled polyphase DFT's plan (n_int a power of two), or None
+            dft=dft,
             ramp_u=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_x),  # rad per px of dx, per u
             ramp_v=-2.0 * np.pi * k_cut * float(self.pixel_size_nm_y),
             otf_weight=(wy[:, None] * wx[None, :]).astype(np.float32),
@@ -779,6 +790,10 @@ class PupilPSF:
         work = cache.get(key)
         if work is None or work.phi.shape[0] < bmax or work.grids is not g:
             n_r, n_c = g.rect
+            f = g.n_fft // g.n_int
+            vec = g.comps is not None
+            dft = vec and xp is np and g.dft is not None  # the compiled polyphase DFT replaces pbuf and acc
+            w1 = 16 * math.ceil(math.ceil(n_c / f) / 16)  # its first pass's lines: the part's columns, for SIMD
             work = SimpleNamespace(
                 grids=g,
                 phi=xp.empty((bmax, n_r, n_c), dtype=xp.float32),
@@ -786,12 +801,13 @@ class PupilPSF:
                 vals=xp.empty((bmax, n_r, n_c), dtype=xp.complex64),
                 ybuf=xp.zeros((bmax, g.n_fft, g.n_fft), dtype=xp.complex64),
                 inten=xp.empty((bmax, g.n_int, g.n_int), dtype=xp.float32),
-                acc=xp.empty((bmax, g.n_int, 2 * g.n_int), dtype=xp.float32) if g.comps is not None else None,
-                field=xp.empty((bmax, n_r, n_c), dtype=xp.complex64) if g.comps is not None else None,
-                pbuf=(
-                    xp.zeros((bmax, (g.n_fft // g.n_int) ** 2, g.n_int, g.n_int), dtype=xp.complex64)
-                    if g.comps is not None
-                    else None
+                acc=xp.empty((bmax, g.n_int, 2 * g.n_int), dtype=xp.float32) if vec and not dft else None,
+                field=xp.empty((bmax, n_r, n_c), dtype=xp.complex64) if vec else None,
+                pbuf=xp.zeros((bmax, f * f, g.n_int, g.n_int), dtype=xp.complex64) if vec and not dft else None,
+                # compiled polyphase DFT: sums (transposed) and the two passes' buffers
+                acct=np.empty((bmax, g.n_int, g.n_int), np.float32) if dft else None,
+                dft_bufs=(
+                    tuple(np.empty((g.n_int, w), np.float32) for w in (w1, w1, g.n_int, g.n_int)) if dft else None
                 ),
             )
             if len(cache) >= 4:
@@ -958,7 +974,7 @@ class PupilPSF:
                 p64 *= g.comp_power[None]
                 energy = xp.sum(p64, axis=1)
         field = work.field[:b]
-        acc = work.acc[:b]
+        acc = None if work.acc is None else work.acc[:b]
         for i, comp in enumerate(comps):
             xp.multiply(vals, comp, out=field)
             if dipole is not None:
@@ -970,6 +986,8 @@ class PupilPSF:
             self._polyphase_intensity(
                 g, work, xp, workers, field, acc, accumulate=i > 0, inten=inten if i == len(comps) - 1 else None
             )
+        if xp is np and g.dft is not None:  # unnormalised DFTs: the intensity is n_int^2 times the ortho one
+            energy *= float(g.n_int) ** 2
         return inten, energy
 
     @staticmethod
@@ -991,17 +1009,32 @@ class PupilPSF:
         over the fold; the components' phase factors have modulus 1): the same values as
         transforming the whole window and folding, with ``n_int``-point transforms.
 
+        On the numpy path with a power-of-two ``n_int`` (``g.dft``) the compiled
+        :data:`~z2t_dask.physics.optics.polyphase_dft.polyphase_dft` does the parts' gather,
+        unnormalised DFTs and squares in one pass each, into ``work.acct`` (transposed; ``acc``
+        is unused, and :meth:`_intensity` scales the energy by ``n_int^2`` instead); otherwise
+        ``scipy.fft`` / ``xp.fft`` with ``ortho`` normalisation.
+
         Parameters
         ----------
         field : array, shape (b, n_r, n_c)
             Pupil field on the pupil rectangle (corner of the FFT window).
-        acc : array, shape (b, n_int, 2 n_int), float32
-            Written (``accumulate`` false) or added to.
+        acc : array, shape (b, n_int, 2 n_int), float32, or None
+            Written (``accumulate`` false) or added to (None on the compiled DFT's path).
         inten : array, shape (b, n_int, n_int), float32, optional
             The last component's call: the folded intensity ``re^2 + im^2`` of ``acc`` (written).
         """
         b = field.shape[0]
         f = g.n_fft // g.n_int
+        if xp is np and g.dft is not None:  # one compiled pass per part (same bits as its NumPy definition)
+            acct = work.acct[:b]
+            if not accumulate:
+                acct[...] = 0.0
+            d = g.dft
+            polyphase_dft(acct, field, f, d.perm, d.radix, d.span, d.wr, d.wi, *work.dft_bufs)
+            if inten is not None:
+                inten[...] = acct.transpose(0, 2, 1)
+            return
         pb = work.pbuf[:b]  # (b, f^2, m, m); rows below the components' extent stay zero
         sr = -(-g.rect[0] // f)
         rows = pb[:, :, :sr, :]
