@@ -14,9 +14,14 @@ VM's drift). Skipping the first stage (each line's second half is zero: the same
 would change every exact vectorial PSF's bytes (another order of float32 operations), so it is a decision,
 not a drop-in (see benchmarks/README.md).
 
+Seventh session (2026-12-01): the package now has such a kernel, radix 4 and fused with the polyphase gather
+and the squares (``z2t_dask/physics/optics/polyphase_dft.py``); the probe also times it per polyphase part
+against the ``scipy.fft`` pipeline it replaced (the model's own scatter and square-accumulate kernels around
+two ``scipy.fft`` calls).
+
 Run::
 
-    python -m benchmarks.fft_probe          # needs numba (pip install -e ".[speed]")
+    python -m benchmarks.fft_probe          # needs numba
 """
 
 from __future__ import annotations
@@ -104,6 +109,45 @@ def _compiled() -> object:
     return intensity
 
 
+def _package_kernel_vs_scipy_passes(x: np.ndarray) -> tuple[float, float]:
+    """Per-part time (s) of the package's polyphase DFT and of the scipy.fft pipeline it replaced.
+
+    Both take the same pupil field: ``x`` spread over a ``2 NZ``-sided rectangle, ``f = 2`` (4 parts).
+    """
+    from z2t_dask.physics.optics import polyphase
+    from z2t_dask.physics.optics.polyphase_dft import dft_plan, polyphase_dft
+
+    b = x.shape[0]
+    field = np.zeros((b, 2 * NZ - 1, 2 * NZ - 1), np.complex64)
+    field[:, ::2, ::2] = x
+    field[:, 1::2, 1::2] = x[:, : NZ - 1, : NZ - 1]
+    plan, f, sr = dft_plan(N), 2, NZ
+    acc = np.zeros((b, N, N), np.float32)
+    bufs = tuple(np.empty((N, w), np.float32) for w in (32, 32, N, N))
+    kernel = polyphase_dft.compiled()
+    pb = np.zeros((b, f * f, N, N), np.complex64)
+    acc2 = np.zeros((b, N, 2 * N), np.float32)
+    inten = np.zeros((b, N, N), np.float32)
+
+    def pkg() -> None:
+        kernel(acc, field, f, plan.perm, plan.radix, plan.span, plan.wr, plan.wi, *bufs)
+
+    def old() -> None:
+        polyphase.polyphase_scatter(pb, field, sr)
+        rows = pb[:, :, :sr, :]
+        sfft.ifft(rows, axis=3, norm="ortho", overwrite_x=True)
+        hv = sfft.ifft(pb, axis=2, norm="ortho").view(np.float32)
+        polyphase.square_accumulate(acc2, hv, True, inten, False)
+
+    pkg()
+    old()
+    n, t_pkg, t_old = 20, np.inf, np.inf
+    for _ in range(7):  # interleaved rounds, the minimum of each
+        t_pkg = min(t_pkg, timeit.timeit(pkg, number=n) / n / (b * f * f))
+        t_old = min(t_old, timeit.timeit(old, number=n) / n / (b * f * f))
+    return t_pkg, t_old
+
+
 def main() -> None:
     intensity = _compiled()
     rev, (twr, twi) = _bit_reversed(N), _twiddles(N)
@@ -131,7 +175,12 @@ def main() -> None:
     for _ in range(9):  # interleaved rounds, the minimum of each (this VM's speed drifts)
         t_scipy = min(t_scipy, timeit.timeit(scipy_way, number=n) / n / b)
         t_numba = min(t_numba, timeit.timeit(lambda: intensity(xr, xi, rev, twr, twi, acc, *bufs), number=n) / n / b)
+    t_pkg, t_old = _package_kernel_vs_scipy_passes(x)
     print(f"|DFT|^2 max relative error vs float64: {err:.2g}")
+    print(
+        f"the package's kernel (z2t_dask.physics.optics.polyphase_dft: gather + DFTs + squares) {t_pkg * 1e6:.1f} us "
+        f"per part vs scipy.fft + polyphase_scatter + square_accumulate {t_old * 1e6:.1f} us: {t_old / t_pkg:.2f}x"
+    )
     print(
         f"per 2-D component ({NZ}x{NZ} block -> {N}x{N}): scipy.fft {t_scipy * 1e6:.1f} us (FFTs only); "
         f"numba radix-2 {t_numba * 1e6:.1f} us (FFTs + square-accumulate): {t_scipy / t_numba:.2f}x"

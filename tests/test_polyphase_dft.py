@@ -180,3 +180,17 @@ def test_other_grid_sizes_keep_scipy_fft():
     psf = model.compute(phase, z, d[0], d[1])
     sums = psf.sum(axis=(1, 2))
     assert ((sums > 0.05) & (sums < 1.0)).all()
+
+
+def test_without_numba_a_warning_says_the_dft_is_slow_once(monkeypatch, caplog):
+    from z2t_dask.physics.optics import psf as psf_module
+
+    monkeypatch.setitem(compiled._state, "numba", False)  # as if numba could not be imported
+    monkeypatch.setitem(psf_module._SLOW_DFT_WARNED, "done", False)
+    model = PupilPSF(**{**_BASE, "window_px": 64, "patch_size": 11})
+    phase, z, d, _ = _inputs(model, {})
+    with caplog.at_level("WARNING", logger="z2t_dask.physics.optics.psf"):
+        model.compute(phase, z, d[0], d[1])
+        model.compute(phase, z, d[0], d[1])
+    slow = [r for r in caplog.records if "NumPy definition of their DFT" in r.getMessage()]
+    assert len(slow) == 1

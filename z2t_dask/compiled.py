@@ -1,16 +1,18 @@
-"""Optional compiled kernels: numba versions of a few hot loops, bit-identical to their NumPy definitions.
+"""Compiled kernels: numba versions of a few hot loops, bit-identical to their NumPy definitions.
 
 A :class:`Kernel` pairs a function written as explicit loops in a fixed order (compiled with
-``numba.njit`` when numba is installed: ``pip install "z2t-dask[speed]"``) with a NumPy
-function that computes the same numbers in the same order. Every kernel of the package is
+``numba.njit``; numba is a dependency of the package) with a NumPy function that computes the
+same numbers in the same order, used where numba cannot be imported or is disabled (much slower
+for some kernels: the exact vectorial PSF's DFT runs ~8x slower as NumPy). Every kernel of the package is
 written so that the two agree bit for bit on any machine:
 
 - sums run in a fixed order (no reduction trees, no BLAS), starting from ``0.0``;
 - products are of float32 values taken to float64, which are exact, so whether the compiler
-  fuses ``acc + a * b`` into one multiply-add or not, the sum rounds the same way;
+  fuses ``acc + a * b`` into one multiply-add or not, the sum rounds the same way (or the
+  float64 product is rounded to float32 before the next operation, which no compiler may fuse);
 - numba compiles without ``fastmath`` (no reassociation).
 
-Hence the output bytes of a simulation do not depend on whether numba is installed (tests
+Hence the output bytes of a simulation do not depend on whether numba is available (tests
 compare both paths). ``Z2T_NUMBA=0`` in the environment, or :func:`numpy_only`, forces the NumPy
 definitions. numba is imported on a kernel's first call, never on ``import z2t_dask``; compiled
 code is cached on disk by numba (``cache=True``: next to this module, or in ``NUMBA_CACHE_DIR``).
@@ -27,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["ENV_VAR", "Kernel", "available", "loaded", "numpy_here", "numpy_only", "warm"]
+__all__ = ["ENV_VAR", "Kernel", "available", "loaded", "numpy_here", "numpy_only", "present", "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ def _numba() -> Any:
 def available() -> bool:
     """Whether compiled kernels are used in this process (numba importable and not disabled)."""
     return bool(_numba()) and not _state["forced_numpy"]
+
+
+def present() -> bool:
+    """Whether numba is importable and not disabled by ``Z2T_NUMBA`` (blocks of :func:`numpy_only` aside)."""
+    return bool(_numba())
 
 
 def loaded() -> bool:

@@ -123,6 +123,7 @@ thread counts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -160,6 +161,9 @@ _MIN_INTENSITY_WINDOW_NM = 6_000.0
 #: tests/test_psf_vectorial.py).
 _MIN_WINDOW_NM_MISMATCH = 24_000.0
 _MIN_INTENSITY_WINDOW_NM_MISMATCH = 12_000.0
+log = logging.getLogger(__name__)
+#: Whether the slow-DFT warning was logged in this process (once).
+_SLOW_DFT_WARNED: dict[str, bool] = {"done": False}
 #: Per-thread reusable work buffers of :meth:`PupilPSF._run_blocks` (dask runs blocks in threads).
 _THREAD_WORK = threading.local()
 #: Target size (bytes) of the amplitude PSFs of one numpy work block (kept in cache).
@@ -627,9 +631,21 @@ class PupilPSF:
 
         # a few PSFs (a cached library's probes, an exact fallback or two) are not worth numba's import
         few = phase.shape[0] < _FEW_FOR_NUMBA and not compiled.loaded()
+        if not few and xp is np:
+            self._warn_if_slow()
         with compiled.numpy_here() if few else contextlib.nullcontext():
             self._run_blocks(xp, batch_size, (phase, z_um, dx, dy, mag, dipole), out, patches)
         return out
+
+    def _warn_if_slow(self) -> None:
+        """Log once per process when this model's DFT runs its NumPy definition (numba unavailable)."""
+        if _SLOW_DFT_WARNED["done"] or self._grids.dft is None or compiled.present():
+            return
+        _SLOW_DFT_WARNED["done"] = True
+        log.warning(
+            "numba is not available (not importable, or Z2T_NUMBA=0): exact vectorial PSFs run the NumPy "
+            "definition of their DFT, ~8x slower (same bytes); install numba for speed"
+        )
 
     def pixel_otf(
         self,
@@ -676,6 +692,8 @@ class PupilPSF:
             return spec, np.full(spec.shape[0], norm) if energy is None else norm
 
         few = phase.shape[0] < _FEW_FOR_NUMBA and not compiled.loaded()
+        if not few:
+            self._warn_if_slow()
         with compiled.numpy_here() if few else contextlib.nullcontext():
             self._run_blocks(np, batch_size, (phase, z_um, dx, dy, mag, dipole), (otf, norm), spectra)
         return otf, norm
