@@ -17,13 +17,13 @@ from z2t_dask.physics.optics.polyphase_dft import dft_plan, supported
 from z2t_dask.physics.optics.psf import PupilPSF
 
 
-def _args(field: np.ndarray, f: int, m: int) -> tuple:
+def _args(vals: np.ndarray, comp: np.ndarray, f: int, m: int) -> tuple:
     plan = dft_plan(m)
-    sc = -(-field.shape[2] // f)
+    sc = -(-vals.shape[2] // f)
     w1 = -(-sc // 16) * 16
     bufs = tuple(np.full(shape, np.nan, np.float32) for shape in ((m, w1), (m, w1), (m, m), (m, m)))
-    acc = np.zeros((field.shape[0], m, m), np.float32)
-    return (acc, field, f, plan.perm, plan.radix, plan.span, plan.wr, plan.wi, *bufs)
+    acc = np.zeros((vals.shape[0], m, m), np.float32)
+    return (acc, vals, comp, f, plan.perm, plan.radix, plan.span, plan.wr, plan.wi, *bufs)
 
 
 def _field(rng: np.random.Generator, b: int, n_r: int, n_c: int, awkward: bool = False) -> np.ndarray:
@@ -37,8 +37,9 @@ def _field(rng: np.random.Generator, b: int, n_r: int, n_c: int, awkward: bool =
     return x
 
 
-def _expected(field: np.ndarray, f: int, m: int) -> np.ndarray:
-    """``sum_j |DFT2(part_j)|^2`` by NumPy's float64 inverse FFT (unnormalised), transposed [kx, ky]."""
+def _expected(vals: np.ndarray, comp: np.ndarray, f: int, m: int) -> np.ndarray:
+    """``sum_j |DFT2(part_j)|^2`` of ``vals * comp`` by NumPy's float64 FFT (unnormalised), transposed [kx, ky]."""
+    field = vals.astype(np.complex128) * comp.astype(np.complex128)
     b = field.shape[0]
     out = np.zeros((b, m, m))
     for p in range(f):
@@ -56,10 +57,10 @@ def _expected(field: np.ndarray, f: int, m: int) -> np.ndarray:
 )
 def test_sums_of_squared_dfts_to_float32_accuracy(m, f, n_r, n_c):
     rng = np.random.default_rng(m * 10 + f)
-    field = _field(rng, 3, n_r, n_c)
-    args = _args(field, f, m)
+    vals, comp = _field(rng, 3, n_r, n_c), _field(rng, 1, n_r, n_c)
+    args = _args(vals, comp, f, m)
     polyphase_dft.polyphase_dft(*args)
-    expected = _expected(field, f, m)
+    expected = _expected(vals, comp, f, m)
     assert np.abs(args[0] - expected).max() <= 1e-6 * expected.max()
     # accumulates: a second call adds the same sums again
     before = args[0].copy()
@@ -68,21 +69,23 @@ def test_sums_of_squared_dfts_to_float32_accuracy(m, f, n_r, n_c):
 
 
 @pytest.mark.parametrize(
-    "m, f, n_r, n_c, python",
+    "m, f, n_r, n_c, python, shared_comp",
     [
-        (2, 1, 2, 2, True),
-        (4, 2, 8, 7, True),
-        (8, 3, 20, 22, True),
-        (16, 2, 15, 9, True),
-        (32, 2, 29, 29, False),
-        (64, 2, 53, 55, False),
-        (64, 1, 27, 27, False),
+        (2, 1, 2, 2, True, True),
+        (4, 2, 8, 7, True, False),
+        (8, 3, 20, 22, True, True),
+        (16, 2, 15, 9, True, False),
+        (32, 2, 29, 29, False, True),
+        (64, 2, 53, 55, False, True),
+        (64, 2, 53, 55, False, False),  # per-emitter components (fixed dipoles)
+        (64, 1, 27, 27, False, True),
     ],
 )
-def test_compiled_python_and_numpy_give_the_same_bits(m, f, n_r, n_c, python):
+def test_compiled_python_and_numpy_give_the_same_bits(m, f, n_r, n_c, python, shared_comp):
     rng = np.random.default_rng(m + 100 * f)
-    field = _field(rng, 4, n_r, n_c, awkward=True)
-    ref = _args(field, f, m)
+    vals = _field(rng, 4, n_r, n_c, awkward=True)
+    comp = _field(rng, 4 if shared_comp is False else 1, n_r, n_c, awkward=True)
+    ref = _args(vals, comp, f, m)
     ref[0][...] = rng.random(ref[0].shape, np.float32)  # accumulation onto existing sums
     start = ref[0].copy()
     polyphase_dft.polyphase_dft.reference(*ref)
@@ -91,10 +94,44 @@ def test_compiled_python_and_numpy_give_the_same_bits(m, f, n_r, n_c, python):
     if nb is not None:
         runs.append(nb)
     for fn in runs:
-        got = _args(field, f, m)
+        got = _args(vals, comp, f, m)
         got[0][...] = start
         fn(*got)
         assert np.array_equal(ref[0].view(np.uint32), got[0].view(np.uint32)), fn
+    if nb is None:
+        pytest.skip("numba not installed: the NumPy definition is the one used")
+
+
+def test_complex_product_is_four_float32_products_and_two_sums():
+    rng = np.random.default_rng(5)
+    a = _field(rng, 3, 17, 19, awkward=True)
+    b = _field(rng, 1, 17, 19, awkward=True)
+    got = polyphase_dft.complex_product(a, b)
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    re = (ar.astype(np.float64) * br).astype(np.float32) - (ai.astype(np.float64) * bi).astype(np.float32)
+    im = (ar.astype(np.float64) * bi).astype(np.float32) + (ai.astype(np.float64) * br).astype(np.float32)
+    assert np.array_equal(got.real.view(np.uint32), re.view(np.uint32))
+    assert np.array_equal(got.imag.view(np.uint32), im.view(np.uint32))
+    aliased = a.copy()
+    polyphase_dft.complex_product(aliased, b, out=aliased)  # in place, as PupilPSF._to_patches does
+    assert np.array_equal(aliased.view(np.uint32), got.view(np.uint32))
+
+
+def test_multiply_spectra_is_complex_product_on_every_path():
+    rng = np.random.default_rng(6)
+    spec = _field(rng, 4, 16, 9, awkward=True)
+    factor = _field(rng, 1, 16, 9, awkward=True)[0]
+    ref = spec.copy()
+    polyphase_dft.multiply_spectra.reference(ref, factor)
+    assert np.array_equal(ref.view(np.uint32), polyphase_dft.complex_product(spec, factor[None]).view(np.uint32))
+    runs = [polyphase_dft.multiply_spectra.loops]
+    nb = polyphase_dft.multiply_spectra.compiled()
+    if nb is not None:
+        runs.append(nb)
+    for fn in runs:
+        got = spec.copy()
+        fn(got, factor)
+        assert np.array_equal(ref.view(np.uint32), got.view(np.uint32)), fn
     if nb is None:
         pytest.skip("numba not installed: the NumPy definition is the one used")
 
@@ -114,11 +151,13 @@ def test_plan_is_a_permutation_with_unit_twiddles_and_refuses_other_sizes():
             dft_plan(bad)
 
 
-def test_example_runs():
-    polyphase_dft.polyphase_dft.reference(*polyphase_dft.polyphase_dft.example())
-    nb = polyphase_dft.polyphase_dft.compiled()
+@pytest.mark.parametrize("name", ["polyphase_dft", "multiply_spectra"])
+def test_example_runs(name):
+    kernel = getattr(polyphase_dft, name)
+    kernel.reference(*kernel.example())
+    nb = kernel.compiled()
     if nb is not None:
-        nb(*polyphase_dft.polyphase_dft.example())
+        nb(*kernel.example())
 
 
 _BASE = {"wavelength_nm": 660.0, "na": 1.4, "pixel_size_nm_x": 101.11, "pixel_size_nm_y": 98.83, "vectorial": True}

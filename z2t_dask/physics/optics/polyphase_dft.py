@@ -3,11 +3,15 @@
 :meth:`~z2t_dask.physics.optics.psf.PupilPSF._polyphase_intensity` needs, per emitter and pupil
 field component, ``sum_j |DFT2(part_j)|^2`` over the ``f^2`` polyphase parts of the field (each
 an ``m x m`` grid whose first ``ceil(n / f)`` rows and columns are non-zero). For ``m`` a power of
-two (64 by default) :data:`polyphase_dft` does that in one pass per part: gather the part, inverse
-DFT along its columns, transpose, inverse DFT along the other axis, square and add. The compiled
-loops run each butterfly across 8-16 lines at once (SIMD), keep the part in two small buffers and
-skip the zero-padded lines; measured against ``scipy.fft`` plus the gather and squaring passes it
-replaces, one part costs ~11 us instead of ~19 us here (``python -m benchmarks.fft_probe``).
+two (64 by default) :data:`polyphase_dft` does that in one pass per part: form and gather the part,
+inverse DFT along its columns, transpose, inverse DFT along the other axis, square and add. The
+compiled loops run each butterfly across 16-64 lines at once (SIMD) and keep the part in two small
+buffers; measured against ``scipy.fft`` plus the gather and squaring passes it replaces, one part
+costs ~9-13 us instead of ~17-23 us here (``python -m benchmarks.fft_probe``).
+
+The field ``vals * comp`` (``exp(i phi)`` times the amplitude, times a dipole field component) is
+formed in the gather, as four float32 products and two float32 sums (:func:`complex_product`),
+never NumPy's complex multiply (which fuses a multiply-add on some CPUs and not on others).
 
 The DFT is a fixed sequence of float32 operations, which defines the bits (the NumPy definition
 runs the same sequence on whole arrays, so results do not depend on numba):
@@ -37,7 +41,7 @@ import numpy as np
 
 from z2t_dask.compiled import Kernel
 
-__all__ = ["DftPlan", "dft_plan", "polyphase_dft", "supported"]
+__all__ = ["DftPlan", "complex_product", "dft_plan", "multiply_spectra", "polyphase_dft", "supported"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,23 @@ def dft_plan(m: int) -> DftPlan:
 
 
 # ---------------------------------------------------------------------- NumPy definition
+def complex_product(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a * b`` (complex64, broadcast) as ``(ar br - ai bi, ar bi + ai br)`` in float32 operations.
+
+    Not NumPy's complex64 multiply: that one may fuse a product into a multiply-add, depending on
+    the CPU's SIMD dispatch (NumPy 2.4 on an AVX2 + FMA machine gives the fused form), so its
+    bits can differ from machine to machine; four float32 products and two float32 sums cannot.
+    ``out`` (complex64, the broadcast shape) may be ``a`` or ``b``.
+    """
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    rr, ii, ri, ir = ar * br, ai * bi, ar * bi, ai * br
+    if out is None:
+        out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.complex64)
+    np.subtract(rr, ii, out=out.real)
+    np.add(ri, ir, out=out.imag)
+    return out
+
+
 def _twiddled(wr: np.ndarray, wi: np.ndarray, br: np.ndarray, bi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``w * b`` as float32 ``(wr br - wi bi, wr bi + wi br)``."""
     return wr * br - wi * bi, wr * bi + wi * br
@@ -146,7 +167,8 @@ def _dft_numpy(re: np.ndarray, im: np.ndarray, radix: np.ndarray, span: np.ndarr
 
 def _polyphase_dft_numpy(
     acc: np.ndarray,
-    field: np.ndarray,
+    vals: np.ndarray,
+    comp: np.ndarray,
     f: int,
     perm: np.ndarray,
     radix: np.ndarray,
@@ -164,9 +186,13 @@ def _polyphase_dft_numpy(
     ----------
     acc : ndarray, (b, m, m) float32
         Sums, transposed (``acc[e, kx, ky]``); added to.
-    field : ndarray, (b, n_r, n_c) complex64
-        Pupil field on the pupil rectangle; part ``j = p f + q`` is ``field[:, f k + p, f l + q]``
-        (zero beyond the rectangle), ``ceil(n_r / f) <= m`` and ``ceil(n_c / f) <= x1r.shape[1]``.
+    vals : ndarray, (b, n_r, n_c) complex64
+        ``exp(i phi)`` times the amplitude on the pupil rectangle, per emitter.
+    comp : ndarray, (1 or b, n_r, n_c) complex64
+        The field component (shared, or per emitter). The field is ``vals * comp``, computed as
+        ``(vr cr - vi ci, vr ci + vi cr)`` in float32 operations (see :func:`complex_product`);
+        part ``j = p f + q`` is ``field[:, f k + p, f l + q]`` (zero beyond the rectangle),
+        ``ceil(n_r / f) <= m`` and ``ceil(n_c / f) <= x1r.shape[1]``.
     f : int
         Polyphase factor.
     perm, radix, span, wr, wi : ndarray
@@ -176,7 +202,8 @@ def _polyphase_dft_numpy(
     x2r, x2i : ndarray, (m, m) float32
         Scratch of the compiled loops (unused here).
     """
-    b, n_r, n_c = field.shape
+    b, n_r, n_c = vals.shape
+    field = complex_product(vals, comp)
     m = perm.shape[0]
     sc = -(-n_c // f)
     # all parts at once: (b, f^2, m, sc), part j = p f + q, zeros beyond the rectangle
@@ -205,7 +232,8 @@ def _polyphase_dft_numpy(
 # ---------------------------------------------------------------------- compiled loops
 def _polyphase_dft_loops(
     acc: np.ndarray,
-    field: np.ndarray,
+    vals: np.ndarray,
+    comp: np.ndarray,
     f: int,
     perm: np.ndarray,
     radix: np.ndarray,
@@ -217,10 +245,12 @@ def _polyphase_dft_loops(
     x2r: np.ndarray,
     x2i: np.ndarray,
 ) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
-    b, n_r, n_c = field.shape
+    b, n_r, n_c = vals.shape
     m = perm.shape[0]
     w1 = x1r.shape[1]
+    shared = comp.shape[0] == 1
     for e in range(b):
+        ce = 0 if shared else e
         for p in range(f):
             for q in range(f):
                 nq = (n_c - q + f - 1) // f
@@ -231,11 +261,13 @@ def _polyphase_dft_loops(
                             row = f * perm[r] + p
                             dr, di = x1r[r], x1i[r]
                             if row < n_r:
-                                src = field[e, row]
+                                src, cmp = vals[e, row], comp[ce, row]
                                 for c in range(nq):
-                                    v = src[f * c + q]
-                                    dr[c] = v.real
-                                    di[c] = v.imag
+                                    v, w = src[f * c + q], cmp[f * c + q]
+                                    vr, vi = np.float64(v.real), np.float64(v.imag)
+                                    wr_, wi_ = np.float64(w.real), np.float64(w.imag)
+                                    dr[c] = np.float32(vr * wr_) - np.float32(vi * wi_)
+                                    di[c] = np.float32(vr * wi_) + np.float32(vi * wr_)
                                 for c in range(nq, w1):
                                     dr[c] = 0.0
                                     di[c] = 0.0
@@ -318,6 +350,7 @@ def _polyphase_dft_example() -> tuple:
     return (
         np.zeros((1, 8, 8), np.float32),
         np.zeros((1, 5, 5), np.complex64),
+        np.zeros((1, 5, 5), np.complex64),
         2,
         plan.perm,
         plan.radix,
@@ -333,3 +366,42 @@ def _polyphase_dft_example() -> tuple:
 
 #: ``acc += sum_j |DFT2(part_j)|^2`` over a pupil field's polyphase parts (see :func:`_polyphase_dft_numpy`).
 polyphase_dft = Kernel(_polyphase_dft_loops, _polyphase_dft_numpy, _polyphase_dft_example)
+
+
+# ---------------------------------------------------------------------- spectra times a shared factor
+def _multiply_spectra_numpy(spec: np.ndarray, factor: np.ndarray) -> None:
+    """``spec[e] *= factor`` for every ``e``, as :func:`complex_product` (float32 operations).
+
+    Parameters
+    ----------
+    spec : ndarray, (b, r, c) complex64
+        Spectra, updated in place.
+    factor : ndarray, (r, c) complex64
+        The factor shared by all of them (the pixel transfer function times a shift).
+    """
+    complex_product(spec, factor[None], out=spec)
+
+
+def _multiply_spectra_loops(
+    spec: np.ndarray, factor: np.ndarray
+) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
+    b, r, c = spec.shape
+    for e in range(b):
+        for i in range(r):
+            row, fac = spec[e, i], factor[i]
+            for j in range(c):
+                v, w = row[j], fac[j]
+                vr, vi = np.float64(v.real), np.float64(v.imag)
+                wr_, wi_ = np.float64(w.real), np.float64(w.imag)
+                re = np.float32(vr * wr_) - np.float32(vi * wi_)
+                im = np.float32(vr * wi_) + np.float32(vi * wr_)
+                row[j] = complex(re, im)
+
+
+def _multiply_spectra_example() -> tuple:
+    """Arguments of the types :meth:`PupilPSF._to_patches` passes."""
+    return (np.zeros((1, 4, 3), np.complex64), np.zeros((4, 3), np.complex64))
+
+
+#: ``spec *= factor`` in float32 operations, not NumPy's complex multiply (see :func:`_multiply_spectra_numpy`).
+multiply_spectra = Kernel(_multiply_spectra_loops, _multiply_spectra_numpy, _multiply_spectra_example)

@@ -143,7 +143,7 @@ from z2t_dask.physics.optics.polyphase import (
     pupil_energy,
     square_accumulate,
 )
-from z2t_dask.physics.optics.polyphase_dft import dft_plan, polyphase_dft, supported
+from z2t_dask.physics.optics.polyphase_dft import complex_product, dft_plan, multiply_spectra, polyphase_dft, supported
 from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
 from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, gibson_lanni_terms
 
@@ -975,8 +975,11 @@ class PupilPSF:
             comps = [g.comps[i][None] for i in range(g.comps.shape[0])]
         else:  # fixed dipoles: the coherent sum over the dipole axes, per polarisation
             mu = dipole.astype(xp.complex64)[:, :, None, None]
+            mul = complex_product if xp is np else lambda a, c: a * c  # numpy: never its complex multiply
             comps = [
-                g.fields[p, 0][None] * mu[:, 0] + g.fields[p, 1][None] * mu[:, 1] + g.fields[p, 2][None] * mu[:, 2]
+                mul(g.fields[p, 0][None], mu[:, 0])
+                + mul(g.fields[p, 1][None], mu[:, 1])
+                + mul(g.fields[p, 2][None], mu[:, 2])
                 for p in range(2)
             ]
         # energy = sum_k |vals|^2 sum_c |comp_c|^2 (freely rotating), or the sum of the fields'
@@ -993,8 +996,13 @@ class PupilPSF:
                 energy = xp.sum(p64, axis=1)
         field = work.field[:b]
         acc = None if work.acc is None else work.acc[:b]
+        own = xp is np and g.dft is not None  # the package's DFT forms vals * comp itself
         for i, comp in enumerate(comps):
-            xp.multiply(vals, comp, out=field)
+            if xp is np:
+                if not own or dipole is not None:  # (fixed dipoles: the field's energy below)
+                    complex_product(vals, comp, out=field)  # the same float32 operations as the DFT's gather
+            else:
+                xp.multiply(vals, comp, out=field)
             if dipole is not None:
                 if xp is np:
                     pupil_energy(energy, field, g.comp_power, False, True)
@@ -1002,8 +1010,9 @@ class PupilPSF:
                     f64 = field.reshape(b, -1)
                     energy += xp.sum(f64.real.astype(xp.float64) ** 2 + f64.imag.astype(xp.float64) ** 2, axis=1)
             self._polyphase_intensity(
-                g, work, xp, workers, field, acc, accumulate=i > 0, inten=inten if i == len(comps) - 1 else None
-            )
+                g, work, xp, workers, (vals, comp) if own else field, acc,
+                accumulate=i > 0, inten=inten if i == len(comps) - 1 else None,
+            )  # fmt: skip
         if xp is np and g.dft is not None:  # unnormalised DFTs: the intensity is n_int^2 times the ortho one
             energy *= float(g.n_int) ** 2
         return inten, energy
@@ -1035,24 +1044,26 @@ class PupilPSF:
 
         Parameters
         ----------
-        field : array, shape (b, n_r, n_c)
-            Pupil field on the pupil rectangle (corner of the FFT window).
+        field : array, shape (b, n_r, n_c), or tuple
+            Pupil field on the pupil rectangle (corner of the FFT window); on the package DFT's
+            path the pair ``(vals, comp)`` whose product it is (formed by the kernel).
         acc : array, shape (b, n_int, 2 n_int), float32, or None
             Written (``accumulate`` false) or added to (None on the compiled DFT's path).
         inten : array, shape (b, n_int, n_int), float32, optional
             The last component's call: the folded intensity ``re^2 + im^2`` of ``acc`` (written).
         """
-        b = field.shape[0]
         f = g.n_fft // g.n_int
-        if xp is np and g.dft is not None:  # one compiled pass per part (same bits as its NumPy definition)
-            acct = work.acct[:b]
+        if isinstance(field, tuple):  # the package's DFT: one compiled pass per part, from (vals, comp)
+            vals, comp = field
+            acct = work.acct[: vals.shape[0]]
             if not accumulate:
                 acct[...] = 0.0
             d = g.dft
-            polyphase_dft(acct, field, f, d.perm, d.radix, d.span, d.wr, d.wi, *work.dft_bufs)
+            polyphase_dft(acct, vals, comp, f, d.perm, d.radix, d.span, d.wr, d.wi, *work.dft_bufs)
             if inten is not None:
                 inten[...] = acct.transpose(0, 2, 1)
             return
+        b = field.shape[0]
         pb = work.pbuf[:b]  # (b, f^2, m, m); rows below the components' extent stay zero
         sr = -(-g.rect[0] // f)
         rows = pb[:, :, :sr, :]
@@ -1119,7 +1130,10 @@ class PupilPSF:
         m = g.n_int
         # --- OTF x pixel transfer function, back to camera pixel centres only.
         otf = _rfft2(xp, inten, workers=workers)
-        otf *= g.otf_shifted[None, :, :]
+        if xp is np:  # float32 operations, not NumPy's complex multiply (machine-dependent multiply-adds)
+            multiply_spectra(otf, g.otf_shifted)
+        else:
+            otf *= g.otf_shifted[None, :, :]
         col = _ifft(xp, otf, axis=1, workers=workers, ortho=False, overwrite=True)
         del otf
         s, p = g.scale_s, g.patch
