@@ -22,7 +22,6 @@ Timed for several cache block sizes; the ceiling is the fastest.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -95,21 +94,21 @@ def _scipy_polyphase(pxbuf: np.ndarray, pybuf: np.ndarray, workers: int | None):
 
 def _own_polyphase(g: Any, b: int):
     """One field component's polyphase DFTs with the package's compiled kernel, or None without numba."""
-    from z2t_dask.physics.optics.polyphase_dft import polyphase_dft
+    from z2t_dask.physics.optics.polyphase_dft import polyphase_dft, scratch
 
     kernel = polyphase_dft.compiled()
     if kernel is None:
         return None
     f = g.n_fft // g.n_int
     m = g.n_int
-    w1 = 16 * math.ceil(math.ceil(g.rect[1] / f) / 16)
-    field = np.zeros((b,) + tuple(g.rect), np.complex64)
+    vals = np.zeros((b,) + tuple(g.rect), np.complex64)
+    comp = np.zeros((1,) + tuple(g.rect), np.complex64)
     acc = np.zeros((b, m, m), np.float32)
-    bufs = tuple(np.empty((m, w), np.float32) for w in (w1, w1, m, m))
+    bufs = scratch(m, g.rect[1], f)
     d = g.dft
 
     def run() -> None:
-        kernel(acc, field, f, d.perm, d.radix, d.span, d.wr, d.wi, *bufs)
+        kernel(acc, vals, comp, f, d.perm, d.radix, d.span, d.wr, d.wi, *bufs)
 
     return run
 

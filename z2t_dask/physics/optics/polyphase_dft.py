@@ -41,7 +41,7 @@ import numpy as np
 
 from z2t_dask.compiled import Kernel
 
-__all__ = ["DftPlan", "complex_product", "dft_plan", "multiply_spectra", "polyphase_dft", "supported"]
+__all__ = ["DftPlan", "complex_product", "dft_plan", "multiply_spectra", "polyphase_dft", "scratch", "supported"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,16 @@ class DftPlan:
 def supported(m: int) -> bool:
     """Whether :data:`polyphase_dft` serves an ``m``-point grid (a power of two >= 2)."""
     return m >= 2 and m & (m - 1) == 0
+
+
+def scratch(m: int, n_c: int, f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled loops' buffers ``(x1r, x1i, x2r, x2i)``: ``m``-point grid, ``n_c`` columns split ``f`` ways.
+
+    The first pass's ``(m, w1)``: its lines are the parts' ``ceil(n_c / f)`` columns, rounded up to 16
+    (whole SIMD vectors); the second pass's ``(m, m)``.
+    """
+    w1 = 16 * math.ceil(math.ceil(n_c / f) / 16)
+    return tuple(np.empty((m, w), np.float32) for w in (w1, w1, m, m))  # type: ignore[return-value]
 
 
 def _dit_order(radices: list[int]) -> list[int]:

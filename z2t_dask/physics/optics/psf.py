@@ -144,6 +144,7 @@ from z2t_dask.physics.optics.polyphase import (
     square_accumulate,
 )
 from z2t_dask.physics.optics.polyphase_dft import complex_product, dft_plan, multiply_spectra, polyphase_dft, supported
+from z2t_dask.physics.optics.polyphase_dft import scratch as dft_scratch
 from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
 from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, gibson_lanni_terms
 
@@ -811,7 +812,6 @@ class PupilPSF:
             f = g.n_fft // g.n_int
             vec = g.comps is not None
             dft = vec and xp is np and g.dft is not None  # the compiled polyphase DFT replaces pbuf and acc
-            w1 = 16 * math.ceil(math.ceil(n_c / f) / 16)  # its first pass's lines: the part's columns, for SIMD
             work = SimpleNamespace(
                 grids=g,
                 phi=xp.empty((bmax, n_r, n_c), dtype=xp.float32),
@@ -824,9 +824,7 @@ class PupilPSF:
                 pbuf=xp.zeros((bmax, f * f, g.n_int, g.n_int), dtype=xp.complex64) if vec and not dft else None,
                 # compiled polyphase DFT: sums (transposed) and the two passes' buffers
                 acct=np.empty((bmax, g.n_int, g.n_int), np.float32) if dft else None,
-                dft_bufs=(
-                    tuple(np.empty((g.n_int, w), np.float32) for w in (w1, w1, g.n_int, g.n_int)) if dft else None
-                ),
+                dft_bufs=dft_scratch(g.n_int, n_c, f) if dft else None,
             )
             if len(cache) >= 4:
                 cache.clear()
@@ -1013,7 +1011,7 @@ class PupilPSF:
                 g, work, xp, workers, (vals, comp) if own else field, acc,
                 accumulate=i > 0, inten=inten if i == len(comps) - 1 else None,
             )  # fmt: skip
-        if xp is np and g.dft is not None:  # unnormalised DFTs: the intensity is n_int^2 times the ortho one
+        if own:  # unnormalised DFTs: the intensity is n_int^2 times the ortho one
             energy *= float(g.n_int) ** 2
         return inten, energy
 
