@@ -209,7 +209,7 @@ def test_exact_psfs_have_the_same_bytes_with_and_without_the_compiled_kernels(pa
         pytest.skip("numba not installed: only the NumPy path exists here")
     model = PupilPSF(**{**_BASE, **params})
     rng = np.random.default_rng(7)
-    n = 9
+    n = 20  # >= _FEW_FOR_NUMBA: the compiled kernels run even when nothing has loaded numba yet
     phase = rng.normal(0, 0.3, (n, 11)).astype(np.float32)
     z = rng.uniform(-0.8, 0.8, n).astype(np.float32) + (1.0 if model.depth_dependent else 0.0)
     d = rng.uniform(-0.5, 0.5, (2, n)).astype(np.float32)
