@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 # The on-disk PSF library cache (z2t_dask.physics.optics.psf_store) stays off in the tests (and their
@@ -60,3 +62,22 @@ def small_config(**over) -> dict:
     for k, v in over.items():
         cfg.setdefault(k, {}).update(v)
     return cfg
+
+
+def psf_inputs(depth_dependent: bool, n: int, seed: int, *, mag: bool = False, dipole: bool = False) -> tuple:
+    """Random exact-PSF inputs ``(phase (n, 11), z (n,), d (2, n), kwargs)`` for ``PupilPSF.compute``.
+
+    z in +-0.8 um (plus 1 um, above the coverslip, for a depth-dependent model), sub-pixel offsets in
+    +-0.5 px; ``kwargs`` holds a pupil amplitude (``mag``) and unit dipole vectors (``dipole``) if asked.
+    """
+    rng = np.random.default_rng(seed)
+    phase = rng.normal(0, 0.3, (n, 11)).astype(np.float32)
+    z = rng.uniform(-0.8, 0.8, n).astype(np.float32) + (1.0 if depth_dependent else 0.0)
+    d = rng.uniform(-0.5, 0.5, (2, n)).astype(np.float32)
+    kw: dict[str, Any] = {}
+    if mag:
+        kw["mag"] = rng.normal(0, 0.1, (n, 6)).astype(np.float32)
+    if dipole:
+        mu = rng.normal(size=(n, 3))
+        kw["dipole"] = mu / np.linalg.norm(mu, axis=1, keepdims=True)
+    return phase, z, d, kw

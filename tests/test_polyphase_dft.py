@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import psf_inputs
 
 from z2t_dask import compiled
 from z2t_dask.physics.optics import polyphase_dft
@@ -171,17 +172,7 @@ _CASES = [
 
 
 def _inputs(model: PupilPSF, extra: dict, n: int = 20):
-    rng = np.random.default_rng(11)
-    phase = rng.normal(0, 0.3, (n, 11)).astype(np.float32)
-    z = rng.uniform(-0.8, 0.8, n).astype(np.float32) + (1.0 if model.depth_dependent else 0.0)
-    d = rng.uniform(-0.5, 0.5, (2, n)).astype(np.float32)
-    kw = {}
-    if extra.get("mag"):
-        kw["mag"] = rng.normal(0, 0.1, (n, 6)).astype(np.float32)
-    if extra.get("dipole"):
-        mu = rng.normal(size=(n, 3))
-        kw["dipole"] = mu / np.linalg.norm(mu, axis=1, keepdims=True)
-    return phase, z, d, kw
+    return psf_inputs(model.depth_dependent, n, 11, **extra)
 
 
 @pytest.mark.parametrize("params, extra", _CASES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import psf_inputs
 
 from z2t_dask import compiled
 from z2t_dask.physics.optics import polyphase
@@ -208,17 +209,8 @@ def test_exact_psfs_have_the_same_bytes_with_and_without_the_compiled_kernels(pa
     if not compiled.available():
         pytest.skip("numba not installed: only the NumPy path exists here")
     model = PupilPSF(**{**_BASE, **params})
-    rng = np.random.default_rng(7)
-    n = 20  # >= _FEW_FOR_NUMBA: the compiled kernels run even when nothing has loaded numba yet
-    phase = rng.normal(0, 0.3, (n, 11)).astype(np.float32)
-    z = rng.uniform(-0.8, 0.8, n).astype(np.float32) + (1.0 if model.depth_dependent else 0.0)
-    d = rng.uniform(-0.5, 0.5, (2, n)).astype(np.float32)
-    kw = {}
-    if extra.get("mag"):
-        kw["mag"] = rng.normal(0, 0.1, (n, 6)).astype(np.float32)
-    if extra.get("dipole"):
-        mu = rng.normal(size=(n, 3))
-        kw["dipole"] = mu / np.linalg.norm(mu, axis=1, keepdims=True)
+    # 20 PSFs (>= _FEW_FOR_NUMBA): the compiled kernels run even when nothing has loaded numba yet
+    phase, z, d, kw = psf_inputs(model.depth_dependent, 20, 7, **extra)
     with_numba = model.compute(phase, z, d[0], d[1], batch_size=4, **kw)
     otf, norm = model.pixel_otf(phase, z, **kw)
     with compiled.numpy_only():
