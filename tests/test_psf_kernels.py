@@ -40,7 +40,7 @@ def _three_ways(kernel: compiled.Kernel, make_args, outputs: tuple[int, ...], py
         got = make_args()
         fn(*got)
         for i in outputs:
-            a, b = np.asarray(ref[i]), np.asarray(got[i])
+            a, b = np.ascontiguousarray(ref[i]), np.ascontiguousarray(got[i])  # (an output may be a strided view)
             assert a.dtype == b.dtype and a.shape == b.shape
             assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), f"{kernel.__name__} argument {i} differs"
     if nb is None:

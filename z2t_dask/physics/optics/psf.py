@@ -87,7 +87,7 @@ Per batch of emitters (numpy path, in cache-sized blocks of ~2 MiB of amplitude 
 
 1. the Zernike phase (and amplitude) polynomial plus the sub-pixel ramps, as per-row polynomials
    in ``u = kx / k_cut`` (:mod:`z2t_dask.physics.optics.pupil_poly`), evaluated on the pupil's bounding
-   rectangle of FFT bins by one small matrix product per emitter, plus the exact defocus;
+   rectangle of FFT bins (``D + 1`` float64 terms per sample, rounded once), plus the exact defocus;
 2. ``cos`` / ``sin`` into complex64, masked to the pupil while copied into the first rows of the
    ``N x N`` y-FFT input (the rectangle sits at the window's corner: a circular shift of the
    pupil only multiplies the amplitude PSF by a unimodular phase);
@@ -113,11 +113,13 @@ Other sizes and non-numpy array modules use ``scipy.fft`` / ``xp.fft``.
 Determinism
 -----------
 The PSF of an emitter is bit-identical whatever other emitters share the call: the polynomial
-products are one BLAS call per emitter with fixed shapes (NumPy's stacked ``matmul``; never a
-product whose shape depends on the batch), every other operation is element-wise per emitter,
-per-emitter reductions run along contiguous rows, and FFTs transform each emitter's lines
-independently.  This is tested (``tests/test_psf.py``), across batch sizes, threads and BLAS
-thread counts.
+sums run per emitter in a fixed order (:mod:`~z2t_dask.physics.optics.pupil_poly`), every other
+operation is element-wise per emitter, per-emitter reductions run along contiguous rows, and
+FFTs transform each emitter's lines independently.  This is tested (``tests/test_psf.py``),
+across batch sizes, threads and BLAS thread counts.  No step calls BLAS, whose kernels (their
+summation order, fused multiply-adds) differ between CPUs: the numpy path's PSFs are the same
+bytes under every OpenBLAS kernel (``tests/test_machine_bytes.py`` switches them with
+``OPENBLAS_CORETYPE``).
 """
 
 from __future__ import annotations
@@ -145,7 +147,13 @@ from z2t_dask.physics.optics.polyphase import (
 )
 from z2t_dask.physics.optics.polyphase_dft import complex_product, dft_plan, multiply_spectra, polyphase_dft, supported
 from z2t_dask.physics.optics.polyphase_dft import scratch as dft_scratch
-from z2t_dask.physics.optics.pupil_poly import combine_modes, eval_rows, row_coefficients, zernike_monomials
+from z2t_dask.physics.optics.pupil_poly import (
+    combine_modes,
+    eval_rows,
+    powers,
+    row_coefficients,
+    zernike_monomials,
+)
 from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, gibson_lanni_terms
 
 __all__ = ["PupilPSF"]
@@ -479,11 +487,11 @@ class PupilPSF:
             n_int=n_int,
             n_points=int(np.count_nonzero(inside)),
             rect=inside.shape,
-            v_pow=np.stack([(ky / k_cut) ** b for b in range(mono.shape[2])]),  # float64
+            v_pow=powers(ky / k_cut, mono.shape[2] - 1),  # float64
             mono=mono,  # (n_modes, D + 1, D + 1) Zernike -> monomials in (u, v)
             mask=inside.astype(np.float32),
             # powers of the normalised pupil coordinates u = kx / k_cut (columns), v (rows)
-            u_pow=np.stack([(kx / k_cut) ** a for a in range(mono.shape[1])]).astype(np.float32),
+            u_pow=powers(kx / k_cut, mono.shape[1] - 1).astype(np.float32),
             defocus=np.where(inside, defocus, 0.0).astype(np.float32),  # rad per nm of z (matched) or depth
             matched=matched,
             focus_nm=np.float32(optics.focus_nm),
@@ -900,12 +908,12 @@ class PupilPSF:
         poly = combine_modes(xp, phase, g.mono)
         poly[:, 1, 0] += g.ramp_u * dx.astype(xp.float64)
         poly[:, 0, 1] += g.ramp_v * dy.astype(xp.float64)
-        rows = _transposed32(xp, row_coefficients(xp, poly, g.v_pow))
+        rows = row_coefficients(xp, poly, g.v_pow)
         arows = None
         if mag is not None:
             apoly = combine_modes(xp, mag, g.mono)
             apoly[:, 0, 0] += 1.0
-            arows = _transposed32(xp, row_coefficients(xp, apoly, g.v_pow))
+            arows = row_coefficients(xp, apoly, g.v_pow)
         return rows, arows
 
     def _intensity(
@@ -1148,11 +1156,6 @@ class PupilPSF:
 
 
 # ---------------------------------------------------------------------- helpers
-def _transposed32(xp: Any, rows: Any) -> Any:
-    """Row coefficients ``(B, D + 1, R)`` as contiguous float32 ``(B, R, D + 1)``."""
-    return xp.ascontiguousarray(rows.transpose(0, 2, 1), dtype=xp.float32)
-
-
 def _normaliser(xp: Any, g: SimpleNamespace, energy: Any) -> Any:
     """``scale / energy`` (float64), 0 where the pupil carries no light; a scalar for
     ``energy = None`` (uniform pupil: the energy is the number of pupil samples)."""
