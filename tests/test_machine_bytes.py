@@ -42,56 +42,61 @@ def _float32_awkward(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
     return _float64_awkward(rng, shape).astype(np.float32)
 
 
-def test_combine_modes_kernel_is_its_numpy_definition() -> None:
+def test_combine_modes_adds_the_modes_in_order() -> None:
     rng = np.random.default_rng(1)
-    coeffs, mono = _float64_awkward(rng, (37, 21)), _float64_awkward(rng, (21, 36))
-
-    def args():
-        return (np.full((37, 36), np.nan), coeffs.copy(), mono.copy(), 1)
-
-    out = _three_ways(pupil_poly._combine, args, (0,))[0]
-    # independent oracle: the same terms added in mode order by Python floats
-    e, q = 5, 17
-    acc = 0.0
+    coeffs, mono = _float64_awkward(rng, (37, 21)), _float64_awkward(rng, (21, 6, 6))
+    out = pupil_poly.combine_modes(np, coeffs, mono)
+    e, a, b = 5, 2, 3
+    acc = 0.0  # independent oracle: the same terms added in mode order by Python floats
     for k in range(1, 21):
-        acc += float(coeffs[e, k]) * float(mono[k, q])
-    assert out[e, q] == acc
+        acc += float(coeffs[e, k]) * float(mono[k, a, b])
+    assert out[e, a, b] == acc
+    with pytest.raises(ValueError, match="22 Zernike coefficients"):
+        pupil_poly.combine_modes(np, np.zeros((1, 22)), mono)
 
 
-def test_power_sums_kernel_on_float64_rows_into_a_transposed_view() -> None:
-    """As row_coefficients calls it: float64 polynomials, powers of v, a transposed float32 output."""
+def test_row_polynomials_kernel_is_its_numpy_definition() -> None:
     rng = np.random.default_rng(2)
-    poly, v_pow = _float64_awkward(rng, (43, 6, 6)), _float64_awkward(rng, (6, 41))  # 43 > the NumPy chunk
+    coeffs, mono = _float64_awkward(rng, (43, 21)), _float64_awkward(rng, (21, 6, 6))  # 43 > the NumPy chunk
+    linear, v_pow = _float64_awkward(rng, (43, 3)), _float64_awkward(rng, (6, 41))
 
     def args():
-        return (np.full((43, 41, 6), np.nan, np.float32).transpose(0, 2, 1), poly.copy(), v_pow.copy())
+        return (np.full((43, 41, 6), np.nan, np.float32), coeffs.copy(), mono.copy(), 1, linear.copy(), v_pow.copy())
 
-    out = _three_ways(pupil_poly._power_sums, args, (0,))[0]
-    e, r, a = 7, 30, 4
-    acc = 0.0
-    for j in range(6):
-        acc += float(poly[e, a, j]) * float(v_pow[j, r])
-    assert out[e, a, r] == np.float32(acc)
-    rows = pupil_poly.row_coefficients(np, poly, v_pow)
-    assert rows.shape == (43, 41, 6) and rows.flags.c_contiguous
-    assert np.array_equal(rows.transpose(0, 2, 1), out)
+    out = _three_ways(pupil_poly._row_polys, args, (0,))[0]
+    for e, r, a in ((7, 30, 4), (42, 0, 1), (0, 40, 0)):
+        poly = [0.0] * 6  # oracle: coefficient (a, b) of the polynomial, b = 0 .. 5
+        for b in range(6):
+            for k in range(1, 21):
+                poly[b] += float(coeffs[e, k]) * float(mono[k, a, b])
+        if a == 0:
+            poly[0] += float(linear[e, 0])
+            poly[1] += float(linear[e, 2])
+        if a == 1:
+            poly[0] += float(linear[e, 1])
+        acc = 0.0
+        for b in range(6):
+            acc += poly[b] * float(v_pow[b, r])
+        assert out[e, r, a] == np.float32(acc)
+    got = pupil_poly.row_polynomials(np, coeffs, mono, v_pow, linear)
+    assert got.flags.c_contiguous and np.array_equal(got, out)
+    # an emitter's rows do not depend on the others of the call
+    assert np.array_equal(pupil_poly.row_polynomials(np, coeffs[9:10], mono, v_pow, linear[9:10])[0], out[9])
 
 
-def test_power_sums_kernel_is_the_float64_sum_rounded_once() -> None:
-    """As eval_rows calls it: float32 rows and powers of u (exact float64 products)."""
+def test_eval_rows_kernel_adds_float32_products_in_order() -> None:
     rng = np.random.default_rng(3)
     rows, u_pow = _float32_awkward(rng, (40, 29, 7)), _float32_awkward(rng, (7, 31))
 
     def args():
         return (np.full((40, 29, 31), np.nan, np.float32), rows.copy(), u_pow.copy())
 
-    out = _three_ways(pupil_poly._power_sums, args, (0,))[0]
+    out = _three_ways(pupil_poly._eval_rows, args, (0,))[0]
     for e, r, c in ((0, 0, 0), (39, 28, 30), (17, 3, 22)):
-        acc = 0.0  # float32 * float32 is exact in a Python float: one rounding, at the end
+        acc = np.float32(0.0)  # oracle: NumPy float32 scalars, one product and one sum at a time
         for a in range(7):
-            acc += float(rows[e, r, a]) * float(u_pow[a, c])
-        assert out[e, r, c] == np.float32(acc)
-    # an emitter's values do not depend on the others of the call
+            acc = np.float32(acc + np.float32(rows[e, r, a] * u_pow[a, c]))
+        assert out[e, r, c] == acc
     one = np.empty((1, 29, 31), np.float32)
     assert np.array_equal(pupil_poly.eval_rows(np, rows[17:18], u_pow, one)[0], out[17])
 
@@ -106,15 +111,15 @@ def test_powers_are_repeated_products() -> None:
 
 
 def test_the_sums_give_the_zernike_phase() -> None:
-    """combine_modes -> row_coefficients -> eval_rows is the Zernike sum on the pupil grid."""
+    """row_polynomials -> eval_rows is the Zernike sum (plus the linear terms) on the pupil grid."""
     rng = np.random.default_rng(4)
     n_modes = 21
     u = np.linspace(-0.7, 0.7, 25)
     v = np.linspace(-0.7, 0.7, 19)
     coeffs = rng.normal(0, 0.3, (3, n_modes)).astype(np.float32)
+    linear = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, -1.5, 2.0]])
     mono = pupil_poly.zernike_monomials(n_modes)
-    poly = pupil_poly.combine_modes(np, coeffs, mono)
-    rows = pupil_poly.row_coefficients(np, poly, pupil_poly.powers(v, mono.shape[2] - 1))
+    rows = pupil_poly.row_polynomials(np, coeffs, mono, pupil_poly.powers(v, mono.shape[2] - 1), linear)
     assert rows.dtype == np.float32 and rows.flags.c_contiguous and rows.shape == (3, 19, mono.shape[1])
     u_pow = pupil_poly.powers(u, mono.shape[1] - 1).astype(np.float32)
     phase = pupil_poly.eval_rows(np, rows, u_pow, np.empty((3, 19, 25), np.float32))
@@ -123,9 +128,8 @@ def test_the_sums_give_the_zernike_phase() -> None:
     basis = zernike_basis(n_modes, rho, theta)  # (n_modes, 19, 25), Noll order
     for e in range(3):
         ref = np.tensordot(coeffs[e, 1:].astype(np.float64), basis[1:], axes=1)  # piston skipped
+        ref += linear[e, 0] + linear[e, 1] * uu + linear[e, 2] * vv
         np.testing.assert_allclose(phase[e], ref, rtol=0, atol=2e-5)
-    with pytest.raises(ValueError, match="22 Zernike coefficients"):
-        pupil_poly.combine_modes(np, np.zeros((1, 22)), mono)
 
 
 _PROBE = r"""

@@ -11,7 +11,7 @@ written so that the two agree bit for bit on any machine:
   fuses ``acc + a * b`` into one multiply-add or not, the sum rounds the same way (or the
   float64 product is rounded to float32 before the next operation, which no compiler may fuse);
 - numba compiles without ``fastmath`` (no reassociation, and LLVM never contracts a multiply and
-  an add into a fused multiply-add without fast-math flags: the float64 polynomial sums of
+  an add into a fused multiply-add without fast-math flags: the pupil polynomial sums of
   :mod:`z2t_dask.physics.optics.pupil_poly`, whose products are not exact, rely on that; the tests
   compare them with their NumPy definitions bit for bit on the machine they run on).
 

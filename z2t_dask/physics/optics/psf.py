@@ -87,7 +87,7 @@ Per batch of emitters (numpy path, in cache-sized blocks of ~2 MiB of amplitude 
 
 1. the Zernike phase (and amplitude) polynomial plus the sub-pixel ramps, as per-row polynomials
    in ``u = kx / k_cut`` (:mod:`z2t_dask.physics.optics.pupil_poly`), evaluated on the pupil's bounding
-   rectangle of FFT bins (``D + 1`` float64 terms per sample, rounded once), plus the exact defocus;
+   rectangle of FFT bins (``D + 1`` float32 terms per sample), plus the exact defocus;
 2. ``cos`` / ``sin`` into complex64, masked to the pupil while copied into the first rows of the
    ``N x N`` y-FFT input (the rectangle sits at the window's corner: a circular shift of the
    pupil only multiplies the amplitude PSF by a unimodular phase);
@@ -147,13 +147,7 @@ from z2t_dask.physics.optics.polyphase import (
 )
 from z2t_dask.physics.optics.polyphase_dft import complex_product, dft_plan, multiply_spectra, polyphase_dft, supported
 from z2t_dask.physics.optics.polyphase_dft import scratch as dft_scratch
-from z2t_dask.physics.optics.pupil_poly import (
-    combine_modes,
-    eval_rows,
-    powers,
-    row_coefficients,
-    zernike_monomials,
-)
+from z2t_dask.physics.optics.pupil_poly import eval_rows, powers, row_polynomials, zernike_monomials
 from z2t_dask.physics.optics.vectorial import StratifiedOptics, dipole_fields, gibson_lanni_terms
 
 __all__ = ["PupilPSF"]
@@ -905,15 +899,15 @@ class PupilPSF:
         ``-2 pi (kx dx px_x + ky dy px_y)`` (float64, element-wise per emitter); rows are
         returned as float32, shape (B, D + 1, R).
         """
-        poly = combine_modes(xp, phase, g.mono)
-        poly[:, 1, 0] += g.ramp_u * dx.astype(xp.float64)
-        poly[:, 0, 1] += g.ramp_v * dy.astype(xp.float64)
-        rows = row_coefficients(xp, poly, g.v_pow)
+        linear = xp.zeros((phase.shape[0], 3), dtype=xp.float64)
+        linear[:, 1] = g.ramp_u * dx.astype(xp.float64)
+        linear[:, 2] = g.ramp_v * dy.astype(xp.float64)
+        rows = row_polynomials(xp, phase, g.mono, g.v_pow, linear)
         arows = None
         if mag is not None:
-            apoly = combine_modes(xp, mag, g.mono)
-            apoly[:, 0, 0] += 1.0
-            arows = row_coefficients(xp, apoly, g.v_pow)
+            linear = xp.zeros((mag.shape[0], 3), dtype=xp.float64)
+            linear[:, 0] = 1.0
+            arows = row_polynomials(xp, mag, g.mono, g.v_pow, linear)
         return rows, arows
 
     def _intensity(

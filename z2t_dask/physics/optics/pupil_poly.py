@@ -11,12 +11,12 @@ instead of ``2 K`` element-wise passes over the pupil for ``K`` modes accumulate
 Same bytes on any machine: every sum here runs in a fixed order, term by term, with IEEE
 operations only (no BLAS call: a BLAS kernel's order and its use of fused multiply-adds depend on
 the CPU; measured, OpenBLAS's Haswell and Sandy Bridge kernels gave different pupil phases, hence
-different PSFs).  Each step is a :class:`~z2t_dask.compiled.Kernel` (compiled loops and their
-NumPy definition, equal bit for bit): :func:`combine_modes` and :func:`row_coefficients` add
-float64 products term by term (their NumPy definitions are element-wise ufunc calls, which NumPy
-never fuses; the compiled loops keep each product and sum apart, as numba compiles without
-``fastmath``); :func:`eval_rows` sums the exact float64 products of float32 values in float64 and
-rounds once to float32.  Nothing mixes emitters: an emitter's phase
+different PSFs).  Both steps are :class:`~z2t_dask.compiled.Kernel` s (compiled loops and their
+NumPy definition, equal bit for bit): :func:`row_polynomials` adds float64 products term by term
+and rounds once to float32, :func:`eval_rows` adds float32 products term by term.  Their NumPy
+definitions are element-wise ufunc calls, which NumPy never fuses into multiply-adds; the compiled
+loops keep each product and sum apart too (numba compiles without ``fastmath``), and the tests
+compare the two bit for bit.  Nothing mixes emitters: an emitter's phase
 is bit-identical whatever other emitters share the call.  :func:`powers` gives the powers of the
 grid coordinates by repeated products (not ``pow``, whose last bit is the C library's).
 
@@ -36,9 +36,9 @@ import numpy as np
 from z2t_dask.compiled import Kernel
 from z2t_dask.physics.optics.zernike import noll_to_nm, osa_to_nm
 
-__all__ = ["combine_modes", "eval_rows", "powers", "row_coefficients", "zernike_monomials"]
+__all__ = ["combine_modes", "eval_rows", "powers", "row_polynomials", "zernike_monomials"]
 
-#: Emitters the NumPy definition of the power sums handles at a time (bounds its float64 temporaries).
+#: Emitters the NumPy definitions handle at a time (bounds their temporaries).
 _CHUNK = 32
 
 
@@ -138,46 +138,6 @@ def _namespace(a: Any) -> Any:
     return importlib.import_module(type(a).__module__.split(".")[0])
 
 
-def _combine_numpy(out: np.ndarray, coeffs: np.ndarray, monomials: np.ndarray, first: int) -> None:
-    """``out[e] = sum_k coeffs[e, k] * monomials[k]``, k = ``first``, ``first + 1``, ... in order, from 0.0 (float64).
-
-    Parameters
-    ----------
-    out : ndarray, (B, P) float64
-        The polynomials, flattened (``P = (D + 1)^2``).
-    coeffs : ndarray, (B, K) float64
-    monomials : ndarray, (n, P) float64
-    first : int
-    """
-    out[...] = 0.0
-    for j in range(first, coeffs.shape[1]):
-        out += coeffs[:, j, None] * monomials[j]
-
-
-def _combine_loops(
-    out: np.ndarray, coeffs: np.ndarray, monomials: np.ndarray, first: int
-) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
-    n_b, n_k = coeffs.shape
-    n_p = monomials.shape[1]
-    for e in range(n_b):
-        o = out[e]
-        for q in range(n_p):
-            o[q] = 0.0
-        for j in range(first, n_k):
-            w = coeffs[e, j]
-            m = monomials[j]
-            for q in range(n_p):
-                o[q] += w * m[q]
-
-
-def _combine_example() -> tuple:
-    """Arguments of the types :func:`combine_modes` passes (polynomials flattened)."""
-    return (np.empty((1, 4)), np.zeros((1, 2)), np.zeros((2, 4)), 1)
-
-
-_combine = Kernel(_combine_loops, _combine_numpy, _combine_example)
-
-
 def combine_modes(xp: Any, coeffs: Any, monomials: Any, first: int = 1) -> Any:
     """Per-emitter polynomial ``sum_k coeffs[:, k] * monomials[k]`` (float64).
 
@@ -195,112 +155,191 @@ def combine_modes(xp: Any, coeffs: Any, monomials: Any, first: int = 1) -> Any:
     Returns
     -------
     array, shape (B, D + 1, D + 1), float64
-        The modes' terms added one by one, ``k = first, first + 1, ...``, from 0.0
-        (:func:`_combine_numpy`: float64 products and sums, the same bits on any machine); row
+        The modes' terms added one by one, ``k = first, first + 1, ...``, from 0.0 (element-wise
+        float64 products and sums, which NumPy never fuses: the same bits on any machine); row
         ``i`` depends only on ``coeffs[i]``.
     """
     if coeffs.shape[1] > monomials.shape[0]:
         n_k, n_m = coeffs.shape[1], monomials.shape[0]
         raise ValueError(f"{n_k} Zernike coefficients per emitter, but monomials of only {n_m} modes")
-    c = xp.ascontiguousarray(coeffs, dtype=xp.float64)
-    shape = (c.shape[0],) + tuple(monomials.shape[1:])
-    out = xp.empty((c.shape[0], math.prod(monomials.shape[1:])), dtype=xp.float64)
-    flat = monomials.reshape(monomials.shape[0], -1)
-    if xp is np:
-        _combine(out, c, np.ascontiguousarray(flat), int(first))
-    else:
-        _combine_numpy(out, c, flat, int(first))  # array-module generic
-    return out.reshape(shape)
+    c = xp.asarray(coeffs, dtype=xp.float64)
+    out = xp.zeros((c.shape[0],) + tuple(monomials.shape[1:]), dtype=xp.float64)
+    for j in range(first, c.shape[1]):
+        out += c[:, j, None, None] * monomials[j][None]
+    return out
 
 
-def row_coefficients(xp: Any, poly: Any, v_pow: Any) -> Any:
-    """Coefficients in ``u`` of each pupil row: ``out[:, r, a] = sum_b poly[:, a, b] v[r]^b`` (float32).
+def _row_polys_numpy(
+    out: np.ndarray, coeffs: np.ndarray, monomials: np.ndarray, first: int, linear: np.ndarray, v_pow: np.ndarray
+) -> None:
+    """Per-row coefficients in ``u`` of each emitter's polynomial (the definition of :func:`row_polynomials`).
+
+    ``poly = combine_modes(coeffs)`` (float64, modes in order from 0.0), then ``poly[0, 0] +=
+    linear[:, 0]``, ``poly[1, 0] += linear[:, 1]``, ``poly[0, 1] += linear[:, 2]``, then
+    ``out[e, r, a] = float32(sum_b poly[e, a, b] * v_pow[b, r])``, ``b`` in order from 0.0 (float64).
 
     Parameters
     ----------
-    poly : array, shape (B, D + 1, D + 1), float64
+    out : ndarray, (B, R, D + 1) float32
+    coeffs : ndarray, (B, K) float64
+    monomials : ndarray, (n, D + 1, D + 1) float64
+    first : int
+    linear : ndarray, (B, 3) float64
+        Terms added to the constant, ``u`` and ``v`` coefficients (0.0 adds nothing: a sum
+        started from +0.0 is never -0.0).
+    v_pow : ndarray, (D + 1, R) float64
+    """
+    xp = _namespace(out)
+    for e0 in range(0, coeffs.shape[0], _CHUNK):
+        sl = slice(e0, e0 + _CHUNK)
+        poly = combine_modes(xp, coeffs[sl], monomials, first)
+        poly[:, 0, 0] += linear[sl, 0]
+        poly[:, 1, 0] += linear[sl, 1]
+        poly[:, 0, 1] += linear[sl, 2]
+        acc = xp.zeros(tuple(poly.shape[:2]) + (v_pow.shape[1],), dtype=xp.float64)
+        for j in range(poly.shape[2]):
+            acc += poly[:, :, j, None] * v_pow[j]
+        out[sl] = acc.transpose(0, 2, 1)
+
+
+def _row_polys_loops(
+    out: np.ndarray, coeffs: np.ndarray, monomials: np.ndarray, first: int, linear: np.ndarray, v_pow: np.ndarray
+) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
+    n_b, n_k = coeffs.shape
+    n_a, n_r = v_pow.shape
+    poly = np.empty((n_a, n_a), np.float64)
+    acc = np.empty(n_r, np.float64)
+    for e in range(n_b):
+        for a in range(n_a):
+            for b in range(n_a):
+                poly[a, b] = 0.0
+        for j in range(first, n_k):
+            w = coeffs[e, j]
+            m = monomials[j]
+            for a in range(n_a):
+                for b in range(n_a):
+                    poly[a, b] += w * m[a, b]
+        poly[0, 0] += linear[e, 0]
+        poly[1, 0] += linear[e, 1]
+        poly[0, 1] += linear[e, 2]
+        for a in range(n_a):
+            for r in range(n_r):
+                acc[r] = 0.0
+            for b in range(n_a):
+                w = poly[a, b]
+                v = v_pow[b]
+                for r in range(n_r):
+                    acc[r] += w * v[r]
+            for r in range(n_r):
+                out[e, r, a] = np.float32(acc[r])
+
+
+def _row_polys_example() -> tuple:
+    """Arguments of the types :func:`row_polynomials` passes."""
+    return (
+        np.empty((1, 1, 2), np.float32), np.zeros((1, 2)), np.zeros((2, 2, 2)), 1, np.zeros((1, 3)), np.zeros((2, 1))
+    )  # fmt: skip
+
+
+_row_polys = Kernel(_row_polys_loops, _row_polys_numpy, _row_polys_example)
+
+
+def row_polynomials(xp: Any, coeffs: Any, monomials: Any, v_pow: Any, linear: Any, first: int = 1) -> Any:
+    """Per-row coefficients in ``u`` of the pupil polynomial of each emitter (float32).
+
+    Parameters
+    ----------
+    xp : module
+        Array module.
+    coeffs : array, shape (B, K)
+        Zernike coefficients (any unit; the polynomial has the same unit).
+    monomials : array, shape (n, D + 1, D + 1), n >= K
+        From :func:`zernike_monomials`.
     v_pow : array, shape (D + 1, R), float64
         Powers ``v^b`` of the normalised ``ky / k_cut`` of the rows (:func:`powers`).
+    linear : array, shape (B, 3), float64
+        Terms added to the polynomial's constant, ``u`` and ``v`` coefficients (the pupil
+        amplitude's 1, the sub-pixel shift's ramps).
+    first : int
+        First mode used (1 skips piston).
 
     Returns
     -------
     array, shape (B, R, D + 1), float32, C-contiguous
-        The float64 terms added in the order ``b = 0, 1, ...`` from 0.0, rounded once
-        (:func:`_power_sums_numpy`: the same bits on any machine); the input of :func:`eval_rows`.
+        ``out[e, r, a] = sum_b poly[e, a, b] v[r]^b`` with ``poly`` the modes' sum plus ``linear``:
+        float64 terms added in a fixed order from 0.0, rounded once (:func:`_row_polys_numpy`:
+        the same bits on any machine, whatever the other emitters of the call). The input of
+        :func:`eval_rows`.
     """
-    out = xp.empty((poly.shape[0], v_pow.shape[1], poly.shape[1]), dtype=xp.float32)
-    (_power_sums if xp is np else _power_sums_numpy)(out.transpose(0, 2, 1), poly, v_pow)
+    if coeffs.shape[1] > monomials.shape[0]:
+        n_k, n_m = coeffs.shape[1], monomials.shape[0]
+        raise ValueError(f"{n_k} Zernike coefficients per emitter, but monomials of only {n_m} modes")
+    c = xp.ascontiguousarray(coeffs, dtype=xp.float64)
+    lin = xp.ascontiguousarray(linear, dtype=xp.float64)
+    out = xp.empty((c.shape[0], v_pow.shape[1], monomials.shape[1]), dtype=xp.float32)
+    (_row_polys if xp is np else _row_polys_numpy)(out, c, monomials, int(first), lin, v_pow)
     return out
 
 
-def _power_sums_numpy(out: np.ndarray, coef: np.ndarray, pw: np.ndarray) -> None:
-    """``out[e, i, c] = float32(sum_j float64(coef[e, i, j]) * float64(pw[j, c]))``, j in order, from 0.0.
+def _eval_rows_numpy(out: np.ndarray, rows_t: np.ndarray, u_pow: np.ndarray) -> None:
+    """``out[e, r, c] = sum_a rows_t[e, r, a] * u_pow[a, c]`` in float32, ``a`` in order, from 0.0.
 
-    The one sum of this module's two polynomial evaluations: a row's coefficients in ``v``
-    against the powers of ``v`` (:func:`row_coefficients`, float64 inputs, ``out`` a transposed
-    view) and a row's coefficients in ``u`` against the powers of ``u`` (:func:`eval_rows`,
-    float32 inputs, whose float64 products are exact).
+    Each product is rounded to float32, then added (NumPy's two ufunc calls; the compiled loops
+    keep them apart too, as numba compiles without ``fastmath``).
 
     Parameters
     ----------
-    out : ndarray, (B, I, C) float32
-        Written (any strides).
-    coef : ndarray, (B, I, J) float32 or float64
-    pw : ndarray, (J, C) float32 or float64
+    out : ndarray, (B, R, C) float32
+        The pupil phase (or amplitude) on the pupil rectangle.
+    rows_t : ndarray, (B, R, D + 1) float32
+        Per-row coefficients in ``u``.
+    u_pow : ndarray, (D + 1, C) float32
+        Powers ``u^a`` of the normalised column coordinates.
     """
     xp = _namespace(out)
-    p64 = pw.astype(xp.float64)
-    for e0 in range(0, coef.shape[0], _CHUNK):
-        c64 = coef[e0 : e0 + _CHUNK].astype(xp.float64)
-        acc = xp.zeros(tuple(c64.shape[:2]) + (p64.shape[1],), dtype=xp.float64)
-        for j in range(p64.shape[0]):
-            acc += c64[:, :, j, None] * p64[j]
+    for e0 in range(0, rows_t.shape[0], _CHUNK):
+        r = rows_t[e0 : e0 + _CHUNK]
+        acc = xp.zeros(tuple(r.shape[:2]) + (u_pow.shape[1],), dtype=xp.float32)
+        for a in range(u_pow.shape[0]):
+            acc += r[:, :, a, None] * u_pow[a]
         out[e0 : e0 + _CHUNK] = acc
 
 
-def _power_sums_loops(
-    out: np.ndarray, coef: np.ndarray, pw: np.ndarray
+def _eval_rows_loops(
+    out: np.ndarray, rows_t: np.ndarray, u_pow: np.ndarray
 ) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
-    n_b, n_i, n_j = coef.shape
-    n_c = pw.shape[1]
-    p64 = np.empty((n_j, n_c), np.float64)
-    for j in range(n_j):
-        for c in range(n_c):
-            p64[j, c] = np.float64(pw[j, c])
-    acc = np.empty(n_c, np.float64)
+    n_b, n_r, n_a = rows_t.shape
+    n_c = u_pow.shape[1]
     for e in range(n_b):
-        for i in range(n_i):
+        for r in range(n_r):
+            o = out[e, r]
             for c in range(n_c):
-                acc[c] = 0.0
-            for j in range(n_j):
-                w = np.float64(coef[e, i, j])
-                pj = p64[j]
+                o[c] = np.float32(0.0)
+            for a in range(n_a):
+                w = rows_t[e, r, a]
+                ua = u_pow[a]
                 for c in range(n_c):
-                    acc[c] += w * pj[c]
-            o = out[e, i]
-            for c in range(n_c):
-                o[c] = np.float32(acc[c])
+                    o[c] = o[c] + w * ua[c]
 
 
-def _power_sums_example() -> tuple:
-    """Arguments of the types :func:`eval_rows` passes (the hottest call)."""
+def _eval_rows_example() -> tuple:
+    """Arguments of the types :func:`eval_rows` passes."""
     return (np.empty((1, 1, 1), np.float32), np.zeros((1, 1, 2), np.float32), np.zeros((2, 1), np.float32))
 
 
-_power_sums = Kernel(_power_sums_loops, _power_sums_numpy, _power_sums_example)
+_eval_rows = Kernel(_eval_rows_loops, _eval_rows_numpy, _eval_rows_example)
 
 
 def eval_rows(xp: Any, rows_t: Any, u_pow: Any, out: Any) -> Any:
     """Evaluate ``sum_a rows_t[:, r, a] u[c]^a`` on the (R, C) grid into ``out``.
 
-    Each value is the float64 sum, in the order ``a = 0, 1, ...`` from 0.0, of the exact float64
-    products of the float32 inputs, rounded once to float32 (:func:`_power_sums_numpy`): the same
-    bits on any machine, compiled or not, and whatever the other emitters of the call.
+    float32 products and sums in the order ``a = 0, 1, ...`` from 0.0 (:func:`_eval_rows_numpy`):
+    the same bits on any machine, compiled or not, and whatever the other emitters of the call.
 
     Parameters
     ----------
     rows_t : array, shape (B, R, D + 1), float32, C-contiguous
-        Per-row coefficients in ``u`` (:func:`row_coefficients`, transposed).
+        Per-row coefficients in ``u`` (:func:`row_polynomials`).
     u_pow : array, shape (D + 1, C), float32
         Powers ``u^a`` of the normalised column coordinates.
     out : array, shape (B, R, C), float32
@@ -310,5 +349,5 @@ def eval_rows(xp: Any, rows_t: Any, u_pow: Any, out: Any) -> Any:
     array
         ``out``.
     """
-    (_power_sums if xp is np else _power_sums_numpy)(out, rows_t, u_pow)  # the definition is xp-generic
+    (_eval_rows if xp is np else _eval_rows_numpy)(out, rows_t, u_pow)  # the definition is xp-generic
     return out
