@@ -7,7 +7,9 @@ another choice: the subprocess test below computes exact PSFs and noiseless samp
 Haswell (AVX2 + FMA), Sandy Bridge (AVX, no FMA) and Prescott (SSE3) kernels and requires the
 same bytes, after checking that a plain float32 ``matmul`` does differ between them (otherwise
 it skips: that BLAS does not switch kernels). Before ``pupil_poly`` summed its terms itself, all
-five sums of the test differed between Haswell and Sandy Bridge.
+five sums of the test differed between Haswell and Sandy Bridge. It also evaluates the synthetic
+Zmap (term by term, not a BLAS product). The spectral library (fast mode on whole chips) is not
+tested here: it is built with LAPACK and renders with BLAS products (README, "Across machines").
 
 The kernels of :mod:`z2t_dask.physics.optics.pupil_poly` are checked three ways (NumPy
 definition, Python loops, compiled loops) as in ``test_psf_kernels.py``, and against an
@@ -154,6 +156,9 @@ kw = dict(wavelength_nm=660.0, na=1.4, pixel_size_nm_x=101.11, pixel_size_nm_y=9
 out["vectorial"] = h(PupilPSF(**kw).compute(ph, z, dx, dy))
 out["scalar_mag"] = h(PupilPSF(**kw, vectorial=False).compute(ph, z, dx, dy, mag))
 out["water"] = h(PupilPSF(**kw, n_medium=1.33).compute(ph, z + 1.0, dx, dy))
+from z2t_dask.physics.zmap import SyntheticZmap
+rng = np.random.default_rng(6)
+out["synthetic_zmap"] = h(SyntheticZmap().coefficients(rng.uniform(0, 1200, 500), rng.uniform(0, 1200, 500))[0])
 cam = {"model": "ideal", "poisson": False}  # noiseless frames: every PSF bit shows
 for mode in ("exact", "fast"):
     cfg = z2t.load_config({"emitters": {"frames": 3}, "tiff": {"roi_size": 48}, "camera": cam, "psf": {"mode": mode}})

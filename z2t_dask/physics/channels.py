@@ -81,7 +81,8 @@ def affine_matrix(
     cx, cy = ((w - 1) / 2.0, (h - 1) / 2.0) if centre_px is None else (float(centre_px[0]), float(centre_px[1]))
     th = math.radians(float(rotation_deg))
     lin = float(scale) * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
-    t = np.array([cx, cy]) - lin @ np.array([cx, cy]) + np.asarray(shift_px, np.float64)
+    moved = lin[:, 0] * cx + lin[:, 1] * cy  # element-wise, not a BLAS product: the same bits on any machine
+    t = np.array([cx, cy]) - moved + np.asarray(shift_px, np.float64)
     return np.concatenate([lin, t[:, None]], axis=1)
 
 

@@ -402,8 +402,11 @@ class SyntheticZmap(Zmap):
         h, w = self.shape
         u = (np.asarray(x, np.float64) - (w - 1) / 2) / max(w / 2, 1)
         v = (np.asarray(y, np.float64) - (h - 1) / 2) / max(h / 2, 1)
-        basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)
-        return basis @ self._poly.T, None
+        terms = (np.ones_like(u), u, v, u * u, u * v, v * v)
+        out = np.zeros(u.shape + (self._poly.shape[0],))
+        for i, t in enumerate(terms):  # term by term, element-wise: the same bits on any machine (no BLAS)
+            out += t[..., None] * self._poly[:, i]
+        return out, None
 
     def maps(
         self, y0: int = 0, x0: int = 0, height: int | None = None, width: int | None = None, step: int = 1
