@@ -235,10 +235,10 @@ def _row_polys_loops(
 
 
 def _row_polys_example() -> tuple:
-    """Arguments of the types :func:`row_polynomials` passes."""
-    return (
-        np.empty((1, 1, 2), np.float32), np.zeros((1, 2)), np.zeros((2, 2, 2)), 1, np.zeros((1, 3)), np.zeros((2, 1))
-    )  # fmt: skip
+    """Arguments of the types :func:`row_polynomials` passes (the monomials are read-only, as cached)."""
+    mono = np.zeros((2, 2, 2))
+    mono.setflags(write=False)
+    return (np.empty((1, 1, 2), np.float32), np.zeros((1, 2)), mono, 1, np.zeros((1, 3)), np.zeros((2, 1)))
 
 
 _row_polys = Kernel(_row_polys_loops, _row_polys_numpy, _row_polys_example)
