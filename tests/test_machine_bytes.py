@@ -1,4 +1,4 @@
-"""Same bytes on any machine: the exact PSF's pupil polynomials do not go through BLAS.
+"""Same bytes on any machine: the exact PSF uses neither BLAS nor NumPy's per-CPU SIMD math.
 
 A BLAS kernel's summation order and its use of fused multiply-adds depend on the CPU it was
 chosen for, so a product computed by BLAS can differ in its last bits from one machine to the
@@ -10,6 +10,11 @@ it skips: that BLAS does not switch kernels). Before ``pupil_poly`` summed its t
 five sums of the test differed between Haswell and Sandy Bridge. It also evaluates the synthetic
 Zmap (term by term, not a BLAS product). The spectral library (fast mode on whole chips) is not
 tested here: it is built with LAPACK and renders with BLAS products (README, "Across machines").
+
+NumPy's own SIMD code is chosen per CPU too: its float32 ``cos``, ``sin`` and ``exp`` give other
+bits without AVX2 / FMA. The exact model computes its own (:mod:`z2t_dask.physics.optics.fixed_math`);
+a second subprocess test disables NumPy's X86_V3 / X86_V4 code (``NPY_DISABLE_CPU_FEATURES``) and
+requires the same bytes.
 
 The kernels of :mod:`z2t_dask.physics.optics.pupil_poly` are checked three ways (NumPy
 definition, Python loops, compiled loops) as in ``test_psf_kernels.py``, and against an
@@ -148,6 +153,7 @@ out = {"blas": [i.get("architecture") for i in threadpool_info() if i.get("inter
 rng = np.random.default_rng(0)
 a, b = rng.normal(size=(64, 40, 7)).astype(np.float32), rng.normal(size=(7, 40)).astype(np.float32)
 out["matmul"] = h(np.matmul(a, b))
+out["np_cos"] = h(np.cos(a * 30))  # NumPy's float32 SIMD cos: chosen per CPU
 rng = np.random.default_rng(5)
 n = 12
 ph, mag = rng.normal(0, 0.3, (n, 21)), rng.normal(0, 0.1, (n, 21))
@@ -167,15 +173,28 @@ print(json.dumps(out))
 """
 
 
+def _probe(tmp_path, **env: str) -> dict:
+    """Digests of _PROBE in a fresh interpreter with ``env`` added (no PSF cache, one BLAS thread)."""
+    full = dict(os.environ, OPENBLAS_NUM_THREADS="1", Z2T_PSF_CACHE="off", **env)
+    res = subprocess.run([sys.executable, "-c", _PROBE], env=full, capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def test_same_bytes_under_every_openblas_kernel(tmp_path) -> None:
-    runs = {}
-    for core in ("Haswell", "SandyBridge", "Prescott"):
-        env = dict(os.environ, OPENBLAS_CORETYPE=core, OPENBLAS_NUM_THREADS="1", Z2T_PSF_CACHE="off")
-        res = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, cwd=tmp_path)
-        assert res.returncode == 0, res.stderr[-3000:]
-        runs[core] = json.loads(res.stdout.strip().splitlines()[-1])
+    runs = {core: _probe(tmp_path, OPENBLAS_CORETYPE=core) for core in ("Haswell", "SandyBridge", "Prescott")}
     kernels = {core: tuple(r.pop("blas")) for core, r in runs.items()}
     matmuls = {r.pop("matmul") for r in runs.values()}
     if any(not k for k in kernels.values()) or len(matmuls) == 1:
         pytest.skip(f"NumPy's BLAS does not switch kernels with OPENBLAS_CORETYPE here ({kernels})")
     assert runs["SandyBridge"] == runs["Haswell"] and runs["Prescott"] == runs["Haswell"], runs
+
+
+def test_same_bytes_with_numpy_baseline_simd(tmp_path) -> None:
+    """NumPy's SIMD code without AVX2 / FMA / AVX-512 (``NPY_DISABLE_CPU_FEATURES``), as on an older CPU:
+    its float32 cos / sin / exp change, the PSFs must not (the exact model computes its own)."""
+    here = _probe(tmp_path)
+    base = _probe(tmp_path, NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR")
+    if here.pop("np_cos") == base.pop("np_cos"):
+        pytest.skip("NumPy runs the same float32 cos without its X86_V3 / X86_V4 code on this CPU")
+    assert here == base, (here, base)

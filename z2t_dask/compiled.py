@@ -11,9 +11,10 @@ written so that the two agree bit for bit on any machine:
   fuses ``acc + a * b`` into one multiply-add or not, the sum rounds the same way (or the
   float64 product is rounded to float32 before the next operation, which no compiler may fuse);
 - numba compiles without ``fastmath`` (no reassociation, and LLVM never contracts a multiply and
-  an add into a fused multiply-add without fast-math flags: the pupil polynomial sums of
-  :mod:`z2t_dask.physics.optics.pupil_poly`, whose products are not exact, rely on that; the tests
-  compare them with their NumPy definitions bit for bit on the machine they run on).
+  an add into a fused multiply-add without fast-math flags: the polynomials of
+  :mod:`z2t_dask.physics.optics.pupil_poly` and :mod:`z2t_dask.physics.optics.fixed_math`, whose
+  products are not exact, rely on that; the tests compare them with their NumPy definitions bit for
+  bit on the machine they run on).
 
 Hence the output bytes of a simulation do not depend on whether numba is available (tests
 compare both paths). ``Z2T_NUMBA=0`` in the environment, or :func:`numpy_only`, forces the NumPy

@@ -88,7 +88,8 @@ Per batch of emitters (numpy path, in cache-sized blocks of ~2 MiB of amplitude 
 1. the Zernike phase (and amplitude) polynomial plus the sub-pixel ramps, as per-row polynomials
    in ``u = kx / k_cut`` (:mod:`z2t_dask.physics.optics.pupil_poly`), evaluated on the pupil's bounding
    rectangle of FFT bins (``D + 1`` float32 terms per sample), plus the exact defocus;
-2. ``cos`` / ``sin`` into complex64, masked to the pupil while copied into the first rows of the
+2. ``cos`` / ``sin`` into complex64 (:mod:`~z2t_dask.physics.optics.fixed_math`: float64, rounded once;
+   not NumPy's per-CPU SIMD code), masked to the pupil while copied into the first rows of the
    ``N x N`` y-FFT input (the rectangle sits at the window's corner: a circular shift of the
    pupil only multiplies the amplitude PSF by a unimodular phase);
 3. inverse FFT along x on those rows (in place), inverse FFT along y (scipy.fft, ortho);
@@ -137,6 +138,8 @@ import numpy as np
 import scipy.fft as sfft
 
 from z2t_dask import compiled
+from z2t_dask.physics.optics.fixed_math import decay as exp_decay
+from z2t_dask.physics.optics.fixed_math import phasors
 from z2t_dask.physics.optics.polyphase import (
     defocus_phase,
     fold_intensity,
@@ -945,12 +948,19 @@ class PupilPSF:
             amp *= g.mask[None]
         if g.has_evanescent:  # evanescent light decays with the depth (Gibson-Lanni A, C imaginary parts)
             att = z_nm[:, None, None] * g.evanescent[None] + g.static_decay[None]
-            decay = xp.exp(-att) * g.mask[None]
+            if xp is np:  # float64 exp rounded once: the same bits on any machine (not NumPy's SIMD exp)
+                decay = np.empty_like(att)
+                exp_decay(decay, att, g.mask)
+            else:
+                decay = xp.exp(-att) * g.mask[None]
             amp = decay if amp is None else amp * decay
         # --- exp(i phi) * amp on the rectangle (contiguous, zero outside the pupil).
         vals = work.vals[:b]
-        xp.cos(phi, out=vals.real)
-        xp.sin(phi, out=vals.imag)
+        if xp is np:  # the same bits on any machine (NumPy's SIMD cos / sin are chosen per CPU)
+            phasors(vals.view(np.float32), phi)
+        else:
+            xp.cos(phi, out=vals.real)
+            xp.sin(phi, out=vals.imag)
         inten = work.inten[:b]
         if g.comps is None:  # scalar model: one field
             energy = None  # uniform pupil: the energy is the number of pupil samples
