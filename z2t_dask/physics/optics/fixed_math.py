@@ -25,7 +25,8 @@ non-finite phase) for all of its values instead: pupil phases are tens to hundre
 the same operations, equal bit for bit (the compiled loops keep every product and sum apart, as
 numba compiles without ``fastmath``; the NumPy definition's ufunc calls are never fused). Measured
 here, ~1.6x faster than NumPy's ``cos`` + ``sin`` into complex64 (7.4 vs 12-15 us per emitter of the
-default vectorial pupil).
+default vectorial pupil); :data:`decay` is slower than NumPy's float32 ``exp`` (12 vs 5.3 us per
+emitter, ~2-3 % of a PSF with evanescent light).
 """
 
 from __future__ import annotations
@@ -136,14 +137,22 @@ _E = tuple(1.0 / math.factorial(j) for j in range(2, 14))
 _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13 = _E
 
 
+#: ``exp(x)`` is evaluated for ``x`` clipped to this range: float32 gives 0 below (``exp(-200)`` ~
+#: 1e-87) and inf above (``exp(90)`` ~ 1e39) either way, and every ``2^k`` on it is a normal float64.
+_X_LO, _X_HI = -200.0, 90.0
+_K_OFFSET = 300
+#: ``2^(j - _K_OFFSET)``, exact powers of two (``k = floor(x / ln 2 + 1/2)`` lies in [-289, 130]).
+_POW2 = np.ldexp(1.0, np.arange(-_K_OFFSET, 151))
+
+
 def _decay_numpy(out: np.ndarray, att: np.ndarray, mask: np.ndarray) -> None:
     """``out = float32(exp(-float64(att)) * mask)`` (float32, broadcast over the leading axis).
 
-    ``exp(x)``, ``x = -att``: ``k = floor(x / ln 2 + 1/2)``, ``r = (x - k L1) - k L2`` (``L1``: 32 bits
-    of ``ln 2``, exact ``k L1`` for ``|k| < 2^21``), the Taylor polynomial of ``exp r`` to ``r^13`` by
-    Horner's rule, times ``2^k`` (``ldexp``: exact, or IEEE gradual underflow). ``x`` is clipped to
-    ``[-1100, 700]`` first (0 below, inf in float32 above; NaN stays NaN). Then times the mask (0 or 1)
-    and rounded to float32.
+    ``exp(x)``, ``x = -att`` clipped to ``[-200, 90]``: ``k = floor(x / ln 2 + 1/2)``, ``r = (x - k L1)
+    - k L2`` (``L1``: 32 bits of ``ln 2``, so ``k L1`` is exact), the Taylor polynomial of ``exp r`` to
+    ``r^13`` by Horner's rule, times the exact power of two ``2^k`` (one rounding), times the mask (0
+    or 1), rounded to float32. A call with a NaN exponent returns NaN there and computes every value
+    with ``math.exp`` instead (the C library; exponents are finite in practice).
 
     Parameters
     ----------
@@ -154,29 +163,51 @@ def _decay_numpy(out: np.ndarray, att: np.ndarray, mask: np.ndarray) -> None:
         The pupil (1 inside, 0 outside).
     """
     x = -att.astype(np.float64)
-    x = np.clip(x, -1100.0, 700.0)  # 0 below (ldexp underflows), inf in float32 above; NaN stays NaN
+    if np.isnan(x).any():
+        m = np.broadcast_to(mask, att.shape).reshape(-1)
+        o = out.reshape(-1)
+        o[:] = [math.exp(min(v, _X_HI)) * float(w) if v == v else math.nan for v, w in zip(x.reshape(-1), m)]
+        return
+    x = np.clip(x, _X_LO, _X_HI)
     k = np.floor(x * _INV_LN2 + 0.5)
     r = (x - k * _LN2_HI) - k * _LN2_LO
     p = 1.0 + r * (1.0 + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * (_E7 + r * (_E8 + r * (
         _E9 + r * (_E10 + r * (_E11 + r * (_E12 + r * _E13))))))))))))  # fmt: skip
-    ki = np.where(np.isnan(k), 0.0, k).astype(np.int32)
-    out[...] = np.ldexp(p, ki) * mask
+    out[...] = (p * _POW2[k.astype(np.int32) + _K_OFFSET]) * mask
 
 
 def _decay_loops(
     out: np.ndarray, att: np.ndarray, mask: np.ndarray
 ) -> None:  # pragma: no cover - compiled by numba; the tests run it compiled and as Python
     n_b, n_r, n_c = att.shape
+    pow2 = _POW2
+    nan = False
     for e in range(n_b):
         for i in range(n_r):
             for j in range(n_c):
-                v = -float(att[e, i, j])
-                x = min(max(v, -1100.0), 700.0) if v == v else v
-                k = math.floor(x * _INV_LN2 + 0.5) if x == x else 0.0
+                if att[e, i, j] != att[e, i, j]:
+                    nan = True
+    if nan:
+        for e in range(n_b):
+            for i in range(n_r):
+                for j in range(n_c):
+                    v = -np.float64(att[e, i, j])
+                    out[e, i, j] = np.float32(math.exp(min(v, _X_HI)) * np.float64(mask[i, j]) if v == v else math.nan)
+        return
+    pbuf = np.empty(n_c, np.float64)  # two passes per row: the polynomial (vectorises), then the scaling
+    kbuf = np.empty(n_c, np.int32)
+    for e in range(n_b):
+        for i in range(n_r):
+            oi, ai, mi = out[e, i], att[e, i], mask[i]
+            for j in range(n_c):
+                x = min(max(-np.float64(ai[j]), _X_LO), _X_HI)
+                k = np.floor(x * _INV_LN2 + 0.5)
                 r = (x - k * _LN2_HI) - k * _LN2_LO
-                p = 1.0 + r * (1.0 + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * (_E7 + r * (_E8 + r * (
-                    _E9 + r * (_E10 + r * (_E11 + r * (_E12 + r * _E13))))))))))))  # fmt: skip
-                out[e, i, j] = np.float32(math.ldexp(p, int(k)) * np.float64(mask[i, j]))
+                pbuf[j] = 1.0 + r * (1.0 + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * (_E7 + r * (
+                    _E8 + r * (_E9 + r * (_E10 + r * (_E11 + r * (_E12 + r * _E13))))))))))))  # fmt: skip
+                kbuf[j] = np.int32(k) + _K_OFFSET
+            for j in range(n_c):
+                oi[j] = np.float32((pbuf[j] * pow2[kbuf[j]]) * np.float64(mi[j]))
 
 
 def _decay_example() -> tuple:
