@@ -118,9 +118,11 @@ sums run per emitter in a fixed order (:mod:`~z2t_dask.physics.optics.pupil_poly
 operation is element-wise per emitter, per-emitter reductions run along contiguous rows, and
 FFTs transform each emitter's lines independently.  This is tested (``tests/test_psf.py``),
 across batch sizes, threads and BLAS thread counts.  No step calls BLAS, whose kernels (their
-summation order, fused multiply-adds) differ between CPUs: the numpy path's PSFs are the same
-bytes under every OpenBLAS kernel (``tests/test_machine_bytes.py`` switches them with
-``OPENBLAS_CORETYPE``).
+summation order, fused multiply-adds) differ between CPUs, and ``exp(i phi)`` and the evanescent
+decay come from :mod:`~z2t_dask.physics.optics.fixed_math`, not from NumPy's per-CPU SIMD ``cos`` /
+``sin`` / ``exp``: the numpy path's PSFs are the same bytes under every OpenBLAS kernel and with
+NumPy's baseline SIMD (``tests/test_machine_bytes.py`` switches them with ``OPENBLAS_CORETYPE`` and
+``NPY_DISABLE_CPU_FEATURES``).
 """
 
 from __future__ import annotations
@@ -900,7 +902,7 @@ class PupilPSF:
 
         The phase polynomial is the Zernike sum plus the sub-pixel ramps
         ``-2 pi (kx dx px_x + ky dy px_y)`` (float64, element-wise per emitter); rows are
-        returned as float32, shape (B, D + 1, R).
+        returned as float32, shape (B, R, D + 1) (:func:`~z2t_dask.physics.optics.pupil_poly.row_polynomials`).
         """
         linear = xp.zeros((phase.shape[0], 3), dtype=xp.float64)
         linear[:, 1] = g.ramp_u * dx.astype(xp.float64)
