@@ -138,6 +138,13 @@ def _namespace(a: Any) -> Any:
     return importlib.import_module(type(a).__module__.split(".")[0])
 
 
+def _check_mode_count(coeffs: Any, monomials: Any) -> None:
+    """Raise ValueError if there are more coefficient columns than monomial modes."""
+    if coeffs.shape[1] > monomials.shape[0]:
+        n_k, n_m = coeffs.shape[1], monomials.shape[0]
+        raise ValueError(f"{n_k} Zernike coefficients per emitter, but monomials of only {n_m} modes")
+
+
 def combine_modes(xp: Any, coeffs: Any, monomials: Any, first: int = 1) -> Any:
     """Per-emitter polynomial ``sum_k coeffs[:, k] * monomials[k]`` (float64).
 
@@ -159,9 +166,7 @@ def combine_modes(xp: Any, coeffs: Any, monomials: Any, first: int = 1) -> Any:
         float64 products and sums, which NumPy never fuses: the same bits on any machine); row
         ``i`` depends only on ``coeffs[i]``.
     """
-    if coeffs.shape[1] > monomials.shape[0]:
-        n_k, n_m = coeffs.shape[1], monomials.shape[0]
-        raise ValueError(f"{n_k} Zernike coefficients per emitter, but monomials of only {n_m} modes")
+    _check_mode_count(coeffs, monomials)
     c = xp.asarray(coeffs, dtype=xp.float64)
     out = xp.zeros((c.shape[0],) + tuple(monomials.shape[1:]), dtype=xp.float64)
     for j in range(first, c.shape[1]):
@@ -271,9 +276,7 @@ def row_polynomials(xp: Any, coeffs: Any, monomials: Any, v_pow: Any, linear: An
         the same bits on any machine, whatever the other emitters of the call). The input of
         :func:`eval_rows`.
     """
-    if coeffs.shape[1] > monomials.shape[0]:
-        n_k, n_m = coeffs.shape[1], monomials.shape[0]
-        raise ValueError(f"{n_k} Zernike coefficients per emitter, but monomials of only {n_m} modes")
+    _check_mode_count(coeffs, monomials)
     c = xp.ascontiguousarray(coeffs, dtype=xp.float64)
     lin = xp.ascontiguousarray(linear, dtype=xp.float64)
     out = xp.empty((c.shape[0], v_pow.shape[1], monomials.shape[1]), dtype=xp.float32)
