@@ -26,7 +26,7 @@ from z2t_dask.batch import JOB_MARKER, BatchLockError, run_batch
 from z2t_dask.batch.cluster import OutputFolderError
 from z2t_dask.batch.lock import LOCK_FILE, batch_lock, read_lock
 from z2t_dask.batch.verify import verify_folder
-from z2t_dask.errors import ClusterError, ZmapError
+from z2t_dask.errors import ClusterError, ZmapError, interrupt_of
 from z2t_dask.tools.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -572,11 +572,70 @@ def test_an_unreachable_scheduler_writes_nothing(tmp_path, capsys):
 # ---- Ctrl-C --------------------------------------------------------------------------------------------
 
 
+def _interrupt_inside_a_lock() -> RuntimeError:
+    """What Ctrl-C inside ``threading.Condition.wait`` can leave: a RuntimeError raised while handling it."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("cannot release un-acquired lock")
+    except RuntimeError as exc:
+        return exc
+
+
+def test_interrupt_of_finds_the_ctrl_c_behind_an_error():
+    exc = _interrupt_inside_a_lock()
+    assert isinstance(interrupt_of(exc), KeyboardInterrupt)
+    assert interrupt_of(KeyboardInterrupt()) is not None
+    assert interrupt_of(RuntimeError("a real bug")) is None
+    try:  # a cycle in the chain ends the search
+        raise ValueError("x") from exc
+    except ValueError as err:
+        exc.__context__.__context__ = err
+        assert isinstance(interrupt_of(err), KeyboardInterrupt)
+
+
+def test_cli_reports_an_interrupt_that_surfaced_as_a_lock_error(monkeypatch, tmp_path, capsys):
+    import z2t_dask.tools.cli as cli
+
+    def batch(args):
+        raise _interrupt_inside_a_lock()
+
+    monkeypatch.setattr(cli, "_batch", batch)
+    p = write_config(tmp_path / "b.json", small_batch(tmp_path / "out"))
+    assert main(["batch", "--config", str(p), "--no-progress"]) == 130
+    assert capsys.readouterr().err.strip() == "z2t batch: interrupted; no output was left half-written"
+
+
+@pytest.mark.cluster
+def test_an_interrupt_inside_as_completed_marks_the_jobs_in_flight_interrupted(client, tmp_path, monkeypatch):
+    """Ctrl-C while the driver waits on ``as_completed`` (a Condition): the jobs in flight are interrupted."""
+    import distributed
+
+    class Interrupted:
+        def __init__(self, *a, **k):
+            pass
+
+        def add(self, fut):
+            pass
+
+        def __iter__(self):
+            raise _interrupt_inside_a_lock()
+
+    monkeypatch.setattr(distributed, "as_completed", Interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(small_batch(out, n=2), client, progress=False)
+    assert {j["state"] for j in manifest(out)["jobs"].values()} == {"interrupted"}
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "out"
-    p = write_config(tmp_path / "b.json", heavy_batch(out, n=8))
+    # enough jobs that the batch is still running when the signal comes, however fast the machine
+    # (8 such jobs took ~4 s on one VM and were all done within 0.5 s of the first start on another)
+    p = write_config(tmp_path / "b.json", heavy_batch(out, n=48))
     proc = subprocess.Popen(
         [Z2T, "batch", "--config", str(p), "--max-workers", "2", "--no-progress"],
         stdout=subprocess.PIPE,
@@ -592,7 +651,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
         except (OSError, ValueError):
             pass
         time.sleep(0.05)
-    time.sleep(0.5)  # jobs are running on the workers
+    time.sleep(0.2)  # jobs are running on the workers
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the driver and its workers
     try:
         stdout, stderr = proc.communicate(timeout=60)

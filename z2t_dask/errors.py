@@ -29,6 +29,7 @@ __all__ = [
     "BatchLockError",
     "OutputFolderError",
     "RemoteStoreError",
+    "interrupt_of",
 ]
 
 
@@ -132,3 +133,25 @@ class RemoteStoreError(Z2TError, OSError):
     """An output URL (``s3://``, ``gs://``, ``memory://``, ...) cannot be used: its file system is not
     installed (``pip install "z2t-dask[remote]"``), unreachable, or holds an incomplete output (the
     message names the URL and what to do)."""
+
+
+def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) behind ``exc``: ``exc`` itself, or one in its cause / context chain.
+
+    An interrupt that lands inside ``threading.Condition.wait`` (Dask's ``as_completed``, a queue)
+    can surface as ``RuntimeError: cannot release un-acquired lock`` raised while the
+    ``KeyboardInterrupt`` was being handled: that error is the interrupt, not a bug of ours.
+
+    Returns
+    -------
+    KeyboardInterrupt or None
+        The interrupt, or None when none is in the chain.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None

@@ -28,7 +28,7 @@ from typing import Any
 from z2t_dask.batch.jobs import read_attempts, read_marker, run_job
 from z2t_dask.batch.manifest import Manifest
 from z2t_dask.batch.spec import Job
-from z2t_dask.errors import FormatError
+from z2t_dask.errors import FormatError, interrupt_of
 
 __all__ = ["MIN_WINDOW", "REREAD_S", "WINDOW_PER_THREAD", "Submission", "execute", "window_for"]
 
@@ -236,11 +236,17 @@ def execute(
             if window is None and time.monotonic() - read_at > REREAD_S:  # adaptive clusters grow
                 sub.window, read_at = window_for(_threads(c)), time.monotonic()
             fill()
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        interrupt = interrupt_of(exc)
+        if interrupt is None:
+            raise
         for fut, (name, _) in in_flight.items():
             manifest.set_state(name, "interrupted")
             fut.cancel()
-        raise
+        if interrupt is exc:
+            raise
+        # Ctrl-C inside as_completed's Condition.wait: a RuntimeError about its lock; the interrupt it is
+        raise type(interrupt)(*interrupt.args) from exc
     finally:
         if bar is not None:
             bar.close()

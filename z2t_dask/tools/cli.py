@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from z2t_dask.errors import Z2TError
+from z2t_dask.errors import Z2TError, interrupt_of
 from z2t_dask.tools.cli_view import add_view_parsers, run_inspect, run_preview
 
 __all__ = ["main", "build_parser"]
@@ -361,6 +361,15 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
+    """Report Ctrl-C (exit 130) or SIGTERM (:class:`Terminated`, exit 143) in one line."""
+    if isinstance(exc, Terminated):
+        print(f"z2t {args.command}: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
+        return EXIT_TERMINATED
+    print(f"z2t {args.command}: interrupted; no output was left half-written", file=sys.stderr)
+    return 130
+
+
 def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
     """Report an unexpected exception as our bug (exit 1); the traceback with ``-v``."""
     if args.verbose:
@@ -450,12 +459,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except Z2TError as exc:  # the user's input: the message says what to fix
         print(f"z2t {args.command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Terminated:
-        print(f"z2t {args.command}: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        print(f"z2t {args.command}: interrupted; no output was left half-written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, exc)
     except BrokenPipeError:  # e.g. `z2t inspect … | head`: the reader left, not an error
         try:
             sys.stdout = open(os.devnull, "w")
@@ -468,7 +473,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"z2t {args.command}: {_path_error_message(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # our bug: say so, never pretend it is bad input
-        return _internal_error(args, exc)
+        interrupt = interrupt_of(exc)  # unless Ctrl-C raised it (a lock released inside Condition.wait)
+        return _internal_error(args, exc) if interrupt is None else _interrupted(args, interrupt)
     return EXIT_FAILED  # pragma: no cover
 
 
