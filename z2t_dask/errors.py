@@ -29,7 +29,6 @@ __all__ = [
     "BatchLockError",
     "OutputFolderError",
     "RemoteStoreError",
-    "interrupt_of",
 ]
 
 
@@ -137,6 +136,8 @@ class RemoteStoreError(Z2TError, OSError):
 
 def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C (or SIGTERM) behind ``exc``: ``exc`` itself, or one in its cause / context chain.
+
+    A helper of the batch driver and the command line, not exported (``__all__`` lists the classes).
 
     An interrupt that lands inside ``threading.Condition.wait`` (Dask's ``as_completed``, a queue)
     can surface as ``RuntimeError: cannot release un-acquired lock`` raised while the
