@@ -33,9 +33,10 @@ Determinism: the basis is computed under one BLAS thread (``threadpoolctl``) fro
 products and a symmetric eigen-decomposition; each emitter's weights are element-wise float64
 steps and its sums its own fixed-shape products (NumPy's stacked ``matmul``, one small BLAS call
 per emitter): its bytes do not depend on the other emitters of the call (tested). Large calls
-run in blocks (lookups of 64 emitters, renders of 128 in groups of 16) whose temporaries stay
-under ~128 KiB: larger ones come as fresh pages from the allocator, whose page faults cost a
-third of the PSF time in some processes (31 against 24 us per PSF on the default chip).
+run in blocks (lookups of ~76 emitters, residuals of 32, renders of 128 in groups of 32), so
+that the temporaries alive at once stay below ~1 MiB and are reused from the allocator's heap:
+whole-call temporaries came as fresh pages in some processes, whose page faults cost a third of
+the PSF time (31 against 24 us per PSF on the default chip).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from z2t_dask.physics.optics.psf_lookup import TriangleLookup
 __all__ = ["SpectralLibrary", "clear_spectral_cache"]
 
 _CACHE: BuildOnceCache[SimpleNamespace] = BuildOnceCache(4)
-_GROUP = 16  # emitters evaluated together (their coefficient gathers and spectra stay in cache)
+_GROUP = 32  # emitters evaluated together (gathers, spectra in cache; per PSF 16: +1 us, 64: +5 us)
 _BLOCK = 128  # emitters whose interpolation taps are computed together ((128, 64) arrays: 64 KiB)
 _RESIDUAL_ROWS = 32  # emitters per block of node_residual ((32, 16, n_vec) float64 temporaries)
 _PSF_SPAN = 4.0  # PSF node cells span up to this many span_rad (cubic interpolation)
