@@ -147,7 +147,7 @@ def _library_note(info: dict, counts: dict) -> str:
     err = info.get("error", {})
     pct = lambda v: "n/a" if v is None else f"{v:.2%}"
     n = counts.get("exact", 0) + counts.get("fast", 0)
-    grid = info.get("grid") or f"spectral, rank {info.get('rank')}, PSF nodes {info.get('psf_grid')}"
+    grid = info.get("grid") or f"spectral, ranks {info.get('ranks')}, PSF nodes {info.get('psf_grid')}"
     return (
         f"library grid {grid}, {info.get('z_planes', [0, 0, 0])[2]} planes, "
         f"{info.get('table_mib')} MiB, covers {info.get('coverage', 0):.0%} of the field; measured error "
@@ -381,7 +381,7 @@ def chip(repeat: int, n: int = 512) -> list[Row]:
             "z2t fast (spectral library)",
             t_f * n,
             psfs=n,
-            note=f"{t_ex / t_f:.1f}x faster than exact; {type(lib).__name__}, rank {info.get('rank')}, PSF nodes "
+            note=f"{t_ex / t_f:.1f}x faster than exact; {type(lib).__name__}, ranks {info.get('ranks')}, PSF nodes "
             f"{info.get('psf_grid')}, {info['z_planes'][2]} planes, {info['table_mib']} MiB, built in {t_build:.1f} s; "
             f"{within:.1%} of {n} held-out PSFs within 1 % (max {err.max():.2%}, p99 {np.quantile(err, 0.99):.2%}); "
             f"build-time measurement max {info['error']['max']:.2%}; coverage {info['coverage']:.0%}",

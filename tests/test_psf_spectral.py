@@ -96,6 +96,30 @@ def test_a_large_call_in_blocks_gives_the_same_bits(chip) -> None:
     assert np.array_equal(lib.compute(ph[order], z[order], dx[order], dy[order]), ref[order])
 
 
+def test_z_slabs_cover_every_cubic_tap_with_orthonormal_bases(chip) -> None:
+    """One basis per z slab: the slabs tile the first cubic taps, each basis is orthonormal."""
+    from z2t_dask.physics.optics.psf_basis import slab_starts
+
+    cfg, lib = chip
+    tab = lib._tables()
+    nz = len(lib.z_planes)
+    starts = tab.starts
+    assert starts[0] == 0 and starts[-1] == nz - 3 and np.all(np.diff(starts) >= 1)
+    assert len(tab.ranks) == len(starts) - 1 >= 2  # the default chip's 42 planes: several slabs
+    for basis, rank in zip(tab.bases, tab.ranks):
+        assert basis.shape[0] == rank
+        gram = basis.astype(np.float64) @ basis.T.astype(np.float64)
+        assert np.abs(gram - np.eye(rank)).max() < 1e-5
+    assert list(slab_starts(1)) == [0, 1] and list(slab_starts(4)) == [0, 1] and len(slab_starts(18)) == 2
+    # emitters on the planes where one slab hands over to the next: within the bound in both
+    edges = lib.z_planes[starts[1:-1] + 1]
+    n = 2 * len(edges)
+    ph, _, _, dx, dy = held_out(aberration_field(cfg).at, (0, 1200, 0, 1200), (-1.0, 1.0), n, seed=16)
+    z = np.repeat(edges, 2) + np.tile([-1e-4, 1e-4], len(edges))
+    err = rel_l2(lib.compute(ph, z, dx, dy), lib.exact.compute(ph, z, dx, dy))
+    assert err.max() <= BOUND, err.max()
+
+
 def test_rebuilt_identically_after_pickling(chip) -> None:
     cfg, lib = chip
     ph, _, z, dx, dy = held_out(aberration_field(cfg).at, (0, 1200, 0, 1200), (-1.0, 1.0), 12, seed=14)
