@@ -312,6 +312,33 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path, fmt) -> None:
     assert not any(out.iterdir())  # no .sample_000.tmp-* folder, nothing under the final name (out: the run's)
 
 
+def test_an_interrupt_swallowed_in_a_finaliser_is_delivered_again() -> None:
+    """A signal handled inside ``__del__`` or a weakref callback is swallowed by Python ("Exception
+    ignored in ..."): the CLI sends it again, so the command stops. (A SIGTERM that landed in a
+    weakref callback let ``z2t simulate`` finish and exit 0 instead of 143.)"""
+    from z2t_dask.tools import cli
+
+    class Finalised:
+        def __init__(self, exc: BaseException):
+            self.exc = exc
+
+        def __del__(self):
+            raise self.exc  # what the signal handler does when the signal lands here
+
+    before = sys.unraisablehook
+    with cli._sigterm_interrupts():
+        with pytest.raises(cli.Terminated):
+            Finalised(cli.Terminated("terminated (SIGTERM)"))
+            for _ in range(200):
+                time.sleep(0.01)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            with pytest.raises(KeyboardInterrupt):
+                Finalised(KeyboardInterrupt())
+                for _ in range(200):
+                    time.sleep(0.01)
+    assert sys.unraisablehook is before
+
+
 @pytest.mark.slow
 def test_rerun_after_sigkill_removes_the_dead_runs_temporaries(tmp_path) -> None:
     from z2t_dask.tools.results import open_sample

@@ -18,21 +18,20 @@ cleaned up like Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import gc
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from z2t_dask.errors import Z2TError, interrupt_of
 from z2t_dask.tools.cli_view import add_view_parsers, run_inspect, run_preview
+from z2t_dask.tools.interrupts import EXIT_TERMINATED, Terminated
+from z2t_dask.tools.interrupts import sigterm_interrupts as _sigterm_interrupts
 
 __all__ = ["main", "build_parser"]
 
@@ -323,42 +322,6 @@ def _path_error_message(exc: OSError) -> str:
     if isinstance(exc, IsADirectoryError):
         return f"{path} is a folder, not a file"
     return f"{path}: {exc.strerror or exc}"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, ``kill``, a SLURM walltime) as an interrupt: cleaned up like Ctrl-C, exit 143."""
-
-
-#: Exit status after SIGTERM (128 + 15, as a shell reports a process killed by it).
-EXIT_TERMINATED = 128 + signal.SIGTERM
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While the command runs, SIGTERM raises :class:`Terminated` in the main thread.
-
-    Atomic outputs then remove their temporaries as on Ctrl-C. Only the first SIGTERM raises: a second
-    one during the clean-up is ignored. SIGXFSZ is ignored too (as Python does at start-up), so a write
-    beyond the file-size limit fails with EFBIG ("file too large") instead of killing the process.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if fired:
-            return
-        fired.append(signum)
-        raise Terminated("terminated (SIGTERM)")
-
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
