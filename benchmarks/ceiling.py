@@ -14,9 +14,10 @@ preallocated buffers (no data movement, no phase evaluation, no folding, no norm
   (``f = N / M``: x on their rows, y on ``M x M``); then the real FFT of the folded ``M x M``
   intensity, the inverse FFT along y of its half spectrum and the inverse real FFT along x of the patch rows.
 
-Where the vectorial model has the package's own DFT (``n_int`` a power of two, numba available), its
+Where the model has the package's own DFT (``n_int`` a power of two, numba available: the model then
+transforms the pupil field's ``f^2`` polyphase parts with it, scalar and vectorial alike), its
 transforms are timed with that kernel instead of ``scipy.fft`` (whichever is faster per block: the
-kernel is ~2x faster here, and it includes the polyphase gather and the squares that the ``scipy.fft``
+kernel is ~1.5-2x faster here, and it includes the polyphase gather and the squares that the ``scipy.fft``
 form leaves out, so this ceiling is, if anything, generous to the model).
 
 Timed for several cache block sizes; the ceiling is the fastest.
@@ -66,20 +67,19 @@ def ceiling_block(model: Any, b: int, workers: int | None) -> tuple[Any, int]:
     own_exp = _own_phasors(phi, vals)
     if own_exp is not None and best_time(own_exp, repeat=5) < best_time(exp_i, repeat=5):
         exp_i = own_exp
-    transforms = _scipy_polyphase(pxbuf, pybuf, workers)
-    if vectorial and g.dft is not None:
+    if vectorial:
+        transforms, n_fields = _scipy_polyphase(pxbuf, pybuf, workers), g.comps.shape[0]
+    else:
+        transforms, n_fields = _scipy_window(xbuf, ybuf, workers), 1
+    if g.dft is not None:
         own = _own_polyphase(g, b)
         if own is not None and best_time(own, repeat=5) < best_time(transforms, repeat=5):
             transforms = own
 
     def run() -> None:
         exp_i()
-        if vectorial:
-            for _ in range(g.comps.shape[0]):
-                transforms()
-        else:
-            sfft.ifft(xbuf, axis=2, norm="ortho", workers=workers)
-            sfft.ifft(ybuf, axis=1, norm="ortho", workers=workers)
+        for _ in range(n_fields):
+            transforms()
         sfft.rfft2(inten, axes=(1, 2), workers=workers)
         sfft.ifft(half, axis=1, workers=workers)
         sfft.irfft(rows, n=m, axis=2, workers=workers)
@@ -112,6 +112,16 @@ def _own_phasors(phi: np.ndarray, vals: np.ndarray):
     return run
 
 
+def _scipy_window(xbuf: np.ndarray, ybuf: np.ndarray, workers: int | None):
+    """The scalar field's transforms over the whole window with ``scipy.fft`` (pupil rows along x, then y)."""
+
+    def run() -> None:
+        sfft.ifft(xbuf, axis=2, norm="ortho", workers=workers)
+        sfft.ifft(ybuf, axis=1, norm="ortho", workers=workers)
+
+    return run
+
+
 def _scipy_polyphase(pxbuf: np.ndarray, pybuf: np.ndarray, workers: int | None):
     """One field component's ``f^2`` polyphase transforms with ``scipy.fft`` (rows, then columns)."""
 
@@ -123,7 +133,7 @@ def _scipy_polyphase(pxbuf: np.ndarray, pybuf: np.ndarray, workers: int | None):
 
 
 def _own_polyphase(g: Any, b: int):
-    """One field component's polyphase DFTs with the package's compiled kernel, or None without numba."""
+    """One field's (component's) polyphase DFTs with the package's compiled kernel, or None without numba."""
     from z2t_dask.physics.optics.polyphase_dft import polyphase_dft, scratch
 
     kernel = polyphase_dft.compiled()

@@ -249,7 +249,8 @@ def psf(repeat: int, n: int = 512) -> list[Row]:
                 t_ceil * n,
                 psfs=n,
                 naive_s=t_naive * n,
-                note=f"cos/sin of the pupil + the model's 5 FFT stages, block {block} (the fastest)",
+                note=f"cos/sin of the pupil + the model's transforms (its own DFT or scipy.fft, the faster), "
+                f"block {block} (the fastest)",
             )
         )
         rows.append(

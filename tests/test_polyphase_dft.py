@@ -162,13 +162,22 @@ def test_example_runs(name):
 
 
 _BASE = {"wavelength_nm": 660.0, "na": 1.4, "pixel_size_nm_x": 101.11, "pixel_size_nm_y": 98.83, "vectorial": True}
-_CASES = [
+_VECTORIAL_CASES = [
     ({"window_px": 64, "patch_size": 11}, {}),  # f = 1
     ({"window_px": 128, "patch_size": 15}, {}),  # the default grids (n_int 64, f = 2)
     ({"window_px": 128, "patch_size": 15}, {"dipole": True, "mag": True}),
     ({"n_medium": 1.33, "focus_depth_um": 1.0, "window_px": 64, "patch_size": 11}, {}),  # Gibson-Lanni
     ({"pixel_size_nm_x": 160.0, "pixel_size_nm_y": 160.0, "patch_size": 9, "window_px": 32}, {}),  # sampling 2
 ]
+# the scalar model transforms its one field the same way (the pupil mask as its "component")
+_SCALAR_CASES = [
+    ({"vectorial": False, "window_px": 32, "patch_size": 17}, {}),  # f = 1, the 32-px benchmark window
+    ({"vectorial": False, "window_px": 128, "patch_size": 15}, {}),  # f = 2
+    ({"vectorial": False, "window_px": 128, "patch_size": 15}, {"mag": True}),  # an amplitude: its own energy
+    ({"vectorial": False, "n_medium": 1.33, "focus_depth_um": 1.0, "window_px": 64, "patch_size": 11}, {}),
+    ({"vectorial": False, "pixel_size_nm_x": 160.0, "pixel_size_nm_y": 160.0, "patch_size": 9, "window_px": 32}, {}),
+]
+_CASES = _VECTORIAL_CASES + _SCALAR_CASES
 
 
 def _inputs(model: PupilPSF, extra: dict, n: int = 20):
@@ -176,7 +185,7 @@ def _inputs(model: PupilPSF, extra: dict, n: int = 20):
 
 
 @pytest.mark.parametrize("params, extra", _CASES)
-def test_exact_vectorial_psfs_agree_with_the_scipy_fft_path(params, extra):
+def test_exact_psfs_agree_with_the_scipy_fft_path(params, extra):
     model = PupilPSF(**{**_BASE, **params})
     assert model._grids.dft is not None, "the case must use the package's DFT"
     scipy_model = PupilPSF(**{**_BASE, **params})
@@ -192,7 +201,7 @@ def test_exact_vectorial_psfs_agree_with_the_scipy_fft_path(params, extra):
 
 
 @pytest.mark.parametrize("params, extra", _CASES)
-def test_exact_vectorial_psfs_have_the_same_bytes_with_and_without_numba(params, extra):
+def test_exact_psfs_have_the_same_bytes_with_and_without_numba(params, extra):
     if not compiled.available():
         pytest.skip("numba not installed: only the NumPy path exists here")
     model = PupilPSF(**{**_BASE, **params})

@@ -3,7 +3,7 @@
 A :class:`Kernel` pairs a function written as explicit loops in a fixed order (compiled with
 ``numba.njit``; numba is a dependency of the package) with a NumPy function that computes the
 same numbers in the same order, used where numba cannot be imported or is disabled (much slower
-for some kernels: the exact vectorial PSF's DFT runs ~8x slower as NumPy). Every kernel of the package is
+for some kernels: the exact PSFs' DFT runs ~15-20x slower per PSF as NumPy). Every kernel of the package is
 written so that the two agree bit for bit on any machine:
 
 - sums run in a fixed order (no reduction trees, no BLAS), starting from ``0.0``;

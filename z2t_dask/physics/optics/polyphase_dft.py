@@ -1,4 +1,4 @@
-"""The vectorial PSF's transforms: inverse DFTs of a pupil field's polyphase parts, squared and summed.
+"""The exact PSF's transforms: inverse DFTs of a pupil field's polyphase parts, squared and summed.
 
 :meth:`~z2t_dask.physics.optics.psf.PupilPSF._polyphase_intensity` needs, per emitter and pupil
 field component, ``sum_j |DFT2(part_j)|^2`` over the ``f^2`` polyphase parts of the field (each
