@@ -309,7 +309,8 @@ def _bench_model(patch: int, window: int | None, *, vectorial: bool = False):
 def _ceiling_and_exact(model, repeat: int, ph, z, dx, dy):
     """The ceiling's best block and the per-PSF times of the ceiling and the exact model (s), interleaved.
 
-    One thread; each is the minimum over ``max(repeat, 9)`` rounds, one sample of each per round.
+    One thread; each is the minimum over ``max(3 repeat, 15)`` rounds, one sample of each per round (this
+    VM's speed moves by 10-30 % from second to second: more rounds, steadier minima).
     Returns ``(block, t_ceil, t_exact, PeakRSS of the exact model's runs)``.
     """
     n = ph.shape[0]
@@ -318,7 +319,7 @@ def _ceiling_and_exact(model, repeat: int, ph, z, dx, dy):
     ceil_run, bs = ceiling_block(model, block, 1)
     t_ex, t_ceil = math.inf, math.inf
     with PeakRSS() as mem:
-        for _ in range(max(repeat, 9)):
+        for _ in range(max(3 * repeat, 15)):
             t_ceil = min(t_ceil, best_time(ceil_run, repeat=1, number=n // bs) / (n // bs * bs))
             t_ex = min(t_ex, best_time(lambda: model.compute(ph, z, dx, dy, workers=1, batch_size=256), repeat=1) / n)
     return block, t_ceil, t_ex, mem

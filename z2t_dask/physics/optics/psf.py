@@ -704,7 +704,7 @@ class PupilPSF:
             spec = _rfft2(np, inten, workers=workers)
             spec *= g.otf_weight[None, :, :]
             norm = _normaliser(np, g, energy)
-            return spec, np.full(spec.shape[0], norm) if energy is None else norm
+            return spec, np.full(spec.shape[0], norm) if np.ndim(norm) == 0 else norm
 
         few = phase.shape[0] < _FEW_FOR_NUMBA and not compiled.loaded()
         if not few:
@@ -933,7 +933,8 @@ class PupilPSF:
         z_um: Any,
         dipole: Any = None,
     ) -> tuple[Any, Any]:
-        """Folded intensity ``(b, n_int, n_int)`` float32 and pupil energy ``(b,)`` float64 (or None)."""
+        """Folded intensity ``(b, n_int, n_int)`` float32 and pupil energy: ``(b,)`` float64, or one float for
+        every emitter of a uniform scalar pupil on the package's DFT, or None for one on ``scipy.fft``."""
         b = rows.shape[0]
         # --- pupil phase on the pupil rectangle: Horner in u (2 D passes) + exact defocus (index
         # matched: z (k_z - k_n)) or the Gibson-Lanni phase (depth A + static).
@@ -980,9 +981,8 @@ class PupilPSF:
             if xp is np and g.dft is not None:  # the package's DFT of the field (vals * mask), folded and squared
                 field = (vals, g.pupil_comp)
                 self._polyphase_intensity(g, work, xp, workers, field, None, accumulate=False, inten=inten)
-                if energy is None:
-                    energy = np.full(b, float(g.n_points))
-                return inten, energy * float(g.n_int) ** 2  # unnormalised DFTs: n_int^2 times the ortho intensity
+                # unnormalised DFTs: n_int^2 times the ortho intensity (a uniform pupil's energy is one number)
+                return inten, (float(g.n_points) if energy is None else energy) * float(g.n_int) ** 2
             # the field, zero outside the pupil, into the first rows of the FFT input, zeros after
             # (vals * mask == vals where the amplitude is already masked: 0 stays 0, -0 stays -0)
             rows_in = work.ybuf[:b, : g.rect[0], :]
@@ -1166,7 +1166,7 @@ class PupilPSF:
         img = img[:, :, 0 : p * s : s]
         # --- normalise: photons per camera pixel for a unit-integral PSF.
         fac = _normaliser(xp, g, energy)
-        fac = xp.float32(fac) if energy is None else fac.astype(xp.float32)[:, None, None]
+        fac = xp.float32(fac) if np.ndim(fac) == 0 else fac.astype(xp.float32)[:, None, None]
         if dest is None:
             img *= fac
             return img
@@ -1176,10 +1176,13 @@ class PupilPSF:
 
 # ---------------------------------------------------------------------- helpers
 def _normaliser(xp: Any, g: SimpleNamespace, energy: Any) -> Any:
-    """``scale / energy`` (float64), 0 where the pupil carries no light; a scalar for
-    ``energy = None`` (uniform pupil: the energy is the number of pupil samples)."""
+    """``scale / energy`` (float64), 0 where the pupil carries no light; a scalar for a scalar
+    ``energy`` (a uniform pupil's, the same for every emitter) or None (uniform pupil, ortho-normalised
+    transforms: the energy is the number of pupil samples)."""
     if energy is None:
         return g.scale / g.n_points
+    if isinstance(energy, float):
+        return g.scale / energy
     safe = xp.where(energy > 0, energy, 1.0)
     return xp.where(energy > 0, g.scale / safe, 0.0)
 
