@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 import z2t_dask as z2t
 from z2t_dask.config import ConfigError, SimulationConfig, builtin_default_dict, config_to_dict, load_config
-from z2t_dask.engine.render import choose_chunks
+from z2t_dask.engine.render import DEFAULT_CHUNK_MB, choose_chunks
 from z2t_dask.testing import emitter_table, sample_from_arrays, tiny_config
 
 
@@ -1022,7 +1022,7 @@ def test_frames_are_byte_identical_for_every_chunking(
     note(f"chunks {arr.chunks}")
     # the chunking asked for is the one used (else this test would prove nothing)
     expected = choose_chunks(
-        shape, T, ref.dtype.itemsize, chunk_mb=chunk_mb or 16.0, chunk_frames=chunk_frames, tile_size=tile
+        shape, T, ref.dtype.itemsize, chunk_mb=chunk_mb or DEFAULT_CHUNK_MB, chunk_frames=chunk_frames, tile_size=tile
     )
     assert arr.chunksize == expected
     if chunk_frames is not None and tile is not None:

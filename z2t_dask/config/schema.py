@@ -285,7 +285,7 @@ class RenderConfig:
         ),
     )
     chunk_mb: float = field(
-        default=16.0,
+        default=12.0,
         metadata=_meta(
             "target size of one output chunk (frames x tile x dtype) for the automatic chunking; working memory is ~4x "
             "this per thread",

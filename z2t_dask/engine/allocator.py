@@ -17,7 +17,7 @@ MALLOC_MMAP_THRESHOLD_=<m> MALLOC_TRIM_THRESHOLD_=<t>``. It is process-wide, aff
 allocations only, and does nothing where the C library is not glibc.
 
 Which thresholds: a 4 MiB threshold maps every rendered block afresh (a block of the default
-``render.chunk_mb`` is up to 16 MiB) and faults its pages in again. For full-chip frames that is
+``render.chunk_mb`` is up to 12 MiB) and faults its pages in again. For full-chip frames that is
 ~1,000 page faults per frame and a quarter of the frame rate (2026-12-01, 2 cores: W2 render + write
 60-64 -> 73-74 frames/s with the blocks from the heap; 1,000 OME-Zarr frames 33 -> 42 frames/s at the
 same peak memory, 451 vs 446 MiB). Stacks of frames of :data:`LARGE_FRAME_BYTES` or more therefore
@@ -59,7 +59,7 @@ MMAP_THRESHOLD = 4 * 2**20
 TRIM_THRESHOLD = 4 * 2**20
 #: Frames of at least this many bytes (a 1200x1200 uint16 frame: 2.9 MB) get the large thresholds.
 LARGE_FRAME_BYTES = 2**20
-#: The mmap threshold for large frames: rendered blocks (at most ``render.chunk_mb``, 16 MiB by
+#: The mmap threshold for large frames: rendered blocks (at most ``render.chunk_mb``, 12 MiB by
 #: default) are reused from the heap.
 LARGE_MMAP_THRESHOLD = 32 * 2**20
 #: The trim threshold for large frames (twice the mmap threshold, glibc's own ratio): a few freed

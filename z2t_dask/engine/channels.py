@@ -20,7 +20,7 @@ import numpy as np
 from z2t_dask.config import CameraConfig, SimulationConfig
 from z2t_dask.config.coercion import build
 from z2t_dask.engine.assembly import aberration_field, make_camera, make_psf_model, make_zmap
-from z2t_dask.engine.render import FramePlan, frames_array
+from z2t_dask.engine.render import DEFAULT_CHUNK_MB, FramePlan, frames_array
 from z2t_dask.errors import ConfigError
 from z2t_dask.physics.channels import (
     ChannelGeometry,
@@ -162,7 +162,7 @@ def channel_plans(cfg: SimulationConfig, seed: int, truth: ChannelTruth) -> list
 
 
 def channel_stack(
-    plans: list[FramePlan], chunk_frames: int | None = None, *, tile_size: int | None = None, chunk_mb: float = 16.0
+    plans: list[FramePlan], chunk_frames: int | None = None, *, tile_size: int | None = None, chunk_mb: float = DEFAULT_CHUNK_MB
 ) -> Any:
     """The lazy ``(T, C, Y, X)`` stack: each channel's ``(T, Y, X)`` array (same chunking) stacked on axis 1."""
     import dask.array as da

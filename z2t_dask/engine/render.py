@@ -62,7 +62,7 @@ __all__ = [
 #: at 512 px in 18.7 ms (measured), while tiles stay reasonably fine-grained.
 NOISE_BLOCK = 512
 #: Default target size of one output chunk (MiB) for the automatic chunking.
-DEFAULT_CHUNK_MB = 16.0
+DEFAULT_CHUNK_MB = 12.0
 #: Upper bound of the automatic frames per chunk (keeps small-frame samples parallel).
 MAX_AUTO_CHUNK_FRAMES = 32
 
