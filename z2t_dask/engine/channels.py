@@ -162,7 +162,11 @@ def channel_plans(cfg: SimulationConfig, seed: int, truth: ChannelTruth) -> list
 
 
 def channel_stack(
-    plans: list[FramePlan], chunk_frames: int | None = None, *, tile_size: int | None = None, chunk_mb: float = DEFAULT_CHUNK_MB
+    plans: list[FramePlan],
+    chunk_frames: int | None = None,
+    *,
+    tile_size: int | None = None,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
 ) -> Any:
     """The lazy ``(T, C, Y, X)`` stack: each channel's ``(T, Y, X)`` array (same chunking) stacked on axis 1."""
     import dask.array as da
